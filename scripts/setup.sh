@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Make the project runnable on a fresh Debian machine: system packages the tests and tools use,
+# then a virtualenv in .venv with sslm installed. Idempotent: installs only what is missing.
+#   scripts/setup.sh          runtime only (openssl, python venv)
+#   scripts/setup.sh --dev    plus what the tests start: redis, ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_dev=false
+[ "${1:-}" = "--dev" ] && want_dev=true
+
+# binary -> Debian package
+declare -A needed=([openssl]=openssl [rsync]=rsync)
+if $want_dev; then
+  needed+=([redis-server]=redis-server)
+fi
+
+missing=()
+for binary in "${!needed[@]}"; do
+  command -v "$binary" >/dev/null 2>&1 || missing+=("${needed[$binary]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+extras=""
+$want_dev && extras="[dev,monitor]"
+stamp=".venv/.sslm-installed${extras}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+  touch "$stamp"
+fi

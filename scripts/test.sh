@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run lint, type checks and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --dev
+.venv/bin/ruff check sslm_tasks tests bench
+.venv/bin/mypy
+.venv/bin/pytest -q -p no:cacheprovider "$@"

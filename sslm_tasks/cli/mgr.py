@@ -1,0 +1,268 @@
+"""``sslm-mgr``: ssl-mgr's command line, unchanged, with honest exit codes.
+
+Exit status: 0 when every selected service succeeded, 1 when any failed, 2 for bad input
+(command line or configuration: nothing was written), 3 when another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
+
+from sslm_tasks.config.load import Config, load_config
+from sslm_tasks.errors import ConfigError, LockBusy, SslmError
+from sslm_tasks.lifecycle import build
+from sslm_tasks.lifecycle import roll as rolling
+from sslm_tasks.lifecycle.status import service_status
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.locks.file import FileLocker
+from sslm_tasks.store.atomic import ensure_dir
+from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
+from sslm_tasks.workflows import DevSteps, RunRequest, run_in_process
+
+from . import report
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+#: How long a run waits for another run on the same tree before giving up.
+DEFAULT_LOCK_WAIT_S = 120.0
+#: Upstream's log rotation: 200 KiB, four old files.
+LOG_BYTES, LOG_BACKUPS = 204800, 4
+
+log = logging.getLogger("sslm")
+
+
+def _flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, short: str, long: str, help: str
+) -> None:
+    parser.add_argument(
+        short, f"-{long}", dest=long.lstrip("-").replace("-", "_"), action="store_true", help=help
+    )
+
+
+def build_parser(*, dev: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sslm-mgr" + (" dev" if dev else ""),
+        description="SSL Manager" + (" Dev Mode" if dev else ""),
+        allow_abbrev=False,
+        epilog=None if dev else 'For dev options add "dev" as 1st argument',
+    )
+    parser.add_argument("-v", "--verb", action="store_true", help="More verbose output")
+    parser.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="Forces on for renew / roll regardless if too soon",
+    )
+    parser.add_argument(
+        "-r", "--reuse", action="store_true", help="Reuse curr key with renew (TLSA unchanged)"
+    )
+    parser.add_argument(
+        "-d",
+        "--debug",
+        action="store_true",
+        help="Dry run: print what would be done, change nothing",
+    )
+    parser.add_argument(
+        "-t",
+        "--test",
+        action="store_true",
+        help="Use the CA's test server; production dir gets .test",
+    )
+    parser.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        dest="dry_run",
+        help="ACME --dry-run (ACME CAs only)",
+    )
+    parser.add_argument(
+        "-s",
+        "--status",
+        action="store_true",
+        help="Display cert status. With --verb shows more info",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="With -s: machine-readable status on stdout"
+    )
+    parser.add_argument(
+        "-renew", "--renew", action="store_true", help="Renew keys/csr/cert into next when due"
+    )
+    parser.add_argument(
+        "-roll", "--roll", action="store_true", help="Make next the new curr and copy to production"
+    )
+    parser.add_argument(
+        "-roll-mins",
+        "--min-roll-mins",
+        dest="min_roll_mins",
+        type=float,
+        help="Only roll if next is older than this (config min_roll_mins)",
+    )
+    parser.add_argument(
+        "-dns",
+        "--dns-refresh",
+        dest="dns_refresh",
+        action="store_true",
+        help="Refresh DNS (config dns.restart_cmd)",
+    )
+    parser.add_argument(
+        "-clean-keep",
+        "--clean-keep",
+        dest="clean_keep",
+        type=int,
+        help="Clean database dirs keeping newest N",
+    )
+    parser.add_argument(
+        "-clean-all",
+        "--clean-all",
+        dest="clean_all",
+        action="store_true",
+        help="Clean up all grps/svcs not just active domains",
+    )
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=DEFAULT_LOCK_WAIT_S,
+        help="Seconds to wait for another run (default %(default)s)",
+    )
+    if dev:
+        group = parser.add_argument_group("dev")
+        _flag(group, "-keys", "-new-keys", "Make next new keys")
+        _flag(group, "-csr", "-new-csr", "Make next CSR")
+        _flag(group, "-cert", "-new-cert", "Make new next/cert")
+        _flag(group, "-copy", "-copy-csr", "Copy curr key to next (used by --reuse)")
+        _flag(group, "-ntoc", "-next-to-curr", "Move next to curr")
+        _flag(group, "-certs-prod", "-certs-to-prod", "Copy keys/certs to production")
+    parser.add_argument(
+        "grps_svcs", nargs="*", help="grp1:svc1,svc2 grp2:ALL ... (default: from config)"
+    )
+    return parser
+
+
+def _dev_steps(args: argparse.Namespace) -> DevSteps:
+    return DevSteps(
+        keys=getattr(args, "new_keys", False),
+        csr=getattr(args, "new_csr", False),
+        cert=getattr(args, "new_cert", False),
+        copy=getattr(args, "copy_csr", False),
+        ntoc=getattr(args, "next_to_curr", False),
+        certs_prod=getattr(args, "certs_to_prod", False),
+    )
+
+
+def _setup_logging(config: Config, *, verbose: bool, to_file: bool) -> None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.handlers.clear()
+    if to_file:
+        logdir = ensure_dir(config.resolve(config.main.globals.logdir), mode=DIR_MODE_GROUP)
+        handler = RotatingFileHandler(logdir / "sslm", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
+        handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+    if verbose:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+
+
+def _clean_refs(
+    config: Config, refs: Sequence[ServiceRef], *, clean_all: bool
+) -> list[ServiceRef] | None:
+    """With ``--clean-all``: every service directory under ``certs/`` whose group is configured."""
+    if not clean_all:
+        return None
+    found: list[ServiceRef] = []
+    certs = config.layout().certs_dir
+    for group_dir in sorted(certs.iterdir()) if certs.is_dir() else []:
+        if group_dir.is_dir() and (config.conf_dir / group_dir.name).is_dir():
+            found.extend(
+                ServiceRef(group_dir.name, svc.name)
+                for svc in sorted(group_dir.iterdir())
+                if (svc / "db").is_dir()
+            )
+    return found or list(refs)
+
+
+def _status(ws: Workspace, refs: Sequence[ServiceRef], *, as_json: bool, verbose: bool) -> int:
+    statuses = [service_status(ws, ref) for ref in refs]
+    if as_json:
+        print(json.dumps({"services": [s.to_json() for s in statuses]}, indent=2))
+    else:
+        print(report.status_text(statuses, ws.clock(), verbose=verbose))
+    return EXIT_OK
+
+
+def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> int:
+    """``-d``: say what each service would do; nothing is written, not even a log line."""
+    for ref in refs:
+        lines: list[str] = []
+        if request.renew or request.dev.any_build_step():
+            check = build.check_renew(ws, ref)
+            lines.append(
+                ("would renew: " if check.build or request.dev.any_build_step() else "")
+                + check.reason
+            )
+        if request.roll or request.dev.ntoc:
+            result = rolling.check_roll(ws, ref, force=ws.options.force or request.dev.ntoc)
+            lines.append(("would roll: " if result.rolled else "") + result.reason)
+        print(f"{ref}")
+        print("\n".join(f"            ↪ {line}" for line in lines))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    dev = bool(args_in) and args_in[0] == "dev"
+    args = build_parser(dev=dev).parse_args(args_in[1:] if dev else args_in)
+    try:
+        config, refs = load_config(args.grps_svcs)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    options = RunOptions(
+        force=args.force,
+        reuse=args.reuse,
+        test=args.test,
+        min_roll_mins=args.min_roll_mins,
+        clean_keep=args.clean_keep,
+    )
+    ws = Workspace(config=config, options=options, clock=utc_now)
+    request = RunRequest(
+        renew=args.renew,
+        roll=args.roll,
+        dev=_dev_steps(args),
+        clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
+    )
+    if args.status and not (request.renew or request.roll or dev):
+        return _status(ws, refs, as_json=args.json, verbose=args.verb)
+    if args.debug:
+        return _dry_run(ws, refs, request)
+    return _locked_run(ws, refs, request, args)
+
+
+def _locked_run(
+    ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest, args: argparse.Namespace
+) -> int:
+    try:
+        certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
+        lease = FileLocker(certs).acquire(RUN_LOCK, ttl_s=3600, blocking_s=args.lock_wait)
+    except LockBusy as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except SslmError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    with lease:
+        _setup_logging(ws.config, verbose=args.verb, to_file=True)
+        result = run_in_process(ws, refs, request)
+        print(report.run_text(result))
+        if args.status:
+            _status(ws, refs, as_json=args.json, verbose=args.verb)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

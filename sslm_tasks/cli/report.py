@@ -1,0 +1,87 @@
+"""Human output of ``sslm-mgr``: run reports and the ``-s`` status, in upstream's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
+from sslm_tasks.workflows import RunReport
+
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+_INDENT = " " * 12
+
+
+def relative(delta_s: float) -> str:
+    """``Nd HH:MM:SS`` as upstream 7.8 prints it (sign dropped; callers say 'ago')."""
+    seconds = int(abs(delta_s))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days:>4d}d {hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def _version_lines(
+    label: str, version: VersionStatus, now: datetime, *, verbose: bool
+) -> list[str]:
+    expires_in = (version.expires - now).total_seconds()
+    issued_ago = (now - version.issued).total_seconds()
+    expires = version.expires.strftime(DATE_FORMAT)
+    issued = version.issued.strftime(DATE_FORMAT)
+    lines = [
+        f"        {label:<12} : expires: {expires} ({relative(expires_in)})"
+        + (" EXPIRED" if expires_in < 0 else ""),
+        f"        {'':<12} : issued : {issued} ({relative(issued_ago)} ago)"
+        f" ({round(version.lifetime_days)} day cert)",
+        f"{'issuer':>20} : {version.issuer}",
+        f"{'subject':>20} : {version.subject}",
+        f"{'pubkey':>20} : pubkey-{version.pubkey}",
+        f"{'stamp':>20} : {version.stamp}",
+    ]
+    if verbose:
+        lines.append(f"{'sans':>20} : {version.sans}")
+        lines.append(f"{'sig_algo':>20} : {version.sig_algo}")
+    return lines
+
+
+def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bool) -> str:
+    lines: list[str] = []
+    group = None
+    for status in statuses:
+        if status.group != group:
+            group = status.group
+            lines.append(group)
+        lines.append(f"  {status.service}")
+        if status.curr is None and status.next is None:
+            lines.append(f"        {'(none)':<12} : no certificate yet")
+        for label, version in (("curr", status.curr), ("next", status.next)):
+            if version is not None:
+                lines.extend(_version_lines(label, version, now, verbose=verbose))
+        lines.append(f"{'phase':>20} : {status.phase}")
+        lines.append(f"{'renew in':>20} : {status.renew_in.strip()} days")
+        if status.roll_due:
+            lines.append(f"{'roll due':>20} : {status.roll_due}")
+        if status.last_error:
+            lines.append(f"{'last error':>20} : {status.last_error}")
+    return "\n".join(lines)
+
+
+def run_text(report: RunReport) -> str:
+    lines: list[str] = []
+    group = None
+    for outcome in report.outcomes:
+        if outcome.ref.group != group:
+            group = outcome.ref.group
+            lines.append(group)
+        lines.append(f"  {outcome.ref.service}")
+        lines.extend(f"{_INDENT}↪ {action}" for action in outcome.actions)
+    if report.prod_changed:
+        lines.append("Certs to production: " + ", ".join(str(ref) for ref in report.prod_changed))
+    else:
+        lines.append("Certs to production: no changes")
+    for ref, stamps in report.cleaned.items():
+        lines.append(f"Cleaned {ref}: {', '.join(stamps)}")
+    if not report.ok:
+        failed = [str(o.ref) for o in report.outcomes if not o.ok]
+        lines.append(f"Failed to perform required task(s): {', '.join(failed)}")
+    return "\n".join(lines)

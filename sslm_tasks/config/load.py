@@ -1,0 +1,300 @@
+"""Find, parse and validate a configuration tree before anything touches the disk.
+
+Every problem becomes one :class:`~sslm_tasks.errors.ConfigError` naming the file, the key and
+the value, so a run with bad input stops before it writes a byte.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sslm_tasks.config.models import CaInfo, MainConfig, ServiceConfig
+from sslm_tasks.errors import ConfigError
+from sslm_tasks.store.layout import Layout, ServiceRef
+
+#: Where ssl-mgr looks for ``conf.d``, in order, after ``$SSL_MGR_TOPDIR/conf.d``.
+SEARCH_DIRS = (Path("conf.d"), Path("/etc/ssl-mgr/conf.d"))
+MAIN_FILE = "ssl-mgr.conf"
+CA_FILE = "ca-info.conf"
+#: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
+_SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
+#: Group that holds local CAs.
+CA_GROUP = "ca"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration tree.
+
+    ``services`` holds every service the run may touch: the selected ones plus the local CAs
+    they are signed by, so signing never has to read a file that was not validated.
+    """
+
+    topdir: Path
+    conf_dir: Path
+    main: MainConfig
+    cas: Mapping[str, CaInfo]
+    services: Mapping[ServiceRef, ServiceConfig] = field(default_factory=dict)
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths in the config are relative to the topdir, as upstream."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.topdir / candidate
+
+    def layout(self, *, test: bool = False) -> Layout:
+        prod = str(self.resolve(self.main.globals.prod_cert_dir))
+        return Layout(topdir=self.topdir, prod_dir=Path(prod + ".test" if test else prod))
+
+    def service_file(self, ref: ServiceRef) -> Path:
+        return self.conf_dir / ref.group / ref.service
+
+
+def find_conf_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The first existing of ``$SSL_MGR_TOPDIR/conf.d``, ``./conf.d``, ``/etc/ssl-mgr/conf.d``.
+
+    Upstream fell back silently to the last candidate; we say which places were searched.
+    """
+    env = os.environ if environ is None else environ
+    candidates = list(SEARCH_DIRS)
+    if env.get("SSL_MGR_TOPDIR"):
+        candidates.insert(0, Path(env["SSL_MGR_TOPDIR"]) / "conf.d")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    searched = ", ".join(str(c) for c in candidates)
+    raise ConfigError(
+        "conf.d",
+        "SSL_MGR_TOPDIR",
+        env.get("SSL_MGR_TOPDIR"),
+        f"no conf.d found (searched {searched})",
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(path, "(file)", None, "missing") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "(toml)", None, f"malformed TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(path, "(file)", None, f"unreadable: {err.strerror}") from None
+
+
+def _validate(model: type[M], raw: Any, path: Path, prefix: str = "") -> M:
+    """Validate ``raw`` and turn the first pydantic error into a ConfigError."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(part) for part in first["loc"] if part != "__root__"]
+        key = ".".join(filter(None, [prefix, *loc])) or prefix or "(file)"
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        value = None if first["type"] == "missing" else first.get("input")
+        if isinstance(value, dict):
+            value = None
+        raise ConfigError(path, key, value, problem) from None
+
+
+def _expand_wildcard(conf_dir: Path, group: str, services: Iterable[str]) -> list[str]:
+    names = list(services)
+    if not any(name in ("ALL", "*") for name in names):
+        return names
+    return list_services(conf_dir / group)
+
+
+def list_services(group_dir: Path) -> list[str]:
+    """Service files of a group directory, recognised the way upstream recognises them."""
+    found = []
+    for path in sorted(group_dir.iterdir()) if group_dir.is_dir() else []:
+        if not path.is_file():
+            continue
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        squeezed = [
+            "".join(line.split()).lower() for line in lines if not line.lstrip().startswith("#")
+        ]
+        if all(any(line.startswith(marker) for line in squeezed) for marker in _SERVICE_MARKERS):
+            found.append(path.name)
+    return found
+
+
+def load_main(conf_dir: Path) -> MainConfig:
+    path = conf_dir / MAIN_FILE
+    if not path.exists():
+        raise ConfigError(path, "(file)", None, "missing")
+    main = _validate(MainConfig, read_toml(path), path)
+    for index, group in enumerate(main.groups):
+        if group.active and (not group.domain or not group.services):
+            raise ConfigError(
+                path, f"groups[{index}]", group.domain, "active group needs a domain and services"
+            )
+    return main
+
+
+def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
+    path = conf_dir / CA_FILE
+    if not path.exists():
+        return {}
+    cas: dict[str, CaInfo] = {}
+    for name, table in read_toml(path).items():
+        if not isinstance(table, dict):
+            raise ConfigError(path, name, table, "expected a [table] per CA")
+        cas[name] = _validate(CaInfo, table, path, prefix=name)
+    if main.globals.preferred_acme_profile:
+        cas = {
+            name: ca
+            if ca.ca_preferred_acme_profile is not None or ca.is_local
+            else ca.model_copy(
+                update={"ca_preferred_acme_profile": main.globals.preferred_acme_profile}
+            )
+            for name, ca in cas.items()
+        }
+    return cas
+
+
+def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
+    path = conf_dir / ref.group / ref.service
+    if not path.is_file():
+        raise ConfigError(path, "(file)", None, f"no service file for {ref}")
+    svc = _validate(ServiceConfig, read_toml(path), path)
+    if svc.group != ref.group:
+        raise ConfigError(path, "group", svc.group, f"expected {ref.group!r} (the directory name)")
+    if svc.service != ref.service:
+        raise ConfigError(path, "service", svc.service, f"expected {ref.service!r} (the file name)")
+    return svc
+
+
+def configured_refs(conf_dir: Path, main: MainConfig) -> list[ServiceRef]:
+    """Services of the active groups in ``ssl-mgr.conf``; a later duplicate domain wins."""
+    by_domain: dict[str, list[str]] = {}
+    for group in main.groups:
+        if group.active and group.domain:
+            by_domain[group.domain] = _expand_wildcard(conf_dir, group.domain, group.services)
+    return [ServiceRef(domain, svc) for domain, services in by_domain.items() for svc in services]
+
+
+def parse_selection(conf_dir: Path, specs: Iterable[str]) -> list[ServiceRef]:
+    """``group:svc1,svc2`` and ``group:ALL`` from the command line.
+
+    A bare ``group`` means ``group:ALL``. Upstream silently ignored it, so that
+    ``sslm-mgr -renew example.com`` did nothing at all.
+    """
+    refs: list[ServiceRef] = []
+    for spec in specs:
+        group, _, services = spec.partition(":")
+        names = [s.strip() for s in services.split(",") if s.strip()] or ["ALL"]
+        expanded = _expand_wildcard(conf_dir, group, names)
+        if not expanded:
+            raise ConfigError(conf_dir / group, "(command line)", spec, "no service files found")
+        refs.extend(ServiceRef(group, svc) for svc in expanded)
+    return list(dict.fromkeys(refs))
+
+
+def load_config(
+    selection: Iterable[str] = (), *, conf_dir: Path | None = None
+) -> tuple[Config, list[ServiceRef]]:
+    """Load and validate everything a run over ``selection`` needs.
+
+    Returns the config and the selected services in dependency order: local CAs first, each
+    after the CA that signs it, then the other groups in config order.
+    """
+    conf_dir = (conf_dir or find_conf_dir()).resolve()
+    main = load_main(conf_dir)
+    cas = load_cas(conf_dir, main)
+    selected = (
+        parse_selection(conf_dir, selection) if selection else configured_refs(conf_dir, main)
+    )
+    services: dict[ServiceRef, ServiceConfig] = {}
+    pending = list(selected)
+    while pending:
+        ref = pending.pop(0)
+        if ref in services:
+            continue
+        svc = load_service(conf_dir, ref)
+        services[ref] = svc
+        signer = _signing_ca_ref(conf_dir, ref, svc, cas)
+        if signer is not None:
+            pending.append(signer)
+    config = Config(
+        topdir=conf_dir.parent, conf_dir=conf_dir, main=main, cas=cas, services=services
+    )
+    return config, order_by_signer(config, selected)
+
+
+def _signing_ca_ref(
+    conf_dir: Path, ref: ServiceRef, svc: ServiceConfig, cas: Mapping[str, CaInfo]
+) -> ServiceRef | None:
+    if svc.self_signed:
+        return None
+    path = conf_dir / ref.group / ref.service
+    ca = cas.get(svc.signing_ca)
+    if ca is None:
+        known = ", ".join(sorted(cas)) or f"none: {conf_dir / CA_FILE} has no CAs"
+        raise ConfigError(path, "signing_ca", svc.signing_ca, f"unknown CA (known: {known})")
+    if not ca.is_local:
+        return None
+    signer = ServiceRef(CA_GROUP, svc.signing_ca)
+    if not (conf_dir / CA_GROUP / svc.signing_ca).is_file():
+        raise ConfigError(
+            path,
+            "signing_ca",
+            svc.signing_ca,
+            f"local CA needs the service file {conf_dir / CA_GROUP / svc.signing_ca}",
+        )
+    if signer == ref:
+        raise ConfigError(
+            path, "signing_ca", svc.signing_ca, "a CA cannot sign itself by name; use 'self'"
+        )
+    return signer
+
+
+def signer_of(config: Config, ref: ServiceRef) -> ServiceRef | None:
+    """The local CA service that signs ``ref``, or None (self-signed or ACME)."""
+    svc = config.services[ref]
+    ca = config.cas.get(svc.signing_ca)
+    if svc.self_signed or ca is None or not ca.is_local:
+        return None
+    return ServiceRef(CA_GROUP, svc.signing_ca)
+
+
+def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceRef]:
+    """Put every selected signer before what it signs, keeping config order otherwise.
+
+    A CA and its leaves renewed in one run then sign with the fresh CA certificate.
+    """
+    ordered: list[ServiceRef] = []
+    wanted = list(dict.fromkeys(refs))
+
+    def visit(ref: ServiceRef, trail: tuple[ServiceRef, ...]) -> None:
+        if ref in ordered:
+            return
+        if ref in trail:
+            raise ConfigError(
+                config.service_file(ref),
+                "signing_ca",
+                config.services[ref].signing_ca,
+                "signing loop",
+            )
+        signer = signer_of(config, ref)
+        if signer is not None and signer in wanted:
+            visit(signer, (*trail, ref))
+        ordered.append(ref)
+
+    for ref in sorted(wanted, key=lambda r: r.group != CA_GROUP):
+        visit(ref, ())
+    return ordered

@@ -1,0 +1,385 @@
+"""Pydantic models of ssl-mgr's three kinds of config file, read unchanged.
+
+The shapes follow the ssl-mgr manual and the latest upstream release. Where upstream silently
+ignored a key (``bits``, ``renew_expire_days``, the global ``preferred_acme_profile``,
+``renew_target_<X>``) the key now does what its name says; where upstream crashed or guessed
+(unknown tables, an unknown ``ktype`` becoming EC, an unknown digest becoming sha256) the models
+refuse the value. Every model forbids unknown keys so that a typo is an error naming the key,
+not a setting that quietly does nothing.
+
+Paths in these models are kept as written; :mod:`sslm_tasks.config.load` resolves relative ones
+against the topdir.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from sslm_tasks.crypto.keys import ec_curve_names
+from sslm_tasks.crypto.signing import DIGESTS
+
+#: ssl-mgr's default extra resolvers. Kept for compatibility; every example and test sets
+#: ``dns_xtra_ns = []`` because these are public addresses.
+UPSTREAM_XTRA_NS = ("1.1.1.1", "8.8.8.8", "9.9.9.9", "208.67.222.222")
+
+#: The server classes upstream knows, in restart order.
+SERVER_CLASSES = ("smtp", "imap", "web", "other")
+
+#: Tags a server or the DNS section may depend on.
+DEPEND_TAGS = frozenset({"cert", "tlsa", "dns"})
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _as_list(value: Any) -> Any:
+    """Upstream accepts a bare string wherever a list of strings is expected."""
+    if isinstance(value, str):
+        return [value] if value else []
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+def _as_commands(value: Any) -> Any:
+    """A restart command is a string or a list of strings; each string is one command.
+
+    Upstream split on whitespace; shlex keeps quoted arguments together and the command
+    still runs without a shell.
+    """
+    value = _as_list(value)
+    if not isinstance(value, list):
+        return value
+    commands: list[list[str]] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"command {item!r} is not a string")
+        argv = shlex.split(item)
+        if argv:
+            commands.append(argv)
+    return commands
+
+
+Commands = Annotated[list[list[str]], BeforeValidator(_as_commands)]
+
+
+def is_valid_dns_name(name: str) -> bool:
+    """LDH host names with an optional leading ``*.`` label; no trailing dot needed."""
+    name = name.rstrip(".")
+    if name.startswith("*."):
+        name = name[2:]
+    if not name or len(name) > 253:
+        return False
+    return all(_LABEL.match(label) for label in name.split("."))
+
+
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- ssl-mgr.conf
+
+
+class Globals(_Model):
+    verb: bool = False
+    #: Upstream's certbot hook. Accepted so existing files load; sslm speaks ACME itself.
+    sslm_auth_hook: str = "/usr/lib/ssl-mgr/sslm-auth-hook"
+    prod_cert_dir: str = "/etc/ssl-mgr/prod-certs"
+    logdir: str = "/var/log/ssl-mgr"
+    clean_keep: int = 10
+    min_roll_mins: float = Field(default=90, ge=0)
+    dns_check_delay: float = 240
+    dns_xtra_ns: StrList = Field(default_factory=lambda: list(UPSTREAM_XTRA_NS))
+    post_copy_cmd: list[tuple[str, str]] = Field(default_factory=list)
+    #: Renew when this many days are left (capped at half the lifetime).
+    renew_expire_days: float | None = Field(default=None, gt=0)
+    renew_expire_days_spread: float | None = Field(default=None, ge=0)
+    #: Default ACME profile for CAs that do not set ``ca_preferred_acme_profile``.
+    preferred_acme_profile: str | None = None
+
+    @field_validator("prod_cert_dir")
+    @classmethod
+    def _prod_dir_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("clean_keep")
+    @classmethod
+    def _clean_keep_at_least_one(cls, value: int) -> int:
+        return max(1, value)
+
+
+class RenewInfo(_Model):
+    """``[renew_info]``: ``target_<days>`` and ``rand_adj_<days>`` points.
+
+    ``renew_target_<days>``, which upstream's example suggested but never read, is accepted as
+    a spelling of ``target_<days>``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    targets: dict[float, float] = Field(default_factory=dict)
+    spreads: dict[float, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_points(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        targets: dict[float, float] = {}
+        spreads: dict[float, float] = {}
+        for key, value in raw.items():
+            match = re.fullmatch(r"(?:renew_)?(target|rand_adj)_(\d+(?:\.\d+)?)", key)
+            if match is None:
+                raise ValueError(f"unknown key {key!r} (expected target_<days> or rand_adj_<days>)")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} = {value!r} is not a number of days >= 0")
+            table = targets if match.group(1) == "target" else spreads
+            table[float(match.group(2))] = float(value)
+        return {"targets": targets, "spreads": spreads}
+
+
+class GroupEntry(_Model):
+    domain: str
+    services: StrList = Field(default_factory=list)
+    #: Upstream treats a missing ``active`` as inactive; so do we.
+    active: bool = False
+
+
+class DnsPrimary(_Model):
+    domain: str
+    server: str
+    port: int = Field(default=53, ge=1, le=65535)
+
+
+class DnsSection(_Model):
+    restart_cmd: Commands = Field(default_factory=list)
+    acme_dir: StrList = Field(default_factory=list)
+    tlsa_dirs: StrList = Field(default_factory=list)
+    depends: StrList = Field(default_factory=list)
+    skip_prod_copy: bool = False
+
+    @field_validator("depends")
+    @classmethod
+    def _known_tags(cls, value: list[str]) -> list[str]:
+        return _check_tags(value)
+
+
+def _check_tags(value: list[str]) -> list[str]:
+    for tag in value:
+        if tag not in DEPEND_TAGS:
+            raise ValueError(f"unknown tag {tag!r} (known: {', '.join(sorted(DEPEND_TAGS))})")
+    return value
+
+
+class ServerSection(_Model):
+    servers: StrList = Field(default_factory=list)
+    restart_cmd: Commands = Field(default_factory=list)
+    depends: StrList = Field(default_factory=list)
+    #: ``[[domain, [svc, ...]], ...]``; every entry counts (upstream kept only the last).
+    svc_depends: list[tuple[str, StrList]] = Field(default_factory=list)
+    server_dir: str | None = None
+    skip_prod_copy: bool = False
+
+    @field_validator("depends")
+    @classmethod
+    def _known_tags(cls, value: list[str]) -> list[str]:
+        return _check_tags(value)
+
+
+class MainConfig(_Model):
+    """``conf.d/ssl-mgr.conf``."""
+
+    globals: Globals = Field(default_factory=Globals)
+    renew_info: RenewInfo = Field(default_factory=RenewInfo)
+    groups: list[GroupEntry] = Field(default_factory=list)
+    dns_primary: list[DnsPrimary] = Field(default_factory=list)
+    dns: DnsSection | None = None
+    smtp: ServerSection | None = None
+    imap: ServerSection | None = None
+    web: ServerSection | None = None
+    other: ServerSection | None = None
+
+    def server_sections(self) -> list[tuple[str, ServerSection]]:
+        """The configured server classes in upstream's restart order."""
+        found = ((name, getattr(self, name)) for name in SERVER_CLASSES)
+        return [(name, section) for name, section in found if section is not None]
+
+
+# --------------------------------------------------------------------------- ca-info.conf
+
+CaType = Literal["self", "local", "certbot", "letsencrypt", "acme"]
+LOCAL_CA_TYPES = frozenset({"self", "local"})
+
+
+class CaInfo(_Model):
+    """One table of ``conf.d/ca-info.conf``."""
+
+    ca_desc: str = ""
+    ca_type: CaType
+    ca_validation: str = ""
+    ca_preferred_chain: str = ""
+    ca_preferred_acme_profile: str | None = None
+    ca_acme_directory: str | None = None
+    ca_acme_ca_bundle: str | None = None
+
+    @field_validator("ca_type", mode="before")
+    @classmethod
+    def _lower_type(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_local(self) -> bool:
+        return self.ca_type in LOCAL_CA_TYPES
+
+
+# --------------------------------------------------------------------------- service files
+
+
+class KeyOpts(_Model):
+    ktype: Literal["ec", "rsa", "ed25519"] = "ec"
+    ec_algo: str = "secp384r1"
+    rsa_bits: int = 4096
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bits_alias(cls, raw: Any) -> Any:
+        """``bits`` (used by upstream's mail-rsa example, then ignored) means ``rsa_bits``."""
+        if isinstance(raw, dict) and "bits" in raw:
+            raw = dict(raw)
+            bits = raw.pop("bits")
+            if "rsa_bits" in raw and raw["rsa_bits"] != bits:
+                raise ValueError(f"bits = {bits!r} and rsa_bits = {raw['rsa_bits']!r} disagree")
+            raw["rsa_bits"] = bits
+        return raw
+
+    @field_validator("ktype", mode="before")
+    @classmethod
+    def _lower_ktype(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("ec_algo")
+    @classmethod
+    def _known_curve(cls, value: str) -> str:
+        if value.lower() not in ec_curve_names():
+            raise ValueError(f"unknown EC curve (known: {', '.join(sorted(ec_curve_names()))})")
+        return value.lower()
+
+    @field_validator("rsa_bits")
+    @classmethod
+    def _rsa_size(cls, value: int) -> int:
+        if not 2048 <= value <= 16384:
+            raise ValueError("RSA keys must be 2048 to 16384 bits")
+        return value
+
+
+class X509Opts(_Model):
+    cn: str = Field(alias="CN", min_length=1)
+    o: str = Field(alias="O")
+    c: str = Field(alias="C")
+    ou: str = Field(default="", alias="OU")
+    l: str = Field(default="", alias="L")  # noqa: E741 - the X.509 attribute is called L
+    st: str = Field(default="", alias="ST")
+    email: str = ""
+    sans: StrList = Field(default_factory=list)
+
+    @field_validator("c")
+    @classmethod
+    def _country_code(cls, value: str) -> str:
+        if value and len(value) != 2:
+            raise ValueError("a country code has two letters")
+        return value
+
+    @field_validator("sans")
+    @classmethod
+    def _names_or_addresses(cls, value: list[str]) -> list[str]:
+        for index, name in enumerate(value):
+            if not (is_ip_address(name) or is_valid_dns_name(name)):
+                raise ValueError(f"sans[{index}] = {name!r} is not a DNS name or IP address")
+        return value
+
+
+class CAOpts(_Model):
+    #: Validity of every certificate this CA signs (itself too when self-signed). Upstream's
+    #: default of -1 became one day through a floor; 90 days is what an operator expects.
+    sign_end_days: float = Field(default=90, gt=0)
+    digest: str = "sha384"
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _known_digest(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.lower() or "sha384"
+            if value not in DIGESTS:
+                raise ValueError(f"unknown digest (known: {', '.join(sorted(DIGESTS))})")
+        return value
+
+
+class DaneTls(_Model):
+    """One ``dane_tls`` entry: ``[port, proto, usage, selector, match(, 'MX'|'SANS')]``."""
+
+    port: int = Field(ge=1, le=65535)
+    proto: Literal["tcp", "udp", "sctp"]
+    usage: int = Field(ge=0, le=3)
+    selector: int = Field(ge=0, le=1)
+    matching: int = Field(ge=0, le=2)
+    subtype: Literal["MX", "SANS"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return raw
+        if not isinstance(raw, list | tuple) or len(raw) not in (5, 6):
+            raise ValueError(
+                "expected [port, proto, usage, selector, match] with an optional 'MX' or 'SANS'"
+            )
+        names = ("port", "proto", "usage", "selector", "matching", "subtype")
+        fields = dict(zip(names, raw, strict=False))
+        for key in ("port", "usage", "selector", "matching"):
+            if isinstance(fields[key], bool) or not isinstance(fields[key], int):
+                raise ValueError(f"{key} {fields[key]!r} is not an integer")
+        if isinstance(fields.get("subtype"), str):
+            fields["subtype"] = fields["subtype"].upper()
+        if isinstance(fields["proto"], str):
+            fields["proto"] = fields["proto"].lower()
+        return fields
+
+
+class ServiceConfig(_Model):
+    """``conf.d/<group>/<service>``."""
+
+    name: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    signing_ca: str = ""
+    dane_tls: list[DaneTls] = Field(default_factory=list)
+    dane_tls_ttl: int = 1800
+    renew_expire_days: float | None = Field(default=None, gt=0)
+    renew_expire_days_spread: float | None = Field(default=None, ge=0)
+    keyopts: KeyOpts = Field(default_factory=KeyOpts, alias="KeyOpts")
+    x509: X509Opts = Field(alias="X509")
+    ca: CAOpts | None = Field(default=None, alias="CA")
+
+    @property
+    def self_signed(self) -> bool:
+        return self.signing_ca in ("", "self")
+
+    @property
+    def is_ca(self) -> bool:
+        """Only services of the ``ca`` group are CAs, as upstream."""
+        return self.group.lower() == "ca"

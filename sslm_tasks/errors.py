@@ -1,0 +1,51 @@
+"""One error tree for the whole project.
+
+Every layer raises a subclass of :class:`SslmError`. The split that matters to callers is
+transient (worth retrying: a lock held by someone else, a server that did not answer) versus
+permanent (bad input, a broken chain: retrying gives the same answer). Celery retry policy and
+CLI exit codes are both derived from that split, so a new error type must pick a side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SslmError(Exception):
+    """Base of every error sslm raises on purpose."""
+
+
+class PermanentError(SslmError):
+    """Retrying cannot help: the input or the state on disk must change first."""
+
+
+class TransientError(SslmError):
+    """The same call may succeed later (lock busy, server down, DNS not caught up)."""
+
+
+class ConfigError(PermanentError):
+    """A configuration value is wrong.
+
+    The message always names the file, the key and the offending value, because an operator
+    reading one line in a cron mail must be able to fix the file without reading our code.
+    """
+
+    def __init__(self, file: Path | str, key: str, value: object, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.value = value
+        self.problem = problem
+        shown = "" if value is None else f" = {value!r}"
+        super().__init__(f"{self.file}: {key}{shown}: {problem}")
+
+
+class StoreError(PermanentError):
+    """The on-disk tree is not in a state the requested step can work from."""
+
+
+class CryptoError(PermanentError):
+    """Key, CSR or certificate material is unusable (bad PEM, wrong key type, broken chain)."""
+
+
+class LockBusy(TransientError):
+    """Another run holds the lock for the same tree, service or file."""

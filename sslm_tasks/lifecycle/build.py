@@ -1,0 +1,337 @@
+"""Building a new version of a service: decide, then key → CSR → signed cert → stored ``next``.
+
+A build lives in its own ``db/<stamp>`` directory and is recorded in the service state
+(phase ``renewing`` with that stamp) until it is complete; only then does ``next`` point at it.
+So ``next`` always names a complete version, a crash leaves ``curr`` and ``next`` as they were,
+and a rerun finds the recorded build and finishes it instead of starting again.
+
+Each step is idempotent: it looks at what the version directory already holds, does its part
+only if it is missing, and writes through the atomic writer. A Celery task redelivered after
+its worker died therefore repeats nothing that was finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sslm_tasks.config.load import CA_GROUP, signer_of
+from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.crypto.bundle import compose_outputs
+from sslm_tasks.crypto.csr import SubjectSpec, build_csr, csr_to_pem, load_csr
+from sslm_tasks.crypto.inspect import key_matches_cert, load_certs, verify_chain
+from sslm_tasks.crypto.keys import (
+    KeySpec,
+    PrivateKey,
+    generate_private_key,
+    load_private_key,
+    private_key_to_pem,
+)
+from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
+from sslm_tasks.errors import PermanentError, StoreError
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.renewal import RenewDecision, decide
+from sslm_tasks.store import layout as files
+from sslm_tasks.store.atomic import ensure_dir, write_atomic
+from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store.state import Phase, ServiceState, load_state, save_state
+from sslm_tasks.store.versions import is_complete, new_version, point, read_link
+
+#: Days a certificate lives when its signer's ``[CA]`` table does not say.
+DEFAULT_SIGN_DAYS = 90.0
+
+
+@dataclass(frozen=True)
+class RenewCheck:
+    """The outcome of the renew check: start (or resume) a build, or leave the service alone."""
+
+    build: bool
+    reason: str
+    decision: RenewDecision | None = None
+    stamp: str | None = None
+
+
+def version_file(ws: Workspace, ref: ServiceRef, stamp: str, name: str) -> Path:
+    return ws.layout.version_dir(ref, stamp) / name
+
+
+def load_version_cert(
+    ws: Workspace, ref: ServiceRef, which: files.LinkName
+) -> x509.Certificate | None:
+    """The leaf certificate a link points at, or None when the link or file is missing."""
+    stamp = read_link(ws.layout, ref, which)
+    if stamp is None:
+        return None
+    path = version_file(ws, ref, stamp, files.CERT)
+    if not path.is_file():
+        return None
+    return load_certs(path.read_bytes())[0]
+
+
+def renew_decision(ws: Workspace, ref: ServiceRef) -> RenewDecision:
+    """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set)."""
+    svc = ws.service(ref)
+    curr = load_version_cert(ws, ref, "curr")
+    fixed_target = svc.renew_expire_days or ws.config.main.globals.renew_expire_days
+    fixed_spread = svc.renew_expire_days_spread
+    return decide(
+        not_before=None if curr is None else curr.not_valid_before_utc,
+        not_after=None if curr is None else curr.not_valid_after_utc,
+        now=ws.clock(),
+        table=ws.renew_table(),
+        rng=ws.rng,
+        fixed_target_days=fixed_target,
+        fixed_spread_days=fixed_spread,
+    )
+
+
+def _signer_rekeyed(ws: Workspace, ref: ServiceRef) -> bool:
+    """True when the local CA that signed ``curr`` now has a different key.
+
+    This is how a CA renewal avoids orphaning its leaves: they become due at once.
+    """
+    signer = signer_of(ws.config, ref)
+    curr = load_version_cert(ws, ref, "curr")
+    if signer is None or curr is None:
+        return False
+    ca_cert = load_version_cert(ws, signer, "curr")
+    if ca_cert is None:
+        return False
+    try:
+        aki = curr.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return False
+    return aki.key_identifier != ski.digest
+
+
+def _in_progress(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | None:
+    building = state.phase in (Phase.RENEWING, Phase.FAILED) and state.stamp is not None
+    if building and state.stamp is not None and ws.layout.version_dir(ref, state.stamp).is_dir():
+        return state.stamp
+    return None
+
+
+def check_renew(ws: Workspace, ref: ServiceRef) -> RenewCheck:
+    """Decide whether ``ref`` needs a new version; writes nothing.
+
+    A build already in progress is always resumed. A complete ``next`` waiting for its roll is
+    kept unless ``force``: throwing it away (as upstream did) would spend a CA order and restart
+    the DANE roll clock for nothing.
+    """
+    state = load_state(ws.layout, ref)
+    stamp = _in_progress(ws, ref, state)
+    if stamp is not None:
+        return RenewCheck(True, f"resuming build {stamp}", stamp=stamp)
+    decision = renew_decision(ws, ref)
+    if ws.options.force:
+        return RenewCheck(True, "forced", decision)
+    rekeyed = _signer_rekeyed(ws, ref)
+    if not decision.due and not rekeyed:
+        return RenewCheck(False, decision.reason, decision)
+    pending = read_link(ws.layout, ref, "next")
+    if pending is not None and is_complete(ws.layout, ref, pending):
+        return RenewCheck(False, f"next {pending} is waiting to be rolled", decision)
+    reason = "signing CA has a new key" if rekeyed else decision.reason
+    return RenewCheck(True, reason, decision)
+
+
+def signing_ca_curr(ws: Workspace, ref: ServiceRef) -> tuple[ServiceRef, str] | None:
+    """The local CA that signs ``ref`` and its ``curr`` stamp; None for a self-signed service.
+
+    Called before a build writes anything, so a service that cannot be signed leaves no trace.
+
+    Raises:
+      PermanentError: the CA is an ACME CA (not wired in yet) or has no current certificate.
+    """
+    svc = ws.service(ref)
+    if svc.self_signed:
+        return None
+    signer = signer_of(ws.config, ref)
+    if signer is None:
+        ca_type = ws.config.cas[svc.signing_ca].ca_type
+        raise PermanentError(
+            f"{ws.config.service_file(ref)}: signing_ca = {svc.signing_ca!r}: ca_type "
+            f"{ca_type!r} (ACME) is not supported by this version yet"
+        )
+    stamp = read_link(ws.layout, signer, "curr")
+    if stamp is None or not is_complete(ws.layout, signer, stamp):
+        raise PermanentError(
+            f"{ws.config.service_file(ref)}: signing_ca = {svc.signing_ca!r}: the CA has no "
+            f"current certificate ({ws.layout.link(signer, 'curr')}); renew and roll {signer} first"
+        )
+    return signer, stamp
+
+
+def start_build(ws: Workspace, ref: ServiceRef) -> str:
+    """Create the version directory for a new build and record it; returns its stamp."""
+    signing_ca_curr(ws, ref)
+    ensure_dir(ws.layout.group_dir(ref.group), mode=files.DIR_MODE_GROUP)
+    ensure_dir(ws.layout.service_dir(ref), mode=files.DIR_MODE_GROUP)
+    ensure_dir(ws.layout.db_dir(ref), mode=files.DIR_MODE_PRIVATE)
+    stamp = new_version(ws.layout, ref, now=ws.clock())
+    state = load_state(ws.layout, ref)
+    state.phase = Phase.RENEWING
+    state.stamp = stamp
+    state.last_error = None
+    save_state(ws.layout, ref, state, now=ws.clock())
+    return stamp
+
+
+def building_stamp(ws: Workspace, ref: ServiceRef) -> str:
+    """The stamp of the build in progress; every step after :func:`start_build` needs one."""
+    stamp = _in_progress(ws, ref, load_state(ws.layout, ref))
+    if stamp is None:
+        raise StoreError(f"{ref}: no build in progress (state {ws.layout.state_file(ref)})")
+    return stamp
+
+
+def _load_key(path: Path) -> PrivateKey:
+    return load_private_key(path.read_bytes())
+
+
+def _key_spec(svc: ServiceConfig) -> KeySpec:
+    opts = svc.keyopts
+    return KeySpec(ktype=opts.ktype, ec_curve=opts.ec_algo, rsa_bits=opts.rsa_bits)
+
+
+def make_key(ws: Workspace, ref: ServiceRef) -> None:
+    """Step 1: the private key (0600 from its first byte).
+
+    With ``reuse``, and always for a local CA that already has a key, the key of ``curr`` is
+    carried over: re-keying a CA would silently orphan every certificate it signed, so a CA
+    gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key).
+    """
+    stamp = building_stamp(ws, ref)
+    target = version_file(ws, ref, stamp, files.PRIVKEY)
+    if target.is_file():
+        return
+    curr = read_link(ws.layout, ref, "curr")
+    keep_ca_key = ref.group == CA_GROUP
+    if curr is not None and (ws.options.reuse or keep_ca_key):
+        source = version_file(ws, ref, curr, files.PRIVKEY)
+        if source.is_file():
+            write_atomic(target, private_key_to_pem(_load_key(source)), mode=files.KEY_MODE)
+            return
+        if ws.options.reuse:
+            raise StoreError(f"{ref}: --reuse asked for the key of curr, but {source} is missing")
+    write_new_key(ws, ref, stamp)
+
+
+def write_new_key(ws: Workspace, ref: ServiceRef, stamp: str) -> None:
+    key = generate_private_key(_key_spec(ws.service(ref)))
+    write_atomic(
+        version_file(ws, ref, stamp, files.PRIVKEY), private_key_to_pem(key), mode=files.KEY_MODE
+    )
+
+
+def _subject(svc: ServiceConfig) -> SubjectSpec:
+    x = svc.x509
+    return SubjectSpec(CN=x.cn, O=x.o, OU=x.ou, L=x.l, ST=x.st, C=x.c, email=x.email)
+
+
+def make_csr(ws: Workspace, ref: ServiceRef) -> None:
+    """Step 2: the CSR from the version's key and the service's X509 table."""
+    stamp = building_stamp(ws, ref)
+    target = version_file(ws, ref, stamp, files.CSR)
+    key_path = version_file(ws, ref, stamp, files.PRIVKEY)
+    if not key_path.is_file():
+        raise StoreError(f"{ref}: build {stamp} has no private key yet")
+    key = _load_key(key_path)
+    if target.is_file() and load_csr(target.read_bytes()).public_key() == key.public_key():
+        return
+    svc = ws.service(ref)
+    csr = build_csr(key, _subject(svc), svc.x509.sans, is_ca=svc.is_ca)
+    write_atomic(target, csr_to_pem(csr), mode=files.PUBLIC_MODE)
+
+
+def _policy(signer: ServiceConfig, *, is_ca: bool) -> SigningPolicy:
+    ca_opts = signer.ca
+    days = DEFAULT_SIGN_DAYS if ca_opts is None else ca_opts.sign_end_days
+    digest = "sha384" if ca_opts is None else ca_opts.digest
+    return SigningPolicy(days=days, digest=digest, is_ca=is_ca)
+
+
+def sign(ws: Workspace, ref: ServiceRef) -> None:
+    """Step 3: the signed certificate and its chain.
+
+    Self-signed services sign with their own key and ``[CA]`` policy; local-CA services with the
+    CA's ``curr`` key and the CA's policy (validity, digest).
+    """
+    stamp = building_stamp(ws, ref)
+    cert_path = version_file(ws, ref, stamp, files.CERT)
+    key = _load_key(version_file(ws, ref, stamp, files.PRIVKEY))
+    if cert_path.is_file() and key_matches_cert(key, load_certs(cert_path.read_bytes())[0]):
+        return
+    csr_path = version_file(ws, ref, stamp, files.CSR)
+    if not csr_path.is_file():
+        raise StoreError(f"{ref}: build {stamp} has no CSR yet")
+    csr = load_csr(csr_path.read_bytes())
+    svc = ws.service(ref)
+    now = ws.clock()
+    chain_pem: bytes | None = None
+    signing = signing_ca_curr(ws, ref)
+    if signing is None:
+        cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca), now=now)
+    else:
+        signer, ca_stamp = signing
+        ca_key = _load_key(version_file(ws, signer, ca_stamp, files.PRIVKEY))
+        ca_cert = load_certs(version_file(ws, signer, ca_stamp, files.CERT).read_bytes())[0]
+        policy = _policy(ws.service(signer), is_ca=svc.is_ca)
+        cert = sign_with_ca(csr, ca_key, ca_cert, policy, now=now)
+        chain_pem = version_file(ws, signer, ca_stamp, files.FULLCHAIN).read_bytes()
+    cert_pem = cert.public_bytes(Encoding.PEM)
+    chain_bytes = cert_pem if chain_pem is None else chain_pem
+    write_atomic(version_file(ws, ref, stamp, files.CHAIN), chain_bytes, mode=files.PUBLIC_MODE)
+    write_atomic(cert_path, cert_pem, mode=files.PUBLIC_MODE)
+
+
+def store(ws: Workspace, ref: ServiceRef) -> str:
+    """Step 4: fullchain and bundle, a last verification, then ``next`` → the new version.
+
+    Returns the stamp now in ``next``. The chain is path-validated before it is published, so
+    a broken chain (upstream's AKI bug) can never reach ``next``.
+    """
+    stamp = building_stamp(ws, ref)
+    key_pem = version_file(ws, ref, stamp, files.PRIVKEY).read_bytes()
+    cert_pem = version_file(ws, ref, stamp, files.CERT).read_bytes()
+    chain_pem = version_file(ws, ref, stamp, files.CHAIN).read_bytes()
+    svc = ws.service(ref)
+    outputs = compose_outputs(
+        cert_pem=cert_pem, chain_pem=None if svc.self_signed else chain_pem, key_pem=key_pem
+    )
+    cert = load_certs(cert_pem)[0]
+    problems = verify_chain(cert, load_certs(outputs.chain), now=ws.clock())
+    if problems:
+        raise PermanentError(f"{ref}: new certificate does not verify: {'; '.join(problems)}")
+    write_atomic(
+        version_file(ws, ref, stamp, files.FULLCHAIN), outputs.fullchain, mode=files.PUBLIC_MODE
+    )
+    write_atomic(version_file(ws, ref, stamp, files.BUNDLE), outputs.bundle, mode=files.KEY_MODE)
+    point(ws.layout, ref, "next", stamp)
+    state = load_state(ws.layout, ref)
+    state.phase = Phase.ISSUED
+    state.stamp = stamp
+    state.roll_due = roll_due(cert.not_valid_before_utc, ws.min_roll_mins).isoformat()
+    state.last_error = None
+    save_state(ws.layout, ref, state, now=ws.clock())
+    return stamp
+
+
+def roll_due(not_before: datetime, min_roll_mins: float) -> datetime:
+    return not_before + timedelta(minutes=min_roll_mins)
+
+
+def record_failure(ws: Workspace, ref: ServiceRef, message: str) -> None:
+    """Keep the build's stamp so the next run resumes it, and say what went wrong."""
+    if not ws.layout.service_dir(ref).is_dir():
+        return  # nothing was written for this service; keep it that way
+    state = load_state(ws.layout, ref)
+    if state.phase == Phase.RENEWING:
+        state.phase = Phase.FAILED
+    state.last_error = message
+    save_state(ws.layout, ref, state, now=ws.clock())

@@ -1,0 +1,92 @@
+"""What ``sslm-mgr -s`` shows: read-only, from the files and the service state.
+
+Unlike upstream's ``-s``, this touches no network and changes nothing on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sslm_tasks.crypto.inspect import cert_info
+from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.renewal import format_renew_in
+from sslm_tasks.store.layout import LinkName, ServiceRef
+from sslm_tasks.store.state import load_state
+from sslm_tasks.store.versions import read_link
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    stamp: str
+    expires: datetime
+    issued: datetime
+    lifetime_days: float
+    issuer: str
+    subject: str
+    pubkey: str
+    sans: list[str]
+    sig_algo: str
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    group: str
+    service: str
+    phase: str
+    curr: VersionStatus | None
+    next: VersionStatus | None
+    renew_in: str
+    renew_due: bool
+    roll_due: str | None
+    last_error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        def encode(value: Any) -> Any:
+            if isinstance(value, datetime):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {key: encode(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [encode(item) for item in value]
+            return value
+
+        result: dict[str, Any] = encode(asdict(self))
+        return result
+
+
+def _version(ws: Workspace, ref: ServiceRef, which: LinkName) -> VersionStatus | None:
+    stamp = read_link(ws.layout, ref, which)
+    cert = load_version_cert(ws, ref, which)
+    if stamp is None or cert is None:
+        return None
+    info = cert_info(cert)
+    return VersionStatus(
+        stamp=stamp,
+        expires=info.not_after,
+        issued=info.not_before,
+        lifetime_days=info.lifetime_days,
+        issuer=info.issuer,
+        subject=info.subject,
+        pubkey=info.pubkey,
+        sans=info.sans,
+        sig_algo=info.sig_algo,
+    )
+
+
+def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
+    state = load_state(ws.layout, ref)
+    decision = renew_decision(ws, ref)
+    return ServiceStatus(
+        group=ref.group,
+        service=ref.service,
+        phase=str(state.phase),
+        curr=_version(ws, ref, "curr"),
+        next=_version(ws, ref, "next"),
+        renew_in=format_renew_in(decision),
+        renew_due=decision.due,
+        roll_due=state.roll_due,
+        last_error=state.last_error,
+    )

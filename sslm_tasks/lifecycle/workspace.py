@@ -1,0 +1,93 @@
+"""What every lifecycle step needs: the validated config, the on-disk layout and a clock.
+
+Steps take a :class:`Workspace` plus a :class:`ServiceRef` and read everything else from disk,
+so the same step can run in-process or inside a Celery task that was handed only names.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sslm_tasks.config.load import Config
+from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
+from sslm_tasks.store.layout import Layout, ServiceRef
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The command-line switches that change what a step does.
+
+    Plain JSON-friendly values, because a Celery message carries them to the worker.
+    """
+
+    force: bool = False
+    reuse: bool = False
+    test: bool = False
+    min_roll_mins: float | None = None
+    clean_keep: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "force": self.force,
+            "reuse": self.reuse,
+            "test": self.test,
+            "min_roll_mins": self.min_roll_mins,
+            "clean_keep": self.clean_keep,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> RunOptions:
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        keep = number("clean_keep")
+        return cls(
+            force=bool(data.get("force")),
+            reuse=bool(data.get("reuse")),
+            test=bool(data.get("test")),
+            min_roll_mins=number("min_roll_mins"),
+            clean_keep=None if keep is None else int(keep),
+        )
+
+
+@dataclass
+class Workspace:
+    config: Config
+    options: RunOptions = field(default_factory=RunOptions)
+    clock: Callable[[], datetime] = utc_now
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def layout(self) -> Layout:
+        return self.config.layout(test=self.options.test)
+
+    def service(self, ref: ServiceRef) -> ServiceConfig:
+        return self.config.services[ref]
+
+    @property
+    def min_roll_mins(self) -> float:
+        given = self.options.min_roll_mins
+        return self.config.main.globals.min_roll_mins if given is None else given
+
+    @property
+    def clean_keep(self) -> int:
+        given = self.options.clean_keep
+        return max(1, self.config.main.globals.clean_keep if given is None else given)
+
+    def renew_table(self) -> RenewTable:
+        info = self.config.main.renew_info
+        spreads = dict(info.spreads)
+        legacy_spread = self.config.main.globals.renew_expire_days_spread
+        if legacy_spread is not None and 90.0 not in spreads:
+            # ssl-mgr mapped the deprecated spread setting onto the 90-day point.
+            spreads[90.0] = legacy_spread
+        return DEFAULT_TABLE.with_overrides(info.targets, spreads)

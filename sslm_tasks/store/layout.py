@@ -1,0 +1,197 @@
+"""The one place that turns group, service and version names into paths.
+
+The tree is upstream ssl-mgr's, unchanged, so an existing ``<topdir>`` keeps working::
+
+    <topdir>/certs/.sslm.lock                          run lock (inside the tree it protects)
+    <topdir>/certs/<group>/tlsa.<group>                merged TLSA records of the group
+    <topdir>/certs/<group>/<svc>/{curr,next,prev}      relative links to db/<stamp>
+    <topdir>/certs/<group>/<svc>/db/<stamp>/           one key + certificate per version
+    <topdir>/certs/<group>/<svc>/cb/                   ACME account and challenge scratch
+    <topdir>/certs/<group>/<svc>/state.json            sslm's per-service step record
+    <prod_dir>/<group>/<svc>/{curr,next}/              real directories, copies for the servers
+
+Names reach this module from config files and task messages, so every name is checked before it
+becomes a path component: nothing here can build a path outside the tree (certmagic's
+``KeyBuilder.Safe`` does the same job). Checks reject rather than rewrite, so two different
+names can never map to one directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+from urllib.parse import quote
+
+from sslm_tasks.errors import StoreError
+
+#: Names of the version links in a service directory.
+LinkName = Literal["curr", "next", "prev"]
+#: The links that have a copy in the production tree (``prev`` never leaves the store).
+ProdLinkName = Literal["curr", "next"]
+
+PRIVKEY: Final = "privkey.pem"
+CSR: Final = "csr.pem"
+CERT: Final = "cert.pem"
+CHAIN: Final = "chain.pem"
+FULLCHAIN: Final = "fullchain.pem"
+BUNDLE: Final = "bundle.pem"
+TLSA_RR: Final = "tlsa.rr"
+INFO: Final = "info"
+#: A version may become ``curr`` only when all of these exist and are non-empty.
+COMPLETE_FILES: Final = (PRIVKEY, CSR, CERT, CHAIN, FULLCHAIN, BUNDLE)
+
+#: db dirs and version dirs hold private keys: owner only.
+DIR_MODE_PRIVATE: Final = 0o700
+#: certs/<group> and the service dir hold links and public data; the group may read them.
+DIR_MODE_GROUP: Final = 0o750
+#: privkey.pem, bundle.pem and state.json.
+KEY_MODE: Final = 0o600
+PUBLIC_MODE: Final = 0o644
+
+#: A version directory name: ``YYYYmmdd-HH:MM:SS``, upstream's shape (sslm writes it in UTC).
+STAMP_RE: Final = re.compile(r"^\d{8}-\d{2}:\d{2}:\d{2}$")
+
+#: Name of the whole-tree run lock: a :class:`~sslm_tasks.locks.file.FileLocker` opened on
+#: :attr:`Layout.certs_dir` takes exactly :meth:`Layout.lock_file` for it.
+RUN_LOCK: Final = "sslm"
+
+# Room for the ".lock" suffix and the leading dot under the usual 255-byte NAME_MAX.
+_LOCK_NAME_MAX: Final = 200
+
+_DB: Final = "db"
+_CB: Final = "cb"
+_STATE: Final = "state.json"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is safe as one path component, else raise.
+
+    Parameters:
+      kind(str): what the name is ("group", "service"), for the error message.
+      name(str): the name to check.
+
+    Raises:
+      StoreError: the name is empty, contains ``/``, ``..`` or NUL, or starts with ``.``
+        (hidden names are reserved for the tree's own files, such as the run lock).
+    """
+    if not name or "/" in name or ".." in name or "\0" in name or name.startswith("."):
+        raise StoreError(
+            f"unsafe {kind} name {name!r}: must be non-empty, without '/', '..' "
+            "or NUL, and must not start with '.'"
+        )
+    return name
+
+
+def check_stamp(stamp: str) -> str:
+    """Return ``stamp`` if it names a version directory, else raise :class:`StoreError`."""
+    if not STAMP_RE.match(stamp):
+        raise StoreError(f"bad version stamp {stamp!r}: expected YYYYmmdd-HH:MM:SS")
+    return stamp
+
+
+def lock_file_name(name: str) -> str:
+    """The file name that holds the lock called ``name`` (any string, e.g. ``renew:ex.com:mail``).
+
+    The name is percent-encoded, so different lock names never share a file and no name can
+    leave the directory. The result starts with ``.``, which no group name may, so lock files can
+    sit in ``certs/`` beside the groups. Very long names are cut and made unique by a hash.
+
+    Raises:
+      ValueError: ``name`` is empty (a caller bug: lock names are built by code).
+    """
+    if not name:
+        raise ValueError("empty lock name")
+    quoted = quote(name, safe=":@+=,")
+    if len(quoted) > _LOCK_NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        quoted = f"{quoted[: _LOCK_NAME_MAX - 33]}~{digest}"
+    return f".{quoted}.lock"
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """One service of one group; both names are checked on construction.
+
+    Raises:
+      StoreError: either name is unsafe (see :func:`check_name`).
+    """
+
+    group: str
+    service: str
+
+    def __post_init__(self) -> None:
+        check_name("group", self.group)
+        check_name("service", self.service)
+
+    def __str__(self) -> str:
+        return f"{self.group}:{self.service}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one sslm tree. Builds paths only: it never touches the disk.
+
+    Parameters:
+      topdir(Path): the tree's top (holds ``certs/``).
+      prod_dir(Path): the production tree that deploys copy from.
+    """
+
+    topdir: Path
+    prod_dir: Path
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.topdir / "certs"
+
+    def group_dir(self, group: str) -> Path:
+        return self.certs_dir / check_name("group", group)
+
+    def service_dir(self, ref: ServiceRef) -> Path:
+        return self.certs_dir / ref.group / ref.service
+
+    def db_dir(self, ref: ServiceRef) -> Path:
+        return self.service_dir(ref) / _DB
+
+    def version_dir(self, ref: ServiceRef, stamp: str) -> Path:
+        return self.db_dir(ref) / check_stamp(stamp)
+
+    def link(self, ref: ServiceRef, which: LinkName) -> Path:
+        return self.service_dir(ref) / which
+
+    def link_target(self, stamp: str) -> str:
+        """The relative target a link in the service dir stores for ``stamp`` (``db/<stamp>``).
+
+        Relative, like upstream's, so the tree can be moved or restored elsewhere.
+        """
+        return f"{_DB}/{check_stamp(stamp)}"
+
+    def stamp_of_target(self, target: str) -> str | None:
+        """Inverse of :meth:`link_target`: the stamp, or None if ``target`` is not of that form."""
+        head, _, stamp = target.partition("/")
+        return stamp if head == _DB and STAMP_RE.match(stamp) else None
+
+    def cb_dir(self, ref: ServiceRef) -> Path:
+        return self.service_dir(ref) / _CB
+
+    def state_file(self, ref: ServiceRef) -> Path:
+        return self.service_dir(ref) / _STATE
+
+    def group_tlsa(self, group: str) -> Path:
+        return self.group_dir(group) / f"tlsa.{group}"
+
+    def prod_group_dir(self, group: str) -> Path:
+        return self.prod_dir / check_name("group", group)
+
+    def prod_version_dir(self, ref: ServiceRef, which: ProdLinkName) -> Path:
+        return self.prod_dir / ref.group / ref.service / which
+
+    def lock_file(self) -> Path:
+        """The run lock: inside the tree, so every path spelling of one tree meets one file.
+
+        Upstream keyed its lock on a hash of the config path *string* under ``/tmp``, so
+        ``./conf.d`` and ``/abs/conf.d`` did not exclude each other (behaviour §7, bug 11).
+        """
+        return self.certs_dir / lock_file_name(RUN_LOCK)

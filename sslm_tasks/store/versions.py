@@ -1,0 +1,135 @@
+"""Dated version directories of a service and the ``curr``/``next``/``prev`` links to them.
+
+A renew builds a new version under ``db/<stamp>`` and points ``next`` at it once it is complete;
+a roll makes it ``curr``. Each link change is one atomic rename, and :func:`roll_links` is
+ordered so that a crash between any two steps leaves ``curr`` on a complete version and a rerun
+finishes the job.
+
+Callers hold the service's lock: these functions are atomic per step, not against a concurrent
+writer of the same service.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from sslm_tasks.errors import StoreError
+from sslm_tasks.store.atomic import create_dir, ensure_dir, remove_file, symlink_atomic
+from sslm_tasks.store.layout import (
+    COMPLETE_FILES,
+    DIR_MODE_GROUP,
+    DIR_MODE_PRIVATE,
+    Layout,
+    LinkName,
+    ServiceRef,
+)
+
+#: Upstream's stamp shape, so existing trees keep working; sslm fills it in UTC.
+STAMP_FORMAT: Final = "%Y%m%d-%H:%M:%S"
+
+
+def new_version(layout: Layout, ref: ServiceRef, *, now: datetime) -> str:
+    """Create a new, empty version directory (mode 0700) and return its stamp.
+
+    The stamp is ``now`` in UTC (upstream used local time, and a DST change could make a newer
+    version sort before an older one). If that name is taken, the next second is tried, and so
+    on: the stamp is an identifier, not a precise time, and two versions must never share a
+    directory (upstream's one-second collision mixed files of two renews, §7 bug 12). The loop
+    ends because each taken name is an existing directory and there are finitely many.
+
+    Missing parents are created: the service dir at 0750, ``db/`` at 0700.
+
+    Parameters:
+      now(datetime): timezone-aware current time.
+
+    Raises:
+      ValueError: ``now`` is naive.
+      StoreError: the directory could not be created.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    ensure_dir(layout.service_dir(ref), mode=DIR_MODE_GROUP)
+    ensure_dir(layout.db_dir(ref), mode=DIR_MODE_PRIVATE)
+    moment = now.astimezone(UTC)
+    while True:
+        stamp = moment.strftime(STAMP_FORMAT)
+        try:
+            create_dir(layout.version_dir(ref, stamp), mode=DIR_MODE_PRIVATE)
+        except FileExistsError:
+            moment += timedelta(seconds=1)
+            continue
+        return stamp
+
+
+def read_link(layout: Layout, ref: ServiceRef, which: LinkName) -> str | None:
+    """The stamp the link points at, or None when the link is absent or dangling.
+
+    Raises:
+      StoreError: the link exists but is not a symlink, or points somewhere other than
+        ``db/<stamp>`` (a tree edited by hand; better to stop than to guess).
+    """
+    link = layout.link(ref, which)
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StoreError(f"reading link {link}: {err.strerror or err}") from err
+    stamp = layout.stamp_of_target(target)
+    if stamp is None:
+        raise StoreError(f"link {link} points at {target!r}, expected db/<YYYYmmdd-HH:MM:SS>")
+    return stamp if layout.version_dir(ref, stamp).is_dir() else None
+
+
+def point(layout: Layout, ref: ServiceRef, which: LinkName, stamp: str) -> None:
+    """Point ``which`` at version ``stamp``, atomically. Idempotent.
+
+    Raises:
+      StoreError: the version directory does not exist (a dangling link would read as
+        "absent" and hide the mistake), or the link could not be written.
+    """
+    if not layout.version_dir(ref, stamp).is_dir():
+        raise StoreError(f"{ref}: cannot point {which} at missing version {stamp}")
+    symlink_atomic(layout.link(ref, which), layout.link_target(stamp))
+
+
+def unlink(layout: Layout, ref: ServiceRef, which: LinkName) -> None:
+    """Remove the link if present (the version directory stays). Idempotent."""
+    remove_file(layout.link(ref, which))
+
+
+def is_complete(layout: Layout, ref: ServiceRef, stamp: str) -> bool:
+    """Whether every file of :data:`~sslm_tasks.store.layout.COMPLETE_FILES` exists, non-empty."""
+    version = layout.version_dir(ref, stamp)
+    return all(
+        (version / name).is_file() and (version / name).stat().st_size > 0
+        for name in COMPLETE_FILES
+    )
+
+
+def roll_links(layout: Layout, ref: ServiceRef) -> None:
+    """Make ``next`` the new ``curr``; the old ``curr`` becomes ``prev``. Idempotent.
+
+    Steps, each one atomic: ``prev`` ← ``curr``; ``curr`` ← ``next``; remove ``next``.
+    After a crash between any two of them ``curr`` is the old or the new complete version, and
+    a rerun finishes: if ``curr`` already equals ``next`` only ``next`` is dropped (redoing the
+    first step then would lose the real ``prev``). With no ``curr`` yet, ``prev`` is untouched.
+    With no ``next`` there is nothing to roll, and the call returns having changed nothing.
+
+    Raises:
+      StoreError: ``next`` is not complete (rolling it would break every deploy), or a link
+        could not be written.
+    """
+    nxt = read_link(layout, ref, "next")
+    if nxt is None:
+        return
+    curr = read_link(layout, ref, "curr")
+    if curr != nxt:
+        if not is_complete(layout, ref, nxt):
+            raise StoreError(f"{ref}: next version {nxt} is incomplete, refusing to roll")
+        if curr is not None:
+            point(layout, ref, "prev", curr)
+        point(layout, ref, "curr", nxt)
+    unlink(layout, ref, "next")

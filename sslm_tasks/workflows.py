@@ -1,0 +1,195 @@
+"""The pipelines, written once: renew is check → keygen → CSR → sign → store; roll is
+check → flip → production copy; every run ends with a clean.
+
+The step lists below are the single statement of the order. The in-process runner here walks
+them directly (``sslm-mgr`` without a broker); the Celery canvases are built from the same
+lists, so both paths call the same domain functions in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from sslm_tasks.config.load import signer_of
+from sslm_tasks.errors import SslmError
+from sslm_tasks.lifecycle import build, production
+from sslm_tasks.lifecycle import roll as rolling
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store.clean import clean_service
+from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store.versions import read_link
+
+log = logging.getLogger("sslm")
+
+Step = Callable[[Workspace, ServiceRef], object]
+
+#: Renewing one service, after the check said a build is needed.
+RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
+    ("keygen", build.make_key),
+    ("csr", build.make_csr),
+    ("sign", build.sign),
+    ("store", build.store),
+)
+
+
+@dataclass
+class ServiceOutcome:
+    """What happened to one service in one run: one line of the report, one exit status."""
+
+    ref: ServiceRef
+    ok: bool = True
+    actions: list[str] = field(default_factory=list)
+    #: True when ``curr`` or ``next`` now names a different version than before the run.
+    changed: bool = False
+
+    def note(self, text: str) -> None:
+        self.actions.append(text)
+        log.info("%s: %s", self.ref, text)
+
+    def fail(self, text: str) -> None:
+        self.ok = False
+        self.note(f"FAILED: {text}")
+
+
+@dataclass(frozen=True)
+class DevSteps:
+    """``sslm-mgr dev`` switches; each works on its own (upstream's only worked combined)."""
+
+    keys: bool = False
+    csr: bool = False
+    cert: bool = False
+    copy: bool = False
+    ntoc: bool = False
+    certs_prod: bool = False
+
+    def any_build_step(self) -> bool:
+        return self.keys or self.csr or self.cert or self.copy
+
+
+def run_renew_steps(
+    ws: Workspace, ref: ServiceRef, steps: Iterable[tuple[str, Step]] = RENEW_STEPS
+) -> None:
+    for _name, step in steps:
+        step(ws, ref)
+
+
+def renew_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome) -> None:
+    """Check, then build and store a new ``next`` when due; a first certificate rolls at once."""
+    check = build.check_renew(ws, ref)
+    if not check.build:
+        outcome.note(check.reason)
+        return
+    outcome.note(f"renewing: {check.reason}")
+    if check.stamp is None:
+        build.start_build(ws, ref)
+    run_renew_steps(ws, ref)
+    outcome.changed = True
+    outcome.note(f"next is {read_link(ws.layout, ref, 'next')}")
+    if read_link(ws.layout, ref, "curr") is None:
+        roll_service(ws, ref, outcome, force=False)
+
+
+def roll_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, *, force: bool) -> None:
+    result = rolling.roll(ws, ref, force=force)
+    if result.rolled:
+        outcome.changed = True
+        outcome.note(f"rolled {result.stamp} to curr ({result.reason})")
+    else:
+        outcome.note(result.reason)
+
+
+def dev_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, dev: DevSteps) -> None:
+    """Run the requested dev steps on the build in progress, starting one when needed.
+
+    A step whose input is missing makes it first (``-cert`` on its own makes the key and CSR
+    it needs), so every switch works alone and in any combination.
+    """
+    if dev.any_build_step():
+        stamp = build.start_build(ws, ref) if dev.keys else _build_in_progress(ws, ref)
+        if dev.keys:
+            build.write_new_key(ws, ref, stamp)
+            outcome.note(f"new key in build {stamp}")
+        build.make_key(ws, ref)
+        if dev.csr or dev.cert:
+            build.make_csr(ws, ref)
+            outcome.note(f"CSR in build {stamp}")
+        if dev.cert:
+            build.sign(ws, ref)
+            build.store(ws, ref)
+            outcome.changed = True
+            outcome.note(f"next is {stamp}")
+    if dev.ntoc:
+        roll_service(ws, ref, outcome, force=True)
+
+
+def _build_in_progress(ws: Workspace, ref: ServiceRef) -> str:
+    check = build.check_renew(ws, ref)
+    return check.stamp if check.stamp is not None else build.start_build(ws, ref)
+
+
+def _record(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, message: str) -> None:
+    outcome.fail(message)
+    build.record_failure(ws, ref, message)
+
+
+@dataclass
+class RunReport:
+    outcomes: list[ServiceOutcome]
+    prod_changed: list[ServiceRef] = field(default_factory=list)
+    cleaned: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.outcomes)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    renew: bool = False
+    roll: bool = False
+    dev: DevSteps = field(default_factory=DevSteps)
+    clean_refs: Sequence[ServiceRef] | None = None
+
+
+def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> RunReport:
+    """Run the requested phases for every service, one at a time, in dependency order.
+
+    A failure stays with its service and with what it signs: a CA that failed to renew leaves
+    its leaves untouched (they are reported as failed too), every other service goes on.
+    """
+    outcomes: list[ServiceOutcome] = []
+    failed: set[ServiceRef] = set()
+    for ref in refs:
+        outcome = ServiceOutcome(ref)
+        outcomes.append(outcome)
+        signer = signer_of(ws.config, ref)
+        if signer is not None and signer in failed:
+            outcome.fail(f"signing CA {signer} failed in this run")
+            failed.add(ref)
+            continue
+        try:
+            if request.dev.any_build_step() or request.dev.ntoc:
+                dev_service(ws, ref, outcome, request.dev)
+            if request.renew:
+                renew_service(ws, ref, outcome)
+            if request.roll:
+                roll_service(ws, ref, outcome, force=ws.options.force)
+        except SslmError as err:
+            _record(ws, ref, outcome, str(err))
+            failed.add(ref)
+        except Exception as err:
+            log.exception("%s: unexpected error", ref)
+            _record(ws, ref, outcome, f"internal error: {type(err).__name__}: {err}")
+            failed.add(ref)
+    report = RunReport(outcomes)
+    report.prod_changed = production.sync_all(ws, [o.ref for o in outcomes if o.ok])
+    for ref in (
+        request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes if o.ok]
+    ):
+        removed = clean_service(ws.layout, ref, keep=ws.clean_keep)
+        if removed:
+            report.cleaned[str(ref)] = removed
+    return report

@@ -1,0 +1,118 @@
+"""A kill -9 at any point of renew or roll leaves curr intact, and a rerun completes the work."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import RunMgr
+from support import openssl
+
+HARNESS = Path(__file__).with_name("kill_harness.py")
+LEAVES = ["example.com/mail-ec", "example.com/web-ec"]
+SELECTION = ["ca:ALL", "example.com:mail-ec,web-ec"]
+
+
+def run_killed(topdir: Path, kill_at: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
+    env["SSL_MGR_TOPDIR"] = str(topdir)
+    return subprocess.run(
+        [sys.executable, str(HARNESS), str(kill_at), *args],
+        cwd=topdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def chain_ok(topdir: Path, svc: str) -> bool:
+    base = topdir / "certs" / svc / "curr"
+    root = topdir / "certs/ca/my-root/curr/cert.pem"
+    result = openssl(
+        "verify",
+        "-CAfile",
+        str(root),
+        "-untrusted",
+        str(base / "chain.pem"),
+        str(base / "cert.pem"),
+        check=False,
+    )
+    key_pub = openssl("pkey", "-in", str(base / "privkey.pem"), "-pubout").stdout
+    cert_pub = openssl("x509", "-in", str(base / "cert.pem"), "-noout", "-pubkey").stdout
+    return result.stdout.strip().endswith("OK") and key_pub == cert_pub
+
+
+def count_replaces(topdir: Path, *args: str) -> int:
+    done = run_killed(topdir, 10**9, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    match = re.search(r"replace calls: (\d+)", done.stdout)
+    assert match
+    return int(match.group(1))
+
+
+def test_kill_at_every_write_of_a_first_run_then_rerun_completes(
+    tmp_path: Path, topdir: Path, mgr: RunMgr
+) -> None:
+    # Given the number of atomic replacements a clean first run makes
+    import shutil
+
+    probe = tmp_path / "probe"
+    shutil.copytree(topdir, probe)
+    total = count_replaces(probe, "-renew", "-roll", *SELECTION)
+    assert total > 20
+    for kill_at in range(1, total + 1):
+        tree = tmp_path / f"k{kill_at}"
+        shutil.copytree(topdir, tree)
+        # When the run is killed at that write
+        killed = run_killed(tree, kill_at, "-renew", "-roll", *SELECTION)
+        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stdout, killed.stderr)
+        # Then every curr that exists is a complete, verifying version
+        for svc in LEAVES:
+            if (tree / "certs" / svc / "curr").exists():
+                assert chain_ok(tree, svc), (kill_at, svc)
+        # and a plain rerun finishes the job
+        rerun = run_killed(tree, 10**9, "-renew", "-roll", *SELECTION)
+        assert rerun.returncode == 0, (kill_at, rerun.stdout, rerun.stderr)
+        for svc in LEAVES:
+            assert chain_ok(tree, svc), (kill_at, svc)
+            assert not (tree / "certs" / svc / "next").exists(), (kill_at, svc)
+        shutil.rmtree(tree)
+
+
+def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
+    tmp_path: Path, topdir: Path, mgr: RunMgr
+) -> None:
+    import shutil
+
+    assert mgr("-renew", *SELECTION).returncode == 0
+    args = ("-f", "-renew", "-roll", "-roll-mins", "0", "example.com:mail-ec,web-ec")
+    probe = tmp_path / "probe"
+    shutil.copytree(topdir, probe, symlinks=True)
+    total = count_replaces(probe, *args)
+    old = {svc: os.readlink(topdir / "certs" / svc / "curr") for svc in LEAVES}
+    for kill_at in range(1, total + 1):
+        tree = tmp_path / f"k{kill_at}"
+        shutil.copytree(topdir, tree, symlinks=True)
+        killed = run_killed(tree, kill_at, *args)
+        assert killed.returncode == -signal.SIGKILL
+        for svc in LEAVES:
+            assert chain_ok(tree, svc), (kill_at, svc)
+        rerun = run_killed(
+            tree, 10**9, "-renew", "-roll", "-roll-mins", "0", "example.com:mail-ec,web-ec"
+        )
+        assert rerun.returncode == 0, (kill_at, rerun.stdout, rerun.stderr)
+        for svc in LEAVES:
+            assert chain_ok(tree, svc), (kill_at, svc)
+            # no second next was started: the forced build that was killed is the one now in curr,
+            # or (killed before it began) the old curr is kept
+            assert not (tree / "certs" / svc / "next").exists()
+        changed = [svc for svc in LEAVES if os.readlink(tree / "certs" / svc / "curr") != old[svc]]
+        builds = {svc: len(list((tree / "certs" / svc / "db").iterdir())) for svc in LEAVES}
+        assert all(count <= 2 for count in builds.values()), (kill_at, builds, changed)
+        shutil.rmtree(tree)

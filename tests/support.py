@@ -1,0 +1,49 @@
+"""Helpers shared by the tests: run the real command-line programs as subprocesses (so exit
+codes, output and files are what users get), snapshot a tree, call the real openssl."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tree_snapshot(top: Path) -> dict[str, str]:
+    """Every path under ``top`` with a digest of its content (or link target) and mode."""
+    found: dict[str, str] = {}
+    for path in sorted(top.rglob("*")):
+        rel = str(path.relative_to(top))
+        if path.is_symlink():
+            found[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            found[rel] = f"{oct(path.stat().st_mode)}:{digest}"
+        else:
+            found[rel] = f"dir:{oct(path.stat().st_mode)}"
+    return found
+
+
+def run_tool(
+    tool: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
+    full_env["SSL_MGR_TOPDIR"] = str(cwd)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(BIN / tool), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=check)
