@@ -26,12 +26,15 @@ log = logging.getLogger("sslm")
 
 Step = Callable[[Workspace, ServiceRef], object]
 
-#: Renewing one service, after the check said a build is needed.
+#: Renewing one service, after the check said a build is needed: key, CSR, signed
+#: certificate, ``next``; a first certificate becomes ``curr`` at once; then production.
 RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
     ("keygen", build.make_key),
     ("csr", build.make_csr),
     ("sign", build.sign),
     ("store", build.store),
+    ("first-roll", rolling.roll_first),
+    ("publish", production.sync_service),
 )
 
 
@@ -87,9 +90,10 @@ def renew_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome) -> No
         build.start_build(ws, ref)
     run_renew_steps(ws, ref)
     outcome.changed = True
-    outcome.note(f"next is {read_link(ws.layout, ref, 'next')}")
-    if read_link(ws.layout, ref, "curr") is None:
-        roll_service(ws, ref, outcome, force=False)
+    pending = read_link(ws.layout, ref, "next")
+    outcome.note(
+        f"next is {pending}" if pending else f"curr is {read_link(ws.layout, ref, 'curr')}"
+    )
 
 
 def roll_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, *, force: bool) -> None:

@@ -5,33 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from sslm_tasks.cli._common import DATE_FORMAT, relative
 from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
 from sslm_tasks.workflows import RunReport
 
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 _INDENT = " " * 12
-
-
-def relative(delta_s: float) -> str:
-    """``Nd HH:MM:SS`` as upstream 7.8 prints it (sign dropped; callers say 'ago')."""
-    seconds = int(abs(delta_s))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{days:>4d}d {hours:02d}:{minutes:02d}:{secs:02d}"
 
 
 def _version_lines(
     label: str, version: VersionStatus, now: datetime, *, verbose: bool
 ) -> list[str]:
-    expires_in = (version.expires - now).total_seconds()
-    issued_ago = (now - version.issued).total_seconds()
     expires = version.expires.strftime(DATE_FORMAT)
     issued = version.issued.strftime(DATE_FORMAT)
     lines = [
-        f"        {label:<12} : expires: {expires} ({relative(expires_in)})"
-        + (" EXPIRED" if expires_in < 0 else ""),
-        f"        {'':<12} : issued : {issued} ({relative(issued_ago)} ago)"
+        f"        {label:<12} : expires: {expires} ({relative(version.expires, now)})"
+        + (" EXPIRED" if version.expires <= now else ""),
+        f"        {'':<12} : issued : {issued} ({relative(version.issued, now)})"
         f" ({round(version.lifetime_days)} day cert)",
         f"{'issuer':>20} : {version.issuer}",
         f"{'subject':>20} : {version.subject}",

@@ -13,13 +13,13 @@ against the topdir.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.crypto.keys import ec_curve_names
 from sslm_tasks.crypto.signing import DIGESTS
 
@@ -32,8 +32,6 @@ SERVER_CLASSES = ("smtp", "imap", "web", "other")
 
 #: Tags a server or the DNS section may depend on.
 DEPEND_TAGS = frozenset({"cert", "tlsa", "dns"})
-
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
 
 
 class _Model(BaseModel):
@@ -70,24 +68,6 @@ def _as_commands(value: Any) -> Any:
 
 
 Commands = Annotated[list[list[str]], BeforeValidator(_as_commands)]
-
-
-def is_valid_dns_name(name: str) -> bool:
-    """LDH host names with an optional leading ``*.`` label; no trailing dot needed."""
-    name = name.rstrip(".")
-    if name.startswith("*."):
-        name = name[2:]
-    if not name or len(name) > 253:
-        return False
-    return all(_LABEL.match(label) for label in name.split("."))
-
-
-def is_ip_address(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- ssl-mgr.conf
@@ -201,6 +181,12 @@ class ServerSection(_Model):
         return _check_tags(value)
 
 
+#: A site names a deploy queue (``deploy.<site>``), so it keeps to characters every broker takes.
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+#: Where servers that no ``[sites]`` entry names are deployed from.
+DEFAULT_SITE = "default"
+
+
 class MainConfig(_Model):
     """``conf.d/ssl-mgr.conf``."""
 
@@ -213,6 +199,25 @@ class MainConfig(_Model):
     imap: ServerSection | None = None
     web: ServerSection | None = None
     other: ServerSection | None = None
+    #: sslm's addition: ``site = [host, ...]``. Each site has its own deploy queue and workers.
+    sites: dict[str, StrList] = Field(default_factory=dict)
+
+    @field_validator("sites")
+    @classmethod
+    def _site_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for site, hosts in value.items():
+            if not SITE_NAME.fullmatch(site):
+                raise ValueError(f"site {site!r} must be letters, digits, '-' or '_'")
+            for host in hosts:
+                if host in seen:
+                    raise ValueError(f"host {host!r} is in sites {seen[host]!r} and {site!r}")
+                seen[host] = site
+        return value
+
+    def site_of(self, host: str) -> str:
+        """The deploy site of ``host``: the ``[sites]`` entry naming it, else ``default``."""
+        return next((site for site, hosts in self.sites.items() if host in hosts), DEFAULT_SITE)
 
     def server_sections(self) -> list[tuple[str, ServerSection]]:
         """The configured server classes in upstream's restart order."""
@@ -308,7 +313,7 @@ class X509Opts(_Model):
     @classmethod
     def _names_or_addresses(cls, value: list[str]) -> list[str]:
         for index, name in enumerate(value):
-            if not (is_ip_address(name) or is_valid_dns_name(name)):
+            if not is_san_value(name):
                 raise ValueError(f"sans[{index}] = {name!r} is not a DNS name or IP address")
         return value
 

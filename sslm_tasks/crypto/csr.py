@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -51,6 +51,20 @@ def _general_name(name: str) -> x509.GeneralName:
     return x509.DNSName(host.lower())
 
 
+def is_san_value(name: str) -> bool:
+    """Whether ``name`` can be a SAN entry: an IP literal or an LDH host name."""
+    try:
+        _general_name(name)
+    except CryptoError:
+        return False
+    return True
+
+
+def _unique(entries: Iterable[x509.GeneralName]) -> list[x509.GeneralName]:
+    """First occurrence of each entry; GeneralName objects compare by value."""
+    return list(dict.fromkeys(entries))
+
+
 def san_entries(cn: str, sans: Sequence[str]) -> list[x509.GeneralName]:
     """The subjectAltName list for ``cn`` and ``sans``.
 
@@ -63,10 +77,7 @@ def san_entries(cn: str, sans: Sequence[str]) -> list[x509.GeneralName]:
     """
     entries = [_general_name(name) for name in sans]
     cn_entry = _general_name(cn)
-    if cn_entry not in entries:
-        entries.insert(0, cn_entry)
-    # GeneralName objects compare by value, so dict.fromkeys keeps the first of each.
-    return list(dict.fromkeys(entries))
+    return _unique(entries if cn_entry in entries else [cn_entry, *entries])
 
 
 def _subject_name(subject: SubjectSpec) -> x509.Name:
@@ -105,13 +116,10 @@ def build_csr(
     Raises:
       CryptoError: a SAN or subject attribute is invalid.
     """
-    if is_ca and not sans:
-        # Upstream gives a CA without sans the SAN DNS:<CN>. A CA does not need a SAN at
-        # all, so a CN that is no host name ("Example Root CA") just gets none.
-        try:
-            general_names = san_entries(subject.CN, ())
-        except CryptoError:
-            general_names = []
+    if is_ca and not is_san_value(subject.CN):
+        # Upstream put the CN into every SAN list (a CA without sans got DNS:<CN>). A CA needs
+        # no SAN, so a CN that is a description ("Example Root CA") is simply left out.
+        general_names = _unique(_general_name(name) for name in sans)
     else:
         general_names = san_entries(subject.CN, sans)
     builder = x509.CertificateSigningRequestBuilder().subject_name(_subject_name(subject))

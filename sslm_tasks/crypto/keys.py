@@ -49,9 +49,8 @@ def _curves() -> dict[str, type[ec.EllipticCurve]]:
     """
     found: dict[str, type[ec.EllipticCurve]] = {}
     for obj in vars(ec).values():
-        if not (isinstance(obj, type) and issubclass(obj, ec.EllipticCurve)):
-            continue
-        if obj is ec.EllipticCurve:
+        is_curve = isinstance(obj, type) and issubclass(obj, ec.EllipticCurve)
+        if not is_curve or obj is ec.EllipticCurve:
             continue
         curve = obj()
         try:

@@ -109,7 +109,7 @@ def _check_csr_signature(csr: x509.CertificateSigningRequest) -> None:
         raise CryptoError(f"CSR for {csr.subject.rfc4514_string()} has an invalid signature")
 
 
-def _utc_seconds(now: datetime) -> datetime:
+def _whole_seconds(now: datetime) -> datetime:
     # X.509 times have one-second resolution; truncating here keeps notBefore equal to what
     # gets encoded, so the roll timer and the certificate agree.
     if now.tzinfo is None:
@@ -129,7 +129,7 @@ def _issue(
 ) -> x509.Certificate:
     """Common body of :func:`self_sign` and :func:`sign_with_ca` (CSR already checked)."""
     subject_key = csr.public_key()
-    not_before = _utc_seconds(now)
+    not_before = _whole_seconds(now)
     not_after = not_before + timedelta(days=policy.days)
     if not_after_cap is not None and not_after > not_after_cap:
         not_after = not_after_cap
@@ -230,7 +230,7 @@ def sign_with_ca(
     if usage is not None and not usage.key_cert_sign:
         raise CryptoError(f"issuer {ca_name} may not sign certificates (no keyCertSign)")
     ca_not_after = ca_cert.not_valid_after_utc
-    if ca_not_after <= _utc_seconds(now):
+    if ca_not_after <= _whole_seconds(now):
         raise CryptoError(f"issuer {ca_name} expired at {ca_not_after:%Y-%m-%d %H:%M:%S} UTC")
     ca_ski = extension_value(ca_cert.extensions, x509.SubjectKeyIdentifier)
     aki = (

@@ -69,3 +69,10 @@ def roll(ws: Workspace, ref: ServiceRef, *, force: bool = False) -> RollResult:
     state.last_error = None
     save_state(layout, ref, state, now=ws.clock())
     return result
+
+
+def roll_first(ws: Workspace, ref: ServiceRef) -> RollResult:
+    """Roll a service's first certificate at once; any other ``next`` waits for its roll."""
+    if read_link(ws.layout, ref, "curr") is not None:
+        return RollResult(False, "curr exists: next waits for the roll")
+    return roll(ws, ref)
