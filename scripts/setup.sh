@@ -12,7 +12,7 @@ want_dev=false
 # binary -> Debian package
 declare -A needed=([openssl]=openssl [rsync]=rsync)
 if $want_dev; then
-  needed+=([redis-server]=redis-server)
+  needed+=([redis-server]=redis-server [docker-compose]=docker-compose)
 fi
 
 missing=()

@@ -1,9 +1,12 @@
-"""The pipelines, written once: renew is check → keygen → CSR → sign → store; roll is
-check → flip → production copy; every run ends with a clean.
+"""The pipelines, written once.
 
-The step lists below are the single statement of the order. The in-process runner here walks
-them directly (``sslm-mgr`` without a broker); the Celery canvases are built from the same
-lists, so both paths call the same domain functions in the same order.
+Renew: check → keygen → CSR → sign → store → (first certificate: roll at once) → production →
+deploy to the servers that use it. Roll (when due): roll → production → deploy. Then clean.
+
+:data:`RENEW_STEPS` is the single statement of the renew order. The in-process runner here
+walks it directly (``sslm-mgr`` without a broker); the Celery canvases below are built from
+the same list, one task per step, so both paths call the same domain functions in the same
+order.
 """
 
 from __future__ import annotations
@@ -13,16 +16,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from celery import Signature, chain  # type: ignore[import-untyped]
+
 from sslm_tasks.config.load import signer_of
+from sslm_tasks.deploy.server import deploy, post_copy
+from sslm_tasks.deploy.targets import deploy_targets
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle import build, production
 from sslm_tasks.lifecycle import roll as rolling
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger("sslm")
+
+#: Seconds a restart or post-copy command may run.
+DEPLOY_TIMEOUT_S = 60.0
 
 Step = Callable[[Workspace, ServiceRef], object]
 
@@ -70,6 +80,12 @@ class DevSteps:
 
     def any_build_step(self) -> bool:
         return self.keys or self.csr or self.cert or self.copy
+
+    def any(self) -> bool:
+        return self.any_build_step() or self.ntoc or self.certs_prod
+
+    def to_json(self) -> dict[str, bool]:
+        return {name: bool(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
 def run_renew_steps(
@@ -144,10 +160,33 @@ class RunReport:
     outcomes: list[ServiceOutcome]
     prod_changed: list[ServiceRef] = field(default_factory=list)
     cleaned: dict[str, list[str]] = field(default_factory=dict)
+    deploy_failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(outcome.ok for outcome in self.outcomes)
+        return all(outcome.ok for outcome in self.outcomes) and not self.deploy_failures
+
+
+def deploy_in_process(ws: Workspace, changed: Sequence[ServiceRef]) -> list[str]:
+    """Deploy to every server that uses a changed service, then ``post_copy_cmd``.
+
+    One pass per run, as upstream: each server restarts once however many services changed.
+    Returns one line per failed server; the others are still deployed.
+    """
+    failures: list[str] = []
+    main = ws.config.main
+    for target in deploy_targets(main, changed, ["cert"] if changed else []):
+        try:
+            for ran in deploy(main, target, timeout_s=DEPLOY_TIMEOUT_S):
+                log.info("[%s] %s: ran %s", target.server_class, target.host, " ".join(ran.argv))
+        except SslmError as err:
+            failures.append(f"[{target.server_class}] {target.host}: {err}")
+    for host, command in main.globals.post_copy_cmd:
+        try:
+            post_copy(host, command, timeout_s=DEPLOY_TIMEOUT_S)
+        except SslmError as err:
+            failures.append(f"post_copy_cmd {host}: {err}")
+    return failures
 
 
 @dataclass(frozen=True)
@@ -190,6 +229,9 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             failed.add(ref)
     report = RunReport(outcomes)
     report.prod_changed = production.sync_all(ws, [o.ref for o in outcomes if o.ok])
+    changed = [o.ref for o in outcomes if o.ok and o.changed]
+    if changed or request.dev.certs_prod:
+        report.deploy_failures = deploy_in_process(ws, changed)
     for ref in (
         request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes if o.ok]
     ):
@@ -197,3 +239,59 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
         if removed:
             report.cleaned[str(ref)] = removed
     return report
+
+
+# --------------------------------------------------------------------------- canvases
+# The task objects are imported inside these functions: the task module imports this one for
+# RENEW_STEPS, and the domain-only in-process path never needs Celery's registry.
+
+
+def _args(ref: ServiceRef, options: RunOptions) -> tuple[str, str, dict[str, object]]:
+    return ref.group, ref.service, options.to_json()
+
+
+def renew_steps(ref: ServiceRef, options: RunOptions) -> list[Signature]:
+    """check → one task per :data:`RENEW_STEPS` entry → deploy fan-out."""
+    from sslm_tasks import tasks
+
+    args = _args(ref, options)
+    return [
+        tasks.renew_check.si(*args),
+        *(tasks.RENEW_STEP_TASKS[name].s(*args) for name, _ in RENEW_STEPS),
+        tasks.deploy_fanout.s(*args),
+    ]
+
+
+def roll_steps(ref: ServiceRef, options: RunOptions) -> list[Signature]:
+    """roll (conditions checked when it runs) → deploy fan-out."""
+    from sslm_tasks import tasks
+
+    args = _args(ref, options)
+    return [tasks.roll_service.si(*args), tasks.deploy_fanout.s(*args)]
+
+
+def dev_steps(ref: ServiceRef, options: RunOptions, dev: DevSteps) -> list[Signature]:
+    from sslm_tasks import tasks
+
+    args = _args(ref, options)
+    return [tasks.dev_service_task.si(*args, dev.to_json()), tasks.deploy_fanout.s(*args)]
+
+
+def service_steps(ref: ServiceRef, options: RunOptions, request: RunRequest) -> list[Signature]:
+    """What ``sslm-mgr`` asks of one service, as one flat list of chained steps."""
+    steps: list[Signature] = []
+    if request.dev.any():
+        steps += dev_steps(ref, options, request.dev)
+    if request.renew:
+        steps += renew_steps(ref, options)
+    if request.roll:
+        steps += roll_steps(ref, options)
+    return steps
+
+
+def renew_workflow(ref: ServiceRef, options: RunOptions) -> Signature:
+    return chain(*renew_steps(ref, options))
+
+
+def roll_workflow(ref: ServiceRef, options: RunOptions) -> Signature:
+    return chain(*roll_steps(ref, options))

@@ -13,8 +13,10 @@ import sys
 from collections.abc import Sequence
 from logging.handlers import RotatingFileHandler
 
+from sslm_tasks.broker import check_broker
 from sslm_tasks.config.load import Config, load_config
-from sslm_tasks.errors import ConfigError, LockBusy, SslmError
+from sslm_tasks.config.settings import load_settings
+from sslm_tasks.errors import ConfigError, LockBusy, SslmError, TransientError
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.status import service_status
@@ -24,11 +26,13 @@ from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.workflows import DevSteps, RunRequest, run_in_process
 
-from . import report
+from . import remote, report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 #: How long a run waits for another run on the same tree before giving up.
 DEFAULT_LOCK_WAIT_S = 120.0
+#: How long the CLI follows the workflows it enqueued before giving up waiting.
+DEFAULT_WAIT_S = 1800.0
 #: Upstream's log rotation: 200 KiB, four old files.
 LOG_BYTES, LOG_BACKUPS = 204800, 4
 
@@ -240,7 +244,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(ws, refs, as_json=args.json, verbose=args.verb)
     if args.debug:
         return _dry_run(ws, refs, request)
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.broker_url:
+        return _enqueue(settings.broker_url, refs, options, request, args)
     return _locked_run(ws, refs, request, args)
+
+
+def _enqueue(
+    broker_url: str,
+    refs: Sequence[ServiceRef],
+    options: RunOptions,
+    request: RunRequest,
+    args: argparse.Namespace,
+) -> int:
+    """Send the workflows to the workers; wait for them unless ``--no-wait``."""
+    try:
+        check_broker(broker_url)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TransientError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    from sslm_tasks.app import app
+
+    runs = remote.enqueue(refs, options, request)
+    if args.no_wait:
+        for run in runs:
+            print(f"{run.ref} {' '.join(run.ids)}")
+        return EXIT_OK
+    remote.wait(app, runs, timeout_s=args.wait_timeout)
+    text, code = remote.summary(app, runs)
+    print(text)
+    return code
 
 
 def _locked_run(

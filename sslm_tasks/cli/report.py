@@ -68,9 +68,10 @@ def run_text(report: RunReport) -> str:
         lines.append("Certs to production: " + ", ".join(str(ref) for ref in report.prod_changed))
     else:
         lines.append("Certs to production: no changes")
+    lines.extend(f"Deploy failed: {failure}" for failure in report.deploy_failures)
     for ref, stamps in report.cleaned.items():
         lines.append(f"Cleaned {ref}: {', '.join(stamps)}")
     if not report.ok:
-        failed = [str(o.ref) for o in report.outcomes if not o.ok]
+        failed = [str(o.ref) for o in report.outcomes if not o.ok] or ["deploy"]
         lines.append(f"Failed to perform required task(s): {', '.join(failed)}")
     return "\n".join(lines)

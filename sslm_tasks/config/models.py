@@ -181,7 +181,8 @@ class ServerSection(_Model):
         return _check_tags(value)
 
 
-#: A site names a deploy queue (``deploy.<site>``), so it keeps to characters every broker takes.
+#: A site becomes part of a queue name (``deploy.<site>``) and of worker node names, so it is
+#: kept to characters every broker and shell accepts unquoted.
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 #: Where servers that no ``[sites]`` entry names are deployed from.
 DEFAULT_SITE = "default"

@@ -1,0 +1,183 @@
+"""Runtime settings: how this process reaches its broker, and the limits its tasks run under.
+
+These come from the environment (``SSLM_*`` and ssl-mgr's own ``SSL_MGR_TOPDIR``), not from
+``conf.d``: they differ per container or per host, while ``conf.d`` describes certificates and
+is shared by every worker. pydantic-settings reads them; :func:`load_settings` is the one entry
+point, and it turns every bad value into a :class:`~sslm_tasks.errors.ConfigError` that names the
+variable, so an operator sees ``environment: SSLM_VISIBILITY_TIMEOUT_S = 'ten': ...`` rather
+than a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from kombu.utils.url import maybe_sanitize_url
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sslm_tasks.config.models import DEFAULT_SITE, SITE_NAME
+from sslm_tasks.errors import ConfigError
+
+#: Where configuration errors about these settings say they came from.
+ENV_SOURCE = "environment"
+
+#: Broker URL schemes we know how to configure. Anything else is almost always a typo, and
+#: kombu would only say "No such transport" at the first publish, long after start-up.
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``**``, fit for logs and error messages."""
+    return str(maybe_sanitize_url(url))
+
+
+def url_scheme(url: str) -> str:
+    """Return the lower-cased scheme of ``url`` (``""`` when it has none)."""
+    return urlsplit(url).scheme.lower()
+
+
+def is_redis_url(url: str | None) -> bool:
+    """Say whether ``url`` points at Redis, whose transport needs options RabbitMQ rejects."""
+    return url is not None and url_scheme(url) in REDIS_SCHEMES
+
+
+def _check_site(site: str) -> str:
+    if not SITE_NAME.fullmatch(site):
+        raise ValueError(
+            f"site {site!r} must be 1-63 letters, digits, '-' or '_', starting with a letter"
+            " or digit (it becomes the queue name deploy.<site>)"
+        )
+    return site
+
+
+class RuntimeSettings(BaseSettings):
+    """The environment of one sslm process (CLI, worker, beat).
+
+    Construct it through :func:`load_settings`. Field names are the variables without their
+    ``SSLM_`` prefix; ``topdir`` reads ``SSL_MGR_TOPDIR`` as ssl-mgr did. Empty variables count
+    as unset, so compose files may pass ``${VAR:-}`` through.
+
+    Cross-field rules (checked on every construction, raising :class:`ConfigError`):
+    the soft time limit is below the hard one, and on Redis the hard limit is below the
+    visibility timeout, because Redis delivers a task again to another worker once it has been
+    unacknowledged that long, even while the first worker is still running it.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SSLM_", env_ignore_empty=True, extra="ignore", validate_by_name=True
+    )
+
+    #: ``None`` means no broker: the CLI runs the workflows in-process. Kept out of ``repr``
+    #: (it holds the password), like the result backend.
+    broker_url: str | None = Field(default=None, repr=False)
+    #: Defaults to the broker when that is Redis, and to ``rpc://`` (replies over the broker)
+    #: on RabbitMQ, so a caller can always wait for what it enqueued.
+    result_backend: str | None = Field(default=None, repr=False)
+    #: ssl-mgr's top directory (``conf.d/``, ``certs/``, ``prod-certs/``); ``None`` lets the
+    #: config loader search as ssl-mgr does.
+    topdir: Path | None = Field(default=None, validation_alias="SSL_MGR_TOPDIR")
+    #: How long a task taken by a worker that died stays invisible before Redis hands it to
+    #: another worker. Redis's default is an hour; the issue asks for minutes.
+    visibility_timeout_s: int = Field(default=300, ge=1)
+    #: Hard limit: the pool kills a task's process after this long.
+    task_time_limit_s: int = Field(default=240, ge=1)
+    #: Soft limit: the task gets ``SoftTimeLimitExceeded`` and a chance to clean up.
+    task_soft_time_limit_s: int = Field(default=210, ge=1)
+    #: How long task results stay in the result backend.
+    result_expires_s: int = Field(default=86_400, ge=60)
+    #: The deploy site this host serves (its deploy worker consumes ``deploy.<site>``).
+    site: str = DEFAULT_SITE
+    #: Further sites whose deploy queues a plain ``celery worker`` here consumes
+    #: (``SSLM_SITES=paris,berlin``). The configuration will name them once it knows sites.
+    sites: Annotated[frozenset[str], NoDecode] = frozenset()
+    #: Beat sends each service's renew check this often (twice a day: ARI asks for at least
+    #: that). Whole hours dividing a day become a crontab with a per-service offset.
+    renew_check_every_s: int = Field(default=43_200, ge=1)
+    #: Beat looks for rolls whose due time has come this often.
+    roll_check_every_s: int = Field(default=60, ge=1)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker_scheme(cls, url: str | None) -> str | None:
+        if url is not None and url_scheme(url) not in REDIS_SCHEMES | AMQP_SCHEMES:
+            known = ", ".join(sorted(REDIS_SCHEMES | AMQP_SCHEMES))
+            raise ValueError(f"unknown broker scheme {url_scheme(url)!r}; use one of: {known}")
+        return url
+
+    @field_validator("site")
+    @classmethod
+    def _valid_site(cls, site: str) -> str:
+        return _check_site(site)
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _comma_list(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            return frozenset(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+
+    @field_validator("sites")
+    @classmethod
+    def _valid_sites(cls, sites: frozenset[str]) -> frozenset[str]:
+        for site in sites:
+            _check_site(site)
+        return sites
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuntimeSettings:
+        # ConfigError is not a ValueError, so pydantic lets it through unwrapped.
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ConfigError(
+                file=ENV_SOURCE,
+                key="SSLM_TASK_SOFT_TIME_LIMIT_S",
+                value=self.task_soft_time_limit_s,
+                problem=f"must be below SSLM_TASK_TIME_LIMIT_S ({self.task_time_limit_s})",
+            )
+        if is_redis_url(self.broker_url) and self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ConfigError(
+                file=ENV_SOURCE,
+                key="SSLM_TASK_TIME_LIMIT_S",
+                value=self.task_time_limit_s,
+                problem=(
+                    f"must be below SSLM_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}):"
+                    " Redis hands a task still running after that long to a second worker"
+                ),
+            )
+        if self.result_backend is None and self.broker_url is not None:
+            self.result_backend = self.broker_url if is_redis_url(self.broker_url) else "rpc://"
+        return self
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        """Return the environment variable that sets ``field``."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else f"SSLM_{field.upper()}"
+
+
+def load_settings() -> RuntimeSettings:
+    """Read the runtime settings from the environment.
+
+    Returns:
+        The validated settings. Reading them has no side effects and contacts no service.
+
+    Raises:
+        ConfigError: a variable holds a bad value; the error names the variable and the value
+            (URLs with their password masked). Permanent: the environment must change.
+    """
+    try:
+        return RuntimeSettings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        key = RuntimeSettings.env_var(field) if field in RuntimeSettings.model_fields else field
+        value = first.get("input")
+        if isinstance(value, str) and "://" in value:
+            value = redact_url(value)
+        # A ValueError from our own validators carries the whole message; pydantic's "msg"
+        # would prefix it with "Value error, ".
+        problem = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise ConfigError(file=ENV_SOURCE, key=key, value=value, problem=problem) from err

@@ -1,0 +1,72 @@
+"""Which servers take part in a deploy, and what each one needs after a change.
+
+Upstream restarted a server class when its ``depends`` tags met what changed or when the last
+``svc_depends`` entry named a changed service; sslm honours every ``svc_depends`` entry, and
+decides per server so each becomes one deploy task on its site's queue.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sslm_tasks.config.models import MainConfig, ServerSection
+from sslm_tasks.store.layout import ServiceRef
+
+#: ``svc_depends`` domains that match every group.
+_ANY_DOMAIN = frozenset({"*", "all", "any"})
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """One server of one class: where its task runs and whether it restarts."""
+
+    server_class: str
+    host: str
+    site: str
+    restart: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "server_class": self.server_class,
+            "host": self.host,
+            "site": self.site,
+            "restart": self.restart,
+        }
+
+
+def is_local_host(host: str) -> bool:
+    """Upstream's rule: this machine's short name or full ``gethostname()``; plus localhost."""
+    name = socket.gethostname()
+    return host in {name, name.split(".")[0], "localhost"}
+
+
+def depends_on(section: ServerSection, changed: Iterable[ServiceRef], tags: Iterable[str]) -> bool:
+    """True when a change concerns this server class (any matching entry counts)."""
+    if set(section.depends) & set(tags):
+        return True
+    changed = list(changed)
+    for domain, services in section.svc_depends:
+        for ref in changed:
+            if (domain.lower() in _ANY_DOMAIN or domain == ref.group) and ref.service in services:
+                return True
+    return False
+
+
+def deploy_targets(
+    main: MainConfig, changed: Iterable[ServiceRef], tags: Iterable[str]
+) -> list[DeployTarget]:
+    """Every server of every class, in upstream's order (smtp, imap, web, other).
+
+    ``restart`` says whether its ``restart_cmd`` should run for this change. A server listed
+    in two classes appears once per class: each class has its own restart command.
+    """
+    changed, tags = list(changed), list(tags)
+    targets: list[DeployTarget] = []
+    for name, section in main.server_sections():
+        restart = bool(section.restart_cmd) and depends_on(section, changed, tags)
+        targets.extend(
+            DeployTarget(name, host, main.site_of(host), restart) for host in section.servers
+        )
+    return targets

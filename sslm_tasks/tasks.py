@@ -1,0 +1,392 @@
+"""Celery tasks: thin adapters from a message of names to one lifecycle step.
+
+Each task takes a group, a service and the run options (JSON scalars), loads the configuration
+and the service's state fresh from disk, takes the service's lock, calls one domain function
+and returns a small dict of names. No key, certificate or config model ever enters a message
+or a result.
+
+The renew steps are generated from :data:`sslm_tasks.workflows.RENEW_STEPS`, the same list the
+in-process runner walks, so there is one statement of the order. Every service task is
+idempotent and runs with ``acks_late``: a worker killed mid-step gets its message redelivered,
+and the step then does only what its files show is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, NoReturn
+
+from celery import Task  # type: ignore[import-untyped]
+
+from sslm_tasks.app import app
+from sslm_tasks.config.load import load_config, signer_of
+from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy.server import deploy, post_copy
+from sslm_tasks.deploy.targets import DeployTarget, deploy_targets
+from sslm_tasks.errors import PermanentError, SslmError, TransientError
+from sslm_tasks.lifecycle import build, production
+from sslm_tasks.lifecycle import roll as rolling
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.locks.claims import WorkflowClaims
+from sslm_tasks.locks.select import claims_for, locker_for
+from sslm_tasks.store.atomic import ensure_dir
+from sslm_tasks.store.clean import clean_service
+from sslm_tasks.store.layout import DIR_MODE_GROUP, ServiceRef
+from sslm_tasks.store.state import Phase, load_state
+from sslm_tasks.store.versions import read_link
+from sslm_tasks.workflows import RENEW_STEPS, DevSteps, ServiceOutcome, dev_service
+
+log = logging.getLogger("sslm.tasks")
+
+Result = dict[str, Any]
+
+#: A workflow claim outlives its last refresh by this long: longer than any one step (the task
+#: time limit), so a live chain never loses it between two steps.
+CLAIM_TTL_S = 600.0
+#: One step's service lock; steps are short, and a dead holder's lock must free quickly.
+STEP_LOCK_TTL_S = 300.0
+#: How long a step waits for another step of the same service to finish.
+STEP_LOCK_WAIT_S = 60.0
+#: Seconds a restart or post-copy command may run.
+COMMAND_TIMEOUT_S = 60.0
+#: Deploys wait this long after a change, so the changes of one run make one restart per server.
+DEPLOY_DEBOUNCE_S = 5.0
+
+#: Options of every task that changes a service: idempotent, so it may run again after its
+#: worker died (acks_late + reject_on_worker_lost). Retried only for transient errors (a lock
+#: held by another step, Redis briefly away, a signing CA still being issued), with backoff.
+SERVICE_TASK: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (TransientError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
+#: Deploy tasks: one server each; retried a few times, then reported by name.
+DEPLOY_TASK: dict[str, Any] = {**SERVICE_TASK, "retry_backoff": 5, "max_retries": 3}
+
+
+def _workspace(group: str, service: str, options: Result) -> tuple[Workspace, ServiceRef]:
+    """Fresh config and state for one service: the world may have changed since the message."""
+    ref = ServiceRef(group, service)
+    config, _ = load_config([str(ref)])
+    return Workspace(config=config, options=RunOptions.from_json(options)), ref
+
+
+def _claims() -> WorkflowClaims | None:
+    return claims_for(load_settings(), ttl_s=CLAIM_TTL_S)
+
+
+def _claim_name(ref: ServiceRef) -> str:
+    # Renew and roll share one claim: one of them at a time per service.
+    return f"workflow:{ref}"
+
+
+def _owner(task: Task) -> str:
+    return str(task.request.root_id or task.request.id)
+
+
+@contextmanager
+def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
+    certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
+    locker = locker_for(load_settings(), certs)
+    with locker.acquire(f"svc:{ref}", ttl_s=STEP_LOCK_TTL_S, blocking_s=STEP_LOCK_WAIT_S):
+        yield
+
+
+def _claim(task: Task, ref: ServiceRef) -> str | None:
+    """Claim the service for this workflow; returns the other holder when busy."""
+    claims = _claims()
+    return None if claims is None else claims.claim(_claim_name(ref), _owner(task))
+
+
+def _release(task: Task, ref: ServiceRef) -> None:
+    claims = _claims()
+    if claims is not None:
+        claims.release(_claim_name(ref), _owner(task))
+
+
+def _names(args: Any, kwargs: Any) -> tuple[str | None, str | None]:
+    """Group and service of a task call, whether or not a previous result came first."""
+    strings = [a for a in args if isinstance(a, str)]
+    group = kwargs.get("group", strings[0] if strings else None)
+    service = kwargs.get("service", strings[1] if len(strings) > 1 else None)
+    return group, service
+
+
+class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
+    """Base of the service tasks: a failure is recorded in the service state and frees the
+    service's workflow claim, so the status says why and the next trigger may try again."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        group, service = _names(args, kwargs)
+        if group is None or service is None:
+            return
+        try:
+            ws, ref = _workspace(group, service, {})
+            build.record_failure(ws, ref, f"{self.name}: {exc}")
+            _release(self, ref)
+        except SslmError as err:
+            log.warning("%s:%s: could not record the failure: %s", group, service, err)
+
+
+# --------------------------------------------------------------------------- renew
+
+
+def _wait_for_signer(ws: Workspace, ref: ServiceRef, err: PermanentError) -> NoReturn:
+    """A CA with no ``curr`` that is being issued right now is worth waiting for."""
+    signer = signer_of(ws.config, ref)
+    claims = _claims()
+    if signer is not None and claims is not None and claims.holder(_claim_name(signer)):
+        raise TransientError(
+            f"{ref}: waiting for signing CA {signer}, which is being issued"
+        ) from err
+    raise err
+
+
+@app.task(name="sslm.renew.check", base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def renew_check(self: Task, group: str, service: str, options: Result) -> Result:
+    """Decide whether the service needs a new version and, if so, start (or resume) the build.
+
+    Claims the service for this workflow first: a second trigger while a renew or roll of the
+    same service is running returns ``busy`` and does nothing.
+    """
+    ws, ref = _workspace(group, service, options)
+    result: Result = {"service": str(ref), "workflow": _owner(self), "build": False}
+    holder = _claim(self, ref)
+    if holder is not None:
+        return {**result, "busy": True, "reason": f"already in progress (workflow {holder})"}
+    try:
+        with _service_lock(ws, ref):
+            check = build.check_renew(ws, ref)
+            stamp = check.stamp
+            if check.build and stamp is None:
+                stamp = build.start_build(ws, ref)
+    except PermanentError as err:
+        _release(self, ref)
+        _wait_for_signer(ws, ref, err)
+    if not check.build:
+        _release(self, ref)
+    return {**result, "build": check.build, "reason": check.reason, "stamp": stamp}
+
+
+def _renew_step(
+    task: Task, step_name: str, prev: Result, group: str, service: str, options: Result
+) -> Result:
+    if not prev.get("build"):
+        return prev
+    ws, ref = _workspace(group, service, options)
+    claims = _claims()
+    if claims is not None:
+        claims.refresh(_claim_name(ref), _owner(task))
+    step = dict(RENEW_STEPS)[step_name]
+    with _service_lock(ws, ref):
+        step(ws, ref)
+    result = {**prev, "step": step_name}
+    if step_name == RENEW_STEPS[-1][0]:
+        _release(task, ref)
+        result.update(
+            changed=True,
+            curr=read_link(ws.layout, ref, "curr"),
+            next=read_link(ws.layout, ref, "next"),
+        )
+    return result
+
+
+def _make_renew_step_task(step_name: str) -> Task:
+    def run(self: Task, prev: Result, group: str, service: str, options: Result) -> Result:
+        return _renew_step(self, step_name, prev, group, service, options)
+
+    run.__name__ = run.__qualname__ = step_name.replace("-", "_")
+    run.__doc__ = f"Renew step {step_name!r} (see sslm_tasks.workflows.RENEW_STEPS)."
+    name = f"sslm.issue.{run.__name__}"
+    task: Task = app.task(name=name, base=ServiceTask, **SERVICE_TASK)(run)
+    return task
+
+
+#: One task per renew step, in the order of :data:`~sslm_tasks.workflows.RENEW_STEPS`.
+RENEW_STEP_TASKS: dict[str, Task] = {name: _make_renew_step_task(name) for name, _ in RENEW_STEPS}
+
+
+# --------------------------------------------------------------------------- roll
+
+
+@app.task(name="sslm.roll.service", base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def roll_service(self: Task, group: str, service: str, options: Result) -> Result:
+    """Roll ``next`` into ``curr`` if its conditions hold now, then update production.
+
+    The conditions are checked when the task runs, not when it was sent: a roll delivered late
+    or twice rolls at most once.
+    """
+    ws, ref = _workspace(group, service, options)
+    result: Result = {"service": str(ref), "workflow": _owner(self), "rolled": False}
+    holder = _claim(self, ref)
+    if holder is not None:
+        return {**result, "busy": True, "reason": f"already in progress (workflow {holder})"}
+    try:
+        with _service_lock(ws, ref):
+            outcome = rolling.roll(ws, ref, force=ws.options.force)
+            production.sync_service(ws, ref)
+    finally:
+        _release(self, ref)
+    curr = read_link(ws.layout, ref, "curr")
+    return {
+        **result,
+        "rolled": outcome.rolled,
+        "changed": outcome.rolled,
+        "reason": outcome.reason,
+        "curr": curr,
+    }
+
+
+@app.task(name="sslm.issue.dev", base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def dev_service_task(
+    self: Task, group: str, service: str, options: Result, dev: dict[str, bool]
+) -> Result:
+    """``sslm-mgr dev`` steps for one service, as in-process (same function)."""
+    ws, ref = _workspace(group, service, options)
+    holder = _claim(self, ref)
+    if holder is not None:
+        return {
+            "service": str(ref),
+            "busy": True,
+            "reason": f"already in progress (workflow {holder})",
+        }
+    outcome = ServiceOutcome(ref)
+    try:
+        with _service_lock(ws, ref):
+            dev_service(ws, ref, outcome, DevSteps(**dev))
+            production.sync_service(ws, ref)
+    finally:
+        _release(self, ref)
+    return {
+        "service": str(ref),
+        "changed": outcome.changed or dev.get("certs_prod", False),
+        "actions": outcome.actions,
+    }
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@app.task(name="sslm.issue.deploy_fanout", **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: Result) -> Result:
+    """After a service changed, send one deploy task per server that uses it, on its site's queue.
+
+    Servers already waiting for a deploy are not sent another: the changes of one run (several
+    services, renew then roll) coalesce into one restart per server.
+    """
+    result: Result = {**prev, "deploys": []}
+    if not prev.get("changed"):
+        return result
+    ws, ref = _workspace(group, service, options)
+    claims = _claims()
+    sent: list[str] = []
+    for target in deploy_targets(ws.config.main, [ref], ["cert"]):
+        job = f"deploy:{target.server_class}:{target.host}"
+        if claims is not None and claims.claim(job, self.request.id) is not None:
+            continue
+        sent.append(
+            deploy_server.apply_async(
+                (target.to_json(),), {"site": target.site}, countdown=DEPLOY_DEBOUNCE_S
+            ).id
+        )
+    for host, command in ws.config.main.globals.post_copy_cmd:
+        job = f"post_copy:{host}:{command}"
+        if claims is not None and claims.claim(job, self.request.id) is not None:
+            continue
+        site = ws.config.main.site_of(host)
+        sent.append(
+            deploy_post_copy.apply_async(
+                (host, command), {"site": site}, countdown=DEPLOY_DEBOUNCE_S
+            ).id
+        )
+    return {**result, "deploys": sent}
+
+
+def _job_started(job: str) -> None:
+    """Clear the job's pending marker: a change from now on needs a deploy of its own."""
+    claims = _claims()
+    if claims is not None:
+        claims.drop(job)
+
+
+@app.task(name="sslm.deploy.server", **DEPLOY_TASK)  # type: ignore[untyped-decorator]
+def deploy_server(self: Task, target: Result, *, site: str) -> Result:
+    """Bring one server up to date: its copy of production and, when due, its restart commands.
+
+    Runs on the deploy queue of the server's ``site``.
+    """
+    deploy_target = DeployTarget(**{**target, "site": site})
+    _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
+    config, _ = load_config([])
+    ran = deploy(config.main, deploy_target, timeout_s=COMMAND_TIMEOUT_S)
+    return {**deploy_target.to_json(), "ran": [" ".join(r.argv) for r in ran]}
+
+
+@app.task(name="sslm.deploy.post_copy", **DEPLOY_TASK)  # type: ignore[untyped-decorator]
+def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Result:
+    """``post_copy_cmd``: run ``command host`` after ``host`` got its copy."""
+    _job_started(f"post_copy:{host}:{command}")
+    ran = post_copy(host, command, timeout_s=COMMAND_TIMEOUT_S)
+    return {"host": host, "site": site, "ran": " ".join(ran.argv)}
+
+
+# --------------------------------------------------------------------------- clean
+
+
+@app.task(name="sslm.clean.service", base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def clean(self: Task, group: str, service: str, options: Result) -> Result:
+    """Delete old unlinked versions beyond ``clean_keep``."""
+    ws, ref = _workspace(group, service, options)
+    with _service_lock(ws, ref):
+        removed = clean_service(ws.layout, ref, keep=ws.clean_keep)
+    return {"service": str(ref), "removed": removed}
+
+
+# --------------------------------------------------------------------------- beat
+
+
+@app.task(name="sslm.renew.trigger")  # type: ignore[untyped-decorator]
+def renew_trigger(group: str, service: str) -> str:
+    """Beat's per-service check: start the renew workflow; it decides whether anything is due."""
+    from sslm_tasks.workflows import renew_workflow
+
+    return str(renew_workflow(ServiceRef(group, service), RunOptions()).apply_async().id)
+
+
+@app.task(name="sslm.roll.due")  # type: ignore[untyped-decorator]
+def roll_due() -> list[str]:
+    """Beat's roll check: start the roll of every service whose ``next`` is due to roll."""
+    from sslm_tasks.workflows import roll_workflow
+
+    config, refs = load_config([])
+    layout = config.layout()
+    now = utc_now()
+    started = []
+    for ref in refs:
+        state = load_state(layout, ref)
+        if (
+            state.phase == Phase.ISSUED
+            and state.roll_due
+            and datetime.fromisoformat(state.roll_due) <= now
+        ):
+            roll_workflow(ref, RunOptions()).apply_async()
+            started.append(str(ref))
+    return started
+
+
+@app.task(name="sslm.clean.all")  # type: ignore[untyped-decorator]
+def clean_all() -> list[str]:
+    """Beat's daily clean of every configured service."""
+    _, refs = load_config([])
+    for ref in refs:
+        clean.delay(ref.group, ref.service, {})
+    return [str(ref) for ref in refs]
