@@ -12,7 +12,7 @@ Beat only sends checks; each check reads the state and decides:
 
 Every entry expires before its next run, so a backlog after an outage sends each check once.
 :class:`ConfScheduler` re-reads ``conf.d`` while beat runs, so a service added to (or removed
-from) the configuration gets (or loses) its entry within a minute.
+from) the configuration gets (or loses) its entry within ``SSLM_BEAT_RELOAD_S`` (30 s by default).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.errors import SslmError
 from sslm_tasks.store.layout import ServiceRef
 
-#: Seconds between two looks at ``conf.d`` for changes while beat runs.
-CONF_CHECK_S = 30.0
 #: Share of an interval after which an unsent check is dropped (a newer one follows).
 EXPIRES_SHARE = 0.9
 
@@ -107,11 +105,12 @@ class ConfScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has no
         super().setup_schedule()
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if time.monotonic() - self._checked > CONF_CHECK_S:
+        reload_s = self._settings.beat_reload_s
+        if time.monotonic() - self._checked > reload_s:
             self._checked = time.monotonic()
             self._reload_if_changed()
         delay: float = super().tick(*args, **kwargs)
-        return min(delay, CONF_CHECK_S)
+        return min(delay, reload_s)
 
     def _reload_if_changed(self) -> None:
         signature = conf_signature(self._conf_dir)

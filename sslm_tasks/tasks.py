@@ -24,6 +24,7 @@ from celery import Task  # type: ignore[import-untyped]
 from sslm_tasks.app import app
 from sslm_tasks.config.load import load_config, signer_of
 from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
@@ -37,7 +38,7 @@ from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import DIR_MODE_GROUP, ServiceRef
 from sslm_tasks.store.state import Phase, load_state
 from sslm_tasks.store.versions import read_link
-from sslm_tasks.workflows import RENEW_STEPS, DevSteps, ServiceOutcome, dev_service
+from sslm_tasks.workflows import BUILD_STEPS, RENEW_STEPS, DevSteps, ServiceOutcome, dev_service
 
 log = logging.getLogger("sslm.tasks")
 
@@ -46,12 +47,11 @@ Result = dict[str, Any]
 #: A workflow claim outlives its last refresh by this long: longer than any one step (the task
 #: time limit), so a live chain never loses it between two steps.
 CLAIM_TTL_S = 600.0
-#: One step's service lock; steps are short, and a dead holder's lock must free quickly.
-STEP_LOCK_TTL_S = 300.0
+#: A step's service lock outlives the step's time limit by this much (the pool kills a step
+#: at its limit, so a lock of a live holder never expires under it; a dead holder's frees soon).
+STEP_LOCK_MARGIN_S = 10.0
 #: How long a step waits for another step of the same service to finish.
 STEP_LOCK_WAIT_S = 60.0
-#: Seconds a restart or post-copy command may run.
-COMMAND_TIMEOUT_S = 60.0
 #: Deploys wait this long after a change, so the changes of one run make one restart per server.
 DEPLOY_DEBOUNCE_S = 5.0
 
@@ -94,8 +94,11 @@ def _owner(task: Task) -> str:
 @contextmanager
 def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
     certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
-    locker = locker_for(load_settings(), certs)
-    with locker.acquire(f"svc:{ref}", ttl_s=STEP_LOCK_TTL_S, blocking_s=STEP_LOCK_WAIT_S):
+    settings = load_settings()
+    ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
+    with locker_for(settings, certs).acquire(
+        f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S
+    ):
         yield
 
 
@@ -188,7 +191,10 @@ def _renew_step(
         claims.refresh(_claim_name(ref), _owner(task))
     step = dict(RENEW_STEPS)[step_name]
     with _service_lock(ws, ref):
-        step(ws, ref)
+        # A message delivered again after its chain finished finds its build done: no-op.
+        stale = step_name in dict(BUILD_STEPS) and not build.is_building(ws, ref, prev["stamp"])
+        if not stale:
+            step(ws, ref)
     result = {**prev, "step": step_name}
     if step_name == RENEW_STEPS[-1][0]:
         _release(task, ref)
@@ -327,7 +333,7 @@ def deploy_server(self: Task, target: Result, *, site: str) -> Result:
     deploy_target = DeployTarget(**{**target, "site": site})
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
     config, _ = load_config([])
-    ran = deploy(config.main, deploy_target, timeout_s=COMMAND_TIMEOUT_S)
+    ran = deploy(config.main, deploy_target, timeout_s=DEFAULT_TIMEOUT_S)
     return {**deploy_target.to_json(), "ran": [" ".join(r.argv) for r in ran]}
 
 
@@ -335,7 +341,7 @@ def deploy_server(self: Task, target: Result, *, site: str) -> Result:
 def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Result:
     """``post_copy_cmd``: run ``command host`` after ``host`` got its copy."""
     _job_started(f"post_copy:{host}:{command}")
-    ran = post_copy(host, command, timeout_s=COMMAND_TIMEOUT_S)
+    ran = post_copy(host, command, timeout_s=DEFAULT_TIMEOUT_S)
     return {"host": host, "site": site, "ran": " ".join(ran.argv)}
 
 

@@ -19,6 +19,7 @@ from typing import Final
 from celery import Signature, chain  # type: ignore[import-untyped]
 
 from sslm_tasks.config.load import signer_of
+from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets
 from sslm_tasks.errors import SslmError
@@ -31,18 +32,20 @@ from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger("sslm")
 
-#: Seconds a restart or post-copy command may run.
-DEPLOY_TIMEOUT_S = 60.0
-
 Step = Callable[[Workspace, ServiceRef], object]
 
-#: Renewing one service, after the check said a build is needed: key, CSR, signed
-#: certificate, ``next``; a first certificate becomes ``curr`` at once; then production.
-RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
+#: Building a new version, after the check said one is needed: key, CSR, signed certificate,
+#: then ``next``. Each works on the build in progress recorded in the service state.
+BUILD_STEPS: Final[tuple[tuple[str, Step], ...]] = (
     ("keygen", build.make_key),
     ("csr", build.make_csr),
     ("sign", build.sign),
     ("store", build.store),
+)
+#: Renewing one service: the build, then a first certificate becomes ``curr`` at once, then
+#: production gets its copy.
+RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
+    *BUILD_STEPS,
     ("first-roll", rolling.roll_first),
     ("publish", production.sync_service),
 )
@@ -177,13 +180,13 @@ def deploy_in_process(ws: Workspace, changed: Sequence[ServiceRef]) -> list[str]
     main = ws.config.main
     for target in deploy_targets(main, changed, ["cert"] if changed else []):
         try:
-            for ran in deploy(main, target, timeout_s=DEPLOY_TIMEOUT_S):
+            for ran in deploy(main, target, timeout_s=DEFAULT_TIMEOUT_S):
                 log.info("[%s] %s: ran %s", target.server_class, target.host, " ".join(ran.argv))
         except SslmError as err:
             failures.append(f"[{target.server_class}] {target.host}: {err}")
     for host, command in main.globals.post_copy_cmd:
         try:
-            post_copy(host, command, timeout_s=DEPLOY_TIMEOUT_S)
+            post_copy(host, command, timeout_s=DEFAULT_TIMEOUT_S)
         except SslmError as err:
             failures.append(f"post_copy_cmd {host}: {err}")
     return failures

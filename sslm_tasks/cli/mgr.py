@@ -132,6 +132,15 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         default=DEFAULT_LOCK_WAIT_S,
         help="Seconds to wait for another run (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="With a broker: print the task ids and return"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        help="With a broker: seconds to follow the workflows (default %(default)s)",
+    )
     if dev:
         group = parser.add_argument_group("dev")
         _flag(group, "-keys", "-new-keys", "Make next new keys")
@@ -250,12 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if settings.broker_url:
-        return _enqueue(settings.broker_url, refs, options, request, args)
+        return _enqueue(settings.broker_url, config, refs, options, request, args)
     return _locked_run(ws, refs, request, args)
 
 
 def _enqueue(
     broker_url: str,
+    config: Config,
     refs: Sequence[ServiceRef],
     options: RunOptions,
     request: RunRequest,
@@ -272,7 +282,7 @@ def _enqueue(
         return EXIT_FAILED
     from sslm_tasks.app import app
 
-    runs = remote.enqueue(refs, options, request)
+    runs = remote.enqueue(config, refs, options, request)
     if args.no_wait:
         for run in runs:
             print(f"{run.ref} {' '.join(run.ids)}")

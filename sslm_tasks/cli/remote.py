@@ -1,9 +1,11 @@
 """``sslm-mgr`` with a broker: enqueue the same workflows, then (by default) wait and show progress.
 
 Each selected service gets its own chain (see :func:`sslm_tasks.workflows.service_steps`), so a
-failure stays with its service. Every step's task id is chosen here before sending, which lets
-this process follow each chain step by step with plain result look-ups: no task waits on
-another, and nothing but task states crosses the broker.
+failure stays with its service. A service signed by a local CA that is in the same run is
+linked behind that CA's chain, so it is signed by the CA's new certificate, and only once the
+CA's chain succeeded. Every step's task id is chosen here before sending, which lets this
+process follow each chain step by step with plain result look-ups: no task waits on another,
+and nothing but task states crosses the broker.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
-from celery.result import AsyncResult  # type: ignore[import-untyped]
 
+from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.lifecycle.workspace import RunOptions
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.workflows import RunRequest, service_steps
@@ -26,6 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
 #: Seconds between two looks at the task states while waiting.
 POLL_S = 0.2
 _BAR = 20
+_FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ServiceRun:
     ref: ServiceRef
     names: list[str]
     ids: list[str]
+    #: The run of the signing CA this chain is linked behind, if that CA is in the run too.
+    after: ServiceRun | None = None
     deploys: list[str] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     error: str | None = None
@@ -42,17 +47,31 @@ class ServiceRun:
 
     def progress(self, app: Any) -> tuple[int, str]:
         """Steps finished, and the name of the one running (or the final word)."""
+        if self.after is not None and self.after.error:
+            self.error = f"not started: signing CA {self.after.ref} failed"
+            self.done = True
+            return 0, "skipped"
         finished = 0
         for name, task_id in zip(self.names, self.ids, strict=True):
-            result = AsyncResult(task_id, app=app)
-            if result.state == "SUCCESS":
+            state, value = task_state(app, task_id)
+            if state == "SUCCESS":
                 finished += 1
                 continue
-            if result.state in ("FAILURE", "REVOKED"):
-                self.error = f"{name}: {result.result}"
+            if state in ("FAILURE", "REVOKED"):
+                self.error = f"{name}: {value}"
                 self.done = True
             return finished, name
         return finished, "done"
+
+
+def task_state(app: Any, task_id: str) -> tuple[str, Any]:
+    """State and result of a task, read straight from the result backend.
+
+    (AsyncResult objects would subscribe to result channels that are torn down noisily when the
+    CLI exits; one plain read per look is all that following a chain needs.)
+    """
+    meta = app.backend.get_task_meta(task_id)
+    return str(meta["status"]), meta.get("result")
 
 
 def _assign_ids(steps: list[Signature]) -> list[str]:
@@ -65,15 +84,25 @@ def _assign_ids(steps: list[Signature]) -> list[str]:
 
 
 def enqueue(
-    refs: Sequence[ServiceRef], options: RunOptions, request: RunRequest
+    config: Config, refs: Sequence[ServiceRef], options: RunOptions, request: RunRequest
 ) -> list[ServiceRun]:
-    runs = []
+    """Send one chain per service (``refs`` in signing order); returns what to follow."""
+    runs: dict[ServiceRef, tuple[ServiceRun, list[Signature]]] = {}
+    roots = []
     for ref in refs:
         steps = service_steps(ref, options, request)
-        ids = _assign_ids(steps)
-        chain(*steps).apply_async()
-        runs.append(ServiceRun(ref, [step.task.rsplit(".", 1)[-1] for step in steps], ids))
-    return runs
+        signer = signer_of(config, ref)
+        parent = runs.get(signer) if signer is not None else None
+        run = ServiceRun(ref, [step.task.rsplit(".", 1)[-1] for step in steps], _assign_ids(steps))
+        if parent is None:
+            roots.append(chain(*steps))
+        else:
+            run.after = parent[0]
+            parent[1][-1].link(chain(*steps))
+        runs[ref] = (run, steps)
+    for canvas in roots:
+        canvas.apply_async()
+    return [run for run, _ in runs.values()]
 
 
 def _line(run: ServiceRun, finished: int, current: str) -> str:
@@ -96,11 +125,11 @@ def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sy
         for run in runs:
             finished, current = run.progress(app)
             if finished == len(run.ids) and not run.done:
-                run.results = [AsyncResult(i, app=app).result for i in run.ids]
+                run.results = [task_state(app, i)[1] for i in run.ids]
                 run.deploys = [
                     d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
                 ]
-                run.done = all(AsyncResult(d, app=app).ready() for d in run.deploys)
+                run.done = all(task_state(app, d)[0] in _FINAL for d in run.deploys)
             lines.append(_line(run, finished, current))
         if live:
             if drawn:
@@ -115,6 +144,26 @@ def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sy
         time.sleep(POLL_S)
 
 
+def _story(results: list[Any]) -> list[str]:
+    """What a chain did, in words, from its step results."""
+    said: list[str] = []
+    for result in results:
+        if not isinstance(result, dict):
+            continue
+        if "actions" in result:
+            said.extend(result["actions"])
+        elif "rolled" in result:
+            rolled = f"rolled {result.get('curr')} to curr ({result['reason']})"
+            said.append(rolled if result["rolled"] else result["reason"])
+        elif result.get("step") == "publish":
+            pending = result.get("next")
+            said.append(f"next is {pending}" if pending else f"curr is {result.get('curr')}")
+        elif "build" in result and "step" not in result:
+            said.append(("renewing: " if result["build"] else "") + result["reason"])
+    # A step with nothing to do passes its predecessor's result on: say each thing once.
+    return [text for index, text in enumerate(said) if index == 0 or text != said[index - 1]]
+
+
 def summary(app: Any, runs: list[ServiceRun]) -> tuple[str, int]:
     """The report and the exit status: 1 if any service or deploy failed, 3 if one was busy."""
     lines: list[str] = []
@@ -124,19 +173,16 @@ def summary(app: Any, runs: list[ServiceRun]) -> tuple[str, int]:
         if run.error:
             failed = True
             lines.append(f"            ↪ FAILED: {run.error}")
-        for result in run.results:
-            if isinstance(result, dict) and result.get("reason"):
-                busy |= bool(result.get("busy"))
-                lines.append(f"            ↪ {result['reason']}")
+        busy |= any(isinstance(r, dict) and r.get("busy") for r in run.results)
+        lines.extend(f"            ↪ {text}" for text in _story(run.results))
         for deploy_id in run.deploys:
-            result = AsyncResult(deploy_id, app=app)
-            if result.state == "SUCCESS":
-                value = result.result
+            state, value = task_state(app, deploy_id)
+            if state == "SUCCESS":
                 ran = value.get("ran") or "nothing to run"
                 lines.append(f"            ↪ deployed {value.get('host')}: {ran}")
             else:
                 failed = True
-                lines.append(f"            ↪ deploy FAILED: {result.result}")
+                lines.append(f"            ↪ deploy FAILED: {value}")
         if not run.done and not run.error:
             failed = True
             lines.append("            ↪ still running: gave up waiting")

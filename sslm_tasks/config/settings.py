@@ -99,6 +99,8 @@ class RuntimeSettings(BaseSettings):
     renew_check_every_s: int = Field(default=43_200, ge=1)
     #: Beat looks for rolls whose due time has come this often.
     roll_check_every_s: int = Field(default=60, ge=1)
+    #: Beat looks at ``conf.d`` for added or removed services this often.
+    beat_reload_s: float = Field(default=30.0, gt=0)
 
     @field_validator("broker_url")
     @classmethod

@@ -182,6 +182,11 @@ def start_build(ws: Workspace, ref: ServiceRef) -> str:
     return stamp
 
 
+def is_building(ws: Workspace, ref: ServiceRef, stamp: str) -> bool:
+    """Whether ``stamp`` is still the build in progress (not finished, not replaced)."""
+    return _in_progress(ws, ref, load_state(ws.layout, ref)) == stamp
+
+
 def building_stamp(ws: Workspace, ref: ServiceRef) -> str:
     """The stamp of the build in progress; every step after :func:`start_build` needs one."""
     stamp = _in_progress(ws, ref, load_state(ws.layout, ref))

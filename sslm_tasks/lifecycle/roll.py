@@ -12,6 +12,7 @@ version before it becomes ``curr``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle.build import load_version_cert
@@ -44,11 +45,22 @@ def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
     if cert is None:
         raise StoreError(f"{ref}: next {pending} has no cert.pem")
     age_mins = (ws.clock() - cert.not_valid_before_utc).total_seconds() / 60
-    if age_mins < ws.min_roll_mins:
+    wait_mins = _wait_mins(ws, ref, cert.not_valid_before_utc)
+    if age_mins < wait_mins:
         shown = max(1, int(age_mins))
-        wanted = f"{ws.min_roll_mins:g}"
-        return RollResult(False, f"too soon to roll: cert is {shown} mins old < {wanted} mins")
+        return RollResult(False, f"too soon to roll: cert is {shown} mins old < {wait_mins:g} mins")
     return RollResult(True, f"okay to roll: cert is {int(age_mins)} mins old", pending)
+
+
+def _wait_mins(ws: Workspace, ref: ServiceRef, not_before: datetime) -> float:
+    """Minutes ``next`` must age: ``-roll-mins`` given now wins; else the due time the renew
+    recorded (it knew the ``-roll-mins`` it was run with); else ``min_roll_mins``."""
+    if ws.options.min_roll_mins is not None:
+        return ws.options.min_roll_mins
+    due = load_state(ws.layout, ref).roll_due
+    if due is not None:
+        return max(0.0, (datetime.fromisoformat(due) - not_before).total_seconds() / 60)
+    return ws.min_roll_mins
 
 
 def roll(ws: Workspace, ref: ServiceRef, *, force: bool = False) -> RollResult:

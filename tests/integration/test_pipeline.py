@@ -1,0 +1,323 @@
+"""The Celery pipeline end to end: sslm-mgr enqueues, real workers on a real Redis do the work,
+openssl checks what lands on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from services import (
+    REPO,
+    RedisServer,
+    Services,
+    WorkerStarter,
+    celery_env,
+    free_port,
+    producer,
+    wait_for,
+)
+from support import openssl, run_tool
+
+LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
+
+
+@pytest.fixture
+def topdir(tmp_path: Path) -> Path:
+    top = tmp_path / "top"
+    shutil.copytree(REPO / "conf.d", top / "conf.d")
+    return top
+
+
+def worker_env(topdir: Path, **extra: str) -> dict[str, str]:
+    return {"SSL_MGR_TOPDIR": str(topdir), **extra}
+
+
+def cli(
+    topdir: Path, broker: str | None, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    env = {"SSLM_BROKER_URL": broker} if broker else {}
+    return run_tool("sslm-mgr", *args, cwd=topdir, env=env, timeout=timeout)
+
+
+def chain_verifies(topdir: Path, svc: str, which: str = "curr") -> bool:
+    base = topdir / "certs" / svc / which
+    root = topdir / "certs/ca/my-root/curr/cert.pem"
+    result = openssl(
+        "verify",
+        "-CAfile",
+        str(root),
+        "-untrusted",
+        str(base / "chain.pem"),
+        str(base / "cert.pem"),
+        check=False,
+    )
+    return result.stdout.strip().endswith("OK")
+
+
+def versions(topdir: Path, svc: str) -> set[str]:
+    return {p.name for p in (topdir / "certs" / svc / "db").iterdir()}
+
+
+def test_cli_enqueues_renew_and_roll_and_workers_build_verifiable_chains(
+    topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given one plain worker (every queue) on a fresh tree
+    worker = workers.start("all@test", pool="prefork", concurrency=2, env=worker_env(topdir))
+    # When the CLI runs the main job through the broker
+    result = cli(topdir, redis_server.url(), "-renew", "-roll")
+    # Then it succeeded for every service, CAs first, and the chains verify
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "example.com:web-ec" in result.stdout and "curr is" in result.stdout
+    for svc in LEAVES:
+        assert chain_verifies(topdir, svc), svc
+    assert (topdir / "prod-certs/example.com/web-ec/curr/bundle.pem").is_file()
+    # and -s reads state directly: no worker needed
+    worker.terminate()
+    status = cli(topdir, redis_server.url(), "-s", "--json")
+    assert status.returncode == 0
+    assert len(json.loads(status.stdout)["services"]) == 5
+
+
+def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
+    topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    workers.start("all@test", env=worker_env(topdir))
+    # On a terminal: a bar per service, redrawn in place
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
+    env.update(SSLM_BROKER_URL=redis_server.url(), SSL_MGR_TOPDIR=str(topdir))
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sslm-mgr"), "-renew"],
+        cwd=topdir,
+        env=env,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    output = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    assert process.wait(timeout=30) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "\x1b[2K" in text and "[####################] 8/8 done" in text
+    assert "example.com:mail-rsa" in text
+    # --no-wait: one line per service with its task ids, and the work still happens
+    result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
+    assert result.returncode == 0
+    line = result.stdout.strip().splitlines()
+    assert (
+        len(line) == 1
+        and line[0].startswith("example.com:web-ec ")
+        and len(line[0].split()) == 1 + 8
+    )
+    wait_for(
+        "the --no-wait renew finishes",
+        lambda: (topdir / "certs/example.com/web-ec/next").exists(),
+        timeout_s=60,
+    )
+    assert chain_verifies(topdir, "example.com/web-ec", "next")
+
+
+def test_worker_killed_mid_step_redelivers_and_finishes_the_same_build(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a tree with current certificates (in-process) and fast redelivery
+    assert cli(topdir, None, "-renew").returncode == 0
+    before = versions(topdir, "example.com/web-ec")
+    fast = {
+        "SSLM_VISIBILITY_TIMEOUT_S": "10",
+        "SSLM_TASK_TIME_LIMIT_S": "8",
+        "SSLM_TASK_SOFT_TIME_LIMIT_S": "6",
+    }
+    marker = tmp_path / "slow-started"
+    slow = workers.start(
+        "slow@test",
+        include=["slow_steps"],
+        env=worker_env(topdir, SLOW_STEP="sign", SLOW_S="60", SLOW_MARKER=str(marker), **fast),
+    )
+    # When a forced renew is enqueued and its worker is SIGKILLed in the middle of "sign"
+    sent = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
+    assert sent.returncode == 0
+    wait_for("the sign step starts", marker.exists, timeout_s=60)
+    slow.kill()
+    started = time.monotonic()
+    # Then a second worker gets the step again within the visibility timeout and finishes
+    workers.start("spare@test", env=worker_env(topdir, **fast))
+    wait_for(
+        "the renew completes on the spare worker",
+        lambda: (topdir / "certs/example.com/web-ec/next").exists(),
+        timeout_s=90,
+    )
+    assert time.monotonic() - started < 90
+    new = versions(topdir, "example.com/web-ec") - before
+    assert len(new) == 1, new  # the same build, no second next
+    assert os.readlink(topdir / "certs/example.com/web-ec/next") == f"db/{new.pop()}"
+    assert chain_verifies(topdir, "example.com/web-ec", "next")
+
+
+def test_duplicate_delivery_of_finished_steps_changes_nothing(
+    topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    workers.start("all@test", env=worker_env(topdir))
+    assert cli(topdir, None, "-renew").returncode == 0
+    assert cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec").returncode == 0
+    state = json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())
+    before = (
+        versions(topdir, "example.com/web-ec"),
+        os.readlink(topdir / "certs/example.com/web-ec/next"),
+    )
+    # When every step of that chain is delivered once more (as after a lost ack)
+    app = producer(redis_server.url())
+    prev = {
+        "service": "example.com:web-ec",
+        "build": True,
+        "reason": "forced",
+        "stamp": state["stamp"],
+        "workflow": "replayed",
+    }
+    for name in ("keygen", "csr", "sign", "store", "first_roll", "publish"):
+        prev = app.send_task(
+            f"sslm.issue.{name}", (prev, "example.com", "web-ec", {"force": True}), queue="issue"
+        ).get(timeout=30)
+    # Then nothing changed on disk, and the service is not marked failed
+    after = (
+        versions(topdir, "example.com/web-ec"),
+        os.readlink(topdir / "certs/example.com/web-ec/next"),
+    )
+    assert after == before
+    assert (
+        json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())["last_error"]
+        is None
+    )
+
+
+def test_two_triggers_at_once_one_works_the_other_reports_in_progress(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    assert cli(topdir, None, "-renew").returncode == 0
+    before = versions(topdir, "example.com/web-ec")
+    workers.start(
+        "slow@test",
+        pool="prefork",
+        concurrency=2,
+        include=["slow_steps"],
+        env=worker_env(topdir, SLOW_STEP="keygen", SLOW_S="3", SLOW_MARKER=str(tmp_path / "m")),
+    )
+    # When two forced renews of one service are triggered at the same time
+    env = {"SSLM_BROKER_URL": redis_server.url(), "SSL_MGR_TOPDIR": str(topdir)}
+    cmd = [str(Path(sys.executable).parent / "sslm-mgr"), "-f", "-renew", "example.com:web-ec"]
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
+    first = subprocess.Popen(
+        cmd, cwd=topdir, env={**clean_env, **env}, stdout=subprocess.PIPE, text=True
+    )
+    second = subprocess.Popen(
+        cmd, cwd=topdir, env={**clean_env, **env}, stdout=subprocess.PIPE, text=True
+    )
+    outputs = [first.communicate(timeout=120)[0], second.communicate(timeout=120)[0]]
+    codes = sorted([first.returncode, second.returncode])
+    # Then one did the work and the other said it was already in progress (exit 3)
+    assert codes == [0, 3], outputs
+    assert sum("already in progress" in out for out in outputs) == 1, outputs
+    assert len(versions(topdir, "example.com/web-ec") - before) == 1
+
+
+def test_broker_down_or_wrong_password_is_one_line_and_nonzero(
+    topdir: Path, redis_server: RedisServer
+) -> None:
+    down = cli(topdir, f"redis://:secret@127.0.0.1:{free_port()}/0", "-renew", timeout=30)
+    assert down.returncode == 1
+    assert len(down.stderr.strip().splitlines()) == 1 and "unreachable" in down.stderr
+    assert "secret" not in down.stderr
+    refused = cli(topdir, redis_server.url(password="wrong"), "-renew", timeout=30)
+    assert refused.returncode == 2 and "refused the credentials" in refused.stderr
+    assert not (topdir / "certs").exists()
+
+
+def test_beat_emits_a_check_per_service_and_follows_conf_d(
+    tmp_path: Path,
+    topdir: Path,
+    services: Services,
+    redis_server: RedisServer,
+    workers: WorkerStarter,
+) -> None:
+    # Given a worker and beat with short intervals on a fresh tree
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(main.read_text().replace("min_roll_mins = 90", "min_roll_mins = 0"))
+    fast = {
+        "SSLM_RENEW_CHECK_EVERY_S": "2",
+        "SSLM_ROLL_CHECK_EVERY_S": "1",
+        "SSLM_BEAT_RELOAD_S": "1",
+    }
+    workers.start("all@test", pool="prefork", concurrency=2, env=worker_env(topdir, **fast))
+    env = celery_env(redis_server.url(), SSL_MGR_TOPDIR=str(topdir), **fast)
+    beat = services.spawn(
+        "beat",
+        ["sh", "beat/beat.sh", "--loglevel", "DEBUG"],
+        env={**env, "SSLM_BEAT_SCHEDULE": str(tmp_path / "schedule")},
+    )
+    wait_for(
+        "beat starts", lambda: "beat: Starting..." in beat.log_text(), timeout_s=30, log=beat.log
+    )
+    # Then every configured service gets its certificate without any CLI call
+    wait_for(
+        "beat-driven renewals",
+        lambda: (
+            all(
+                chain_verifies(topdir, s)
+                for s in LEAVES
+                if (topdir / "certs" / s / "curr/cert.pem").exists()
+            )
+            and all((topdir / "certs" / s / "curr/cert.pem").exists() for s in LEAVES)
+        ),
+        timeout_s=120,
+        log=beat.log,
+    )
+    log = beat.log_text()
+    for svc in ("ca:my-root", "ca:my-int", "example.com:mail-ec", "example.com:web-ec"):
+        assert f"renew-check {svc}" in log
+    # When a service is added to conf.d, beat schedules it without a restart
+    (topdir / "conf.d/example.com/web2").write_text(
+        (topdir / "conf.d/example.com/web-ec")
+        .read_text()
+        .replace("service = 'web-ec'", "service = 'web2'")
+    )
+    main.write_text(main.read_text().replace("'web-ec']", "'web-ec', 'web2']"))
+    wait_for(
+        "the new service is issued",
+        lambda: (topdir / "certs/example.com/web2/curr/cert.pem").exists(),
+        timeout_s=60,
+        log=beat.log,
+    )
+    assert "renew-check example.com:web2" in beat.log_text()
+    # And a next with a due roll is rolled by beat's roll check
+    forced = cli(
+        topdir, redis_server.url(), "-f", "-renew", "-roll-mins", "0", "example.com:mail-ec"
+    )
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    pending = os.readlink(topdir / "certs/example.com/mail-ec/next")
+    wait_for(
+        "beat rolls the due next",
+        lambda: os.readlink(topdir / "certs/example.com/mail-ec/curr") == pending,
+        timeout_s=60,
+        log=beat.log,
+    )
