@@ -17,16 +17,18 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cache
 from typing import Any, NoReturn
 
 from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
 from sslm_tasks.config.load import load_config, signer_of
-from sslm_tasks.config.settings import load_settings
+from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets
+from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
 from sslm_tasks.lifecycle import build, production
 from sslm_tasks.lifecycle import roll as rolling
@@ -71,6 +73,12 @@ SERVICE_TASK: dict[str, Any] = {
 DEPLOY_TASK: dict[str, Any] = {**SERVICE_TASK, "retry_backoff": 5, "max_retries": 3}
 
 
+@cache
+def _settings() -> RuntimeSettings:
+    """The worker's environment is fixed when it starts: read it once per process."""
+    return load_settings()
+
+
 def _workspace(group: str, service: str, options: Result) -> tuple[Workspace, ServiceRef]:
     """Fresh config and state for one service: the world may have changed since the message."""
     ref = ServiceRef(group, service)
@@ -79,7 +87,7 @@ def _workspace(group: str, service: str, options: Result) -> tuple[Workspace, Se
 
 
 def _claims() -> WorkflowClaims | None:
-    return claims_for(load_settings(), ttl_s=CLAIM_TTL_S)
+    return claims_for(_settings(), ttl_s=CLAIM_TTL_S)
 
 
 def _claim_name(ref: ServiceRef) -> str:
@@ -94,7 +102,7 @@ def _owner(task: Task) -> str:
 @contextmanager
 def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
     certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
-    settings = load_settings()
+    settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
     with locker_for(settings, certs).acquire(
         f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S
@@ -343,6 +351,23 @@ def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Resul
     _job_started(f"post_copy:{host}:{command}")
     ran = post_copy(host, command, timeout_s=DEFAULT_TIMEOUT_S)
     return {"host": host, "site": site, "ran": " ".join(ran.argv)}
+
+
+# --------------------------------------------------------------------------- dns
+
+
+@app.task(name="sslm.dns.refresh", **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def dns_refresh(self: Task, apexes: list[str]) -> Result:
+    """Refresh the zones ``apexes`` (``[dns] restart_cmd --serial_bump ...``), one at a time."""
+    config, _ = load_config([])
+    certs = ensure_dir(config.layout().certs_dir, mode=DIR_MODE_GROUP)
+    settings = _settings()
+    ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
+    with locker_for(settings, certs).acquire(
+        "dns:refresh", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S
+    ):
+        ran = refresh_zones(config, apexes)
+    return {"apexes": apexes, "ran": [" ".join(r.argv) for r in ran]}
 
 
 # --------------------------------------------------------------------------- clean

@@ -22,6 +22,7 @@ from sslm_tasks.config.load import signer_of
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets
+from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle import build, production
 from sslm_tasks.lifecycle import roll as rolling
@@ -42,13 +43,16 @@ BUILD_STEPS: Final[tuple[tuple[str, Step], ...]] = (
     ("sign", build.sign),
     ("store", build.store),
 )
-#: Renewing one service: the build, then a first certificate becomes ``curr`` at once, then
-#: production gets its copy.
-RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
-    *BUILD_STEPS,
-    ("first-roll", rolling.roll_first),
-    ("publish", production.sync_service),
-)
+
+
+def publish(ws: Workspace, ref: ServiceRef) -> None:
+    """A first certificate becomes ``curr`` at once; then production gets its copy."""
+    rolling.roll_first(ws, ref)
+    production.sync_service(ws, ref)
+
+
+#: Renewing one service: the build, then publishing it.
+RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (*BUILD_STEPS, ("publish", publish))
 
 
 @dataclass
@@ -196,6 +200,8 @@ def deploy_in_process(ws: Workspace, changed: Sequence[ServiceRef]) -> list[str]
 class RunRequest:
     renew: bool = False
     roll: bool = False
+    #: ``-dns``: refresh the zones of the selected groups at the end of the run.
+    dns_refresh: bool = False
     dev: DevSteps = field(default_factory=DevSteps)
     clean_refs: Sequence[ServiceRef] | None = None
 
@@ -235,6 +241,11 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     changed = [o.ref for o in outcomes if o.ok and o.changed]
     if changed or request.dev.certs_prod:
         report.deploy_failures = deploy_in_process(ws, changed)
+    if request.dns_refresh:
+        try:
+            refresh_zones(ws.config, zone_apexes(ref.group for ref in refs))
+        except SslmError as err:
+            report.deploy_failures.append(f"DNS refresh: {err}")
     for ref in (
         request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes if o.ok]
     ):
@@ -253,16 +264,17 @@ def _args(ref: ServiceRef, options: RunOptions) -> tuple[str, str, dict[str, obj
     return ref.group, ref.service, options.to_json()
 
 
-def renew_steps(ref: ServiceRef, options: RunOptions) -> list[Signature]:
-    """check → one task per :data:`RENEW_STEPS` entry → deploy fan-out."""
+def renew_steps(ref: ServiceRef, options: RunOptions, *, deploy: bool = True) -> list[Signature]:
+    """check → one task per :data:`RENEW_STEPS` entry → deploy fan-out (unless a roll follows,
+    whose fan-out then covers both)."""
     from sslm_tasks import tasks
 
     args = _args(ref, options)
-    return [
+    steps = [
         tasks.renew_check.si(*args),
         *(tasks.RENEW_STEP_TASKS[name].s(*args) for name, _ in RENEW_STEPS),
-        tasks.deploy_fanout.s(*args),
     ]
+    return [*steps, tasks.deploy_fanout.s(*args)] if deploy else steps
 
 
 def roll_steps(ref: ServiceRef, options: RunOptions) -> list[Signature]:
@@ -286,7 +298,7 @@ def service_steps(ref: ServiceRef, options: RunOptions, request: RunRequest) -> 
     if request.dev.any():
         steps += dev_steps(ref, options, request.dev)
     if request.renew:
-        steps += renew_steps(ref, options)
+        steps += renew_steps(ref, options, deploy=not request.roll)
     if request.roll:
         steps += roll_steps(ref, options)
     return steps

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import REPO, run_tool
-
-RunMgr = Callable[..., subprocess.CompletedProcess[str]]
+from support import REPO, RunMgr, run_tool
 
 
 @pytest.fixture

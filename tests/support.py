@@ -7,10 +7,14 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+#: The ``mgr`` fixture: run sslm-mgr on the test's topdir.
+RunMgr = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def tree_snapshot(top: Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ from logging.handlers import RotatingFileHandler
 from sslm_tasks.broker import check_broker
 from sslm_tasks.config.load import Config, load_config
 from sslm_tasks.config.settings import load_settings
+from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.errors import ConfigError, LockBusy, SslmError, TransientError
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
@@ -244,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ws = Workspace(config=config, options=options, clock=utc_now)
     request = RunRequest(
+        dns_refresh=args.dns_refresh,
         renew=args.renew,
         roll=args.roll,
         dev=_dev_steps(args),
@@ -283,13 +285,20 @@ def _enqueue(
     from sslm_tasks.app import app
 
     runs = remote.enqueue(config, refs, options, request)
+    apexes = zone_apexes(ref.group for ref in refs)
     if args.no_wait:
         for run in runs:
             print(f"{run.ref} {' '.join(run.ids)}")
+        if request.dns_refresh:
+            print(f"dns-refresh {remote.send_dns_refresh(apexes)}")
         return EXIT_OK
     remote.wait(app, runs, timeout_s=args.wait_timeout)
     text, code = remote.summary(app, runs)
     print(text)
+    if request.dns_refresh:
+        refreshed, line = remote.dns_refresh(app, apexes, timeout_s=args.wait_timeout)
+        print(line)
+        code = code if refreshed else EXIT_FAILED
     return code
 
 

@@ -28,7 +28,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
 #: Seconds between two looks at the task states while waiting.
 POLL_S = 0.2
 _BAR = 20
-_FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+_FAILED = frozenset({"FAILURE", "REVOKED"})
+_FINAL = _FAILED | {"SUCCESS"}
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ServiceRun:
     results: list[Any] = field(default_factory=list)
     error: str | None = None
     done: bool = False
+    finished: int = 0
 
     def progress(self, app: Any) -> tuple[int, str]:
         """Steps finished, and the name of the one running (or the final word)."""
@@ -51,17 +53,17 @@ class ServiceRun:
             self.error = f"not started: signing CA {self.after.ref} failed"
             self.done = True
             return 0, "skipped"
-        finished = 0
-        for name, task_id in zip(self.names, self.ids, strict=True):
+        # Steps finish in order: look again only from the first one not seen finished.
+        while self.finished < len(self.ids):
+            name, task_id = self.names[self.finished], self.ids[self.finished]
             state, value = task_state(app, task_id)
-            if state == "SUCCESS":
-                finished += 1
-                continue
-            if state in ("FAILURE", "REVOKED"):
-                self.error = f"{name}: {value}"
-                self.done = True
-            return finished, name
-        return finished, "done"
+            if state != "SUCCESS":
+                if state in _FAILED:
+                    self.error = f"{name}: {value}"
+                    self.done = True
+                return self.finished, name
+            self.finished += 1
+        return self.finished, "done"
 
 
 def task_state(app: Any, task_id: str) -> tuple[str, Any]:
@@ -91,6 +93,8 @@ def enqueue(
     roots = []
     for ref in refs:
         steps = service_steps(ref, options, request)
+        if not steps:
+            continue
         signer = signer_of(config, ref)
         parent = runs.get(signer) if signer is not None else None
         run = ServiceRun(ref, [step.task.rsplit(".", 1)[-1] for step in steps], _assign_ids(steps))
@@ -125,10 +129,11 @@ def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sy
         for run in runs:
             finished, current = run.progress(app)
             if finished == len(run.ids) and not run.done:
-                run.results = [task_state(app, i)[1] for i in run.ids]
-                run.deploys = [
-                    d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
-                ]
+                if not run.results:
+                    run.results = [task_state(app, i)[1] for i in run.ids]
+                    run.deploys = [
+                        d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
+                    ]
                 run.done = all(task_state(app, d)[0] in _FINAL for d in run.deploys)
             lines.append(_line(run, finished, current))
         if live:
@@ -188,3 +193,22 @@ def summary(app: Any, runs: list[ServiceRun]) -> tuple[str, int]:
             lines.append("            ↪ still running: gave up waiting")
     code = EXIT_FAILED if failed else EXIT_BUSY if busy else EXIT_OK
     return "\n".join(lines), code
+
+
+def send_dns_refresh(apexes: list[str]) -> str:
+    """Enqueue the DNS refresh of ``apexes``; returns its task id."""
+    from sslm_tasks.tasks import dns_refresh
+
+    return str(dns_refresh.delay(apexes).id)
+
+
+def dns_refresh(app: Any, apexes: list[str], *, timeout_s: float) -> tuple[bool, str]:
+    """Refresh the zones through a worker and wait; (succeeded, one line for the report)."""
+    task_id = send_dns_refresh(apexes)
+    deadline = time.monotonic() + timeout_s
+    while (state := task_state(app, task_id))[0] not in _FINAL and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    status, value = state
+    if status == "SUCCESS":
+        return True, f"DNS refresh {' '.join(apexes)}: ran {'; '.join(value['ran'])}"
+    return False, f"DNS refresh FAILED: {value if status == 'FAILURE' else 'gave up waiting'}"

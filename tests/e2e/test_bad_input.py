@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import RunMgr
-from support import tree_snapshot
+from support import RunMgr, tree_snapshot
 
 
 def edit(path: Path, old: str, new: str) -> None:

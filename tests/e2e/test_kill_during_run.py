@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RunMgr
-from support import openssl
+from support import RunMgr, openssl
 
 HARNESS = Path(__file__).with_name("kill_harness.py")
 LEAVES = ["example.com/mail-ec", "example.com/web-ec"]

@@ -7,8 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from conftest import RunMgr
-from support import openssl, tree_snapshot
+from support import RunMgr, openssl, tree_snapshot
 
 SERVICES = [
     "ca/my-root",

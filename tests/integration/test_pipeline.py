@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -119,7 +120,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
             break
     assert process.wait(timeout=30) == 0, output.decode(errors="replace")
     text = output.decode(errors="replace")
-    assert "\x1b[2K" in text and "[####################] 8/8 done" in text
+    assert "\x1b[2K" in text and "[####################] 7/7 done" in text
     assert "example.com:mail-rsa" in text
     # --no-wait: one line per service with its task ids, and the work still happens
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
@@ -128,7 +129,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
     assert (
         len(line) == 1
         and line[0].startswith("example.com:web-ec ")
-        and len(line[0].split()) == 1 + 8
+        and len(line[0].split()) == 1 + 7
     )
     wait_for(
         "the --no-wait renew finishes",
@@ -195,7 +196,7 @@ def test_duplicate_delivery_of_finished_steps_changes_nothing(
         "stamp": state["stamp"],
         "workflow": "replayed",
     }
-    for name in ("keygen", "csr", "sign", "store", "first_roll", "publish"):
+    for name in ("keygen", "csr", "sign", "store", "publish"):
         prev = app.send_task(
             f"sslm.issue.{name}", (prev, "example.com", "web-ec", {"force": True}), queue="issue"
         ).get(timeout=30)
@@ -321,3 +322,43 @@ def test_beat_emits_a_check_per_service_and_follows_conf_d(
         timeout_s=60,
         log=beat.log,
     )
+
+
+def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given smtp served from site "berlin", an issue worker and berlin's deploy worker
+    log = tmp_path / "restarts.log"
+    script = tmp_path / "restart.sh"
+    script.write_text(f'#!/bin/sh\necho "$SSLM_SITE $*" >> {log}\n')
+    script.chmod(0o755)
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"""
+[sites]
+    berlin = ['localhost']
+
+[smtp]
+    servers = ['localhost']
+    restart_cmd = '{script} smtp'
+    depends = ['cert']
+"""
+    )
+    assert cli(topdir, None, "-renew").returncode == 0
+    log.unlink()
+    host = socket.gethostname()
+    workers.start(f"issue@{host}", script="workers/issue.sh", env=worker_env(topdir))
+    berlin = workers.start(
+        f"deploy-berlin@{host}",
+        script="workers/deploy.sh",
+        ping_queue="deploy.berlin",
+        env=worker_env(topdir, SSLM_SITE="berlin"),
+    )
+    # When a service changes through the broker
+    result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:mail-ec")
+    # Then the restart ran once, on berlin's deploy worker, and the CLI reports it
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deployed localhost" in result.stdout
+    assert log.read_text().splitlines() == ["berlin smtp"]
+    assert "sslm.deploy.server" in berlin.service.log_text()
