@@ -2,7 +2,7 @@
 # Make the project runnable on a fresh Debian machine: system packages the tests and tools use,
 # then a virtualenv in .venv with sslm installed. Idempotent: installs only what is missing.
 #   scripts/setup.sh          runtime only (openssl, python venv)
-#   scripts/setup.sh --dev    plus what the tests start: redis, ...
+#   scripts/setup.sh --dev    plus what the tests start: redis, sshd, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +12,9 @@ want_dev=false
 # binary -> Debian package
 declare -A needed=([openssl]=openssl [rsync]=rsync)
 if $want_dev; then
-  needed+=([redis-server]=redis-server [docker-compose]=docker-compose)
+  # sshd + ssh: the ssh deploy tests run a real sshd on loopback (rsync is needed anyway)
+  needed+=([redis-server]=redis-server [docker-compose]=docker-compose
+           [sshd]=openssh-server [ssh]=openssh-client)
 fi
 
 missing=()
@@ -32,6 +34,10 @@ fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+    # Debian's own python3 keeps venv in a separate package.
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
   "$PYTHON" -m venv .venv
 fi
 extras=""

@@ -2,8 +2,9 @@
 
 The renew point is a number of days before expiry that grows with the certificate's
 lifetime, read off a piece-wise linear table (behaviour §4.a): a 90-day certificate renews with
-30 days left, a 45-day one with 10, a 6-day one with about 3. An optional spread table adds a
-random offset so a fleet of same-age certificates does not renew in one burst.
+30 days left, a 45-day one with 10, a 6-day one with 2.6 (Let's Encrypt's 6.67-day ones with 3).
+An optional spread table adds a random offset so a fleet of same-age certificates does not
+renew in one burst.
 
 Pure: the caller passes the clock and the random generator. Upstream drew the random offset
 twice per service (once per check) and could act on contradicting answers; here one

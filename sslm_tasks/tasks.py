@@ -27,7 +27,7 @@ from sslm_tasks.config.load import load_config, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
-from sslm_tasks.deploy.targets import DeployTarget, deploy_targets
+from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
 from sslm_tasks.lifecycle import build, production
@@ -282,6 +282,7 @@ def dev_service_task(
         _release(self, ref)
     return {
         "service": str(ref),
+        "force_restarts": dev.get("force_restarts", False),
         "changed": outcome.changed or dev.get("certs_prod", False),
         "actions": outcome.actions,
     }
@@ -298,12 +299,13 @@ def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: R
     services, renew then roll) coalesce into one restart per server.
     """
     result: Result = {**prev, "deploys": []}
-    if not prev.get("changed"):
+    force = bool(prev.get("force_restarts"))
+    if not prev.get("changed") and not force:
         return result
     ws, ref = _workspace(group, service, options)
     claims = _claims()
     sent: list[str] = []
-    for target in deploy_targets(ws.config.main, [ref], ["cert"]):
+    for target in deploy_targets(ws.config.main, [ref], ["cert"], force=force):
         job = f"deploy:{target.server_class}:{target.host}"
         if claims is not None and claims.claim(job, self.request.id) is not None:
             continue
@@ -312,7 +314,7 @@ def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: R
                 (target.to_json(),), {"site": target.site}, countdown=DEPLOY_DEBOUNCE_S
             ).id
         )
-    for host, command in ws.config.main.globals.post_copy_cmd:
+    for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
         if claims is not None and claims.claim(job, self.request.id) is not None:
             continue
@@ -338,10 +340,12 @@ def deploy_server(self: Task, target: Result, *, site: str) -> Result:
 
     Runs on the deploy queue of the server's ``site``.
     """
-    deploy_target = DeployTarget(**{**target, "site": site})
+    deploy_target = DeployTarget.from_json(target, site=site)
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
     config, _ = load_config([])
-    ran = deploy(config.main, deploy_target, timeout_s=DEFAULT_TIMEOUT_S)
+    ran = deploy(
+        config.main, deploy_target, prod_dir=config.layout().prod_dir, timeout_s=DEFAULT_TIMEOUT_S
+    )
     return {**deploy_target.to_json(), "ran": [" ".join(r.argv) for r in ran]}
 
 

@@ -14,21 +14,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 from celery import Signature, chain  # type: ignore[import-untyped]
 
-from sslm_tasks.config.load import signer_of
+from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
-from sslm_tasks.deploy.targets import deploy_targets
+from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
-from sslm_tasks.errors import SslmError
+from sslm_tasks.errors import SslmError, StoreError
 from sslm_tasks.lifecycle import build, production
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
-from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store.layout import PRIVKEY, ServiceRef
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger("sslm")
@@ -64,6 +65,8 @@ class ServiceOutcome:
     actions: list[str] = field(default_factory=list)
     #: True when ``curr`` or ``next`` now names a different version than before the run.
     changed: bool = False
+    #: True when the end-of-turn sync rewrote anything in production.
+    synced: bool = False
 
     def note(self, text: str) -> None:
         self.actions.append(text)
@@ -84,12 +87,14 @@ class DevSteps:
     copy: bool = False
     ntoc: bool = False
     certs_prod: bool = False
+    #: ``-fsr``: restart every server that has a restart command, and refresh DNS.
+    force_restarts: bool = False
 
     def any_build_step(self) -> bool:
         return self.keys or self.csr or self.cert or self.copy
 
     def any(self) -> bool:
-        return self.any_build_step() or self.ntoc or self.certs_prod
+        return self.any_build_step() or self.ntoc or self.certs_prod or self.force_restarts
 
     def to_json(self) -> dict[str, bool]:
         return {name: bool(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -131,14 +136,23 @@ def roll_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, *, for
 def dev_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, dev: DevSteps) -> None:
     """Run the requested dev steps on the build in progress, starting one when needed.
 
-    A step whose input is missing makes it first (``-cert`` on its own makes the key and CSR
-    it needs), so every switch works alone and in any combination.
+    A step whose input is missing makes it first, so every switch works alone and in any
+    combination: ``-csr`` or ``-cert`` without a key in the build carry the key of ``next``
+    (else ``curr``) over, and make a new one only when the service has none; ``-copy`` takes
+    the key of ``curr``; ``-keys`` always makes a new key.
     """
     if dev.any_build_step():
         stamp = build.start_build(ws, ref) if dev.keys else _build_in_progress(ws, ref)
+        has_key = (ws.layout.version_dir(ref, stamp) / PRIVKEY).is_file()
         if dev.keys:
             build.write_new_key(ws, ref, stamp)
             outcome.note(f"new key in build {stamp}")
+        elif dev.copy:
+            if not build.carry_key(ws, ref, stamp, ("curr",)):
+                raise StoreError(f"{ref}: -copy needs a key in curr, and there is none")
+            outcome.note(f"key of curr copied into build {stamp}")
+        elif not has_key and build.carry_key(ws, ref, stamp, ("next", "curr")):
+            outcome.note(f"key carried over into build {stamp}")
         build.make_key(ws, ref)
         if dev.csr or dev.cert:
             build.make_csr(ws, ref)
@@ -174,21 +188,27 @@ class RunReport:
         return all(outcome.ok for outcome in self.outcomes) and not self.deploy_failures
 
 
-def deploy_in_process(ws: Workspace, changed: Sequence[ServiceRef]) -> list[str]:
-    """Deploy to every server that uses a changed service, then ``post_copy_cmd``.
+def deploy_in_process(
+    ws: Workspace, changed: Sequence[ServiceRef], *, force_restarts: bool = False
+) -> list[str]:
+    """Deploy to every server: copy, its ``post_copy_cmd``, and a restart where the change
+    concerns it; then the ``post_copy_cmd`` entries of hosts that are no server.
 
     One pass per run, as upstream: each server restarts once however many services changed.
     Returns one line per failed server; the others are still deployed.
     """
     failures: list[str] = []
     main = ws.config.main
-    for target in deploy_targets(main, changed, ["cert"] if changed else []):
+    tags = ["cert"] if changed else []
+    for target in deploy_targets(main, changed, tags, force=force_restarts):
         try:
-            for ran in deploy(main, target, timeout_s=DEFAULT_TIMEOUT_S):
+            for ran in deploy(
+                main, target, prod_dir=ws.layout.prod_dir, timeout_s=DEFAULT_TIMEOUT_S
+            ):
                 log.info("[%s] %s: ran %s", target.server_class, target.host, " ".join(ran.argv))
         except SslmError as err:
             failures.append(f"[{target.server_class}] {target.host}: {err}")
-    for host, command in main.globals.post_copy_cmd:
+    for host, command in unattached_post_copies(main):
         try:
             post_copy(host, command, timeout_s=DEFAULT_TIMEOUT_S)
         except SslmError as err:
@@ -205,12 +225,21 @@ class RunRequest:
     dev: DevSteps = field(default_factory=DevSteps)
     clean_refs: Sequence[ServiceRef] | None = None
 
+    def refreshes_dns(self, config: Config) -> bool:
+        """``-dns``, or ``dev -fsr`` where a DNS restart command exists."""
+        dns = config.main.dns
+        return self.dns_refresh or (
+            self.dev.force_restarts and dns is not None and bool(dns.restart_cmd)
+        )
+
 
 def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> RunReport:
     """Run the requested phases for every service, one at a time, in dependency order.
 
     A failure stays with its service and with what it signs: a CA that failed to renew leaves
     its leaves untouched (they are reported as failed too), every other service goes on.
+    Each service's production copy is synced at the end of its turn, also when nothing was
+    due: that repairs any drift, the integrity check upstream ran on every start.
     """
     outcomes: list[ServiceOutcome] = []
     failed: set[ServiceRef] = set()
@@ -222,37 +251,64 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             outcome.fail(f"signing CA {signer} failed in this run")
             failed.add(ref)
             continue
-        try:
-            if request.dev.any_build_step() or request.dev.ntoc:
-                dev_service(ws, ref, outcome, request.dev)
-            if request.renew:
-                renew_service(ws, ref, outcome)
-            if request.roll:
-                roll_service(ws, ref, outcome, force=ws.options.force)
-        except SslmError as err:
-            _record(ws, ref, outcome, str(err))
-            failed.add(ref)
-        except Exception as err:
-            log.exception("%s: unexpected error", ref)
-            _record(ws, ref, outcome, f"internal error: {type(err).__name__}: {err}")
+        if not _isolated(ws, ref, outcome, partial(_service_turn, ws, ref, outcome, request)):
             failed.add(ref)
     report = RunReport(outcomes)
-    report.prod_changed = production.sync_all(ws, [o.ref for o in outcomes if o.ok])
+    report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     changed = [o.ref for o in outcomes if o.ok and o.changed]
-    if changed or request.dev.certs_prod:
-        report.deploy_failures = deploy_in_process(ws, changed)
-    if request.dns_refresh:
+    restart_all = request.dev.force_restarts
+    if changed or request.dev.certs_prod or restart_all:
+        report.deploy_failures = deploy_in_process(ws, changed, force_restarts=restart_all)
+    if request.refreshes_dns(ws.config):
         try:
             refresh_zones(ws.config, zone_apexes(ref.group for ref in refs))
         except SslmError as err:
             report.deploy_failures.append(f"DNS refresh: {err}")
-    for ref in (
-        request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes if o.ok]
-    ):
-        removed = clean_service(ws.layout, ref, keep=ws.clean_keep)
-        if removed:
-            report.cleaned[str(ref)] = removed
+    cleaning = request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes]
+    for ref in cleaning:
+        if ref in failed:
+            continue  # its state may hold a build to resume; clean it once it succeeded
+        cleaned = next((o for o in outcomes if o.ref == ref), None)
+        if cleaned is None:  # --clean-all reaches services this run did not select
+            cleaned = ServiceOutcome(ref)
+            outcomes.append(cleaned)
+        _isolated(ws, ref, cleaned, partial(_clean, ws, ref, report))
     return report
+
+
+def _clean(ws: Workspace, ref: ServiceRef, report: RunReport) -> None:
+    removed = clean_service(ws.layout, ref, keep=ws.clean_keep)
+    if removed:
+        log.info("%s: cleaned %s", ref, ", ".join(removed))
+        report.cleaned[str(ref)] = removed
+
+
+def _service_turn(
+    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, request: RunRequest
+) -> None:
+    if request.dev.any_build_step() or request.dev.ntoc:
+        dev_service(ws, ref, outcome, request.dev)
+    if request.renew:
+        renew_service(ws, ref, outcome)
+    if request.roll:
+        roll_service(ws, ref, outcome, force=ws.options.force)
+    outcome.synced = production.sync_service(ws, ref)
+
+
+def _isolated(
+    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, work: Callable[[], object]
+) -> bool:
+    """Run one service's ``work``; a failure is recorded on it and goes no further."""
+    try:
+        work()
+    except SslmError as err:
+        _record(ws, ref, outcome, str(err))
+        return False
+    except Exception as err:
+        log.exception("%s: unexpected error", ref)
+        _record(ws, ref, outcome, f"internal error: {type(err).__name__}: {err}")
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- canvases

@@ -51,3 +51,24 @@ def run_tool(
 
 def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *args], capture_output=True, text=True, check=check)
+
+
+def verify_output(topdir: Path, version: Path) -> str:
+    """``openssl verify`` of ``version``'s cert.pem, with its chain.pem, against the example's
+    root (``certs/ca/my-root/curr``); its whole output."""
+    root = topdir / "certs/ca/my-root/curr/cert.pem"
+    result = openssl(
+        "verify",
+        "-CAfile",
+        str(root),
+        "-untrusted",
+        str(version / "chain.pem"),
+        str(version / "cert.pem"),
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def chain_verifies(topdir: Path, svc: str, which: str = "curr") -> bool:
+    """Whether ``certs/<svc>/<which>`` verifies to the example's root with openssl."""
+    return verify_output(topdir, topdir / "certs" / svc / which).strip().endswith("OK")

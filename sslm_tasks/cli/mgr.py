@@ -25,6 +25,7 @@ from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
+from sslm_tasks.store.versions import read_link
 from sslm_tasks.workflows import DevSteps, RunRequest, run_in_process
 
 from . import remote, report
@@ -150,6 +151,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         _flag(group, "-copy", "-copy-csr", "Copy curr key to next (used by --reuse)")
         _flag(group, "-ntoc", "-next-to-curr", "Move next to curr")
         _flag(group, "-certs-prod", "-certs-to-prod", "Copy keys/certs to production")
+        _flag(group, "-fsr", "-force-server-restarts", "Restart every server and DNS")
     parser.add_argument(
         "grps_svcs", nargs="*", help="grp1:svc1,svc2 grp2:ALL ... (default: from config)"
     )
@@ -164,22 +166,27 @@ def _dev_steps(args: argparse.Namespace) -> DevSteps:
         copy=getattr(args, "copy_csr", False),
         ntoc=getattr(args, "next_to_curr", False),
         certs_prod=getattr(args, "certs_to_prod", False),
+        force_restarts=getattr(args, "force_server_restarts", False),
     )
 
 
-def _setup_logging(config: Config, *, verbose: bool, to_file: bool) -> None:
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    log.handlers.clear()
-    if to_file:
-        logdir = ensure_dir(config.resolve(config.main.globals.logdir), mode=DIR_MODE_GROUP)
-        handler = RotatingFileHandler(logdir / "sslm", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
-        handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
-        log.addHandler(handler)
+def _setup_logging(config: Config, *, verbose: bool) -> None:
+    """``<logdir>/sslm`` with upstream's rotation and line shape; stderr too with ``-v``."""
+    handlers: list[logging.Handler] = []
+    logdir = ensure_dir(config.resolve(config.main.globals.logdir), mode=DIR_MODE_GROUP)
+    to_file = RotatingFileHandler(logdir / "sslm", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
+    to_file.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handlers.append(to_file)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(console)
+        handlers.append(console)
+    # "sslm" is the run's own story; "sslm_tasks" catches what the modules log by __name__.
+    for name in ("sslm", "sslm_tasks"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.handlers[:] = handlers
 
 
 def _clean_refs(
@@ -201,29 +208,41 @@ def _clean_refs(
 
 
 def _status(ws: Workspace, refs: Sequence[ServiceRef], *, as_json: bool, verbose: bool) -> int:
-    statuses = [service_status(ws, ref) for ref in refs]
+    """Print the status; a service whose files cannot be read is named, the others shown."""
+    statuses = []
+    broken: dict[str, str] = {}
+    for ref in refs:
+        try:
+            statuses.append(service_status(ws, ref))
+        except SslmError as err:
+            broken[str(ref)] = str(err)
     if as_json:
-        print(json.dumps({"services": [s.to_json() for s in statuses]}, indent=2))
+        print(json.dumps({"services": [s.to_json() for s in statuses], "errors": broken}, indent=2))
     else:
         print(report.status_text(statuses, ws.clock(), verbose=verbose))
-    return EXIT_OK
+        for name, error in broken.items():
+            print(f"{name}: Error: {error}")
+    return EXIT_FAILED if broken else EXIT_OK
 
 
 def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> int:
     """``-d``: say what each service would do; nothing is written, not even a log line."""
     for ref in refs:
         lines: list[str] = []
+        first = read_link(ws.layout, ref, "curr") is None
         if request.renew or request.dev.any_build_step():
             check = build.check_renew(ws, ref)
-            lines.append(
-                ("would renew: " if check.build or request.dev.any_build_step() else "")
-                + check.reason
-            )
-        if request.roll or request.dev.ntoc:
+            building = check.build or request.dev.any_build_step()
+            lines.append(("would renew: " if building else "") + check.reason)
+            if building and first:
+                lines.append("would make the first certificate curr at once")
+        if (request.roll or request.dev.ntoc) and not first:
             result = rolling.check_roll(ws, ref, force=ws.options.force or request.dev.ntoc)
             lines.append(("would roll: " if result.rolled else "") + result.reason)
         print(f"{ref}")
         print("\n".join(f"            ↪ {line}" for line in lines))
+    if request.dns_refresh:
+        print(f"would refresh DNS: {' '.join(zone_apexes(ref.group for ref in refs))}")
     return EXIT_OK
 
 
@@ -251,10 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev=_dev_steps(args),
         clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
     )
-    if args.status and not (request.renew or request.roll or dev):
+    acts = request.renew or request.roll or request.dev.any() or request.dns_refresh
+    if args.status and not acts:
         return _status(ws, refs, as_json=args.json, verbose=args.verb)
     if args.debug:
-        return _dry_run(ws, refs, request)
+        code = _dry_run(ws, refs, request)
+        return _status(ws, refs, as_json=args.json, verbose=args.verb) if args.status else code
     try:
         settings = load_settings()
     except ConfigError as err:
@@ -289,13 +310,13 @@ def _enqueue(
     if args.no_wait:
         for run in runs:
             print(f"{run.ref} {' '.join(run.ids)}")
-        if request.dns_refresh:
+        if request.refreshes_dns(config):
             print(f"dns-refresh {remote.send_dns_refresh(apexes)}")
         return EXIT_OK
     remote.wait(app, runs, timeout_s=args.wait_timeout)
     text, code = remote.summary(app, runs)
     print(text)
-    if request.dns_refresh:
+    if request.refreshes_dns(config):
         refreshed, line = remote.dns_refresh(app, apexes, timeout_s=args.wait_timeout)
         print(line)
         code = code if refreshed else EXIT_FAILED
@@ -315,7 +336,7 @@ def _locked_run(
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
     with lease:
-        _setup_logging(ws.config, verbose=args.verb, to_file=True)
+        _setup_logging(ws.config, verbose=args.verb)
         result = run_in_process(ws, refs, request)
         print(report.run_text(result))
         if args.status:

@@ -191,6 +191,9 @@ def summary(app: Any, runs: list[ServiceRun]) -> tuple[str, int]:
         if not run.done and not run.error:
             failed = True
             lines.append("            ↪ still running: gave up waiting")
+    if failed:
+        names = [str(run.ref) for run in runs if run.error or not run.done] or ["deploy"]
+        lines.append(f"Failed to perform required task(s): {', '.join(names)}")
     code = EXIT_FAILED if failed else EXIT_BUSY if busy else EXIT_OK
     return "\n".join(lines), code
 

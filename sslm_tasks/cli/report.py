@@ -47,7 +47,8 @@ def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bo
             if version is not None:
                 lines.extend(_version_lines(label, version, now, verbose=verbose))
         lines.append(f"{'phase':>20} : {status.phase}")
-        lines.append(f"{'renew in':>20} : {status.renew_in.strip()} days")
+        when = status.renew_in.strip()
+        lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
         if status.roll_due:
             lines.append(f"{'roll due':>20} : {status.roll_due}")
         if status.last_error:

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from sslm_tasks.config.models import CaInfo, MainConfig, ServiceConfig
-from sslm_tasks.errors import ConfigError
-from sslm_tasks.store.layout import Layout, ServiceRef
+from sslm_tasks.config.models import CA_GROUP, CaInfo, MainConfig, ServiceConfig
+from sslm_tasks.crypto.csr import is_san_value
+from sslm_tasks.errors import ConfigError, StoreError
+from sslm_tasks.store.layout import Layout, ServiceRef, check_name
 
 #: Where ssl-mgr looks for ``conf.d``, in order, after ``$SSL_MGR_TOPDIR/conf.d``.
 SEARCH_DIRS = (Path("conf.d"), Path("/etc/ssl-mgr/conf.d"))
@@ -25,8 +26,6 @@ MAIN_FILE = "ssl-mgr.conf"
 CA_FILE = "ca-info.conf"
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
-#: Group that holds local CAs.
-CA_GROUP = "ca"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -69,7 +68,8 @@ def find_conf_dir(environ: Mapping[str, str] | None = None) -> Path:
         candidates.insert(0, Path(env["SSL_MGR_TOPDIR"]) / "conf.d")
     for candidate in candidates:
         if candidate.is_dir():
-            return candidate.resolve()
+            # absolute, not resolved: a conf.d reached through a symlink keeps its topdir
+            return candidate.absolute()
     searched = ", ".join(str(c) for c in candidates)
     raise ConfigError(
         "conf.d",
@@ -176,6 +176,9 @@ def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
         raise ConfigError(path, "group", svc.group, f"expected {ref.group!r} (the directory name)")
     if svc.service != ref.service:
         raise ConfigError(path, "service", svc.service, f"expected {ref.service!r} (the file name)")
+    if not svc.is_ca and not is_san_value(svc.x509.cn):
+        # A CA's CN is a label; a service's CN goes into its SANs, so it must be a name.
+        raise ConfigError(path, "X509.CN", svc.x509.cn, "not a DNS name or IP address")
     return svc
 
 
@@ -198,7 +201,13 @@ def parse_selection(conf_dir: Path, specs: Iterable[str]) -> list[ServiceRef]:
     for spec in specs:
         group, _, services = spec.partition(":")
         names = [s.strip() for s in services.split(",") if s.strip()] or ["ALL"]
-        expanded = _expand_wildcard(conf_dir, group, names)
+        try:
+            check_name("group", group)
+            expanded = [
+                check_name("service", svc) for svc in _expand_wildcard(conf_dir, group, names)
+            ]
+        except StoreError as err:
+            raise ConfigError("command line", "grps_svcs", spec, str(err)) from None
         if not expanded:
             raise ConfigError(conf_dir / group, "(command line)", spec, "no service files found")
         refs.extend(ServiceRef(group, svc) for svc in expanded)
@@ -213,7 +222,7 @@ def load_config(
     Returns the config and the selected services in dependency order: local CAs first, each
     after the CA that signs it, then the other groups in config order.
     """
-    conf_dir = (conf_dir or find_conf_dir()).resolve()
+    conf_dir = (conf_dir or find_conf_dir()).absolute()
     main = load_main(conf_dir)
     cas = load_cas(conf_dir, main)
     selected = (

@@ -23,9 +23,8 @@ from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.crypto.keys import ec_curve_names
 from sslm_tasks.crypto.signing import DIGESTS
 
-#: ssl-mgr's default extra resolvers. Kept for compatibility; every example and test sets
-#: ``dns_xtra_ns = []`` because these are public addresses.
-UPSTREAM_XTRA_NS = ("1.1.1.1", "8.8.8.8", "9.9.9.9", "208.67.222.222")
+#: The group that holds the local CAs.
+CA_GROUP = "ca"
 
 #: The server classes upstream knows, in restart order.
 SERVER_CLASSES = ("smtp", "imap", "web", "other")
@@ -82,7 +81,10 @@ class Globals(_Model):
     clean_keep: int = 10
     min_roll_mins: float = Field(default=90, ge=0)
     dns_check_delay: float = 240
-    dns_xtra_ns: StrList = Field(default_factory=lambda: list(UPSTREAM_XTRA_NS))
+    #: Resolvers that must also show the new serial. Upstream defaulted to four public
+    #: resolvers; sslm asks none unless they are named here, so nothing leaves the
+    #: operator's own servers by default.
+    dns_xtra_ns: StrList = Field(default_factory=list)
     post_copy_cmd: list[tuple[str, str]] = Field(default_factory=list)
     #: Renew when this many days are left (capped at half the lifetime).
     renew_expire_days: float | None = Field(default=None, gt=0)
@@ -388,4 +390,4 @@ class ServiceConfig(_Model):
     @property
     def is_ca(self) -> bool:
         """Only services of the ``ca`` group are CAs, as upstream."""
-        return self.group.lower() == "ca"
+        return self.group == CA_GROUP

@@ -10,6 +10,7 @@ than a pydantic traceback.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -101,6 +102,14 @@ class RuntimeSettings(BaseSettings):
     roll_check_every_s: int = Field(default=60, ge=1)
     #: Beat looks at ``conf.d`` for added or removed services this often.
     beat_reload_s: float = Field(default=30.0, gt=0)
+    #: The ssh program and its options, as one shell-quoted string (``SSLM_SSH_COMMAND="ssh -F
+    #: /etc/sslm/ssh_config"``): rsync's remote shell and the runner of remote restart
+    #: commands. Identity file, known_hosts, user and port are best given per host in that
+    #: ssh_config. sslm puts ``-o BatchMode=yes -o ConnectTimeout=...`` ahead of these options,
+    #: and ssh keeps the first value it sees, so nothing here can make a worker wait at a prompt.
+    ssh_command: Annotated[tuple[str, ...], NoDecode] = ("ssh",)
+    #: Seconds ssh waits for a server to accept its connection (ssh's ``ConnectTimeout``).
+    ssh_connect_timeout_s: int = Field(default=10, ge=1)
 
     @field_validator("broker_url")
     @classmethod
@@ -109,6 +118,16 @@ class RuntimeSettings(BaseSettings):
             known = ", ".join(sorted(REDIS_SCHEMES | AMQP_SCHEMES))
             raise ValueError(f"unknown broker scheme {url_scheme(url)!r}; use one of: {known}")
         return url
+
+    @field_validator("ssh_command", mode="before")
+    @classmethod
+    def _shell_words(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            # shlex's own ValueError ("No closing quotation") becomes the ConfigError's problem.
+            raw = tuple(shlex.split(raw))
+            if not raw:
+                raise ValueError("must name the ssh program")
+        return raw
 
     @field_validator("site")
     @classmethod

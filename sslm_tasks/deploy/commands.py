@@ -26,16 +26,17 @@ class CommandResult:
     output: str
 
 
-def run_command(argv: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> CommandResult:
-    """Run ``argv`` and return its result.
+def execute(
+    argv: Sequence[str], *, what: str, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (no shell, no stdin) and return what it did, whatever its exit status.
 
     Raises:
-      PermanentError: the program does not exist or exits non-zero (the config must change).
-      TransientError: it ran longer than ``timeout_s`` (it was killed; may succeed later).
+      PermanentError: the program does not exist or is not executable (``what`` names it).
+      TransientError: it ran longer than ``timeout_s`` and was killed; may succeed later.
     """
-    shown = " ".join(argv)
     try:
-        done = subprocess.run(
+        return subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
@@ -44,16 +45,23 @@ def run_command(argv: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise PermanentError(f"command {shown!r}: {argv[0]} not found") from None
+        raise PermanentError(f"{what}: {argv[0]} not found") from None
     except PermissionError:
-        raise PermanentError(f"command {shown!r}: {argv[0]} is not executable") from None
+        raise PermanentError(f"{what}: {argv[0]} is not executable") from None
     except subprocess.TimeoutExpired:
-        raise TransientError(
-            f"command {shown!r} timed out after {timeout_s:g} s and was killed"
-        ) from None
+        raise TransientError(f"{what}: timed out after {timeout_s:g} s and was killed") from None
+
+
+def run_command(argv: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> CommandResult:
+    """Run ``argv`` on this host and return its result.
+
+    Raises:
+      PermanentError: the program does not exist or exits non-zero (the config must change).
+      TransientError: it ran longer than ``timeout_s`` (it was killed; may succeed later).
+    """
+    what = f"command {' '.join(argv)!r}"
+    done = execute(argv, what=what, timeout_s=timeout_s)
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
-        raise PermanentError(
-            f"command {shown!r} exited {done.returncode}: {output[-_OUTPUT_KEPT:]}"
-        )
+        raise PermanentError(f"{what} exited {done.returncode}: {output[-_OUTPUT_KEPT:]}")
     return CommandResult(tuple(argv), done.returncode, output[-_OUTPUT_KEPT:])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sslm_tasks.config.load import CA_GROUP, MAIN_FILE, Config
+from sslm_tasks.config.load import MAIN_FILE, Config
+from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S, CommandResult, run_command
 from sslm_tasks.errors import ConfigError
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sslm_tasks.config.load import CA_GROUP, signer_of
-from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.config.load import signer_of
+from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.bundle import compose_outputs
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr, csr_to_pem, load_csr
 from sslm_tasks.crypto.inspect import key_matches_cert, load_certs, verify_chain
@@ -212,19 +212,35 @@ def make_key(ws: Workspace, ref: ServiceRef) -> None:
     gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key).
     """
     stamp = building_stamp(ws, ref)
-    target = version_file(ws, ref, stamp, files.PRIVKEY)
-    if target.is_file():
+    if version_file(ws, ref, stamp, files.PRIVKEY).is_file():
         return
-    curr = read_link(ws.layout, ref, "curr")
-    keep_ca_key = ref.group == CA_GROUP
-    if curr is not None and (ws.options.reuse or keep_ca_key):
-        source = version_file(ws, ref, curr, files.PRIVKEY)
-        if source.is_file():
-            write_atomic(target, private_key_to_pem(_load_key(source)), mode=files.KEY_MODE)
-            return
-        if ws.options.reuse:
-            raise StoreError(f"{ref}: --reuse asked for the key of curr, but {source} is missing")
+    if ws.options.reuse:
+        if not carry_key(ws, ref, stamp, ("curr",)):
+            raise StoreError(f"{ref}: --reuse asked for the key of curr, but there is none")
+        return
+    if ref.group == CA_GROUP and carry_key(ws, ref, stamp, ("curr",)):
+        return
     write_new_key(ws, ref, stamp)
+
+
+def carry_key(
+    ws: Workspace, ref: ServiceRef, stamp: str, sources: tuple[files.LinkName, ...]
+) -> bool:
+    """Copy the private key of the first of ``sources`` that has one into build ``stamp``.
+
+    Returns False when none has a key. The copy is written 0600 like a new key (upstream's
+    reuse copied it at the umask mode).
+    """
+    for which in sources:
+        source_stamp = read_link(ws.layout, ref, which)
+        source = (
+            None if source_stamp is None else version_file(ws, ref, source_stamp, files.PRIVKEY)
+        )
+        if source is not None and source.is_file():
+            pem = private_key_to_pem(_load_key(source))
+            write_atomic(version_file(ws, ref, stamp, files.PRIVKEY), pem, mode=files.KEY_MODE)
+            return True
+    return False
 
 
 def write_new_key(ws: Workspace, ref: ServiceRef, stamp: str) -> None:

@@ -12,10 +12,9 @@ servers that can read it (postfix) never see a key that does not match its certi
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 
-from sslm_tasks.config.load import CA_GROUP
+from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
@@ -80,8 +79,3 @@ def sync_service(ws: Workspace, ref: ServiceRef) -> bool:
         ensure_dir(dest.parent, mode=PROD_DIR_MODE)
         changed |= _mirror(source, dest, _wanted_files(ref, source))
     return changed
-
-
-def sync_all(ws: Workspace, refs: Iterable[ServiceRef]) -> list[ServiceRef]:
-    """Sync every given service; returns those whose production copy changed."""
-    return [ref for ref in refs if sync_service(ws, ref)]

@@ -38,8 +38,11 @@ def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
     if pending is None:
         return RollResult(False, "nothing to roll: no next")
     if not is_complete(layout, ref, pending):
-        raise StoreError(f"{ref}: next {pending} is incomplete; run -renew to finish it")
-    if read_link(layout, ref, "curr") in (None, pending) or force:
+        raise StoreError(f"{ref}: next {pending} is incomplete; build a new one with -f -renew")
+    curr = read_link(layout, ref, "curr")
+    if curr == pending:
+        return RollResult(True, "finishing an interrupted roll", pending)
+    if curr is None or force:
         return RollResult(True, "forced" if force else "no current certificate", pending)
     cert = load_version_cert(ws, ref, "next")
     if cert is None:

@@ -39,6 +39,8 @@ class ServiceStatus:
     curr: VersionStatus | None
     next: VersionStatus | None
     renew_in: str
+    #: Days until the renew target (negative once it has passed); None without a certificate.
+    renew_in_days: float | None
     renew_due: bool
     roll_due: str | None
     last_error: str | None
@@ -86,6 +88,7 @@ def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
         curr=_version(ws, ref, "curr"),
         next=_version(ws, ref, "next"),
         renew_in=format_renew_in(decision),
+        renew_in_days=decision.days_to_renew,
         renew_due=decision.due,
         roll_due=state.roll_due,
         last_error=state.last_error,

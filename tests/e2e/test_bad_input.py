@@ -60,6 +60,7 @@ CASES = [
         "renew_target_x",
     ),
     ("ca-info.conf", "ca_type = 'local'", "ca_type = 'bogus'", "my-int.ca_type", "'bogus'"),
+    ("example.com/web-ec", "CN = 'example.com'", "CN = 'Web Server'", "X509.CN", "'Web Server'"),
 ]
 
 
@@ -105,7 +106,10 @@ def test_missing_ca_curr_fails_that_service_only_and_writes_nothing_for_it(
     assert (topdir / "certs/example.com/self-web/curr/cert.pem").is_file()
 
 
-def test_unknown_group_on_the_command_line(topdir: Path, mgr: RunMgr) -> None:
+def test_unknown_or_unsafe_group_on_the_command_line(topdir: Path, mgr: RunMgr) -> None:
     result = mgr("-renew", "nosuch.example:web")
     assert result.returncode == 2 and "nosuch.example/web" in result.stderr
+    unsafe = mgr("-renew", "../etc:passwd")
+    assert unsafe.returncode == 2 and "'../etc:passwd'" in unsafe.stderr
+    assert len(unsafe.stderr.strip().splitlines()) == 1
     assert not (topdir / "certs").exists()

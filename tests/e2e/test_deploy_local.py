@@ -56,6 +56,10 @@ def test_only_dependent_servers_restart_and_post_copy_runs(
     assert f"{tmp_path}/smtp-restart.sh smtp quoted arg" in lines
     assert not any("restart.sh web" in line for line in lines)
     assert f"{tmp_path}/post.sh localhost" in lines
+    # in upstream's order: the post-copy command before the restart
+    post = lines.index(f"{tmp_path}/post.sh localhost")
+    assert post < lines.index(f"{tmp_path}/smtp-restart.sh smtp quoted arg")
+    assert sum("post.sh" in line for line in lines) == 1
 
 
 def test_every_svc_depends_entry_counts_and_each_server_restarts_once(

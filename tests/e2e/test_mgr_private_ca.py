@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from support import RunMgr, openssl, tree_snapshot
+from support import RunMgr, openssl, tree_snapshot, verify_output
 
 SERVICES = [
     "ca/my-root",
@@ -23,17 +23,7 @@ def curr(topdir: Path, svc: str) -> Path:
 
 
 def verify_leaf(topdir: Path, svc: str, base: Path | None = None) -> str:
-    base = base or curr(topdir, svc)
-    result = openssl(
-        "verify",
-        "-CAfile",
-        str(curr(topdir, "ca/my-root") / "cert.pem"),
-        "-untrusted",
-        str(base / "chain.pem"),
-        str(base / "cert.pem"),
-        check=False,
-    )
-    return result.stdout + result.stderr
+    return verify_output(topdir, base or curr(topdir, svc))
 
 
 def test_renew_roll_builds_verifiable_chains_in_upstream_layout(topdir: Path, mgr: RunMgr) -> None:
@@ -283,3 +273,63 @@ def test_a_failing_service_does_not_stop_the_others(topdir: Path, mgr: RunMgr) -
     # When the CAs exist, the same run succeeds for both
     assert mgr("-renew", "ca:ALL").returncode == 0
     assert mgr("-renew", "example.com:mail-ec,web-ec").returncode == 0
+
+
+def test_dev_copy_and_csr_keep_the_current_key(topdir: Path, mgr: RunMgr) -> None:
+    assert mgr("-renew").returncode == 0
+    key = (curr(topdir, "example.com/web-ec") / "privkey.pem").read_bytes()
+    # -copy alone: the build in progress holds curr's key
+    assert mgr("dev", "-copy", "example.com:web-ec").returncode == 0
+    state = json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())
+    build = topdir / "certs/example.com/web-ec/db" / state["stamp"]
+    assert (build / "privkey.pem").read_bytes() == key
+    assert stat.S_IMODE((build / "privkey.pem").stat().st_mode) == 0o600
+    # -cert alone continues that build with the same key
+    assert mgr("dev", "-cert", "example.com:web-ec").returncode == 0
+    assert (topdir / "certs/example.com/web-ec/next/privkey.pem").read_bytes() == key
+
+
+def test_fsr_is_its_own_dev_option_not_f_s_r(topdir: Path, mgr: RunMgr) -> None:
+    assert mgr("-renew").returncode == 0
+    before = tree_snapshot(topdir / "certs")
+    # With no servers configured there is nothing to restart, and nothing is renewed
+    # (read as -f -s -r it would have shown the status and renewed nothing either, so check
+    # the report: a dev run, not a status listing)
+    result = mgr("dev", "-fsr", "example.com:web-ec")
+    assert result.returncode == 0, result.stderr
+    assert "Certs to production" in result.stdout and "expires:" not in result.stdout
+    assert tree_snapshot(topdir / "certs") == before
+
+
+def test_clean_all_reaches_services_not_selected(topdir: Path, mgr: RunMgr) -> None:
+    assert mgr("-renew").returncode == 0
+    for _ in range(3):
+        assert mgr("-f", "-renew", "-roll", "-roll-mins", "0", "example.com:web-ec").returncode == 0
+    db = topdir / "certs/example.com/web-ec/db"
+    assert len(list(db.iterdir())) == 4
+    # a run on another service with --clean-all and keep 1 also cleans web-ec
+    assert mgr("-renew", "-clean-all", "-clean-keep", "1", "ca:my-root").returncode == 0
+    assert len(list(db.iterdir())) == 3  # curr + prev + one unlinked
+
+
+def test_dry_run_says_a_first_certificate_becomes_curr(topdir: Path, mgr: RunMgr) -> None:
+    result = mgr("-d", "-renew", "-roll", "example.com:web-ec")
+    assert "would make the first certificate curr at once" in result.stdout
+    assert "nothing to roll" not in result.stdout
+
+
+def test_status_names_a_service_with_a_broken_link_and_shows_the_others(
+    topdir: Path, mgr: RunMgr
+) -> None:
+    assert mgr("-renew").returncode == 0
+    link = topdir / "certs/example.com/web-ec/curr"
+    link.unlink()
+    link.symlink_to("/etc")
+    result = mgr("-s")
+    assert result.returncode == 1
+    assert "example.com:web-ec: Error:" in result.stdout and "mail-ec" in result.stdout
+    # and a run still serves every other service, failing only that one
+    run = mgr("-f", "-renew")
+    assert run.returncode == 1
+    assert "Failed to perform required task(s): example.com:web-ec" in run.stdout
+    assert verify_leaf(topdir, "example.com/mail-ec").strip().endswith("OK")

@@ -68,8 +68,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(what: str, check: Callable[[], bool], *, timeout_s: float, log: Path | None = None,
-             alive: Callable[[], bool] | None = None) -> float:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    *,
+    timeout_s: float,
+    log: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> float:
     """Poll ``check`` until true; return the seconds it took.
 
     Raises:
@@ -143,14 +149,24 @@ class Services:
         self.workdir = workdir
         self.started: list[Service] = []
 
-    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              cwd: Path = REPO) -> Service:
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO,
+    ) -> Service:
         """Start ``argv`` in a new session, output to ``<workdir>/<name>.log``."""
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env) if env is not None else None,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                list(argv),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         service = Service(name, process, log)
@@ -164,6 +180,7 @@ class Services:
 
 
 # --- redis -------------------------------------------------------------------------------
+
 
 @dataclass
 class RedisServer:
@@ -188,8 +205,9 @@ class RedisServer:
             return False
 
 
-def start_redis(services: Services, *, port: int | None = None,
-                password: str | None = None) -> RedisServer:
+def start_redis(
+    services: Services, *, port: int | None = None, password: str | None = None
+) -> RedisServer:
     """Start redis-server on 127.0.0.1 and wait until it answers PING.
 
     By default on a free port with a new password; pass both to bring a stopped one back.
@@ -199,17 +217,39 @@ def start_redis(services: Services, *, port: int | None = None,
     directory.mkdir(exist_ok=True)
     port = free_port() if port is None else port
     password = secrets.token_hex(16) if password is None else password
-    service = services.spawn(f"redis-{len(services.started)}", [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password,
-        "--save", "", "--appendonly", "no", "--dir", str(directory), "--protected-mode", "yes",
-    ])
+    service = services.spawn(
+        f"redis-{len(services.started)}",
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--protected-mode",
+            "yes",
+        ],
+    )
     server = RedisServer(port, password, service)
-    wait_for("redis-server answers PING", server.answers, timeout_s=START_TIMEOUT_S,
-             log=service.log, alive=lambda: service.alive)
+    wait_for(
+        "redis-server answers PING",
+        server.answers,
+        timeout_s=START_TIMEOUT_S,
+        log=service.log,
+        alive=lambda: service.alive,
+    )
     return server
 
 
 # --- celery --------------------------------------------------------------------------------
+
 
 def celery_env(broker_url: str, **extra: str) -> dict[str, str]:
     """The environment of a celery process: ours minus any SSLM_* of the developer's shell,
@@ -260,10 +300,19 @@ class WorkerStarter:
     services: Services
     broker_url: str
 
-    def start(self, node: str, *, queues: Sequence[str] | None = None, pool: str = "solo",
-              concurrency: int = 1, include: Sequence[str] = (), script: str | None = None,
-              wait: bool = True, ping_queue: str | None = None,
-              env: Mapping[str, str] | None = None) -> Worker:
+    def start(
+        self,
+        node: str,
+        *,
+        queues: Sequence[str] | None = None,
+        pool: str = "solo",
+        concurrency: int = 1,
+        include: Sequence[str] = (),
+        script: str | None = None,
+        wait: bool = True,
+        ping_queue: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Worker:
         """Start a worker named ``node`` (``name@host``) and, by default, wait until it works.
 
         ``script`` runs one of the repository's launch files (``workers/issue.sh``) instead of
@@ -278,9 +327,21 @@ class WorkerStarter:
         if script is not None:
             argv = ["sh", script, *args]
         else:
-            argv = [str(VENV_BIN / "celery"), "-A", "sslm_tasks", "worker", *args,
-                    "--hostname", node, "--pool", pool, "--concurrency", str(concurrency),
-                    "--loglevel", "INFO"]
+            argv = [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "sslm_tasks",
+                "worker",
+                *args,
+                "--hostname",
+                node,
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+            ]
             if queues:
                 argv += ["--queues", ",".join(queues)]
         service = self.services.spawn(
@@ -293,19 +354,29 @@ class WorkerStarter:
 
     def wait_ready(self, worker: Worker, ping_queue: str) -> None:
         app = producer(self.broker_url)
-        wait_for(f"worker {worker.node} answers a control ping",
-                 lambda: control_ping_answered(app, worker.node), timeout_s=START_TIMEOUT_S,
-                 log=worker.service.log, alive=lambda: worker.service.alive)
+        wait_for(
+            f"worker {worker.node} answers a control ping",
+            lambda: control_ping_answered(app, worker.node),
+            timeout_s=START_TIMEOUT_S,
+            log=worker.service.log,
+            alive=lambda: worker.service.alive,
+        )
         result = app.send_task("sslm.ping", queue=ping_queue, expires=START_TIMEOUT_S)
         assert result.get(timeout=START_TIMEOUT_S) == worker.node, _tail(worker.service.log)
 
 
 def start_beat(services: Services, broker_url: str, schedule: Path) -> Service:
     """Start ``beat/beat.sh`` (the compose service's command) with its schedule at ``schedule``."""
-    service = services.spawn("beat", ["sh", "beat/beat.sh"], env=celery_env(
-        broker_url, SSLM_BEAT_SCHEDULE=str(schedule)))
-    wait_for("beat starts", lambda: "beat: Starting..." in service.log_text(),
-             timeout_s=START_TIMEOUT_S, log=service.log, alive=lambda: service.alive)
+    service = services.spawn(
+        "beat", ["sh", "beat/beat.sh"], env=celery_env(broker_url, SSLM_BEAT_SCHEDULE=str(schedule))
+    )
+    wait_for(
+        "beat starts",
+        lambda: "beat: Starting..." in service.log_text(),
+        timeout_s=START_TIMEOUT_S,
+        log=service.log,
+        alive=lambda: service.alive,
+    )
     return service
 
 

@@ -49,13 +49,17 @@ def test_plain_worker_consumes_every_configured_queue(workers: WorkerStarter) ->
 
     # Then it is every queue the configuration defines, and sslm.ping makes the round trip
     assert {q["name"] for q in replies[worker.node]} == {
-        "issue", "dns", "deploy.default", "deploy.paris",
+        "issue",
+        "dns",
+        "deploy.default",
+        "deploy.paris",
     }
     assert app.send_task("sslm.ping").get(timeout=10) == worker.node
 
 
-def test_deploy_task_goes_only_to_its_site(workers: WorkerStarter,
-                                           redis_server: RedisServer) -> None:
+def test_deploy_task_goes_only_to_its_site(
+    workers: WorkerStarter, redis_server: RedisServer
+) -> None:
     # Given one deploy worker for site paris and one for site berlin
     paris = workers.start("paris@test", queues=["deploy.paris"], include=PROBES, wait=False)
     berlin = workers.start("berlin@test", queues=["deploy.berlin"], include=PROBES, wait=False)
@@ -81,7 +85,10 @@ def test_deploy_task_goes_only_to_its_site(workers: WorkerStarter,
     # and the others wait in their queues: dns, issue (the default), deploy.default
     client = redis_server.client()
     assert [client.llen(q) for q in ("deploy.lyon", "dns", "issue", "deploy.default")] == [
-        1, 1, 1, 1,
+        1,
+        1,
+        1,
+        1,
     ]
 
 
@@ -89,8 +96,11 @@ def test_sigkilled_worker_task_is_redelivered(workers: WorkerStarter, tmp_path: 
     # Given a short visibility timeout (time limits must stay below it) and worker A
     # running an acks_late task
     visibility_s = 8
-    limits = {"SSLM_VISIBILITY_TIMEOUT_S": str(visibility_s), "SSLM_TASK_TIME_LIMIT_S": "7",
-              "SSLM_TASK_SOFT_TIME_LIMIT_S": "6"}
+    limits = {
+        "SSLM_VISIBILITY_TIMEOUT_S": str(visibility_s),
+        "SSLM_TASK_TIME_LIMIT_S": "7",
+        "SSLM_TASK_SOFT_TIME_LIMIT_S": "6",
+    }
     a = workers.start("a@test", queues=["issue"], pool="prefork", include=PROBES, env=limits)
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -109,13 +119,16 @@ def test_sigkilled_worker_task_is_redelivered(workers: WorkerStarter, tmp_path: 
     assert result.get(timeout=visibility_s + 3 * UNACKED_RESTORE_INTERVAL_S) == b.node
     redelivered_after = float((markers / "b@test.started").read_text()) - killed_at
     started_a = float((markers / "a@test.started").read_text())
-    print(f"redelivered {redelivered_after:.1f} s after SIGKILL, "
-          f"{killed_at - started_a + redelivered_after:.1f} s after the first delivery")
+    print(
+        f"redelivered {redelivered_after:.1f} s after SIGKILL, "
+        f"{killed_at - started_a + redelivered_after:.1f} s after the first delivery"
+    )
     assert redelivered_after < visibility_s + 2 * UNACKED_RESTORE_INTERVAL_S
 
 
-def test_worker_resumes_after_broker_restart(services: Services, redis_server: RedisServer,
-                                             workers: WorkerStarter) -> None:
+def test_worker_resumes_after_broker_restart(
+    services: Services, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
     # Given a working worker
     worker = workers.start("survivor@test")
 
@@ -125,8 +138,13 @@ def test_worker_resumes_after_broker_restart(services: Services, redis_server: R
 
     # Then the worker reconnects by itself and works again
     app = producer(workers.broker_url)
-    took = wait_for("the worker answers again", lambda: control_ping_answered(app, worker.node),
-                    timeout_s=30, log=worker.service.log, alive=lambda: worker.service.alive)
+    took = wait_for(
+        "the worker answers again",
+        lambda: control_ping_answered(app, worker.node),
+        timeout_s=30,
+        log=worker.service.log,
+        alive=lambda: worker.service.alive,
+    )
     print(f"worker answered {took:.1f} s after the broker came back")
     assert app.send_task("sslm.ping").get(timeout=10) == worker.node
 
@@ -140,14 +158,21 @@ time.sleep(120)
 """
 
 
-def test_redis_lock_contention_and_dead_holder(redis_server: RedisServer,
-                                               services: Services) -> None:
+def test_redis_lock_contention_and_dead_holder(
+    redis_server: RedisServer, services: Services
+) -> None:
     # Given another process holding the lock with a 2 s TTL
     ttl_s = 2.0
-    holder = services.spawn("lock-holder", [sys.executable, "-c", HOLDER, redis_server.url(),
-                                            str(ttl_s)])
-    wait_for("the holder takes the lock", lambda: "held" in holder.log_text(), timeout_s=10,
-             log=holder.log, alive=lambda: holder.alive)
+    holder = services.spawn(
+        "lock-holder", [sys.executable, "-c", HOLDER, redis_server.url(), str(ttl_s)]
+    )
+    wait_for(
+        "the holder takes the lock",
+        lambda: "held" in holder.log_text(),
+        timeout_s=10,
+        log=holder.log,
+        alive=lambda: holder.alive,
+    )
     locker = RedisLocker.from_url(redis_server.url())
 
     # When I try to take it, I am told it is busy, by whom
@@ -197,8 +222,14 @@ def test_worker_without_broker_refuses_to_start(tmp_path: Path) -> None:
     env["SSL_MGR_TOPDIR"] = str(REPO)
 
     # When a worker is started, Then it exits at once naming the variable
-    run = subprocess.run([str(VENV_BIN / "celery"), "-A", "sslm_tasks", "worker"], env=env,
-                         capture_output=True, text=True, timeout=START_TIMEOUT_S, cwd=tmp_path)
+    run = subprocess.run(
+        [str(VENV_BIN / "celery"), "-A", "sslm_tasks", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        cwd=tmp_path,
+    )
     assert run.returncode != 0
     assert "SSLM_BROKER_URL" in run.stderr
 
@@ -219,7 +250,8 @@ def test_ping_over_rabbitmq(services: Services) -> None:
     # worker consumes. Results come back over the broker (the rpc:// default for amqp).
     site = f"t{uuid.uuid4().hex[:12]}"
     worker = WorkerStarter(services, url).start(
-        f"amqp-{site}@test", queues=[f"deploy.{site}"], env={"SSLM_SITE": site})
+        f"amqp-{site}@test", queues=[f"deploy.{site}"], env={"SSLM_SITE": site}
+    )
     app = producer(url)
     try:
         assert app.send_task("sslm.ping", queue=f"deploy.{site}").get(timeout=10) == worker.node

@@ -25,7 +25,7 @@ from services import (
     producer,
     wait_for,
 )
-from support import openssl, run_tool
+from support import chain_verifies, run_tool
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -46,21 +46,6 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {"SSLM_BROKER_URL": broker} if broker else {}
     return run_tool("sslm-mgr", *args, cwd=topdir, env=env, timeout=timeout)
-
-
-def chain_verifies(topdir: Path, svc: str, which: str = "curr") -> bool:
-    base = topdir / "certs" / svc / which
-    root = topdir / "certs/ca/my-root/curr/cert.pem"
-    result = openssl(
-        "verify",
-        "-CAfile",
-        str(root),
-        "-untrusted",
-        str(base / "chain.pem"),
-        str(base / "cert.pem"),
-        check=False,
-    )
-    return result.stdout.strip().endswith("OK")
 
 
 def versions(topdir: Path, svc: str) -> set[str]:

@@ -1,0 +1,292 @@
+"""Deploying to another host over ssh, against a real sshd on loopback.
+
+The "other host" is this machine seen through sshd running in its own mount namespace, where
+an empty directory stands in for the production tree (see ``sshd.py``): rsync writes to the
+same absolute path as upstream, yet only what travels over ssh reaches the remote directory, and
+restart commands run in an ssh session (``$SSH_CONNECTION`` is set) with that remote view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from services import Services
+from sshd import CONNECT_TIMEOUT_S, SshServer, start_sshd
+from support import RunMgr
+
+from sslm_tasks.config.models import MainConfig
+from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy.server import deploy
+from sslm_tasks.deploy.targets import DeployTarget
+from sslm_tasks.errors import ConfigError, PermanentError, TransientError
+
+pytestmark = pytest.mark.integration
+
+#: The files of the local production tree, with their modes.
+PROD_FILES = {
+    "example.com/tlsa.example.com": 0o644,
+    "example.com/mail-ec/curr/privkey.pem": 0o600,
+    "example.com/mail-ec/curr/bundle.pem": 0o600,
+    "example.com/mail-ec/curr/fullchain.pem": 0o644,
+    "example.com/mail-ec/next/fullchain.pem": 0o644,
+    "ca/my-root/curr/cert.pem": 0o644,
+}
+#: Planted in the local tree although production never writes it: it must not travel.
+CA_KEY = "ca/my-root/curr/privkey.pem"
+
+#: A restart command that leaves evidence: whether it ran under ssh, its arguments as it got
+#: them, and what the production path holds from where it runs.
+EVIDENCE_SCRIPT = """#!/bin/sh
+{{
+  echo "SSH_CONNECTION=$SSH_CONNECTION"
+  for arg in "$@"; do echo "arg=$arg"; done
+  echo "sees=$(cd {prod} && find . -type f | sort | tr '\\n' ' ')"
+}} >> {evidence}
+"""
+#: Arguments with a space and shell syntax: the remote side must get them unchanged.
+RESTART_ARGS = ["smtp", "a b", "$HOME;exit 9"]
+
+
+def write_script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def read_evidence(path: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def files_under(top: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``top`` (relative path → mode, content)."""
+    return {
+        str(path.relative_to(top)): (stat.S_IMODE(path.stat().st_mode), path.read_bytes())
+        for path in sorted(top.rglob("*"))
+        if path.is_file()
+    }
+
+
+def smtp_config(command: str, *, skip_prod_copy: bool = False) -> MainConfig:
+    return MainConfig.model_validate(
+        {
+            "smtp": {
+                "servers": ["smtp1.test"],
+                "restart_cmd": command,
+                "skip_prod_copy": skip_prod_copy,
+            }
+        }
+    )
+
+
+def target(host: str = "smtp1.test") -> DeployTarget:
+    return DeployTarget("smtp", host, "default", restart=True)
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> Path:
+    """A local production tree (absolute path, as ``Config.layout`` gives it)."""
+    top = tmp_path / "prod-certs"
+    for name, mode in {**PROD_FILES, CA_KEY: 0o600}.items():
+        path = top / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"local {name}\n")
+        path.chmod(mode)
+    return top
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """What the server has at the production path before the deploy: stale files only."""
+    top = tmp_path / "remote"
+    for name in ("example.com/old-svc/curr/fullchain.pem", CA_KEY):  # CA_KEY: upstream's leftover
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_text("stale\n")
+    return top
+
+
+@pytest.fixture
+def sshd(
+    services: Services, prod: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> SshServer:
+    """sshd serving ``remote`` at ``prod``'s path; this process's deploy settings point at it."""
+    server = start_sshd(services, remote_roots={prod: remote})
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    return server
+
+
+@pytest.fixture
+def evidence(tmp_path: Path) -> Path:
+    return tmp_path / "evidence.log"
+
+
+@pytest.fixture
+def restart(tmp_path: Path, prod: Path, evidence: Path) -> str:
+    script = write_script(
+        tmp_path / "restart.sh", EVIDENCE_SCRIPT.format(prod=prod, evidence=evidence)
+    )
+    return " ".join([str(script), "smtp", "'a b'", "'$HOME;exit 9'"])
+
+
+def test_deploy_copies_the_tree_over_ssh_then_restarts_there(
+    sshd: SshServer, prod: Path, remote: Path, restart: str, evidence: Path, tmp_path: Path
+) -> None:
+    # Given a production tree here, and stale files (an old service, upstream's copy of a CA
+    # key) on the server
+    # When smtp1.test is deployed
+    ran = deploy(smtp_config(restart), target(), prod_dir=prod, timeout_s=20)
+
+    # Then the server holds exactly production, modes kept, and no CA private key
+    expected = files_under(prod)
+    del expected[CA_KEY]
+    assert files_under(remote) == expected
+    assert stat.S_IMODE((remote / "example.com/mail-ec/curr/privkey.pem").stat().st_mode) == 0o600
+    assert not list(remote.rglob(".~tmp~"))
+    # and the restart command ran in an ssh session, with its arguments intact and unexpanded,
+    # seeing the copied tree
+    seen = read_evidence(evidence)
+    assert seen["SSH_CONNECTION"][0].startswith("127.0.0.1 ")
+    assert seen["arg"] == RESTART_ARGS
+    assert seen["sees"][0].split() == sorted(f"./{name}" for name in expected)
+    assert [r.argv for r in ran] == [(str(tmp_path / "restart.sh"), *RESTART_ARGS)]
+    assert sshd.sessions() == 2  # rsync, then the restart command
+
+
+def test_a_changed_file_replaces_the_old_one_whole(
+    sshd: SshServer, prod: Path, remote: Path, restart: str
+) -> None:
+    # Given a deployed tree, and a server process holding the old certificate open
+    config = smtp_config(restart)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    name = "example.com/mail-ec/curr/fullchain.pem"
+    with (remote / name).open("rb") as reader:
+        # When the certificate changes and is deployed again
+        (prod / name).write_text("renewed\n")
+        deploy(config, target(), prod_dir=prod, timeout_s=20)
+        # Then the open file is still the whole old one (renamed over, never rewritten), and
+        # the path now gives the whole new one
+        assert reader.read() == f"local {name}\n".encode()
+    assert (remote / name).read_text() == "renewed\n"
+    assert not list(remote.rglob(".~tmp~"))
+
+
+def test_an_unreachable_server_fails_transiently_by_name_within_the_connect_timeout(
+    sshd: SshServer, prod: Path, restart: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"down\.test") as raised:
+        deploy(smtp_config(restart), target("down.test"), prod_dir=prod, timeout_s=20)
+    assert time.monotonic() - started < CONNECT_TIMEOUT_S
+    assert "Connection refused" in str(raised.value)
+
+
+def test_a_server_whose_host_key_is_unknown_fails_permanently(
+    sshd: SshServer, prod: Path, remote: Path, restart: str
+) -> None:
+    with pytest.raises(PermanentError, match=r"stranger\.test") as raised:
+        deploy(smtp_config(restart), target("stranger.test"), prod_dir=prod, timeout_s=20)
+    assert not isinstance(raised.value, TransientError)
+    assert "Host key verification failed" in str(raised.value)
+    assert not (remote / "example.com/mail-ec").exists()
+
+
+def test_a_failing_restart_command_fails_permanently_with_its_status_and_output(
+    sshd: SshServer, prod: Path, tmp_path: Path
+) -> None:
+    script = write_script(
+        tmp_path / "fail.sh", "#!/bin/sh\necho 'postfix: bad config' >&2\nexit 3\n"
+    )
+    with pytest.raises(PermanentError) as raised:
+        deploy(smtp_config(str(script)), target(), prod_dir=prod, timeout_s=20)
+    message = str(raised.value)
+    assert "on smtp1.test exited 3" in message and "postfix: bad config" in message
+
+
+@pytest.fixture
+def hanging(tmp_path: Path) -> Iterator[Path]:
+    """A restart command that never ends; the test's leftover is killed by its recorded pid."""
+    pid_file = tmp_path / "hanging.pid"
+    yield write_script(tmp_path / "hang.sh", f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    # sshd does not stop a command without a terminal when its client is killed (which the
+    # docs say); this test started that sleep, so it ends it.
+    if pid_file.exists():
+        # ProcessLookupError: it has ended already.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_hanging_restart_command_is_killed_at_the_timeout(
+    sshd: SshServer, prod: Path, hanging: Path
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"on smtp1\.test: timed out after 3 s"):
+        deploy(smtp_config(str(hanging)), target(), prod_dir=prod, timeout_s=3)
+    assert time.monotonic() - started < 3 + 2
+
+
+def test_skip_prod_copy_restarts_without_copying(
+    sshd: SshServer, prod: Path, remote: Path, restart: str, evidence: Path
+) -> None:
+    before = files_under(remote)
+    deploy(smtp_config(restart, skip_prod_copy=True), target(), prod_dir=prod, timeout_s=20)
+    assert files_under(remote) == before
+    seen = read_evidence(evidence)
+    assert seen["SSH_CONNECTION"][0].startswith("127.0.0.1 ")
+    assert sshd.sessions() == 1  # the restart command only
+
+
+def test_sslm_mgr_renew_deploys_to_a_remote_server_over_ssh(
+    services: Services, topdir: Path, mgr: RunMgr, tmp_path: Path
+) -> None:
+    # Given the example configuration with an [smtp] server on another host
+    prod = topdir / "prod-certs"
+    prod.mkdir()
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    evidence = tmp_path / "evidence.log"
+    script = write_script(
+        tmp_path / "restart.sh", EVIDENCE_SCRIPT.format(prod=prod, evidence=evidence)
+    )
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"""
+[smtp]
+    servers = ['smtp1.test']
+    restart_cmd = '{script} smtp'
+    depends = ['cert']
+"""
+    )
+    server = start_sshd(services, remote_roots={prod: remote})
+
+    # When sslm-mgr renews, in-process, with the deploy settings in its environment
+    result = mgr("-f", "-renew", env=server.env())
+
+    # Then the server got production without the CA keys, and restarted over ssh
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert files_under(remote) == files_under(prod)
+    assert (remote / "example.com/mail-ec/curr/bundle.pem").is_file()
+    assert not list(remote.glob("ca/*/*/privkey.pem"))
+    assert (remote / "ca/my-int/curr/cert.pem").is_file()
+    seen = read_evidence(evidence)
+    assert seen["SSH_CONNECTION"] and seen["SSH_CONNECTION"][0].startswith("127.0.0.1 ")
+    assert seen["arg"] == ["smtp"]
+
+
+def test_an_unbalanced_ssh_command_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSLM_SSH_COMMAND", "ssh -F '/etc/sslm/ssh config")
+    with pytest.raises(ConfigError, match=r"SSLM_SSH_COMMAND = .*No closing quotation"):
+        load_settings()
