@@ -10,7 +10,7 @@ want_dev=false
 [ "${1:-}" = "--dev" ] && want_dev=true
 
 # binary -> Debian package
-declare -A needed=([openssl]=openssl [rsync]=rsync)
+declare -A needed=([openssl]=openssl [rsync]=rsync [ssh]=openssh-client)
 if $want_dev; then
   # sshd + ssh: the ssh deploy tests run a real sshd on loopback (rsync is needed anyway)
   needed+=([redis-server]=redis-server [docker-compose]=docker-compose
