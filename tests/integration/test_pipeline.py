@@ -21,6 +21,7 @@ from services import (
     Services,
     WorkerStarter,
     celery_env,
+    control_ping_answered,
     free_port,
     producer,
     wait_for,
@@ -347,3 +348,55 @@ def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
     assert "deployed localhost" in result.stdout
     assert log.read_text().splitlines() == ["berlin smtp"]
     assert "sslm.deploy.server" in berlin.service.log_text()
+
+
+def test_the_pipeline_runs_on_rabbitmq_too(
+    topdir: Path, services: Services, redis_server: RedisServer
+) -> None:
+    # RabbitMQ is optional (Redis is the broker of record): skip, saying why, when there is none.
+    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
+    if not Path(rabbitmqctl).exists():
+        pytest.skip("rabbitmqctl not installed: cannot make a private vhost")
+    # Given a private vhost (the server is shared) as broker, and Redis for results
+    vhost = f"sslm-test-{os.getpid()}-{int(time.time())}"
+    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        broker = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+        backend = {"SSLM_RESULT_BACKEND": redis_server.url()}
+        # Started without the starter's ping task: that one waits for its result over the
+        # broker, while these workers store results in Redis; a control ping needs no backend.
+        WorkerStarter(services, broker).start(
+            "amqp@test",
+            pool="prefork",
+            concurrency=2,
+            wait=False,
+            env=worker_env(topdir, **backend),
+        )
+        app = producer(broker)
+        wait_for(
+            "the amqp worker answers", lambda: control_ping_answered(app, "amqp@test"), timeout_s=30
+        )
+        # When the CLI runs the main job through it
+        result = run_tool(
+            "sslm-mgr",
+            "-renew",
+            "-roll",
+            cwd=topdir,
+            env={"SSLM_BROKER_URL": broker, **backend},
+            timeout=120,
+        )
+        # Then the same certificates land on disk
+        assert result.returncode == 0, result.stdout + result.stderr
+        for svc in LEAVES:
+            assert chain_verifies(topdir, svc), svc
+    finally:
+        subprocess.run([rabbitmqctl, "delete_vhost", vhost], capture_output=True)
