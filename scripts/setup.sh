@@ -14,7 +14,8 @@ declare -A needed=([openssl]=openssl [rsync]=rsync [ssh]=openssh-client)
 if $want_dev; then
   # sshd + ssh: the ssh deploy tests run a real sshd on loopback (rsync is needed anyway)
   needed+=([redis-server]=redis-server [docker-compose]=docker-compose
-           [sshd]=openssh-server [ssh]=openssh-client)
+           [sshd]=openssh-server [ssh]=openssh-client
+           [named-checkzone]=bind9-utils)
 fi
 
 missing=()
