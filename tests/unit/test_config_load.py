@@ -1,0 +1,117 @@
+"""Loading the configuration: discovery, selection, aliases of keys upstream ignored, order."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support import REPO
+
+from sslm_tasks.config.load import find_conf_dir, load_config
+from sslm_tasks.errors import ConfigError
+from sslm_tasks.store.layout import ServiceRef
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "conf.d", tmp_path / "conf.d")
+    return tmp_path / "conf.d"
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def test_conf_dir_is_found_from_the_environment_then_the_working_directory(
+    conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert find_conf_dir({"SSL_MGR_TOPDIR": str(tmp_path)}) == conf
+    monkeypatch.chdir(tmp_path)
+    assert find_conf_dir({}) == conf.absolute()
+    monkeypatch.chdir(conf)  # no conf.d below it, and no /etc/ssl-mgr here
+    if not Path("/etc/ssl-mgr/conf.d").is_dir():
+        with pytest.raises(ConfigError, match=r"no conf\.d found"):
+            find_conf_dir({})
+
+
+def test_a_symlinked_conf_d_keeps_its_topdir(tmp_path: Path, conf: Path) -> None:
+    top = tmp_path / "elsewhere"
+    top.mkdir()
+    (top / "conf.d").symlink_to(conf)
+    config, _ = load_config(conf_dir=top / "conf.d")
+    assert config.topdir == top
+
+
+def test_selection_order_puts_each_ca_before_what_it_signs(conf: Path) -> None:
+    _, refs = load_config(["example.com:web-ec", "ca:my-int", "ca:my-root"], conf_dir=conf)
+    assert refs == [
+        ServiceRef("ca", "my-root"),
+        ServiceRef("ca", "my-int"),
+        ServiceRef("example.com", "web-ec"),
+    ]
+
+
+def test_all_star_and_a_bare_group_select_every_service_file(conf: Path) -> None:
+    (conf / "example.com" / "notes.txt").write_text("not a service\n")
+    expected = [ServiceRef("example.com", s) for s in ("mail-ec", "mail-rsa", "web-ec")]
+    for spec in ("example.com:ALL", "example.com:*", "example.com"):
+        _, refs = load_config([spec], conf_dir=conf)
+        assert refs == expected, spec
+
+
+def test_signing_cas_are_loaded_though_not_selected(conf: Path) -> None:
+    config, refs = load_config(["example.com:web-ec"], conf_dir=conf)
+    assert refs == [ServiceRef("example.com", "web-ec")]
+    assert ServiceRef("ca", "my-int") in config.services
+    assert ServiceRef("ca", "my-root") in config.services
+
+
+def test_keys_upstream_ignored_now_work(conf: Path) -> None:
+    main = conf / "ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        .replace("[renew_info]", "[renew_info]\n    renew_target_45 = 12")
+        .replace(
+            "min_roll_mins = 90", "min_roll_mins = 90\n    preferred_acme_profile = 'shortlived'"
+        )
+    )
+    append(
+        conf / "ca-info.conf", "\n[le]\n    ca_type = 'letsencrypt'\n    ca_validation = 'dns-01'\n"
+    )
+    rsa = conf / "example.com" / "mail-rsa"
+    rsa.write_text(rsa.read_text().replace("rsa_bits = 3072", "bits = 2048"))
+    config, _ = load_config(["example.com:mail-rsa"], conf_dir=conf)
+    assert config.main.renew_info.targets[45.0] == 12
+    assert config.cas["le"].ca_preferred_acme_profile == "shortlived"
+    assert config.cas["my-int"].ca_preferred_acme_profile is None  # local CAs have none
+    assert config.services[ServiceRef("example.com", "mail-rsa")].keyopts.rsa_bits == 2048
+
+
+def test_bits_and_rsa_bits_that_disagree_are_an_error(conf: Path) -> None:
+    rsa = conf / "example.com" / "mail-rsa"
+    rsa.write_text(rsa.read_text().replace("rsa_bits = 3072", "rsa_bits = 3072\n    bits = 4096"))
+    with pytest.raises(ConfigError, match="disagree"):
+        load_config(["example.com:mail-rsa"], conf_dir=conf)
+
+
+def test_sites_name_hosts_once_and_default_to_default(conf: Path) -> None:
+    append(conf / "ssl-mgr.conf", "\n[sites]\n    berlin = ['smtp2.example.com']\n")
+    config, _ = load_config([], conf_dir=conf)
+    assert config.main.site_of("smtp2.example.com") == "berlin"
+    assert config.main.site_of("smtp1.example.com") == "default"
+    append(conf / "ssl-mgr.conf", "    paris = ['smtp2.example.com']\n")
+    with pytest.raises(ConfigError, match="in sites 'berlin' and 'paris'"):
+        load_config([], conf_dir=conf)
+
+
+def test_a_private_ca_setup_needs_no_dns_primary(conf: Path) -> None:
+    config, refs = load_config([], conf_dir=conf)
+    assert config.main.dns_primary == [] and len(refs) == 5
+
+
+def test_no_extra_resolver_is_asked_unless_named(conf: Path) -> None:
+    main = conf / "ssl-mgr.conf"
+    main.write_text(main.read_text().replace("dns_xtra_ns = []", ""))
+    config, _ = load_config([], conf_dir=conf)
+    assert config.main.globals.dns_xtra_ns == []
