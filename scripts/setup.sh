@@ -13,9 +13,12 @@ want_dev=false
 declare -A needed=([openssl]=openssl [rsync]=rsync [ssh]=openssh-client)
 if $want_dev; then
   # sshd + ssh: the ssh deploy tests run a real sshd on loopback (rsync is needed anyway)
+  # pebble, named, ...: the ACME and DANE tests' lab (tests/integration/lab_*.py) on loopback
   needed+=([redis-server]=redis-server [docker-compose]=docker-compose
            [sshd]=openssh-server [ssh]=openssh-client
-           [named-checkzone]=bind9-utils)
+           [named-checkzone]=bind9-utils
+           [pebble]=pebble [named]=bind9 [rndc]=bind9-utils [dig]=bind9-dnsutils
+           [delv]=bind9-dnsutils [ldns-dane]=ldnsutils [ip]=iproute2)
 fi
 
 missing=()

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_dns import DnsLab, start_dns_lab
+from lab_pebble import Pebble, start_pebble
 from services import OUR_VARIABLES, RedisServer, Services, WorkerStarter, services_in, start_redis
 
 
@@ -35,3 +37,22 @@ def redis_server(services: Services) -> RedisServer:
 def workers(services: Services, redis_server: RedisServer) -> WorkerStarter:
     """Starts celery workers on :func:`redis_server`'s database 0."""
     return WorkerStarter(services, redis_server.url())
+
+
+@pytest.fixture
+def dns_lab(services: Services, tmp_path: Path) -> Iterator[DnsLab]:
+    """BIND on 127.0.0.53 (primary, signing) and 127.0.0.54 (secondary), port 53, serving
+    ``example.test`` and ``other.test``; closed (aliases removed, lock released) at the end."""
+    lab = start_dns_lab(services, tmp_path / "dns", other_apexes=("other.test",))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def pebble(services: Services, dns_lab: DnsLab, tmp_path: Path) -> Pebble:
+    """Pebble resolving and validating through :func:`dns_lab`'s primary."""
+    return start_pebble(
+        services, tmp_path / "pebble", dns_server=f"{dns_lab.primary}:{dns_lab.port}"
+    )
