@@ -14,25 +14,27 @@ and the step then does only what its files show is missing.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 from typing import Any, NoReturn
 
-from celery import Task  # type: ignore[import-untyped]
+from celery import Signature, Task, chord  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
-from sslm_tasks.config.load import load_config, signer_of
+from sslm_tasks.config.load import Config, load_config, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import build, production
+from sslm_tasks.lifecycle import build, dane, production
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
 from sslm_tasks.locks.select import claims_for, locker_for
 from sslm_tasks.store.atomic import ensure_dir
@@ -83,7 +85,13 @@ def _workspace(group: str, service: str, options: Result) -> tuple[Workspace, Se
     """Fresh config and state for one service: the world may have changed since the message."""
     ref = ServiceRef(group, service)
     config, _ = load_config([str(ref)])
-    return Workspace(config=config, options=RunOptions.from_json(options)), ref
+    ws = Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
+    return ws, ref
+
+
+def _locker(config: Config) -> Locker:
+    """Locks shared with every other worker (Redis), or file locks in the tree without it."""
+    return locker_for(_settings(), ensure_dir(config.layout().certs_dir, mode=DIR_MODE_GROUP))
 
 
 def _claims() -> WorkflowClaims | None:
@@ -101,12 +109,8 @@ def _owner(task: Task) -> str:
 
 @contextmanager
 def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
-    certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
-    settings = _settings()
-    ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
-    with locker_for(settings, certs).acquire(
-        f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S
-    ):
+    ttl_s = _settings().task_time_limit_s + STEP_LOCK_MARGIN_S
+    with _locker(ws.config).acquire(f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
         yield
 
 
@@ -248,6 +252,8 @@ def roll_service(self: Task, group: str, service: str, options: Result) -> Resul
         with _service_lock(ws, ref):
             outcome = rolling.roll(ws, ref, force=ws.options.force)
             production.sync_service(ws, ref)
+            if outcome.rolled:
+                dane.publish_for_service(ws, ref)
     finally:
         _release(self, ref)
     curr = read_link(ws.layout, ref, "curr")
@@ -304,27 +310,37 @@ def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: R
         return result
     ws, ref = _workspace(group, service, options)
     claims = _claims()
-    sent: list[str] = []
+    deploys: list[Signature] = []
     for target in deploy_targets(ws.config.main, [ref], ["cert"], force=force):
         job = f"deploy:{target.server_class}:{target.host}"
-        if claims is not None and claims.claim(job, self.request.id) is not None:
-            continue
-        sent.append(
-            deploy_server.apply_async(
-                (target.to_json(),), {"site": target.site}, countdown=DEPLOY_DEBOUNCE_S
-            ).id
-        )
+        if claims is None or claims.claim(job, self.request.id) is None:
+            deploys.append(deploy_server.si(target.to_json(), site=target.site))
     for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
-        if claims is not None and claims.claim(job, self.request.id) is not None:
-            continue
-        site = ws.config.main.site_of(host)
-        sent.append(
-            deploy_post_copy.apply_async(
-                (host, command), {"site": site}, countdown=DEPLOY_DEBOUNCE_S
-            ).id
-        )
+        if claims is None or claims.claim(job, self.request.id) is None:
+            deploys.append(deploy_post_copy.si(host, command, site=ws.config.main.site_of(host)))
+    for deploy_sig in deploys:
+        deploy_sig.set(countdown=DEPLOY_DEBOUNCE_S, task_id=str(uuid.uuid4()))
+    sent = [str(deploy_sig.id) for deploy_sig in deploys]
+    if prev.get("rolled") and ws.service(ref).dane_tls:
+        # The old TLSA records go only once every server took the new certificate: the chord's
+        # callback runs only if all of its deploys succeed.
+        retire = dns_retire.si(group, service, options)
+        (chord(deploys, retire) if deploys else retire).apply_async()
+    else:
+        for deploy_sig in deploys:
+            deploy_sig.apply_async()
+    if dane.pending_refreshes(ws, [group]):
+        _send_dns_refresh(group)
     return {**result, "deploys": sent}
+
+
+def _send_dns_refresh(group: str) -> None:
+    """One refresh for the changes of many services of a zone: later changes find it pending."""
+    claims = _claims()
+    job = f"dns-refresh:{group}"
+    if claims is None or claims.claim(job, job) is None:
+        dns_refresh_pending.apply_async((group,), countdown=DEPLOY_DEBOUNCE_S)
 
 
 def _job_started(job: str) -> None:
@@ -372,6 +388,24 @@ def dns_refresh(self: Task, apexes: list[str]) -> Result:
     ):
         ran = refresh_zones(config, apexes)
     return {"apexes": apexes, "ran": [" ".join(r.argv) for r in ran]}
+
+
+@app.task(name="sslm.dns.refresh_pending", **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def dns_refresh_pending(self: Task, group: str) -> Result:
+    """Refresh the zone ``group`` if its TLSA file changed since its last refresh."""
+    _job_started(f"dns-refresh:{group}")
+    config, _ = load_config([])
+    ws = Workspace(config=config, locker=_locker(config))
+    return {"group": group, "refreshed": dane.refresh_pending(ws, [group])}
+
+
+@app.task(name="sslm.dns.retire", base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+def dns_retire(self: Task, group: str, service: str, options: Result) -> Result:
+    """The servers took the service's new certificate: drop its old TLSA records, refresh DNS."""
+    ws, ref = _workspace(group, service, options)
+    dane.deployed(ws, [ref])
+    dane.publish_group(ws, group)
+    return {"service": str(ref), "refreshed": dane.refresh_pending(ws, [group])}
 
 
 # --------------------------------------------------------------------------- clean

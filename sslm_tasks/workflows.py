@@ -23,9 +23,8 @@ from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
-from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
 from sslm_tasks.errors import SslmError, StoreError
-from sslm_tasks.lifecycle import build, production
+from sslm_tasks.lifecycle import build, dane, production
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
@@ -52,8 +51,13 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     production.sync_service(ws, ref)
 
 
-#: Renewing one service: the build, then publishing it.
-RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (*BUILD_STEPS, ("publish", publish))
+#: Renewing one service: the build, then publishing it: production, and the TLSA records of
+#: its zone (``next``'s beside ``curr``'s, ahead of the roll).
+RENEW_STEPS: Final[tuple[tuple[str, Step], ...]] = (
+    *BUILD_STEPS,
+    ("publish", publish),
+    ("tlsa", dane.publish_for_service),
+)
 
 
 @dataclass
@@ -129,6 +133,7 @@ def roll_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, *, for
     if result.rolled:
         outcome.changed = True
         outcome.note(f"rolled {result.stamp} to curr ({result.reason})")
+        dane.publish_for_service(ws, ref)
     else:
         outcome.note(result.reason)
 
@@ -182,6 +187,7 @@ class RunReport:
     prod_changed: list[ServiceRef] = field(default_factory=list)
     cleaned: dict[str, list[str]] = field(default_factory=dict)
     deploy_failures: list[str] = field(default_factory=list)
+    dns_refreshed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -259,11 +265,18 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     restart_all = request.dev.force_restarts
     if changed or request.dev.certs_prod or restart_all:
         report.deploy_failures = deploy_in_process(ws, changed, force_restarts=restart_all)
-    if request.refreshes_dns(ws.config):
-        try:
-            refresh_zones(ws.config, zone_apexes(ref.group for ref in refs))
-        except SslmError as err:
-            report.deploy_failures.append(f"DNS refresh: {err}")
+    groups = sorted({ref.group for ref in refs})
+    try:
+        if not report.deploy_failures:
+            # The servers took the new certificates: the old TLSA records may go now.
+            dane.deployed(ws, changed)
+            for group in sorted({ref.group for ref in changed}):
+                dane.publish_group(ws, group)
+        report.dns_refreshed = dane.refresh_pending(
+            ws, groups, everything=request.refreshes_dns(ws.config)
+        )
+    except SslmError as err:
+        report.deploy_failures.append(f"DNS refresh: {err}")
     cleaning = request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes]
     for ref in cleaning:
         if ref in failed:

@@ -69,6 +69,8 @@ def run_text(report: RunReport) -> str:
         lines.append("Certs to production: " + ", ".join(str(ref) for ref in report.prod_changed))
     else:
         lines.append("Certs to production: no changes")
+    if report.dns_refreshed:
+        lines.append(f"DNS refresh: {' '.join(report.dns_refreshed)}")
     lines.extend(f"Deploy failed: {failure}" for failure in report.deploy_failures)
     for ref, stamps in report.cleaned.items():
         lines.append(f"Cleaned {ref}: {', '.join(stamps)}")

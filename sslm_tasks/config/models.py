@@ -17,7 +17,15 @@ import re
 import shlex
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.crypto.keys import ec_curve_names
@@ -176,11 +184,30 @@ class ServerSection(_Model):
     svc_depends: list[tuple[str, StrList]] = Field(default_factory=list)
     server_dir: str | None = None
     skip_prod_copy: bool = False
+    #: Probes after deploy, ``{host}`` being each server: ``smtp://{host}:25``,
+    #: ``tls://www.example.com:443?connect=192.0.2.10`` (see :mod:`sslm_tasks.deploy.verify`).
+    verify: StrList = Field(default_factory=list)
 
     @field_validator("depends")
     @classmethod
     def _known_tags(cls, value: list[str]) -> list[str]:
         return _check_tags(value)
+
+    @field_validator("verify")
+    @classmethod
+    def _verify_probes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # Imported here: the deploy layer imports this module.
+        from sslm_tasks.deploy.verify import parse_verify
+        from sslm_tasks.errors import ConfigError
+
+        # Each server's expansion of {host}; with no servers, any name checks the syntax.
+        for host in info.data.get("servers") or ["server.invalid"]:
+            for probe in value:
+                try:
+                    parse_verify(probe, default_host=host)
+                except ConfigError as err:
+                    raise ValueError(f"{probe!r}: {err.problem}") from None
+        return value
 
 
 #: A site becomes part of a queue name (``deploy.<site>``) and of worker node names, so it is

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.build import load_version_cert
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
@@ -52,7 +53,12 @@ def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
     if age_mins < wait_mins:
         shown = max(1, int(age_mins))
         return RollResult(False, f"too soon to roll: cert is {shown} mins old < {wait_mins:g} mins")
-    return RollResult(True, f"okay to roll: cert is {int(age_mins)} mins old", pending)
+    gate = dane.roll_gate(ws, ref)
+    if not gate.open:
+        return RollResult(False, f"not rolling yet: {gate.reason}")
+    return RollResult(
+        True, f"okay to roll: cert is {int(age_mins)} mins old; {gate.reason}", pending
+    )
 
 
 def _wait_mins(ws: Workspace, ref: ServiceRef, not_before: datetime) -> float:
@@ -77,6 +83,7 @@ def roll(ws: Workspace, ref: ServiceRef, *, force: bool = False) -> RollResult:
         layout.version_dir(ref, result.stamp) / files.INFO, info.encode(), mode=files.PUBLIC_MODE
     )
     roll_links(layout, ref)
+    dane.rolled(ws, ref)
     state = load_state(layout, ref)
     state.phase = Phase.ROLLED
     state.stamp = result.stamp

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sslm_tasks.config.load import Config
 from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.locks import Locker
 from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
 from sslm_tasks.store.layout import Layout, ServiceRef
+
+#: A shared-file lock outlives a holder that died by this long; writers hold it for seconds.
+LOCK_TTL_S = 60.0
+#: How long a writer waits for another writer of the same file.
+LOCK_WAIT_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -65,6 +72,15 @@ class Workspace:
     options: RunOptions = field(default_factory=RunOptions)
     clock: Callable[[], datetime] = utc_now
     rng: random.Random = field(default_factory=random.Random)
+    #: Locks shared with other writers (workers use Redis); None: this process is the only
+    #: writer (the in-process run holds the whole tree's lock).
+    locker: Locker | None = None
+
+    def lock(self, name: str) -> AbstractContextManager[object]:
+        """Hold the named lock (e.g. one apex's TLSA file) while writing, when others may write."""
+        if self.locker is None:
+            return nullcontext()
+        return self.locker.acquire(name, ttl_s=LOCK_TTL_S, blocking_s=LOCK_WAIT_S)
 
     @property
     def layout(self) -> Layout:

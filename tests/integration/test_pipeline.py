@@ -106,7 +106,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
             break
     assert process.wait(timeout=30) == 0, output.decode(errors="replace")
     text = output.decode(errors="replace")
-    assert "\x1b[2K" in text and "[####################] 7/7 done" in text
+    assert "\x1b[2K" in text and "[####################] 8/8 done" in text
     assert "example.com:mail-rsa" in text
     # --no-wait: one line per service with its task ids, and the work still happens
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
@@ -115,7 +115,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
     assert (
         len(line) == 1
         and line[0].startswith("example.com:web-ec ")
-        and len(line[0].split()) == 1 + 7
+        and len(line[0].split()) == 1 + 8
     )
     wait_for(
         "the --no-wait renew finishes",
@@ -182,7 +182,7 @@ def test_duplicate_delivery_of_finished_steps_changes_nothing(
         "stamp": state["stamp"],
         "workflow": "replayed",
     }
-    for name in ("keygen", "csr", "sign", "store", "publish"):
+    for name in ("keygen", "csr", "sign", "store", "publish", "tlsa"):
         prev = app.send_task(
             f"sslm.issue.{name}", (prev, "example.com", "web-ec", {"force": True}), queue="issue"
         ).get(timeout=30)

@@ -1,0 +1,217 @@
+"""One real sshd on 127.0.0.1 standing in for many servers, for ``bench_deploy.py``.
+
+Benchmarks do not import from ``tests/``, so this duplicates, minimally, the setup of
+``tests/integration/sshd.py``: sshd with its own config, host key and authorized client key in
+the bench's directory, run in a private mount namespace with its own ``/run`` (sshd, as root,
+wants ``/run/sshd``); clients get an ssh_config (``ssh -F``) in which every alias reaches that
+sshd, the host key is pinned in its own known_hosts, and only the bench's client key is used.
+Nothing touches ``~/.ssh`` or the system's sshd.
+
+What differs from the tests: one sshd is N servers here, and each must get its own copy.
+rsync writes to the production path itself, so if all aliases shared one remote directory,
+every copy after the first would find the files there already and transfer nothing. So each
+alias's ssh_config block sends ``SetEnv SSLM_BENCH_HOST=<alias>`` (sshd ``AcceptEnv``), and
+sshd runs every session through a ``ForceCommand`` that enters a mount namespace of its own,
+bind-mounts ``<remote>/<alias>`` over the production directory and then runs the original
+command with ``sh -c``, as sshd would have. rsync's receiving side and the restart command see
+that alias's directory at the production path, as a second machine would. That costs each
+session an ``unshare`` and a ``mount`` (a few ms), on both sides of the benchmark alike.
+
+Needs root (mount namespaces), sshd, ssh, ssh-keygen, rsync and unshare.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = Path("/usr/sbin/sshd")
+CONNECT_TIMEOUT_S = 5
+START_TIMEOUT_S = 15.0
+#: The variable that tells the session which alias the client connected to.
+ALIAS_VAR = "SSLM_BENCH_HOST"
+
+#: sshd itself, as in the tests: a private /run, then sshd in the foreground.
+_NAMESPACE_SCRIPT = """set -e
+mount -t tmpfs -o mode=0755 sslm-bench-run /run
+mkdir -m 0755 /run/sshd
+exec "$1" -D -e -f "$2"
+"""
+
+#: sshd's ForceCommand: the session's command in its alias's own view of the production path.
+_SESSION_SCRIPT = """#!/bin/sh
+set -eu
+alias="${{{var}:-}}"
+case "$alias" in
+  ""|.*|*/*) echo "bench sshd: no usable {var} ($alias)" >&2; exit 1 ;;
+esac
+exec unshare --mount --propagation private -- sh -c \\
+  'mount --bind "$1" "$2" && exec sh -c "${{SSH_ORIGINAL_COMMAND:-true}}"' \\
+  sh {remote}/"$alias" {prod}
+"""
+
+
+@dataclass
+class BenchSshd:
+    """A running sshd, the client configuration that reaches it, and the remote directories."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    client_config: Path
+    log: Path
+    remote_top: Path
+
+    @property
+    def ssh_command(self) -> tuple[str, ...]:
+        return ("ssh", "-F", str(self.client_config))
+
+    def env(self) -> dict[str, str]:
+        """The deploy settings (``SSLM_SSH_*``) that reach these servers."""
+        return {
+            "SSLM_SSH_COMMAND": shlex.join(self.ssh_command),
+            "SSLM_SSH_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
+        }
+
+    def remote_dir(self, alias: str) -> Path:
+        """What ``alias`` has at the production path."""
+        return self.remote_top / alias
+
+    def sessions(self) -> int:
+        """How many sessions sshd has started so far (its log says so for each one)."""
+        return self.log.read_text(errors="replace").count("Starting session:")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_tools() -> None:
+    """Exit with a message when something sshd on loopback needs is missing."""
+    for name in ("ssh", "ssh-keygen", "rsync", "unshare"):
+        if shutil.which(name) is None:
+            raise SystemExit(f"{name} is not installed (openssh-client, rsync, util-linux)")
+    if not SSHD.is_file():
+        raise SystemExit(f"{SSHD} is not installed (Debian: apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        raise SystemExit("the deploy bench runs sshd in mount namespaces: it needs root")
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sslm-bench", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_sshd(workdir: Path, *, prod_dir: Path, aliases: Sequence[str]) -> BenchSshd:
+    """Start sshd on a free loopback port for ``aliases``, each seeing its own (empty)
+    directory at ``prod_dir``; returns once sshd accepts connections."""
+    require_tools()
+    home = workdir / "sshd"
+    remote_top = workdir / "remote"
+    home.mkdir()
+    for alias in aliases:
+        (remote_top / alias).mkdir(parents=True)
+    host_key = _keygen(home / "host_key")
+    client_key = home / "client_key"
+    (home / "authorized_keys").write_text(_keygen(client_key) + "\n")
+    session = home / "session.sh"
+    session.write_text(
+        _SESSION_SCRIPT.format(
+            var=ALIAS_VAR, remote=shlex.quote(str(remote_top)), prod=shlex.quote(str(prod_dir))
+        )
+    )
+    session.chmod(0o755)
+    port = free_port()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    server_config = home / "sshd_config"
+    server_config.write_text(f"""\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {home / "host_key"}
+PidFile {home / "sshd.pid"}
+AuthorizedKeysFile {home / "authorized_keys"}
+AllowUsers {user}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+MaxStartups 100
+AcceptEnv {ALIAS_VAR}
+ForceCommand {session}
+LogLevel VERBOSE
+""")
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    client_config = home / "ssh_config"
+    blocks = [f"Host {alias}\n    SetEnv {ALIAS_VAR}={alias}\n" for alias in aliases]
+    client_config.write_text(
+        "".join(blocks)
+        + f"""\
+Host {" ".join(aliases)}
+    HostName 127.0.0.1
+    Port {port}
+Host *
+    User {user}
+    IdentityFile {client_key}
+    IdentitiesOnly yes
+    IdentityAgent none
+    UserKnownHostsFile {home / "known_hosts"}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    UpdateHostKeys no
+"""
+    )
+    log = home / "sshd.log"
+    argv = [
+        "unshare", "--mount", "--propagation", "private", "--",
+        "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(SSHD), str(server_config),
+    ]  # fmt: skip
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = BenchSshd(process, port, client_config, log, remote_top)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _listening(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise SystemExit(f"sshd did not start:\n{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return server

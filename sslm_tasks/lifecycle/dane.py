@@ -1,0 +1,270 @@
+"""DANE for a service's life: TLSA records published ahead of a key change, and a roll that
+waits until DNS really serves them.
+
+The per-apex file ``tlsa.<apex>`` is rebuilt from the certificates every time a service of the
+apex changes, so it follows ``dane_tls`` edits too (upstream only rewrote it at renewal). It
+holds every service's ``curr`` records, its ``next`` records while a roll is pending, and its
+``prev`` records from the roll until the servers have taken the new certificate. A zone whose
+records changed is marked for a DNS refresh (``certs/<apex>/.dns-refresh-pending``); the refresh
+itself runs once for all pending zones, so many changes cost one ``--serial_bump``, and a crash
+in between loses nothing.
+
+The roll is gated on observation, not on a timer alone (field notes, "safe key change"): every
+authoritative NS of the apex must serve the ``next`` records, and at least twice their TTL must
+have passed since that was first seen. The first sighting is recorded in the service state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from sslm_tasks.config.load import MAIN_FILE, list_services, load_service
+from sslm_tasks.config.models import CA_GROUP, ServiceConfig
+from sslm_tasks.crypto.inspect import load_certs
+from sslm_tasks.dns.lookup import mx_hosts, primary_for
+from sslm_tasks.dns.propagation import check_records
+from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
+from sslm_tasks.dns.tlsa import (
+    TlsaRecord,
+    group_file_text,
+    publish_group_file,
+    service_file_text,
+)
+from sslm_tasks.dns.tlsa import service_records as tlsa_records
+from sslm_tasks.errors import ConfigError
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store import layout as files
+from sslm_tasks.store.atomic import remove_file, write_atomic
+from sslm_tasks.store.layout import LinkName, ServiceRef
+from sslm_tasks.store.state import load_state, save_state
+from sslm_tasks.store.versions import is_complete, read_link
+
+#: State keys (``ServiceState.extra``) this module owns.
+SEEN_KEY = "tlsa_next_seen"
+RETIRE_KEY = "tlsa_retire_prev"
+#: Marker of a zone whose TLSA file changed and still needs its DNS refresh.
+PENDING_REFRESH = ".dns-refresh-pending"
+
+
+def _service(ws: Workspace, ref: ServiceRef) -> ServiceConfig:
+    if ref in ws.config.services:
+        return ws.service(ref)
+    return load_service(ws.config.conf_dir, ref)
+
+
+def _cert(ws: Workspace, ref: ServiceRef, which: LinkName) -> tuple[str, x509.Certificate] | None:
+    stamp = read_link(ws.layout, ref, which)
+    if stamp is None or not is_complete(ws.layout, ref, stamp):
+        return None
+    return stamp, load_certs((ws.layout.version_dir(ref, stamp) / files.CERT).read_bytes())[0]
+
+
+def _dns_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(names.get_values_for_type(x509.DNSName))
+
+
+def _needs_mx(svc: ServiceConfig) -> bool:
+    return any(entry.port == 25 or entry.subtype == "MX" for entry in svc.dane_tls)
+
+
+def version_records(ws: Workspace, ref: ServiceRef, which: LinkName) -> list[TlsaRecord]:
+    """The TLSA records of one version (none without ``dane_tls`` or without that version).
+
+    Also (re)writes the version's ``tlsa.rr`` when its content changed.
+
+    Raises:
+      ConfigError: an MX-based entry but no usable ``[[dns_primary]]`` for the apex.
+      DnsNoAnswer (transient) / DnsAnswerError: the MX lookup at the primary failed.
+    """
+    svc = _service(ws, ref)
+    found = _cert(ws, ref, which)
+    if not svc.dane_tls or found is None:
+        return []
+    stamp, cert = found
+    mx: list[str] = []
+    if _needs_mx(svc):
+        mx = [host.host for host in mx_hosts(primary_for(ws.config, ref.group), ref.group)]
+    records, _warnings = tlsa_records(
+        cert, svc.dane_tls, ttl=svc.dane_tls_ttl, apex=ref.group, sans=_dns_sans(cert), mx_hosts=mx
+    )
+    text = service_file_text(records, apex=ref.group, service=ref.service, stamp=stamp)
+    path = ws.layout.version_dir(ref, stamp) / files.TLSA_RR
+    if not path.is_file() or path.read_text() != text:
+        write_atomic(path, text.encode(), mode=files.PUBLIC_MODE)
+    return records
+
+
+def _group_services(ws: Workspace, group: str) -> list[ServiceRef]:
+    """Every service of ``group`` that has files: configured ones and any selected ones."""
+    names = set(list_services(ws.config.conf_dir / group))
+    names |= {ref.service for ref in ws.config.services if ref.group == group}
+    return [
+        ServiceRef(group, name)
+        for name in sorted(names)
+        if ws.layout.service_dir(ServiceRef(group, name)).is_dir()
+    ]
+
+
+def publish_group(ws: Workspace, group: str) -> bool:
+    """Rebuild ``tlsa.<group>`` and copy it to every ``tlsa_dirs`` entry when its records
+    changed; a change marks the zone for a DNS refresh. Returns whether it changed.
+
+    Idempotent. Holds the apex's lock (``tlsa:<apex>``) while it reads and writes, so two
+    services of one zone renewed at once by different workers never drop each other's records.
+    """
+    if group == CA_GROUP:
+        return False
+    with ws.lock(f"tlsa:{group}"):
+        return _publish_group(ws, group)
+
+
+def _publish_group(ws: Workspace, group: str) -> bool:
+    versions: dict[str, list[tuple[str, Sequence[TlsaRecord]]]] = {}
+    for ref in _group_services(ws, group):
+        if not _service(ws, ref).dane_tls:
+            continue
+        wanted: list[LinkName] = ["curr", "next"]
+        if load_state(ws.layout, ref).extra.get(RETIRE_KEY):
+            wanted.append("prev")
+        entries = [(which, version_records(ws, ref, which)) for which in wanted]
+        versions[ref.service] = [(which, recs) for which, recs in entries if recs]
+    if not versions and not ws.layout.group_tlsa(group).exists():
+        return False
+    text = group_file_text(group, versions)
+    changed = publish_group_file(
+        text, apex=group, store_path=ws.layout.group_tlsa(group), tlsa_dirs=_tlsa_dirs(ws)
+    )
+    if changed and _dns_restart_wanted(ws):
+        write_atomic(ws.layout.group_dir(group) / PENDING_REFRESH, b"", mode=files.PUBLIC_MODE)
+    return changed
+
+
+def publish_for_service(ws: Workspace, ref: ServiceRef) -> None:
+    """The renew/roll step: bring the TLSA file of the service's apex up to date."""
+    publish_group(ws, ref.group)
+
+
+def _tlsa_dirs(ws: Workspace) -> list[Path]:
+    dns = ws.config.main.dns
+    return [ws.config.resolve(d) for d in dns.tlsa_dirs] if dns is not None else []
+
+
+def _dns_restart_wanted(ws: Workspace) -> bool:
+    """A TLSA change refreshes the zone when ``[dns]`` has a restart command and its
+    ``depends`` is empty or names ``tlsa`` or ``dns`` (upstream's tags for a TLSA change)."""
+    dns = ws.config.main.dns
+    if dns is None or not dns.restart_cmd:
+        return False
+    return not dns.depends or bool({"tlsa", "dns"} & set(dns.depends))
+
+
+def pending_refreshes(ws: Workspace, groups: Iterable[str]) -> list[str]:
+    """The zones among ``groups`` whose TLSA file changed since their last DNS refresh."""
+    return sorted({g for g in groups if (ws.layout.group_dir(g) / PENDING_REFRESH).exists()})
+
+
+def refresh_pending(ws: Workspace, groups: Iterable[str], *, everything: bool = False) -> list[str]:
+    """Run one DNS refresh for every zone among ``groups`` that is marked (``everything``: every
+    zone among them, as ``-dns`` asks), then unmark them.
+
+    Returns the zones refreshed. A failed refresh leaves the marks, so the next run retries.
+    """
+    groups = list(groups)
+    zones = zone_apexes(groups) if everything else pending_refreshes(ws, groups)
+    if zones:
+        refresh_zones(ws.config, zones)
+        for zone in zones:
+            remove_file(ws.layout.group_dir(zone) / PENDING_REFRESH)
+    return zones
+
+
+# --------------------------------------------------------------------------- the roll gate
+
+
+@dataclass(frozen=True)
+class Gate:
+    open: bool
+    reason: str
+
+
+def _keys(records: Iterable[TlsaRecord]) -> set[tuple[str, int, int, int, str]]:
+    return {record.key for record in records}
+
+
+def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
+    """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
+    records do not change (``-r`` kept the key), or when every authoritative NS has served the
+    ``next`` records for twice their TTL.
+
+    Each call makes one pass over the name servers and records the first time all served them.
+
+    Raises:
+      DnsNoAnswer (transient): the primary did not answer.
+    """
+    svc = _service(ws, ref)
+    if not svc.dane_tls:
+        return Gate(True, "no DANE records")
+    upcoming = version_records(ws, ref, "next")
+    if _keys(upcoming) <= _keys(version_records(ws, ref, "curr")):
+        return Gate(True, "TLSA records unchanged")
+    if ws.config.main.dns is None:
+        where = ws.config.conf_dir / MAIN_FILE
+        raise ConfigError(where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs")
+    primary = primary_for(ws.config, ref.group)
+    state = load_state(ws.layout, ref)
+    by_owner: dict[str, list[str]] = {}
+    for record in upcoming:
+        text = f"{record.usage} {record.selector} {record.matching} {record.data}"
+        by_owner.setdefault(record.owner, []).append(text)
+    lagging = []
+    ttl = 0
+    for owner, expected in by_owner.items():
+        result = check_records(ref.group, primary, "TLSA", owner, expected)
+        ttl = max(ttl, result.ttl or svc.dane_tls_ttl)
+        if not result.ok:
+            lagging.append(result.summary())
+    now = ws.clock()
+    if lagging:
+        if state.extra.pop(SEEN_KEY, None) is not None:
+            save_state(ws.layout, ref, state, now=now)
+        return Gate(False, "waiting for DNS: " + "; ".join(lagging))
+    seen = state.extra.get(SEEN_KEY)
+    if seen is None:
+        state.extra[SEEN_KEY] = now.isoformat()
+        save_state(ws.layout, ref, state, now=now)
+        seen = state.extra[SEEN_KEY]
+    ready = datetime.fromisoformat(seen) + timedelta(seconds=2 * ttl)
+    if now < ready:
+        return Gate(
+            False,
+            f"every NS serves the next TLSA records; waiting until {ready:%H:%M:%S} "
+            f"(2 x TTL {ttl} s after {seen})",
+        )
+    return Gate(True, f"every NS has served the next TLSA records since {seen}")
+
+
+def rolled(ws: Workspace, ref: ServiceRef) -> None:
+    """After a roll: keep the old records published until the servers took the new certificate."""
+    if not _service(ws, ref).dane_tls:
+        return
+    state = load_state(ws.layout, ref)
+    state.extra.pop(SEEN_KEY, None)
+    state.extra[RETIRE_KEY] = True
+    save_state(ws.layout, ref, state, now=ws.clock())
+
+
+def deployed(ws: Workspace, refs: Iterable[ServiceRef]) -> None:
+    """The servers took the new certificates of ``refs``: their old records may go."""
+    for ref in refs:
+        state = load_state(ws.layout, ref)
+        if state.extra.pop(RETIRE_KEY, None) is not None:
+            save_state(ws.layout, ref, state, now=ws.clock())

@@ -1,0 +1,157 @@
+"""DANE end to end, in-process, against the real BIND primary and secondary of the lab:
+TLSA records published before the key changes, a roll that waits until every name server has
+served the new records for twice their TTL, and the old records retired after the roll."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from lab_dns import DnsLab
+from support import REPO, chain_verifies, run_tool
+
+SERVICE = """name = 'Mail'
+group = 'example.test'
+service = 'mail'
+signing_ca = 'my-int'
+dane_tls = [[25, 'tcp', 3, 1, 1]]
+dane_tls_ttl = 1
+
+[KeyOpts]
+    ktype = 'ec'
+    ec_algo = 'secp256r1'
+
+[X509]
+    CN = 'example.test'
+    O = 'Example'
+    C = 'US'
+    sans = ['example.test', 'mx1.example.test', 'mx2.example.test']
+"""
+
+
+@pytest.fixture
+def topdir(tmp_path: Path, dns_lab: DnsLab) -> Path:
+    top = tmp_path / "top"
+    shutil.copytree(REPO / "conf.d", top / "conf.d")
+    (top / "conf.d/example.test").mkdir()
+    (top / "conf.d/example.test/mail").write_text(SERVICE)
+    main = top / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text().replace("min_roll_mins = 90", "min_roll_mins = 0")
+        + f"""
+[[groups]]
+    active = true
+    domain = 'example.test'
+    services = ['mail']
+
+[[dns_primary]]
+    domain = 'default'
+    server = '{dns_lab.primary}'
+    port = {dns_lab.port}
+
+[dns]
+    restart_cmd = '{dns_lab.refresh_script}'
+    tlsa_dirs = ['{dns_lab.tlsa_dir}']
+    depends = ['tlsa']
+"""
+    )
+    return top
+
+
+def mgr(topdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_tool("sslm-mgr", *args, cwd=topdir)
+    return result
+
+
+def served(lab: DnsLab, server: str, owner: str) -> set[str]:
+    return {rdata.to_text().lower() for rdata in lab.query(owner, "TLSA", server)}
+
+
+def spki_record(topdir: Path, which: str) -> str:
+    cert = topdir / "certs/example.test/mail" / which / "cert.pem"
+    pubkey = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], capture_output=True, check=True
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"],
+        input=pubkey,
+        capture_output=True,
+        check=True,
+    ).stdout
+    digest = (
+        subprocess.run(
+            ["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True
+        )
+        .stdout.split()[0]
+        .decode()
+    )
+    return f"3 1 1 {digest}"
+
+
+def wait_served(lab: DnsLab, owner: str, records: set[str], *, present: bool = True) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = [served(lab, server, owner) for server in lab.servers]
+        if all((records <= s) if present else not (records & s) for s in got):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{owner}: wanted {records} present={present}, served {got}")
+
+
+def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
+    topdir: Path, dns_lab: DnsLab
+) -> None:
+    owner = "_25._tcp.mx1.example.test"
+    # Given a first certificate: its TLSA records for every MX host are published
+    first = mgr(topdir, "-renew")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert chain_verifies(topdir, "example.test/mail")
+    old = spki_record(topdir, "curr")
+    wait_served(dns_lab, owner, {old})
+    wait_served(dns_lab, "_25._tcp.mx2.example.test", {old})
+    assert "DNS refresh: example.test" in first.stdout
+    # When a new key is renewed: next's records are published beside curr's
+    renewed = mgr(topdir, "-f", "-renew", "example.test:mail")
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    new = spki_record(topdir, "next")
+    assert new != old
+    wait_served(dns_lab, owner, {old, new})
+    # Then the first roll only observes: both servers serve next, twice the TTL must pass
+    early = mgr(topdir, "-roll", "example.test:mail")
+    assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
+    assert (topdir / "certs/example.test/mail/next").exists()
+    time.sleep(2.2)  # dane_tls_ttl = 1 s: 2 x TTL after the first sighting
+    rolled = mgr(topdir, "-roll", "example.test:mail")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert "every NS has served the next TLSA records" in rolled.stdout
+    assert spki_record(topdir, "curr") == new
+    # and, the (no) servers having taken it, the old records are retired from DNS
+    wait_served(dns_lab, owner, {old}, present=False)
+    wait_served(dns_lab, owner, {new})
+    text = (dns_lab.tlsa_dir / "tlsa.example.test").read_text().lower()
+    assert new.split()[-1] in text and old.split()[-1] not in text
+
+
+def test_a_lagging_secondary_holds_the_roll_and_is_named(topdir: Path, dns_lab: DnsLab) -> None:
+    assert mgr(topdir, "-renew").returncode == 0
+    dns_lab.stop_secondary()
+    renewed = mgr(topdir, "-f", "-renew", "example.test:mail")
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    held = mgr(topdir, "-roll", "example.test:mail")
+    assert held.returncode == 0
+    assert "waiting for DNS" in held.stdout and "127.0.0.54" in held.stdout, held.stdout
+    assert (topdir / "certs/example.test/mail/next").exists()
+    # -f overrides the gate
+    forced = mgr(topdir, "-f", "-roll", "example.test:mail")
+    assert forced.returncode == 0 and not (topdir / "certs/example.test/mail/next").exists()
+
+
+def test_reusing_the_key_needs_no_dns_wait(topdir: Path, dns_lab: DnsLab) -> None:
+    assert mgr(topdir, "-renew").returncode == 0
+    assert mgr(topdir, "-f", "-r", "-renew", "example.test:mail").returncode == 0
+    rolled = mgr(topdir, "-roll", "example.test:mail")
+    assert rolled.returncode == 0 and "TLSA records unchanged" in rolled.stdout, rolled.stdout
+    assert not (topdir / "certs/example.test/mail/next").exists()
