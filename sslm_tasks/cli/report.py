@@ -51,6 +51,10 @@ def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bo
         lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
         if status.roll_due:
             lines.append(f"{'roll due':>20} : {status.roll_due}")
+        if status.tlsa_next_seen:
+            lines.append(f"{'next TLSA':>20} : served by every NS since {status.tlsa_next_seen}")
+        if status.tlsa_retiring_prev:
+            lines.append(f"{'prev TLSA':>20} : still published until the deploy succeeds")
         if status.last_error:
             lines.append(f"{'last error':>20} : {status.last_error}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sslm_tasks.crypto.inspect import cert_info
+from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import format_renew_in
@@ -43,6 +44,10 @@ class ServiceStatus:
     renew_in_days: float | None
     renew_due: bool
     roll_due: str | None
+    #: DANE: when every authoritative NS was first seen serving ``next``'s TLSA records.
+    tlsa_next_seen: str | None
+    #: DANE: the old ``curr``'s records stay published until the servers took the new one.
+    tlsa_retiring_prev: bool
     last_error: str | None
 
     def to_json(self) -> dict[str, Any]:
@@ -91,5 +96,7 @@ def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
         renew_in_days=decision.days_to_renew,
         renew_due=decision.due,
         roll_due=state.roll_due,
+        tlsa_next_seen=state.extra.get(dane.SEEN_KEY),
+        tlsa_retiring_prev=bool(state.extra.get(dane.RETIRE_KEY)),
         last_error=state.last_error,
     )

@@ -4,6 +4,7 @@ served the new records for twice their TTL, and the old records retired after th
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -123,6 +124,8 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     early = mgr(topdir, "-roll", "example.test:mail")
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
     assert (topdir / "certs/example.test/mail/next").exists()
+    status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
+    assert status["phase"] == "issued" and status["tlsa_next_seen"] is not None
     time.sleep(2.2)  # dane_tls_ttl = 1 s: 2 x TTL after the first sighting
     rolled = mgr(topdir, "-roll", "example.test:mail")
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
