@@ -14,8 +14,8 @@ each server gets a whole copy of the tree. Its own redis-server and one
 Timed, each from empty remote directories:
 
 (a) workers: one ``sslm.deploy.server`` task per server, sent as ``deploy_fanout`` sends them
-    (``apply_async((target.to_json(),), {"site": target.site})``) but without its 5 s debounce
-    ``countdown``; from the first send until the last result is in.
+    (target, changed services, ``site=`` keyword) but without its 5 s debounce ``countdown``;
+    from the first send until the last result is in.
 (b) sequential: per server, the rsync command ``SshTransport.copy_argv()`` gives and the ssh
     command ``SshTransport.run()`` runs for the restart, as plain subprocesses, one server after
     the other, in this process (same ``SSLM_SSH_*`` settings as the worker).
@@ -232,7 +232,7 @@ def main() -> None:
         from sslm_tasks.tasks import deploy_server
 
         def send(target: DeployTarget) -> Any:
-            return deploy_server.apply_async((target.to_json(),), {"site": target.site})
+            return deploy_server.apply_async((target.to_json(), []), {"site": target.site})
 
         sessions = sshd.sessions()
         warmup = targets[: 2 * concurrency]

@@ -31,7 +31,7 @@ from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import build, dane, production
+from sslm_tasks.lifecycle import build, dane, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
@@ -314,7 +314,7 @@ def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: R
     for target in deploy_targets(ws.config.main, [ref], ["cert"], force=force):
         job = f"deploy:{target.server_class}:{target.host}"
         if claims is None or claims.claim(job, self.request.id) is None:
-            deploys.append(deploy_server.si(target.to_json(), site=target.site))
+            deploys.append(deploy_server.si(target.to_json(), [str(ref)], site=target.site))
     for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
         if claims is None or claims.claim(job, self.request.id) is None:
@@ -351,8 +351,10 @@ def _job_started(job: str) -> None:
 
 
 @app.task(name="sslm.deploy.server", **DEPLOY_TASK)  # type: ignore[untyped-decorator]
-def deploy_server(self: Task, target: Result, *, site: str) -> Result:
-    """Bring one server up to date: its copy of production and, when due, its restart commands.
+def deploy_server(self: Task, target: Result, changed: list[str], *, site: str) -> Result:
+    """Bring one server up to date: its copy of production, its restart commands when due,
+    then its ``verify`` probes; a probe that fails fails the task (and so the chord that
+    would retire the old TLSA records).
 
     Runs on the deploy queue of the server's ``site``.
     """
@@ -362,6 +364,11 @@ def deploy_server(self: Task, target: Result, *, site: str) -> Result:
     ran = deploy(
         config.main, deploy_target, prod_dir=config.layout().prod_dir, timeout_s=DEFAULT_TIMEOUT_S
     )
+    refs = [ServiceRef(*name.split(":", 1)) for name in changed]
+    ws = Workspace(config=config, locker=_locker(config))
+    problems = served.check_server(ws, deploy_target, refs, timeout_s=DEFAULT_TIMEOUT_S)
+    if problems:
+        raise PermanentError("; ".join(problems))
     return {**deploy_target.to_json(), "ran": [" ".join(r.argv) for r in ran]}
 
 

@@ -24,7 +24,7 @@ from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
 from sslm_tasks.errors import SslmError, StoreError
-from sslm_tasks.lifecycle import build, dane, production
+from sslm_tasks.lifecycle import build, dane, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
@@ -197,8 +197,8 @@ class RunReport:
 def deploy_in_process(
     ws: Workspace, changed: Sequence[ServiceRef], *, force_restarts: bool = False
 ) -> list[str]:
-    """Deploy to every server: copy, its ``post_copy_cmd``, and a restart where the change
-    concerns it; then the ``post_copy_cmd`` entries of hosts that are no server.
+    """Deploy to every server: copy, its ``post_copy_cmd``, a restart where the change concerns
+    it and its ``verify`` probes; then the ``post_copy_cmd`` entries of hosts that are no server.
 
     One pass per run, as upstream: each server restarts once however many services changed.
     Returns one line per failed server; the others are still deployed.
@@ -212,6 +212,7 @@ def deploy_in_process(
                 main, target, prod_dir=ws.layout.prod_dir, timeout_s=DEFAULT_TIMEOUT_S
             ):
                 log.info("[%s] %s: ran %s", target.server_class, target.host, " ".join(ran.argv))
+            failures += served.check_server(ws, target, changed, timeout_s=DEFAULT_TIMEOUT_S)
         except SslmError as err:
             failures.append(f"[{target.server_class}] {target.host}: {err}")
     for host, command in unattached_post_copies(main):
@@ -262,21 +263,24 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     report = RunReport(outcomes)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     changed = [o.ref for o in outcomes if o.ok and o.changed]
+    groups = sorted({ref.group for ref in refs})
+    # New TLSA records go out before the servers change, so a deploy's DANE check finds them.
+    _refresh_dns(ws, report, groups, everything=request.refreshes_dns(ws.config))
     restart_all = request.dev.force_restarts
     if changed or request.dev.certs_prod or restart_all:
-        report.deploy_failures = deploy_in_process(ws, changed, force_restarts=restart_all)
-    groups = sorted({ref.group for ref in refs})
-    try:
-        if not report.deploy_failures:
-            # The servers took the new certificates: the old TLSA records may go now.
-            dane.deployed(ws, changed)
-            for group in sorted({ref.group for ref in changed}):
+        report.deploy_failures += deploy_in_process(ws, changed, force_restarts=restart_all)
+    if not report.deploy_failures:
+        # The servers took the new certificates: the old TLSA records may go now. A forced
+        # deploy (-certs-prod, -fsr) vouches for every selected service.
+        forced = request.dev.certs_prod or restart_all
+        deployed = [o.ref for o in outcomes if o.ok] if forced else changed
+        try:
+            dane.deployed(ws, deployed)
+            for group in sorted({ref.group for ref in deployed}):
                 dane.publish_group(ws, group)
-        report.dns_refreshed = dane.refresh_pending(
-            ws, groups, everything=request.refreshes_dns(ws.config)
-        )
-    except SslmError as err:
-        report.deploy_failures.append(f"DNS refresh: {err}")
+        except SslmError as err:
+            report.deploy_failures.append(f"TLSA: {err}")
+        _refresh_dns(ws, report, groups, everything=False)
     cleaning = request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes]
     for ref in cleaning:
         if ref in failed:
@@ -287,6 +291,21 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             outcomes.append(cleaned)
         _isolated(ws, ref, cleaned, partial(_clean, ws, ref, report))
     return report
+
+
+#: How long the in-process run waits for the primary to serve a refreshed zone.
+DNS_PUBLISH_WAIT_S = 10.0
+
+
+def _refresh_dns(
+    ws: Workspace, report: RunReport, groups: Sequence[str], *, everything: bool
+) -> None:
+    try:
+        report.dns_refreshed += dane.refresh_pending(
+            ws, groups, everything=everything, wait_s=DNS_PUBLISH_WAIT_S
+        )
+    except SslmError as err:
+        report.deploy_failures.append(f"DNS refresh: {err}")
 
 
 def _clean(ws: Workspace, ref: ServiceRef, report: RunReport) -> None:

@@ -16,6 +16,7 @@ have passed since that was first seen. The first sighting is recorded in the ser
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from cryptography import x509
 from sslm_tasks.config.load import MAIN_FILE, list_services, load_service
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
-from sslm_tasks.dns.lookup import mx_hosts, primary_for
+from sslm_tasks.dns.lookup import mx_hosts, primary_for, soa_serial
 from sslm_tasks.dns.propagation import check_records
 from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
 from sslm_tasks.dns.tlsa import (
@@ -36,7 +37,7 @@ from sslm_tasks.dns.tlsa import (
     service_file_text,
 )
 from sslm_tasks.dns.tlsa import service_records as tlsa_records
-from sslm_tasks.errors import ConfigError
+from sslm_tasks.errors import ConfigError, SslmError
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import remove_file, write_atomic
@@ -172,19 +173,44 @@ def pending_refreshes(ws: Workspace, groups: Iterable[str]) -> list[str]:
     return sorted({g for g in groups if (ws.layout.group_dir(g) / PENDING_REFRESH).exists()})
 
 
-def refresh_pending(ws: Workspace, groups: Iterable[str], *, everything: bool = False) -> list[str]:
+def refresh_pending(
+    ws: Workspace, groups: Iterable[str], *, everything: bool = False, wait_s: float = 0.0
+) -> list[str]:
     """Run one DNS refresh for every zone among ``groups`` that is marked (``everything``: every
     zone among them, as ``-dns`` asks), then unmark them.
+
+    With ``wait_s``, wait up to that long until the zones' primary serves a newer serial, so
+    that what follows (a deploy's DANE check) sees the new records: only the in-process run
+    waits; workers move on and let their own retries absorb the delay.
 
     Returns the zones refreshed. A failed refresh leaves the marks, so the next run retries.
     """
     groups = list(groups)
     zones = zone_apexes(groups) if everything else pending_refreshes(ws, groups)
-    if zones:
-        refresh_zones(ws.config, zones)
-        for zone in zones:
-            remove_file(ws.layout.group_dir(zone) / PENDING_REFRESH)
+    if not zones:
+        return zones
+    before = {zone: _primary_serial(ws, zone) for zone in zones} if wait_s > 0 else {}
+    refresh_zones(ws.config, zones)
+    for zone in zones:
+        remove_file(ws.layout.group_dir(zone) / PENDING_REFRESH)
+    deadline = time.monotonic() + wait_s
+    for zone, serial in before.items():
+        while serial is not None and time.monotonic() < deadline:
+            now_serving = _primary_serial(ws, zone)
+            if now_serving is not None and now_serving != serial:
+                break
+            time.sleep(0.1)
     return zones
+
+
+def _primary_serial(ws: Workspace, zone: str) -> int | None:
+    """The serial the zone's primary serves, or None when there is no primary to ask."""
+    if not ws.config.main.dns_primary:
+        return None
+    try:
+        return soa_serial(primary_for(ws.config, zone), zone)
+    except SslmError:
+        return None
 
 
 # --------------------------------------------------------------------------- the roll gate

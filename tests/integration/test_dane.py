@@ -8,10 +8,12 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lab_dns import DnsLab
+from services import free_port
 from support import REPO, chain_verifies, run_tool
 
 SERVICE = """name = 'Mail'
@@ -158,3 +160,104 @@ def test_reusing_the_key_needs_no_dns_wait(topdir: Path, dns_lab: DnsLab) -> Non
     rolled = mgr(topdir, "-roll", "example.test:mail")
     assert rolled.returncode == 0 and "TLSA records unchanged" in rolled.stdout, rolled.stdout
     assert not (topdir / "certs/example.test/mail/next").exists()
+
+
+RESTART = """#!/bin/sh
+# Restart the test's TLS server with the production certificate (or, when {wrong} exists,
+# with a certificate of another key), leaving the pid for the test to stop it.
+[ -f {pid} ] && kill "$(cat {pid})" 2>/dev/null
+cert={prod}/curr/cert.pem
+key={prod}/curr/privkey.pem
+if [ -f {wrong} ]; then cert={wrong}; key={wrong_key}; fi
+setsid openssl s_server -quiet -www -accept 127.0.0.1:{port} -cert "$cert" -key "$key" \\
+    </dev/null >/dev/null 2>&1 &
+echo $! > {pid}
+sleep 0.5
+echo "restarted $cert" >> {log}
+"""
+
+
+@pytest.fixture
+def served_mx(topdir: Path, tmp_path: Path) -> Iterator[dict[str, Path | int]]:
+    """An [smtp] server on this host whose restart command (re)starts a real TLS listener, and a
+    verify probe for it; DANE records for its port under the MX names."""
+    port = free_port()
+    paths: dict[str, Path | int] = {
+        "pid": tmp_path / "s_server.pid",
+        "log": tmp_path / "restarts.log",
+        "port": port,
+        "wrong": tmp_path / "wrong.pem",
+        "wrong_key": tmp_path / "wrong.key",
+    }
+    script = tmp_path / "restart.sh"
+    script.write_text(RESTART.format(prod=topdir / "prod-certs/example.test/mail", **paths))
+    script.chmod(0o755)
+    svc = topdir / "conf.d/example.test/mail"
+    svc.write_text(
+        svc.read_text().replace("[[25, 'tcp', 3, 1, 1]]", f"[[{port}, 'tcp', 3, 1, 1, 'MX']]")
+    )
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"""
+[smtp]
+    servers = ['localhost']
+    restart_cmd = '{script}'
+    svc_depends = [['example.test', ['mail']]]
+    verify = ['tls://mx1.example.test:{port}?connect=127.0.0.1']
+"""
+    )
+    yield paths
+    pid_file = Path(str(paths["pid"]))
+    if pid_file.exists():
+        subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+
+
+def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_records(
+    topdir: Path, dns_lab: DnsLab, served_mx: dict[str, Path | int]
+) -> None:
+    owner = f"_{served_mx['port']}._tcp.mx1.example.test"
+    # Given a first certificate: deployed, served, matching its published TLSA record
+    first = mgr(topdir, "-renew")
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = spki_record(topdir, "curr")
+    wait_served(dns_lab, owner, {old})
+    # When a new key is renewed (deployed and verified: the server still serves curr)
+    assert mgr(topdir, "-f", "-renew", "example.test:mail").returncode == 0
+    # When the server is made to serve another key at the next roll
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=wrong",
+            "-keyout",
+            str(served_mx["wrong_key"]),
+            "-out",
+            str(served_mx["wrong"]),
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert "not rolling yet" in mgr(topdir, "-roll", "example.test:mail").stdout
+    time.sleep(2.2)
+    rolled = mgr(topdir, "-roll", "example.test:mail")
+    # Then the roll is reported failed by server and probe, and the old records stay published
+    assert rolled.returncode == 1, rolled.stdout
+    assert "verify tls://mx1.example.test" in rolled.stdout and "expected" in rolled.stdout
+    assert old in served(dns_lab, dns_lab.primary, owner)
+    status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
+    assert status["tlsa_retiring_prev"] is True
+    # When the server serves the right certificate again, a deploy passes and retires them
+    Path(str(served_mx["wrong"])).unlink()
+    fixed = mgr(topdir, "dev", "-fsr", "example.test:mail")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    wait_served(dns_lab, owner, {old}, present=False)
