@@ -31,7 +31,7 @@ from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import build, dane, production, served
+from sslm_tasks.lifecycle import build, dane, deploy_record, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
@@ -195,20 +195,26 @@ def renew_check(self: Task, group: str, service: str, options: Result) -> Result
 def _renew_step(
     task: Task, step_name: str, prev: Result, group: str, service: str, options: Result
 ) -> Result:
-    if not prev.get("build"):
+    building = bool(prev.get("build"))
+    if not building and (prev.get("busy") or step_name in dict(BUILD_STEPS)):
         return prev
+    # publish and tlsa run on every check: they repair production and follow dane_tls edits
     ws, ref = _workspace(group, service, options)
     claims = _claims()
-    if claims is not None:
+    if claims is not None and building:
         claims.refresh(_claim_name(ref), _owner(task))
     step = dict(RENEW_STEPS)[step_name]
     with _service_lock(ws, ref):
         # A message delivered again after its chain finished finds its build done: no-op.
-        stale = step_name in dict(BUILD_STEPS) and not build.is_building(ws, ref, prev["stamp"])
+        stale = (
+            building
+            and step_name in dict(BUILD_STEPS)
+            and not build.is_building(ws, ref, prev["stamp"])
+        )
         if not stale:
             step(ws, ref)
     result = {**prev, "step": step_name}
-    if step_name == RENEW_STEPS[-1][0]:
+    if step_name == RENEW_STEPS[-1][0] and building:
         _release(task, ref)
         result.update(
             changed=True,
@@ -361,15 +367,22 @@ def deploy_server(self: Task, target: Result, changed: list[str], *, site: str) 
     deploy_target = DeployTarget.from_json(target, site=site)
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
     config, _ = load_config([])
-    ran = deploy(
-        config.main, deploy_target, prod_dir=config.layout().prod_dir, timeout_s=DEFAULT_TIMEOUT_S
-    )
-    refs = [ServiceRef(*name.split(":", 1)) for name in changed]
     ws = Workspace(config=config, locker=_locker(config))
-    problems = served.check_server(ws, deploy_target, refs, timeout_s=DEFAULT_TIMEOUT_S)
+    refs = [ServiceRef(*name.split(":", 1)) for name in changed]
+    try:
+        ran = deploy(
+            config.main, deploy_target, prod_dir=ws.layout.prod_dir, timeout_s=DEFAULT_TIMEOUT_S
+        )
+        problems = served.check_server(ws, deploy_target, refs, timeout_s=DEFAULT_TIMEOUT_S)
+    except SslmError as err:
+        deploy_record.record_outcome(ws, deploy_target, ok=False, detail=str(err))
+        raise
+    commands = [" ".join(r.argv) for r in ran]
+    detail = "; ".join(problems) or "deployed" + "".join(f"; ran {c}" for c in commands)
+    deploy_record.record_outcome(ws, deploy_target, ok=not problems, detail=detail)
     if problems:
         raise PermanentError("; ".join(problems))
-    return {**deploy_target.to_json(), "ran": [" ".join(r.argv) for r in ran]}
+    return {**deploy_target.to_json(), "ran": commands}
 
 
 @app.task(name="sslm.deploy.post_copy", **DEPLOY_TASK)  # type: ignore[untyped-decorator]

@@ -24,7 +24,7 @@ from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
 from sslm_tasks.errors import SslmError, StoreError
-from sslm_tasks.lifecycle import build, dane, production, served
+from sslm_tasks.lifecycle import build, dane, deploy_record, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
@@ -208,13 +208,16 @@ def deploy_in_process(
     tags = ["cert"] if changed else []
     for target in deploy_targets(main, changed, tags, force=force_restarts):
         try:
-            for ran in deploy(
-                main, target, prod_dir=ws.layout.prod_dir, timeout_s=DEFAULT_TIMEOUT_S
-            ):
-                log.info("[%s] %s: ran %s", target.server_class, target.host, " ".join(ran.argv))
-            failures += served.check_server(ws, target, changed, timeout_s=DEFAULT_TIMEOUT_S)
+            ran = deploy(main, target, prod_dir=ws.layout.prod_dir, timeout_s=DEFAULT_TIMEOUT_S)
+            commands = [" ".join(result.argv) for result in ran]
+            for shown in commands:
+                log.info("[%s] %s: ran %s", target.server_class, target.host, shown)
+            problems = served.check_server(ws, target, changed, timeout_s=DEFAULT_TIMEOUT_S)
+            detail = "; ".join(problems) or "deployed" + "".join(f"; ran {c}" for c in commands)
         except SslmError as err:
-            failures.append(f"[{target.server_class}] {target.host}: {err}")
+            problems, detail = [f"[{target.server_class}] {target.host}: {err}"], str(err)
+        failures += problems
+        deploy_record.record_outcome(ws, target, ok=not problems, detail=detail)
     for host, command in unattached_post_copies(main):
         try:
             post_copy(host, command, timeout_s=DEFAULT_TIMEOUT_S)
@@ -325,6 +328,8 @@ def _service_turn(
     if request.roll:
         roll_service(ws, ref, outcome, force=ws.options.force)
     outcome.synced = production.sync_service(ws, ref)
+    # Also when nothing was due: a dane_tls edit takes effect without waiting for a renewal.
+    dane.publish_for_service(ws, ref)
 
 
 def _isolated(

@@ -53,8 +53,19 @@ def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bo
             lines.append(f"{'roll due':>20} : {status.roll_due}")
         if status.tlsa_next_seen:
             lines.append(f"{'next TLSA':>20} : served by every NS since {status.tlsa_next_seen}")
+        if status.tlsa_next_ns:
+            lines.append(f"{'next TLSA on NS':>20} : {status.tlsa_next_ns}")
         if status.tlsa_retiring_prev:
             lines.append(f"{'prev TLSA':>20} : still published until the deploy succeeds")
+        for server in status.servers:
+            if server["at"] is None:
+                lines.append(f"{'deploy':>20} : {server['server']}: not deployed yet")
+            else:
+                verdict = "ok" if server["ok"] else "FAILED"
+                lines.append(
+                    f"{'deploy':>20} : {server['server']}: {verdict} at {server['at']}"
+                    f" ({server['detail']})"
+                )
         if status.last_error:
             lines.append(f"{'last error':>20} : {status.last_error}")
     return "\n".join(lines)

@@ -48,6 +48,8 @@ from sslm_tasks.store.versions import is_complete, read_link
 #: State keys (``ServiceState.extra``) this module owns.
 SEEN_KEY = "tlsa_next_seen"
 RETIRE_KEY = "tlsa_retire_prev"
+#: How many authoritative name servers served all ``next`` records at the last look.
+NS_KEY = "tlsa_next_ns"
 #: Marker of a zone whose TLSA file changed and still needs its DNS refresh.
 PENDING_REFRESH = ".dns-refresh-pending"
 
@@ -253,21 +255,24 @@ def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
         by_owner.setdefault(record.owner, []).append(text)
     lagging = []
     ttl = 0
+    serving_all: set[str] | None = None  # servers that serve every owner's records
+    asked: set[str] = set()
     for owner, expected in by_owner.items():
         result = check_records(ref.group, primary, "TLSA", owner, expected)
         ttl = max(ttl, result.ttl or svc.dane_tls_ttl)
+        serving = set(result.caught_up)
+        asked |= serving | {line.split(": ", 1)[0] for line in result.lagging}
+        serving_all = serving if serving_all is None else serving_all & serving
         if not result.ok:
             lagging.append(result.summary())
     now = ws.clock()
+    state.extra[NS_KEY] = f"{len(serving_all or ())} of {len(asked)}"
     if lagging:
-        if state.extra.pop(SEEN_KEY, None) is not None:
-            save_state(ws.layout, ref, state, now=now)
-        return Gate(False, "waiting for DNS: " + "; ".join(lagging))
-    seen = state.extra.get(SEEN_KEY)
-    if seen is None:
-        state.extra[SEEN_KEY] = now.isoformat()
+        state.extra.pop(SEEN_KEY, None)
         save_state(ws.layout, ref, state, now=now)
-        seen = state.extra[SEEN_KEY]
+        return Gate(False, "waiting for DNS: " + "; ".join(lagging))
+    seen = state.extra.setdefault(SEEN_KEY, now.isoformat())
+    save_state(ws.layout, ref, state, now=now)
     ready = datetime.fromisoformat(seen) + timedelta(seconds=2 * ttl)
     if now < ready:
         return Gate(
@@ -284,6 +289,7 @@ def rolled(ws: Workspace, ref: ServiceRef) -> None:
         return
     state = load_state(ws.layout, ref)
     state.extra.pop(SEEN_KEY, None)
+    state.extra.pop(NS_KEY, None)
     state.extra[RETIRE_KEY] = True
     save_state(ws.layout, ref, state, now=ws.clock())
 

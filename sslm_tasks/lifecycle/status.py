@@ -10,8 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sslm_tasks.crypto.inspect import cert_info
+from sslm_tasks.deploy.targets import depends_on
 from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from sslm_tasks.lifecycle.deploy_record import read_outcomes
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import format_renew_in
 from sslm_tasks.store.layout import LinkName, ServiceRef
@@ -48,6 +50,10 @@ class ServiceStatus:
     tlsa_next_seen: str | None
     #: DANE: the old ``curr``'s records stay published until the servers took the new one.
     tlsa_retiring_prev: bool
+    #: DANE: how many authoritative NS served all ``next`` records at the last look.
+    tlsa_next_ns: str | None
+    #: Last deploy (and verify) of each server that uses this service.
+    servers: list[dict[str, object]]
     last_error: str | None
 
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +89,21 @@ def _version(ws: Workspace, ref: ServiceRef, which: LinkName) -> VersionStatus |
     )
 
 
+def _servers(ws: Workspace, ref: ServiceRef) -> list[dict[str, object]]:
+    outcomes = read_outcomes(ws)
+    found: list[dict[str, object]] = []
+    for name, section in ws.config.main.server_sections():
+        if not depends_on(section, [ref], ["cert"]):
+            continue
+        for host in section.servers:
+            outcome = outcomes.get(f"{name}:{host}")
+            last = (
+                asdict(outcome) if outcome is not None else {"at": None, "ok": None, "detail": None}
+            )
+            found.append({"server": f"{name}:{host}", **last})
+    return found
+
+
 def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
     state = load_state(ws.layout, ref)
     decision = renew_decision(ws, ref)
@@ -98,5 +119,7 @@ def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
         roll_due=state.roll_due,
         tlsa_next_seen=state.extra.get(dane.SEEN_KEY),
         tlsa_retiring_prev=bool(state.extra.get(dane.RETIRE_KEY)),
+        tlsa_next_ns=state.extra.get(dane.NS_KEY),
+        servers=_servers(ws, ref),
         last_error=state.last_error,
     )

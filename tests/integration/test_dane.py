@@ -128,6 +128,26 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     assert (topdir / "certs/example.test/mail/next").exists()
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
     assert status["phase"] == "issued" and status["tlsa_next_seen"] is not None
+    assert status["tlsa_next_ns"] == "2 of 2"
+    # and the records validate against the signed zone's key (DNSSEC) on both servers
+    for server in dns_lab.servers:
+        delv = subprocess.run(
+            [
+                "delv",
+                f"@{server}",
+                "-a",
+                str(dns_lab.trust_anchor_file()),
+                "+root=example.test",
+                owner,
+                "TLSA",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "; fully validated" in delv.stdout, delv.stdout + delv.stderr
+        assert new.split()[-1] in delv.stdout.replace(" ", "").lower()
     time.sleep(2.2)  # dane_tls_ttl = 1 s: 2 x TTL after the first sighting
     rolled = mgr(topdir, "-roll", "example.test:mail")
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
@@ -222,6 +242,8 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     assert first.returncode == 0, first.stdout + first.stderr
     old = spki_record(topdir, "curr")
     wait_served(dns_lab, owner, {old})
+    status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
+    assert [(s["server"], s["ok"]) for s in status["servers"]] == [("smtp:localhost", True)]
     # When a new key is renewed (deployed and verified: the server still serves curr)
     assert mgr(topdir, "-f", "-renew", "example.test:mail").returncode == 0
     # When the server is made to serve another key at the next roll
@@ -256,8 +278,27 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     assert old in served(dns_lab, dns_lab.primary, owner)
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
     assert status["tlsa_retiring_prev"] is True
+    assert status["servers"][0]["ok"] is False and "verify" in status["servers"][0]["detail"]
     # When the server serves the right certificate again, a deploy passes and retires them
     Path(str(served_mx["wrong"])).unlink()
     fixed = mgr(topdir, "dev", "-fsr", "example.test:mail")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     wait_served(dns_lab, owner, {old}, present=False)
+
+
+def test_a_dane_tls_change_is_published_without_a_renewal(topdir: Path, dns_lab: DnsLab) -> None:
+    assert mgr(topdir, "-renew").returncode == 0
+    record = spki_record(topdir, "curr")
+    # When a port is added to dane_tls and a renew finds nothing due
+    svc = topdir / "conf.d/example.test/mail"
+    svc.write_text(
+        svc.read_text().replace(
+            "[[25, 'tcp', 3, 1, 1]]", "[[25, 'tcp', 3, 1, 1], [465, 'tcp', 3, 1, 1]]"
+        )
+    )
+    again = mgr(topdir, "-renew")
+    # Then the new owners are published (for each DNS SAN), and the zone was refreshed
+    assert again.returncode == 0 and "renew in" in again.stdout, again.stdout
+    assert "DNS refresh: example.test" in again.stdout
+    wait_served(dns_lab, "_465._tcp.mx1.example.test", {record})
+    wait_served(dns_lab, "_465._tcp.example.test", {record})
