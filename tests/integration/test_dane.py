@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from lab_dns import DnsLab
-from services import free_port
+from services import RedisServer, WorkerStarter, free_port
 from support import REPO, chain_verifies, run_tool
 
 SERVICE = """name = 'Mail'
@@ -302,3 +302,36 @@ def test_a_dane_tls_change_is_published_without_a_renewal(topdir: Path, dns_lab:
     assert "DNS refresh: example.test" in again.stdout
     wait_served(dns_lab, "_465._tcp.mx1.example.test", {record})
     wait_served(dns_lab, "_465._tcp.example.test", {record})
+
+
+def test_the_dane_roll_through_workers(
+    topdir: Path, dns_lab: DnsLab, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a worker serving every queue of this tree, and the CLI talking to it
+    workers.start("dane@test", pool="prefork", concurrency=2, env={"SSL_MGR_TOPDIR": str(topdir)})
+    broker = {"SSLM_BROKER_URL": redis_server.url()}
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_tool("sslm-mgr", *args, cwd=topdir, env=broker, timeout=180)
+
+    owner = "_25._tcp.mx1.example.test"
+    # When the first certificate is issued, its records reach both name servers
+    first = remote("-renew")
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = spki_record(topdir, "curr")
+    wait_served(dns_lab, owner, {old})
+    # and a renewal publishes next's records beside them
+    renewed = remote("-f", "-renew", "example.test:mail")
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    new = spki_record(topdir, "next")
+    wait_served(dns_lab, owner, {old, new})
+    # Then the roll task first only observes, and rolls 2 x TTL later
+    early = remote("-roll", "example.test:mail")
+    assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
+    time.sleep(2.2)
+    rolled = remote("-roll", "example.test:mail")
+    assert rolled.returncode == 0 and "rolled" in rolled.stdout, rolled.stdout
+    assert spki_record(topdir, "curr") == new
+    # and once the (no) servers are deployed, the old records are retired from DNS
+    wait_served(dns_lab, owner, {old}, present=False)
+    wait_served(dns_lab, owner, {new})
