@@ -31,7 +31,7 @@ from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import build, dane, deploy_record, production, served
+from sslm_tasks.lifecycle import acme_issue, build, dane, deploy_record, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
@@ -42,7 +42,15 @@ from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import DIR_MODE_GROUP, ServiceRef
 from sslm_tasks.store.state import Phase, load_state
 from sslm_tasks.store.versions import read_link
-from sslm_tasks.workflows import BUILD_STEPS, RENEW_STEPS, DevSteps, ServiceOutcome, dev_service
+from sslm_tasks.workflows import (
+    ACME_SIGN_STEPS,
+    BUILD_STEPS,
+    RENEW_STEPS,
+    DevSteps,
+    ServiceOutcome,
+    SignStep,
+    dev_service,
+)
 
 log = logging.getLogger("sslm.tasks")
 
@@ -211,7 +219,12 @@ def _renew_step(
             and step_name in dict(BUILD_STEPS)
             and not build.is_building(ws, ref, prev["stamp"])
         )
-        if not stale:
+        # An ACME service was signed by the ACME tasks before this one: its in-process sign
+        # (which polls with sleeps) never runs in a worker.
+        acme_signed = step_name == "sign" and acme_issue.is_acme(ws, ref)
+        if not stale and acme_signed:
+            acme_issue.require_issued(ws, ref)
+        elif not stale:
             step(ws, ref)
     result = {**prev, "step": step_name}
     if step_name == RENEW_STEPS[-1][0] and building:
@@ -237,6 +250,84 @@ def _make_renew_step_task(step_name: str) -> Task:
 
 #: One task per renew step, in the order of :data:`~sslm_tasks.workflows.RENEW_STEPS`.
 RENEW_STEP_TASKS: dict[str, Task] = {name: _make_renew_step_task(name) for name, _ in RENEW_STEPS}
+
+
+# --------------------------------------------------------------------------- ACME sign
+
+#: A waiting ACME step asks again after 2, 4, 8, ... seconds, at most this long apart.
+ACME_COUNTDOWN_MAX_S = 60.0
+#: ... and gives up once its countdowns add up to this: the bound, with the laggards named.
+ACME_TASK_WAIT_S = 600.0
+#: A backstop above the retries that bound takes (about 14).
+ACME_MAX_RETRIES = 40
+
+
+def acme_countdown(retries: int) -> float:
+    """The countdown before check number ``retries + 1``: front-weighted, capped."""
+    return min(2.0 ** (retries + 1), ACME_COUNTDOWN_MAX_S)
+
+
+def acme_waited(retries: int) -> float:
+    """Seconds of countdowns behind a check that was retried ``retries`` times."""
+    return sum(acme_countdown(n) for n in range(retries))
+
+
+def _acme_step(
+    task: Task, step: SignStep, prev: Result, group: str, service: str, options: Result
+) -> Result:
+    """One ACME step for one service; a waiting step that is not ready retries itself."""
+    if not prev.get("build"):
+        return prev
+    ws, ref = _workspace(group, service, options)
+    if not acme_issue.is_acme(ws, ref):
+        return prev  # a local CA signs in the ``sign`` step
+    claims = _claims()
+    if claims is not None:
+        claims.refresh(_claim_name(ref), _owner(task))
+    done, detail = True, ""
+    with _service_lock(ws, ref):
+        if build.is_building(ws, ref, prev["stamp"]):
+            if step.run is not None:
+                step.run(ws, ref)
+            elif step.ready is not None:
+                try:
+                    done, detail = step.ready(ws, ref)
+                except TransientError as err:
+                    # One more "not yet" (a primary that did not answer, the CA still
+                    # issuing), under the step's own bound rather than the autoretry's.
+                    done, detail = False, str(err)
+    if not done:
+        retries = int(task.request.retries or 0)
+        waited = acme_waited(retries)
+        if waited >= ACME_TASK_WAIT_S:
+            raise PermanentError(f"{ref}: {step.name}: not done after {waited:g} s: {detail}")
+        countdown = acme_countdown(retries)
+        delay = ws.config.main.globals.dns_check_delay
+        if step.name == "acme_propagated" and retries == 0 and delay > 0:
+            # dns_check_delay: a first countdown, never a sleep; capped like the others.
+            countdown = min(delay, ACME_COUNTDOWN_MAX_S)
+        log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, detail, countdown)
+        raise task.retry(countdown=countdown)
+    return {**prev, "step": step.name}
+
+
+def _make_acme_step_task(step: SignStep) -> Task:
+    def run(self: Task, prev: Result, group: str, service: str, options: Result) -> Result:
+        return _acme_step(self, step, prev, group, service, options)
+
+    run.__name__ = run.__qualname__ = step.name
+    run.__doc__ = f"ACME sign step {step.name!r} (see sslm_tasks.workflows.ACME_SIGN_STEPS)."
+    # Waiting steps retry with their own countdowns and stop at ACME_TASK_WAIT_S; the retry
+    # limit is only a backstop above that (other transient errors share the count).
+    options = {**SERVICE_TASK, "max_retries": ACME_MAX_RETRIES} if step.ready else SERVICE_TASK
+    task: Task = app.task(name=f"sslm.issue.{step.name}", base=ServiceTask, **options)(run)
+    return task
+
+
+#: One task per ACME sign step, in the order of :data:`~sslm_tasks.workflows.ACME_SIGN_STEPS`.
+ACME_STEP_TASKS: dict[str, Task] = {
+    step.name: _make_acme_step_task(step) for step in ACME_SIGN_STEPS
+}
 
 
 # --------------------------------------------------------------------------- roll
@@ -287,6 +378,12 @@ def dev_service_task(
         }
     outcome = ServiceOutcome(ref)
     try:
+        if dev.get("cert") and acme_issue.is_acme(ws, ref):
+            # Its sign polls DNS and the CA with sleeps: fine in-process, never in a worker.
+            raise PermanentError(
+                f"{ref}: dev -cert of a service signed by an ACME CA runs in-process only "
+                "(sslm-mgr without a broker); -renew issues it through the workers"
+            )
         with _service_lock(ws, ref):
             dev_service(ws, ref, outcome, DevSteps(**dev))
             production.sync_service(ws, ref)
@@ -448,7 +545,10 @@ def renew_trigger(group: str, service: str) -> str:
     """Beat's per-service check: start the renew workflow; it decides whether anything is due."""
     from sslm_tasks.workflows import renew_workflow
 
-    return str(renew_workflow(ServiceRef(group, service), RunOptions()).apply_async().id)
+    ref = ServiceRef(group, service)
+    config, _ = load_config([str(ref)])
+    acme = acme_issue.acme_ca_of(config, ref) is not None
+    return str(renew_workflow(ref, RunOptions(), acme=acme).apply_async().id)
 
 
 @app.task(name="sslm.roll.due")  # type: ignore[untyped-decorator]

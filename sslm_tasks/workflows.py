@@ -12,6 +12,7 @@ order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,8 +24,8 @@ from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
-from sslm_tasks.errors import SslmError, StoreError
-from sslm_tasks.lifecycle import build, dane, deploy_record, production, served
+from sslm_tasks.errors import PermanentError, SslmError, StoreError, TransientError
+from sslm_tasks.lifecycle import acme_issue, build, dane, deploy_record, production, served
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
@@ -34,13 +35,83 @@ from sslm_tasks.store.versions import read_link
 log = logging.getLogger("sslm")
 
 Step = Callable[[Workspace, ServiceRef], object]
+#: A waiting step: one check (one DNS pass, one ACME poll); True when the workflow may go on,
+#: with a line that says what it saw (the laggards, when not ready).
+Ready = Callable[[Workspace, ServiceRef], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class SignStep:
+    """One step of an ACME sign: a one-shot action, or a ``ready`` predicate to ask again
+    (in-process: short sleeps up to :data:`ACME_WAIT_S`; Celery: retries with countdowns)."""
+
+    name: str
+    run: Step | None = None
+    ready: Ready | None = None
+
+
+#: The sign of a build whose CA speaks ACME (dns-01), RFC 8555 in order: order → publish the
+#: TXT records → wait until DNS serves them → answer → wait until validated → finalize and
+#: fetch the chain (then withdraw the records). Replaces ``sign`` for ACME services.
+ACME_SIGN_STEPS: Final[tuple[SignStep, ...]] = (
+    SignStep("acme_order", run=acme_issue.order),
+    SignStep("acme_publish", run=acme_issue.publish),
+    SignStep("acme_propagated", ready=acme_issue.propagated),
+    SignStep("acme_answer", run=acme_issue.answer),
+    SignStep("acme_validated", ready=acme_issue.validated),
+    SignStep("acme_finalize", ready=acme_issue.finalize),
+)
+
+#: In-process only: how long one waiting step may take before the build fails, naming what
+#: lags; and the pause between two checks. Workers never sleep (see the ACME tasks).
+ACME_WAIT_S: Final = 120.0
+ACME_POLL_S: Final = 0.5
+
+
+def run_acme_sign(ws: Workspace, ref: ServiceRef, *, wait_s: float | None = None) -> None:
+    """Walk :data:`ACME_SIGN_STEPS` in this process, polling the waiting steps.
+
+    A transient error in a waiting step (a primary that did not answer, the CA still issuing)
+    is one more "not yet"; at the deadline the build fails with the last thing seen.
+
+    Raises:
+      PermanentError: a waiting step was not ready within ``wait_s`` (default
+        :data:`ACME_WAIT_S`).
+    """
+    wait_s = ACME_WAIT_S if wait_s is None else wait_s
+    for step in ACME_SIGN_STEPS:
+        if step.run is not None:
+            step.run(ws, ref)
+            continue
+        assert step.ready is not None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                done, detail = step.ready(ws, ref)
+            except TransientError as err:
+                done, detail = False, str(err)
+            if done:
+                log.info("%s: %s: %s", ref, step.name, detail)
+                break
+            if time.monotonic() >= deadline:
+                raise PermanentError(f"{ref}: {step.name}: not done after {wait_s:g} s: {detail}")
+            time.sleep(ACME_POLL_S)
+
+
+def sign(ws: Workspace, ref: ServiceRef) -> None:
+    """The signed certificate and its chain: the ACME steps for an ACME CA, else local."""
+    if acme_issue.is_acme(ws, ref):
+        run_acme_sign(ws, ref)
+    else:
+        build.sign(ws, ref)
+
 
 #: Building a new version, after the check said one is needed: key, CSR, signed certificate,
 #: then ``next``. Each works on the build in progress recorded in the service state.
 BUILD_STEPS: Final[tuple[tuple[str, Step], ...]] = (
     ("keygen", build.make_key),
     ("csr", build.make_csr),
-    ("sign", build.sign),
+    ("sign", sign),
     ("store", build.store),
 )
 
@@ -163,7 +234,7 @@ def dev_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, dev: De
             build.make_csr(ws, ref)
             outcome.note(f"CSR in build {stamp}")
         if dev.cert:
-            build.sign(ws, ref)
+            sign(ws, ref)
             build.store(ws, ref)
             outcome.changed = True
             outcome.note(f"next is {stamp}")
@@ -357,16 +428,22 @@ def _args(ref: ServiceRef, options: RunOptions) -> tuple[str, str, dict[str, obj
     return ref.group, ref.service, options.to_json()
 
 
-def renew_steps(ref: ServiceRef, options: RunOptions, *, deploy: bool = True) -> list[Signature]:
-    """check → one task per :data:`RENEW_STEPS` entry → deploy fan-out (unless a roll follows,
+def renew_steps(
+    ref: ServiceRef, options: RunOptions, *, deploy: bool = True, acme: bool = False
+) -> list[Signature]:
+    """check → one task per :data:`RENEW_STEPS` entry (for a service of an ACME CA, ``acme``,
+    with :data:`ACME_SIGN_STEPS` before ``sign``) → deploy fan-out (unless a roll follows,
     whose fan-out then covers both)."""
     from sslm_tasks import tasks
 
     args = _args(ref, options)
-    steps = [
-        tasks.renew_check.si(*args),
-        *(tasks.RENEW_STEP_TASKS[name].s(*args) for name, _ in RENEW_STEPS),
-    ]
+    steps = [tasks.renew_check.si(*args)]
+    for name, _ in RENEW_STEPS:
+        if name == "sign" and acme:
+            # An ACME CA (``acme``): its steps before ``sign``, which then only checks that
+            # they issued (a worker never runs the in-process, sleeping, sign).
+            steps += [tasks.ACME_STEP_TASKS[step.name].s(*args) for step in ACME_SIGN_STEPS]
+        steps.append(tasks.RENEW_STEP_TASKS[name].s(*args))
     return [*steps, tasks.deploy_fanout.s(*args)] if deploy else steps
 
 
@@ -385,20 +462,23 @@ def dev_steps(ref: ServiceRef, options: RunOptions, dev: DevSteps) -> list[Signa
     return [tasks.dev_service_task.si(*args, dev.to_json()), tasks.deploy_fanout.s(*args)]
 
 
-def service_steps(ref: ServiceRef, options: RunOptions, request: RunRequest) -> list[Signature]:
-    """What ``sslm-mgr`` asks of one service, as one flat list of chained steps."""
+def service_steps(
+    ref: ServiceRef, options: RunOptions, request: RunRequest, *, acme: bool = False
+) -> list[Signature]:
+    """What ``sslm-mgr`` asks of one service, as one flat list of chained steps; ``acme``:
+    the service's CA speaks ACME."""
     steps: list[Signature] = []
     if request.dev.any():
         steps += dev_steps(ref, options, request.dev)
     if request.renew:
-        steps += renew_steps(ref, options, deploy=not request.roll)
+        steps += renew_steps(ref, options, deploy=not request.roll, acme=acme)
     if request.roll:
         steps += roll_steps(ref, options)
     return steps
 
 
-def renew_workflow(ref: ServiceRef, options: RunOptions) -> Signature:
-    return chain(*renew_steps(ref, options))
+def renew_workflow(ref: ServiceRef, options: RunOptions, *, acme: bool = False) -> Signature:
+    return chain(*renew_steps(ref, options, acme=acme))
 
 
 def roll_workflow(ref: ServiceRef, options: RunOptions) -> Signature:

@@ -20,9 +20,10 @@ from typing import Any, TextIO
 from celery import Signature, chain  # type: ignore[import-untyped]
 
 from sslm_tasks.config.load import Config, signer_of
+from sslm_tasks.lifecycle.acme_issue import acme_ca_of
 from sslm_tasks.lifecycle.workspace import RunOptions
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.workflows import RunRequest, service_steps
+from sslm_tasks.workflows import RENEW_STEPS, RunRequest, service_steps
 
 EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
 #: Seconds between two looks at the task states while waiting.
@@ -92,7 +93,7 @@ def enqueue(
     runs: dict[ServiceRef, tuple[ServiceRun, list[Signature]]] = {}
     roots = []
     for ref in refs:
-        steps = service_steps(ref, options, request)
+        steps = service_steps(ref, options, request, acme=acme_ca_of(config, ref) is not None)
         if not steps:
             continue
         signer = signer_of(config, ref)
@@ -160,7 +161,8 @@ def _story(results: list[Any]) -> list[str]:
         elif "rolled" in result:
             rolled = f"rolled {result.get('curr')} to curr ({result['reason']})"
             said.append(rolled if result["rolled"] else result["reason"])
-        elif result.get("step") == "publish":
+        elif result.get("step") == RENEW_STEPS[-1][0] and result.get("build"):
+            # The last renew step of a build reports where the new version went.
             pending = result.get("next")
             said.append(f"next is {pending}" if pending else f"curr is {result.get('curr')}")
         elif "build" in result and "step" not in result:

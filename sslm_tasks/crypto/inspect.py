@@ -316,6 +316,7 @@ def verify_chain(
     *,
     now: datetime,
     trust: Sequence[x509.Certificate] | None = None,
+    open_top: bool = False,
 ) -> list[str]:
     """Validate the path from ``cert`` through ``chain`` to a trusted self-signed root.
 
@@ -330,13 +331,25 @@ def verify_chain(
       now(datetime): timezone-aware time to check validity at.
       trust(Sequence[Certificate] | None): trust anchors; default: the self-signed
         certificates in ``chain`` (the "is this chain internally consistent" question).
+      open_top(bool): accept a path that ends, after at least one issuer, in a certificate
+        whose issuer is not in ``chain`` (an ACME chain sent without its root); the links that
+        are there are checked all the same.
 
     Returns:
       Human-readable problems, empty when the chain is valid. Pure; never raises for a bad
       chain.
     """
     anchors = list(trust) if trust is not None else [c for c in chain if c.subject == c.issuer]
-    path, problems = _build_path(cert, [*chain, *anchors])
+    pool = [*chain, *anchors]
+    path, problems = _build_path(cert, pool)
+    top = path[-1]
+    if (
+        open_top
+        and len(path) >= 2
+        and top.subject != top.issuer
+        and not any(c.subject == top.issuer for c in pool)
+    ):
+        problems = []  # the one problem was "no issuer certificate" for the top
     for link in path:
         if (problem := _validity_problem(link, now)) is not None:
             problems.append(problem)

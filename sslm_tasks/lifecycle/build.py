@@ -141,23 +141,20 @@ def check_renew(ws: Workspace, ref: ServiceRef) -> RenewCheck:
 
 
 def signing_ca_curr(ws: Workspace, ref: ServiceRef) -> tuple[ServiceRef, str] | None:
-    """The local CA that signs ``ref`` and its ``curr`` stamp; None for a self-signed service.
+    """The local CA that signs ``ref`` and its ``curr`` stamp; None for a self-signed service
+    or one signed by an ACME CA (whose sign is the ACME steps, ``lifecycle.acme_issue``).
 
     Called before a build writes anything, so a service that cannot be signed leaves no trace.
 
     Raises:
-      PermanentError: the CA is an ACME CA (not wired in yet) or has no current certificate.
+      PermanentError: the local CA has no current certificate.
     """
     svc = ws.service(ref)
     if svc.self_signed:
         return None
     signer = signer_of(ws.config, ref)
     if signer is None:
-        ca_type = ws.config.cas[svc.signing_ca].ca_type
-        raise PermanentError(
-            f"{ws.config.service_file(ref)}: signing_ca = {svc.signing_ca!r}: ca_type "
-            f"{ca_type!r} (ACME) is not supported by this version yet"
-        )
+        return None
     stamp = read_link(ws.layout, signer, "curr")
     if stamp is None or not is_complete(ws.layout, signer, stamp):
         raise PermanentError(
@@ -296,6 +293,11 @@ def sign(ws: Workspace, ref: ServiceRef) -> None:
     now = ws.clock()
     chain_pem: bytes | None = None
     signing = signing_ca_curr(ws, ref)
+    if signing is None and not svc.self_signed:
+        raise PermanentError(
+            f"{ref}: signing_ca = {svc.signing_ca!r} is an ACME CA: its certificate comes from "
+            "the ACME steps (workflows.ACME_SIGN_STEPS), not from this local sign"
+        )
     if signing is None:
         cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca), now=now)
     else:
@@ -326,7 +328,13 @@ def store(ws: Workspace, ref: ServiceRef) -> str:
         cert_pem=cert_pem, chain_pem=None if svc.self_signed else chain_pem, key_pem=key_pem
     )
     cert = load_certs(cert_pem)[0]
-    problems = verify_chain(cert, load_certs(outputs.chain), now=ws.clock())
+    # An ACME CA sends its chain without the root (RFC 8555 §7.4.2: the root is in the
+    # clients' trust stores, not in the chain), so that chain ends in an intermediate whose
+    # issuer we do not have. Everything in it is still checked (names, key ids, signatures,
+    # validity, CA flags); only the last link, to a root we were never given, cannot be.
+    # Local CAs keep the full check up to their self-signed root.
+    acme_signed = not svc.self_signed and signer_of(ws.config, ref) is None
+    problems = verify_chain(cert, load_certs(outputs.chain), now=ws.clock(), open_top=acme_signed)
     if problems:
         raise PermanentError(f"{ref}: new certificate does not verify: {'; '.join(problems)}")
     write_atomic(
