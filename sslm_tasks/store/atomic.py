@@ -206,6 +206,8 @@ def ensure_dir(path: Path, *, mode: int) -> Path:
     probe = path
     while not probe.is_dir():
         if probe.exists() or probe.is_symlink():
+            if probe.is_dir():  # another process made it between our two looks
+                break
             raise StoreError(f"creating {path}: {probe} exists and is not a directory")
         missing.append(probe)
         probe = probe.parent
