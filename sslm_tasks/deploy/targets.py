@@ -15,7 +15,7 @@ from sslm_tasks.config.models import MainConfig, ServerSection
 from sslm_tasks.store.layout import ServiceRef
 
 #: ``svc_depends`` domains that match every group.
-_ANY_DOMAIN = frozenset({"*", "all", "any"})
+ANY_DOMAIN = frozenset({"*", "all", "any"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def depends_on(section: ServerSection, changed: Iterable[ServiceRef], tags: Iter
     changed = list(changed)
     for domain, services in section.svc_depends:
         for ref in changed:
-            if (domain.lower() in _ANY_DOMAIN or domain == ref.group) and ref.service in services:
+            if (domain.lower() in ANY_DOMAIN or domain == ref.group) and ref.service in services:
                 return True
     return False
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from sslm_tasks.config.load import MAIN_FILE, list_services, load_service
+from sslm_tasks.config.load import MAIN_FILE, list_services
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.dns.lookup import mx_hosts, primary_for, soa_serial
@@ -52,12 +52,6 @@ RETIRE_KEY = "tlsa_retire_prev"
 NS_KEY = "tlsa_next_ns"
 #: Marker of a zone whose TLSA file changed and still needs its DNS refresh.
 PENDING_REFRESH = ".dns-refresh-pending"
-
-
-def _service(ws: Workspace, ref: ServiceRef) -> ServiceConfig:
-    if ref in ws.config.services:
-        return ws.service(ref)
-    return load_service(ws.config.conf_dir, ref)
 
 
 def _cert(ws: Workspace, ref: ServiceRef, which: LinkName) -> tuple[str, x509.Certificate] | None:
@@ -88,7 +82,7 @@ def version_records(ws: Workspace, ref: ServiceRef, which: LinkName) -> list[Tls
       ConfigError: an MX-based entry but no usable ``[[dns_primary]]`` for the apex.
       DnsNoAnswer (transient) / DnsAnswerError: the MX lookup at the primary failed.
     """
-    svc = _service(ws, ref)
+    svc = ws.service(ref)
     found = _cert(ws, ref, which)
     if not svc.dane_tls or found is None:
         return []
@@ -133,7 +127,7 @@ def publish_group(ws: Workspace, group: str) -> bool:
 def _publish_group(ws: Workspace, group: str) -> bool:
     versions: dict[str, list[tuple[str, Sequence[TlsaRecord]]]] = {}
     for ref in _group_services(ws, group):
-        if not _service(ws, ref).dane_tls:
+        if not ws.service(ref).dane_tls:
             continue
         wanted: list[LinkName] = ["curr", "next"]
         if load_state(ws.layout, ref).extra.get(RETIRE_KEY):
@@ -238,7 +232,7 @@ def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
     Raises:
       DnsNoAnswer (transient): the primary did not answer.
     """
-    svc = _service(ws, ref)
+    svc = ws.service(ref)
     if not svc.dane_tls:
         return Gate(True, "no DANE records")
     upcoming = version_records(ws, ref, "next")
@@ -285,7 +279,7 @@ def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
 
 def rolled(ws: Workspace, ref: ServiceRef) -> None:
     """After a roll: keep the old records published until the servers took the new certificate."""
-    if not _service(ws, ref).dane_tls:
+    if not ws.service(ref).dane_tls:
         return
     state = load_state(ws.layout, ref)
     state.extra.pop(SEEN_KEY, None)

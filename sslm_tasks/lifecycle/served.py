@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from sslm_tasks.config.load import list_services, load_service
-from sslm_tasks.config.models import ServerSection, ServiceConfig
+from sslm_tasks.config.load import list_services
+from sslm_tasks.config.models import ServerSection
 from sslm_tasks.crypto.inspect import load_certs
-from sslm_tasks.deploy.targets import DeployTarget
+from sslm_tasks.deploy.targets import ANY_DOMAIN, DeployTarget
 from sslm_tasks.deploy.verify import check_served, parse_verify, published_tlsa
 from sslm_tasks.dns.lookup import Nameserver, primary_for
 from sslm_tasks.errors import TransientError
@@ -24,12 +24,6 @@ from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import read_link
-
-_ANY_DOMAIN = frozenset({"*", "all", "any"})
-
-
-def _service(ws: Workspace, ref: ServiceRef) -> ServiceConfig:
-    return ws.service(ref) if ref in ws.config.services else load_service(ws.config.conf_dir, ref)
 
 
 def served_services(
@@ -40,7 +34,7 @@ def served_services(
     else the services that changed."""
     named: list[ServiceRef] = []
     for domain, services in section.svc_depends:
-        groups = {ref.group for ref in changed} if domain.lower() in _ANY_DOMAIN else {domain}
+        groups = {ref.group for ref in changed} if domain.lower() in ANY_DOMAIN else {domain}
         for group in sorted(groups):
             present = set(list_services(ws.config.conf_dir / group))
             named += [ServiceRef(group, svc) for svc in services if svc in present]
@@ -70,7 +64,7 @@ def check_server(
         return []
     refs = served_services(ws, section, changed)
     expected = [(ref, cert) for ref in refs if (cert := _curr_cert(ws, ref)) is not None]
-    dane = [ref for ref in refs if _service(ws, ref).dane_tls]
+    dane = [ref for ref in refs if ws.service(ref).dane_tls]
     nameserver: Nameserver | None = None
     if ws.config.main.dns_primary and refs:
         nameserver = primary_for(ws.config, (dane or refs)[0].group)

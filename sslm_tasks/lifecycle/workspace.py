@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sslm_tasks.config.load import Config
+from sslm_tasks.config.load import Config, load_service
 from sslm_tasks.config.models import ServiceConfig
 from sslm_tasks.locks import Locker
 from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
@@ -87,7 +87,11 @@ class Workspace:
         return self.config.layout(test=self.options.test)
 
     def service(self, ref: ServiceRef) -> ServiceConfig:
-        return self.config.services[ref]
+        """A service's configuration: validated up front when selected, else read now (the
+        other services of a zone, for its TLSA file; the services a server class uses)."""
+        if ref in self.config.services:
+            return self.config.services[ref]
+        return load_service(self.config.conf_dir, ref)
 
     @property
     def min_roll_mins(self) -> float:
