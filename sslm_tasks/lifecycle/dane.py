@@ -4,10 +4,10 @@ waits until DNS really serves them.
 The per-apex file ``tlsa.<apex>`` is rebuilt from the certificates every time a service of the
 apex changes, so it follows ``dane_tls`` edits too (upstream only rewrote it at renewal). It
 holds every service's ``curr`` records, its ``next`` records while a roll is pending, and its
-``prev`` records from the roll until the servers have taken the new certificate. A zone whose
-records changed is marked for a DNS refresh (``certs/<apex>/.dns-refresh-pending``); the refresh
-itself runs once for all pending zones, so many changes cost one ``--serial_bump``, and a crash
-in between loses nothing.
+``prev`` records from the roll until the servers have taken the new certificate. A change of
+the file is counted in the zone's refresh ledger (``dns.refresh``); the refresh itself runs
+once for all pending zones, so many changes cost one ``--serial_bump``, and a crash in between
+loses nothing.
 
 The roll is gated on observation, not on a timer alone (field notes, "safe key change"): every
 authoritative NS of the apex must serve the ``next`` records, and at least twice their TTL must
@@ -29,7 +29,7 @@ from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.dns.lookup import mx_hosts, primary_for, soa_serial
 from sslm_tasks.dns.propagation import check_records
-from sslm_tasks.dns.refresh import refresh_zones, zone_apexes
+from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.dns.tlsa import (
     TlsaRecord,
     group_file_text,
@@ -40,7 +40,7 @@ from sslm_tasks.dns.tlsa import service_records as tlsa_records
 from sslm_tasks.errors import ConfigError, SslmError
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import remove_file, write_atomic
+from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import LinkName, ServiceRef
 from sslm_tasks.store.state import load_state, save_state
 from sslm_tasks.store.versions import is_complete, read_link
@@ -50,8 +50,6 @@ SEEN_KEY = "tlsa_next_seen"
 RETIRE_KEY = "tlsa_retire_prev"
 #: How many authoritative name servers served all ``next`` records at the last look.
 NS_KEY = "tlsa_next_ns"
-#: Marker of a zone whose TLSA file changed and still needs its DNS refresh.
-PENDING_REFRESH = ".dns-refresh-pending"
 
 
 def _cert(ws: Workspace, ref: ServiceRef, which: LinkName) -> tuple[str, x509.Certificate] | None:
@@ -141,7 +139,7 @@ def _publish_group(ws: Workspace, group: str) -> bool:
         text, apex=group, store_path=ws.layout.group_tlsa(group), tlsa_dirs=_tlsa_dirs(ws)
     )
     if changed and _dns_restart_wanted(ws):
-        write_atomic(ws.layout.group_dir(group) / PENDING_REFRESH, b"", mode=files.PUBLIC_MODE)
+        ws.zone_refresher().note_change(group)
     return changed
 
 
@@ -165,33 +163,32 @@ def _dns_restart_wanted(ws: Workspace) -> bool:
 
 
 def pending_refreshes(ws: Workspace, groups: Iterable[str]) -> list[str]:
-    """The zones among ``groups`` whose TLSA file changed since their last DNS refresh."""
-    return sorted({g for g in groups if (ws.layout.group_dir(g) / PENDING_REFRESH).exists()})
+    """The zones among ``groups`` with a change since their last DNS refresh."""
+    return ws.zone_refresher().pending(zone_apexes(groups))
 
 
 def refresh_pending(
     ws: Workspace, groups: Iterable[str], *, everything: bool = False, wait_s: float = 0.0
 ) -> list[str]:
-    """Run one DNS refresh for every zone among ``groups`` that is marked (``everything``: every
-    zone among them, as ``-dns`` asks), then unmark them.
+    """Run one DNS refresh for every zone among ``groups`` with a change since its last refresh
+    (``everything``: every zone among them, as ``-dns`` asks).
 
     With ``wait_s``, wait up to that long until the zones' primary serves a newer serial, so
     that what follows (a deploy's DANE check) sees the new records: only the in-process run
     waits; workers move on and let their own retries absorb the delay.
 
-    Returns the zones refreshed. A failed refresh leaves the marks, so the next run retries.
+    Returns the zones refreshed. A failed refresh leaves them pending, so the next run retries;
+    one that another caller ran while this one waited leaves nothing to do.
     """
     groups = list(groups)
     zones = zone_apexes(groups) if everything else pending_refreshes(ws, groups)
     if not zones:
         return zones
     before = {zone: _primary_serial(ws, zone) for zone in zones} if wait_s > 0 else {}
-    refresh_zones(ws.config, zones)
-    for zone in zones:
-        remove_file(ws.layout.group_dir(zone) / PENDING_REFRESH)
+    zones = ws.zone_refresher().refresh(zones, everything=everything)
     deadline = time.monotonic() + wait_s
     for zone, serial in before.items():
-        while serial is not None and time.monotonic() < deadline:
+        while zone in zones and serial is not None and time.monotonic() < deadline:
             now_serving = _primary_serial(ws, zone)
             if now_serving is not None and now_serving != serial:
                 break

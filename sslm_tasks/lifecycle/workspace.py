@@ -14,9 +14,12 @@ from datetime import UTC, datetime
 
 from sslm_tasks.config.load import Config, load_service
 from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.dns.refresh import ZoneRefresher
 from sslm_tasks.locks import Locker
+from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
-from sslm_tasks.store.layout import Layout, ServiceRef
+from sslm_tasks.store.atomic import ensure_dir
+from sslm_tasks.store.layout import DIR_MODE_GROUP, Layout, ServiceRef
 
 #: A shared-file lock outlives a holder that died by this long; writers hold it for seconds.
 LOCK_TTL_S = 60.0
@@ -81,6 +84,18 @@ class Workspace:
         if self.locker is None:
             return nullcontext()
         return self.locker.acquire(name, ttl_s=LOCK_TTL_S, blocking_s=LOCK_WAIT_S)
+
+    def store_locker(self) -> Locker:
+        """Locks for files that several orders or zones share: the workers' locker, or
+        (in-process, where the run lock already excludes other runs) ``flock`` files in the
+        store, so the same code guards both."""
+        if self.locker is not None:
+            return self.locker
+        return FileLocker(ensure_dir(self.layout.certs_dir, mode=DIR_MODE_GROUP))
+
+    def zone_refresher(self) -> ZoneRefresher:
+        """The DNS refresh that runs once for many changes of a zone (``dns.refresh``)."""
+        return ZoneRefresher(self.config, self.layout, self.store_locker())
 
     @property
     def layout(self) -> Layout:
