@@ -1,11 +1,11 @@
 """One real sshd on 127.0.0.1 standing in for many servers, for ``bench_deploy.py``.
 
-Benchmarks do not import from ``tests/``, so this duplicates, minimally, the setup of
-``tests/integration/sshd.py``: sshd with its own config, host key and authorized client key in
-the bench's directory, run in a private mount namespace with its own ``/run`` (sshd, as root,
-wants ``/run/sshd``); clients get an ssh_config (``ssh -F``) in which every alias reaches that
-sshd, the host key is pinned in its own known_hosts, and only the bench's client key is used.
-Nothing touches ``~/.ssh`` or the system's sshd.
+The setup follows ``tests/integration/sshd.py`` (whose key and port helpers it imports; the
+bench puts ``tests/integration`` on ``sys.path``): sshd with its own config, host key and
+authorized client key in the bench's directory, run in a private mount namespace with its own
+``/run`` (sshd, as root, wants ``/run/sshd``); clients get an ssh_config (``ssh -F``) in which
+every alias reaches that sshd, the host key is pinned in its own known_hosts, and only the
+bench's client key is used. Nothing touches ``~/.ssh`` or the system's sshd.
 
 What differs from the tests: one sshd is N servers here, and each must get its own copy.
 rsync writes to the production path itself, so if all aliases shared one remote directory,
@@ -27,15 +27,17 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SSHD = Path("/usr/sbin/sshd")
-CONNECT_TIMEOUT_S = 5
+from services import free_port
+from sshd import CONNECT_TIMEOUT_S, SSHD
+from sshd import _keygen as keygen
+from sshd import _listening as listening
+
 START_TIMEOUT_S = 15.0
 #: The variable that tells the session which alias the client connected to.
 ALIAS_VAR = "SSLM_BENCH_HOST"
@@ -99,12 +101,6 @@ class BenchSshd:
             self.process.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def require_tools() -> None:
     """Exit with a message when something sshd on loopback needs is missing."""
     for name in ("ssh", "ssh-keygen", "rsync", "unshare"):
@@ -116,23 +112,6 @@ def require_tools() -> None:
         raise SystemExit("the deploy bench runs sshd in mount namespaces: it needs root")
 
 
-def _keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sslm-bench", "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path.with_suffix(".pub").read_text().strip()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def start_sshd(workdir: Path, *, prod_dir: Path, aliases: Sequence[str]) -> BenchSshd:
     """Start sshd on a free loopback port for ``aliases``, each seeing its own (empty)
     directory at ``prod_dir``; returns once sshd accepts connections."""
@@ -142,9 +121,9 @@ def start_sshd(workdir: Path, *, prod_dir: Path, aliases: Sequence[str]) -> Benc
     home.mkdir()
     for alias in aliases:
         (remote_top / alias).mkdir(parents=True)
-    host_key = _keygen(home / "host_key")
+    host_key = keygen(home / "host_key")
     client_key = home / "client_key"
-    (home / "authorized_keys").write_text(_keygen(client_key) + "\n")
+    (home / "authorized_keys").write_text(keygen(client_key) + "\n")
     session = home / "session.sh"
     session.write_text(
         _SESSION_SCRIPT.format(
@@ -209,7 +188,7 @@ Host *
         )
     server = BenchSshd(process, port, client_config, log, remote_top)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not _listening(port):
+    while not listening(port):
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise SystemExit(f"sshd did not start:\n{log.read_text(errors='replace')[-2000:]}")

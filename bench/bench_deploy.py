@@ -9,7 +9,8 @@ as ``deploy_fanout`` computes them. One sshd on a free loopback port is every se
 (``_sshd.py``): each alias sees its own, initially empty, directory at the production path, so
 each server gets a whole copy of the tree. Its own redis-server and one
 ``celery -A sslm_tasks worker -Q deploy.default --concurrency 2``, with the ssh settings
-(``SSLM_SSH_COMMAND``) in its environment; the bench stops all three, also on error.
+(``SSLM_SSH_COMMAND``) in its environment, started by the integration tests' own starters
+(``tests/integration/services.py``); the bench stops all three, also on error.
 
 Timed, each from empty remote directories:
 
@@ -34,9 +35,7 @@ import argparse
 import contextlib
 import io
 import os
-import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,16 +45,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _sshd import BenchSshd, free_port, start_sshd
-
-from sslm_tasks.cli import mgr
-from sslm_tasks.config.load import load_config
-from sslm_tasks.config.settings import load_settings
-from sslm_tasks.deploy.targets import DeployTarget, deploy_targets
-from sslm_tasks.deploy.transport import SshTransport
-
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+# sshd's tools, Redis and the worker come from the integration tests' own code
+# (tests/integration/services.py, sshd.py), imported rather than copied; those modules import
+# tests/support.py by bare name, as pytest's ``pythonpath = ["tests"]`` allows.
+sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
+
+from _sshd import BenchSshd, start_sshd  # noqa: E402
+from services import Services, WorkerStarter, producer, services_in, start_redis  # noqa: E402
+
+from sslm_tasks.cli import mgr  # noqa: E402
+from sslm_tasks.config.load import load_config  # noqa: E402
+from sslm_tasks.config.settings import load_settings  # noqa: E402
+from sslm_tasks.deploy.targets import DeployTarget, deploy_targets  # noqa: E402
+from sslm_tasks.deploy.transport import SshTransport  # noqa: E402
+
 RESTART_CMD = "/bin/true"
 #: Limit for one rsync or ssh command of the sequential loop, and for each task's result.
 STEP_TIMEOUT_S = 60.0
@@ -89,31 +93,6 @@ def files_under(top: Path) -> dict[str, bytes]:
         for path in sorted(top.rglob("*"))
         if path.is_file()
     }
-
-
-def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process this bench started (its own session) and whatever it forked."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def tail(log: Path) -> str:
@@ -185,9 +164,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="deploy worker processes")
     args = parser.parse_args()
     count, concurrency = args.servers, args.concurrency
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server is not installed (scripts/setup.sh --dev)")
     for key in [key for key in os.environ if key.startswith("SSLM_")]:
         del os.environ[key]  # in-process setup first: no broker, no foreign ssh settings
     aliases = [f"smtp{i:02d}.bench" for i in range(1, count + 1)]
@@ -197,6 +173,7 @@ def main() -> None:
         contextlib.ExitStack() as running,
     ):
         work = Path(tmp)
+        services: Services = running.enter_context(services_in(work))
         top = work / "top"
         build_tree(top, aliases)
         config, _ = load_config([])
@@ -209,30 +186,24 @@ def main() -> None:
 
         sshd = start_sshd(work, prod_dir=prod_dir, aliases=aliases)
         running.callback(sshd.stop)
-        port, password = free_port(), secrets.token_hex(8)
-        redis_argv = [
-            redis_bin, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password,
-            "--save", "", "--appendonly", "no", "--dir", tmp,
-        ]  # fmt: skip
-        redis = spawn(redis_argv, work / "redis.log", dict(os.environ), work)
-        running.callback(stop, redis)
-        os.environ.update(sshd.env())
-        os.environ["SSLM_BROKER_URL"] = f"redis://:{password}@127.0.0.1:{port}/0"
-        worker_log = work / "worker.log"
-        worker_argv = [
-            str(BIN / "celery"), "-A", "sslm_tasks", "worker", "-Q", "deploy.default",
-            "--pool", "prefork", "--concurrency", str(concurrency),
-            "--hostname", "bench-deploy@%h", "--loglevel", "WARNING",
-            "--without-mingle", "--without-gossip",
-        ]  # fmt: skip
-        worker = spawn(worker_argv, worker_log, dict(os.environ), top)
-        running.callback(stop, worker)
+        redis = start_redis(services)
+        worker = WorkerStarter(services, redis.url()).start(
+            "bench-deploy@bench",
+            queues=["deploy.default"],
+            pool="prefork",
+            concurrency=concurrency,
+            env={**sshd.env(), "SSL_MGR_TOPDIR": str(top)},
+        )
+        os.environ.update(sshd.env())  # the sequential loop's settings: the worker's
+        os.environ["SSLM_BROKER_URL"] = redis.url()
 
-        # The Celery app reads the environment when first imported: only now.
-        from sslm_tasks.tasks import deploy_server
+        # A producer app of its own: sslm_tasks.app's was built on import, with no broker.
+        app = producer(redis.url())
 
         def send(target: DeployTarget) -> Any:
-            return deploy_server.apply_async((target.to_json(), []), {"site": target.site})
+            return app.send_task(
+                "sslm.deploy.server", args=(target.to_json(), []), kwargs={"site": target.site}
+            )
 
         sessions = sshd.sessions()
         warmup = targets[: 2 * concurrency]
@@ -240,7 +211,7 @@ def main() -> None:
             through_workers(send, warmup, WARMUP_TIMEOUT_S)
         except Exception as err:
             raise SystemExit(
-                f"warm-up round failed: {err!r}\nworker log:\n{tail(worker_log)}"
+                f"warm-up round failed: {err!r}\nworker log:\n{tail(worker.service.log)}"
             ) from err
         sessions = check_round("warm-up", sshd, [t.host for t in warmup], prod, sessions)
 

@@ -48,7 +48,6 @@ from sslm_tasks.workflows import (
     RENEW_STEPS,
     DevSteps,
     ServiceOutcome,
-    SignStep,
     dev_service,
 )
 
@@ -154,7 +153,7 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
             return
         try:
             ws, ref = _workspace(group, service, {})
-            build.record_failure(ws, ref, f"{self.name}: {exc}")
+            build.record_failure(ws, ref, f"{self.name}: {exc}", error=exc)
             _release(self, ref)
         except SslmError as err:
             log.warning("%s:%s: could not record the failure: %s", group, service, err)
@@ -254,17 +253,22 @@ RENEW_STEP_TASKS: dict[str, Task] = {name: _make_renew_step_task(name) for name,
 
 # --------------------------------------------------------------------------- ACME sign
 
-#: A waiting ACME step asks again after 2, 4, 8, ... seconds, at most this long apart.
+#: An ACME step that is not done asks again after 0.25, 0.5, 1, 2, ... seconds, at most
+#: ``ACME_COUNTDOWN_MAX_S`` apart, and gives up once its countdowns add up to
+#: ``SSLM_ACME_WAIT_S``, naming what lags. The first ones are short because most waits are:
+#: a secondary takes a fraction of a second to transfer a refreshed zone, and a CA answers a
+#: finalize with "processing" for about as long; a first countdown of 2 s doubled the time of
+#: a whole order (bench/bench_acme.py).
+ACME_FIRST_COUNTDOWN_S = 0.25
 ACME_COUNTDOWN_MAX_S = 60.0
-#: ... and gives up once its countdowns add up to this: the bound, with the laggards named.
-ACME_TASK_WAIT_S = 600.0
-#: A backstop above the retries that bound takes (about 14).
-ACME_MAX_RETRIES = 40
+#: Retries an ACME task may spend on other transient errors (a busy service lock, Redis briefly
+#: away), which share the retry count, on top of the checks its bound takes.
+ACME_SPARE_RETRIES = 26
 
 
 def acme_countdown(retries: int) -> float:
     """The countdown before check number ``retries + 1``: front-weighted, capped."""
-    return min(2.0 ** (retries + 1), ACME_COUNTDOWN_MAX_S)
+    return min(ACME_FIRST_COUNTDOWN_S * 2.0**retries, ACME_COUNTDOWN_MAX_S)
 
 
 def acme_waited(retries: int) -> float:
@@ -272,10 +276,20 @@ def acme_waited(retries: int) -> float:
     return sum(acme_countdown(n) for n in range(retries))
 
 
+def acme_max_retries(wait_s: float) -> int:
+    """The retry limit of an ACME task: a backstop above the checks ``wait_s`` takes (17 for
+    the default 600 s, so 43); the bound itself is checked by the task."""
+    checks, waited = 0, 0.0
+    while waited < wait_s:
+        waited += acme_countdown(checks)
+        checks += 1
+    return checks + ACME_SPARE_RETRIES
+
+
 def _acme_step(
-    task: Task, step: SignStep, prev: Result, group: str, service: str, options: Result
+    task: Task, step_name: str, prev: Result, group: str, service: str, options: Result
 ) -> Result:
-    """One ACME step for one service; a waiting step that is not ready retries itself."""
+    """One try of one ACME step for one service; a step that is not done retries itself."""
     if not prev.get("build"):
         return prev
     ws, ref = _workspace(group, service, options)
@@ -284,23 +298,24 @@ def _acme_step(
     claims = _claims()
     if claims is not None:
         claims.refresh(_claim_name(ref), _owner(task))
-    done, detail = True, ""
+    step = {s.name: s for s in ACME_SIGN_STEPS}[step_name]
+    done, detail, cause = True, "", None
     with _service_lock(ws, ref):
         if build.is_building(ws, ref, prev["stamp"]):
-            if step.run is not None:
-                step.run(ws, ref)
-            elif step.ready is not None:
-                try:
-                    done, detail = step.ready(ws, ref)
-                except TransientError as err:
-                    # One more "not yet" (a primary that did not answer, the CA still
-                    # issuing), under the step's own bound rather than the autoretry's.
-                    done, detail = False, str(err)
+            try:
+                done, detail = step.attempt(ws, ref)
+            except TransientError as err:
+                # One more "not yet" (the CA unreachable or answering badNonce, a primary that
+                # did not answer, the CA still issuing), under the step's own bound rather than
+                # the autoretry's: every ACME step then gives up after the same time.
+                done, detail, cause = False, str(err), err
     if not done:
         retries = int(task.request.retries or 0)
         waited = acme_waited(retries)
-        if waited >= ACME_TASK_WAIT_S:
-            raise PermanentError(f"{ref}: {step.name}: not done after {waited:g} s: {detail}")
+        if waited >= _settings().acme_wait_s:
+            raise PermanentError(
+                f"{ref}: {step.name}: not done after {waited:g} s: {detail}"
+            ) from cause
         countdown = acme_countdown(retries)
         delay = ws.config.main.globals.dns_check_delay
         if step.name == "acme_propagated" and retries == 0 and delay > 0:
@@ -311,22 +326,22 @@ def _acme_step(
     return {**prev, "step": step.name}
 
 
-def _make_acme_step_task(step: SignStep) -> Task:
+def _make_acme_step_task(step_name: str) -> Task:
     def run(self: Task, prev: Result, group: str, service: str, options: Result) -> Result:
-        return _acme_step(self, step, prev, group, service, options)
+        return _acme_step(self, step_name, prev, group, service, options)
 
-    run.__name__ = run.__qualname__ = step.name
-    run.__doc__ = f"ACME sign step {step.name!r} (see sslm_tasks.workflows.ACME_SIGN_STEPS)."
-    # Waiting steps retry with their own countdowns and stop at ACME_TASK_WAIT_S; the retry
-    # limit is only a backstop above that (other transient errors share the count).
-    options = {**SERVICE_TASK, "max_retries": ACME_MAX_RETRIES} if step.ready else SERVICE_TASK
-    task: Task = app.task(name=f"sslm.issue.{step.name}", base=ServiceTask, **options)(run)
+    run.__name__ = run.__qualname__ = step_name
+    run.__doc__ = f"ACME sign step {step_name!r} (see sslm_tasks.workflows.ACME_SIGN_STEPS)."
+    # The steps retry with their own countdowns and stop at SSLM_ACME_WAIT_S; the retry limit
+    # is only a backstop above that.
+    options = {**SERVICE_TASK, "max_retries": acme_max_retries(_settings().acme_wait_s)}
+    task: Task = app.task(name=f"sslm.issue.{step_name}", base=ServiceTask, **options)(run)
     return task
 
 
 #: One task per ACME sign step, in the order of :data:`~sslm_tasks.workflows.ACME_SIGN_STEPS`.
 ACME_STEP_TASKS: dict[str, Task] = {
-    step.name: _make_acme_step_task(step) for step in ACME_SIGN_STEPS
+    step.name: _make_acme_step_task(step.name) for step in ACME_SIGN_STEPS
 }
 
 

@@ -20,12 +20,22 @@ from typing import Final
 
 from celery import Signature, chain  # type: ignore[import-untyped]
 
+from sslm_tasks.acme.network import AcmeTransientError
 from sslm_tasks.config.load import Config, signer_of
+from sslm_tasks.config.settings import load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
 from sslm_tasks.deploy.targets import deploy_targets, unattached_post_copies
 from sslm_tasks.errors import PermanentError, SslmError, StoreError, TransientError
-from sslm_tasks.lifecycle import acme_issue, build, dane, deploy_record, production, served
+from sslm_tasks.lifecycle import (
+    acme_issue,
+    build,
+    dane,
+    deploy_record,
+    dry_run,
+    production,
+    served,
+)
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
@@ -42,17 +52,42 @@ Ready = Callable[[Workspace, ServiceRef], tuple[bool, str]]
 
 @dataclass(frozen=True)
 class SignStep:
-    """One step of an ACME sign: a one-shot action, or a ``ready`` predicate to ask again
-    (in-process: short sleeps up to :data:`ACME_WAIT_S`; Celery: retries with countdowns)."""
+    """One step of an ACME sign: a one-shot action, or a ``ready`` predicate to ask again.
+
+    Either kind is tried again while it fails for a reason that passes (a
+    :class:`~sslm_tasks.errors.TransientError`), up to ``SSLM_ACME_WAIT_S``: in-process with
+    short sleeps, on workers with countdowns.
+    """
 
     name: str
     run: Step | None = None
     ready: Ready | None = None
 
+    def attempt(self, ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
+        """One try: the ``ready`` check, or the action (done once it returns).
 
-#: The sign of a build whose CA speaks ACME (dns-01), RFC 8555 in order: order → publish the
-#: TXT records → wait until DNS serves them → answer → wait until validated → finalize and
-#: fetch the chain (then withdraw the records). Replaces ``sign`` for ACME services.
+        Raises:
+          TransientError: not done yet, for a reason that passes; try again later.
+          PermanentError: the CA's rate limit (caused by the ``rateLimited`` error, which holds
+            its Retry-After): its wait is for the next build (``acme_timing``) to honour, while
+            a retry within seconds would only be refused again and count against the limit.
+        """
+        try:
+            if self.run is not None:
+                self.run(ws, ref)
+                return True, "done"
+            assert self.ready is not None  # every entry of ACME_SIGN_STEPS sets one of the two
+            return self.ready(ws, ref)
+        except AcmeTransientError as err:
+            if err.code == "rateLimited":
+                raise PermanentError(f"{ref}: {self.name}: {err}") from err
+            raise
+
+
+#: The sign of a build whose CA speaks ACME, RFC 8555 in order: order → publish the TXT
+#: records (dns-01) or token files (http-01) → wait until DNS or the web servers serve them →
+#: answer → wait until validated → finalize and fetch the chain (then withdraw the records or
+#: tokens). Replaces ``sign`` for ACME services.
 ACME_SIGN_STEPS: Final[tuple[SignStep, ...]] = (
     SignStep("acme_order", run=acme_issue.order),
     SignStep("acme_publish", run=acme_issue.publish),
@@ -62,39 +97,45 @@ ACME_SIGN_STEPS: Final[tuple[SignStep, ...]] = (
     SignStep("acme_finalize", ready=acme_issue.finalize),
 )
 
-#: In-process only: how long one waiting step may take before the build fails, naming what
-#: lags; and the pause between two checks. Workers never sleep (see the ACME tasks).
-ACME_WAIT_S: Final = 120.0
+#: ``-n``: the ACME steps up to valid authorizations; finalize, which asks for the certificate,
+#: never runs (``lifecycle.dry_run``).
+ACME_DRY_RUN_STEPS: Final = tuple(step for step in ACME_SIGN_STEPS if step.name != "acme_finalize")
+
+#: In-process only: the pause between two tries of a step. Workers never sleep (see the ACME
+#: tasks).
 ACME_POLL_S: Final = 0.5
 
 
-def run_acme_sign(ws: Workspace, ref: ServiceRef, *, wait_s: float | None = None) -> None:
-    """Walk :data:`ACME_SIGN_STEPS` in this process, polling the waiting steps.
+def run_acme_sign(
+    ws: Workspace, ref: ServiceRef, steps: Sequence[SignStep] = ACME_SIGN_STEPS
+) -> None:
+    """Walk ``steps`` (:data:`ACME_SIGN_STEPS`) in this process, trying each until it is done.
 
-    A transient error in a waiting step (a primary that did not answer, the CA still issuing)
-    is one more "not yet"; at the deadline the build fails with the last thing seen.
+    A transient error (the CA unreachable or answering badNonce, a primary that did not answer,
+    the CA still issuing) is one more "not yet"; after ``SSLM_ACME_WAIT_S`` on one step the
+    build fails with the last thing seen. A run step repeats safely: each reloads the recorded
+    order and does only what is missing.
 
     Raises:
-      PermanentError: a waiting step was not ready within ``wait_s`` (default
-        :data:`ACME_WAIT_S`).
+      PermanentError: a step was not done within ``SSLM_ACME_WAIT_S``, or failed for good.
+      ConfigError: ``SSLM_ACME_WAIT_S`` (or another ``SSLM_*`` variable) is not valid.
     """
-    wait_s = ACME_WAIT_S if wait_s is None else wait_s
-    for step in ACME_SIGN_STEPS:
-        if step.run is not None:
-            step.run(ws, ref)
-            continue
-        assert step.ready is not None
+    wait_s = load_settings().acme_wait_s
+    for step in steps:
         deadline = time.monotonic() + wait_s
         while True:
+            cause: TransientError | None = None
             try:
-                done, detail = step.ready(ws, ref)
+                done, detail = step.attempt(ws, ref)
             except TransientError as err:
-                done, detail = False, str(err)
+                done, detail, cause = False, str(err), err
             if done:
                 log.info("%s: %s: %s", ref, step.name, detail)
                 break
             if time.monotonic() >= deadline:
-                raise PermanentError(f"{ref}: {step.name}: not done after {wait_s:g} s: {detail}")
+                raise PermanentError(
+                    f"{ref}: {step.name}: not done after {wait_s:g} s: {detail}"
+                ) from cause
             time.sleep(ACME_POLL_S)
 
 
@@ -242,14 +283,43 @@ def dev_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, dev: De
         roll_service(ws, ref, outcome, force=True)
 
 
+def dry_run_service(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome) -> None:
+    """``-n`` for one service: when it is due (or ``-f``) and signed by an ACME CA, a throwaway
+    build whose order is taken up to valid authorizations, then discarded (``lifecycle.dry_run``).
+
+    Raises:
+      SslmError: the order failed; nothing of the throwaway build is left behind.
+    """
+    if not acme_issue.is_acme(ws, ref):
+        outcome.note("dry run: not signed by an ACME CA, nothing to exercise")
+        return
+    check = build.check_renew(ws, ref)
+    if check.stamp is not None:
+        outcome.note(f"dry run: build {check.stamp} is in progress and is left alone")
+        return
+    if not check.build:
+        outcome.note(f"dry run: {check.reason}")
+        return
+    with dry_run.throwaway_build(ws, ref) as stamp:
+        build.make_key(ws, ref)
+        build.make_csr(ws, ref)
+        run_acme_sign(ws, ref, ACME_DRY_RUN_STEPS)
+    outcome.note(
+        f"dry run: every authorization is valid; no certificate was asked for, build {stamp} "
+        "discarded"
+    )
+
+
 def _build_in_progress(ws: Workspace, ref: ServiceRef) -> str:
     check = build.check_renew(ws, ref)
     return check.stamp if check.stamp is not None else build.start_build(ws, ref)
 
 
-def _record(ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, message: str) -> None:
+def _record(
+    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, message: str, error: BaseException
+) -> None:
     outcome.fail(message)
-    build.record_failure(ws, ref, message)
+    build.record_failure(ws, ref, message, error=error)
 
 
 @dataclass
@@ -303,6 +373,8 @@ class RunRequest:
     roll: bool = False
     #: ``-dns``: refresh the zones of the selected groups at the end of the run.
     dns_refresh: bool = False
+    #: ``-n``: only the ACME dry run of each service (``dry_run_service``); nothing else.
+    dry_run: bool = False
     dev: DevSteps = field(default_factory=DevSteps)
     clean_refs: Sequence[ServiceRef] | None = None
 
@@ -322,6 +394,8 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     Each service's production copy is synced at the end of its turn, also when nothing was
     due: that repairs any drift, the integrity check upstream ran on every start.
     """
+    if request.dry_run:
+        return RunReport([_dry_run_turn(ws, ref) for ref in refs])
     outcomes: list[ServiceOutcome] = []
     failed: set[ServiceRef] = set()
     for ref in refs:
@@ -367,6 +441,17 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     return report
 
 
+def _dry_run_turn(ws: Workspace, ref: ServiceRef) -> ServiceOutcome:
+    """One service's dry run; a failure is reported but, unlike a real build's, not recorded in
+    its state: the next real run must not wait for, or resume, a build that was thrown away."""
+    outcome = ServiceOutcome(ref)
+    try:
+        dry_run_service(ws, ref, outcome)
+    except SslmError as err:
+        outcome.fail(f"dry run: {err}")
+    return outcome
+
+
 #: How long the in-process run waits for the primary to serve a refreshed zone.
 DNS_PUBLISH_WAIT_S = 10.0
 
@@ -410,11 +495,11 @@ def _isolated(
     try:
         work()
     except SslmError as err:
-        _record(ws, ref, outcome, str(err))
+        _record(ws, ref, outcome, str(err), err)
         return False
     except Exception as err:
         log.exception("%s: unexpected error", ref)
-        _record(ws, ref, outcome, f"internal error: {type(err).__name__}: {err}")
+        _record(ws, ref, outcome, f"internal error: {type(err).__name__}: {err}", err)
         return False
     return True
 

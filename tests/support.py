@@ -56,7 +56,12 @@ def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def verify_output(topdir: Path, version: Path) -> str:
     """``openssl verify`` of ``version``'s cert.pem, with its chain.pem, against the example's
     root (``certs/ca/my-root/curr``); its whole output."""
-    root = topdir / "certs/ca/my-root/curr/cert.pem"
+    return verify_against(topdir / "certs/ca/my-root/curr/cert.pem", version)
+
+
+def verify_against(root: Path, version: Path) -> str:
+    """``openssl verify`` of ``version``'s cert.pem, with its chain.pem, against the trust
+    anchor ``root`` (PEM); its whole output."""
     result = openssl(
         "verify",
         "-CAfile",

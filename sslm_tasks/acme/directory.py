@@ -13,6 +13,7 @@ in its User-Agent, as RFC 8555 §6.1 asks.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -143,7 +144,8 @@ def connect(
     account_uri: str | None = None,
     timeout_s: int = DEFAULT_TIMEOUT_S,
 ) -> acme.client.ClientV2:
-    """A ``ClientV2`` for ``server``: a new network plus one directory fetch.
+    """A ``ClientV2`` for ``server``: a new network, and a directory fetch when this process
+    has no recent copy.
 
     Parameters:
       server(AcmeServer): from :func:`server_for`.
@@ -155,7 +157,27 @@ def connect(
       AcmeTransientError, AcmePermanentError: as :func:`fetch_directory`.
     """
     net = new_network(server, key, account_uri=account_uri, timeout_s=timeout_s)
-    return acme.client.ClientV2(fetch_directory(net, server.directory_url), net)
+    return acme.client.ClientV2(_directory(net, server.directory_url), net)
+
+
+#: How long one process reuses a directory it fetched. Every ACME step connects afresh (a
+#: worker gets only names), and a directory fetch per step was a sixth of an order's requests;
+#: what a directory says changes rarely (a new resource, a profile), and ten minutes late is
+#: soon enough to notice.
+DIRECTORY_TTL_S: Final = 600.0
+_fetched: dict[str, tuple[float, acme.messages.Directory]] = {}
+
+
+def _directory(net: acme.client.ClientNetwork, url: str) -> acme.messages.Directory:
+    """The directory at ``url``: fetched through ``net``, or this process's copy when it is
+    younger than :data:`DIRECTORY_TTL_S`."""
+    now = time.monotonic()
+    cached = _fetched.get(url)
+    if cached is not None and now - cached[0] < DIRECTORY_TTL_S:
+        return cached[1]
+    directory = fetch_directory(net, url)
+    _fetched[url] = (now, directory)
+    return directory
 
 
 def has_resource(directory: acme.messages.Directory, name: str) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -138,8 +138,11 @@ class OrderState:
 
     @property
     def all_valid(self) -> bool:
-        """Every authorization is valid: the order can be finalized."""
-        return all(authz.status == VALID for authz in self.authorizations)
+        """Every authorization is valid: the order can be finalized. False for an order whose
+        authorizations were not read yet (every order has at least one)."""
+        return bool(self.authorizations) and all(
+            authz.status == VALID for authz in self.authorizations
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A dict of JSON types only (lists, strings, booleans, None)."""
@@ -374,13 +377,15 @@ def _csr_identifiers(csr_pem: bytes) -> list[acme.messages.Identifier]:
     ]
 
 
-def _new_order_replacing(
+def _post_new_order(
     client: acme.client.ClientV2,
     identifiers: list[acme.messages.Identifier],
     profile: str | None,
-    replaces: str,
+    replaces: str | None,
 ) -> tuple[acme.messages.Order, str]:
-    """POST newOrder with ``replaces``; (order body, order URL)."""
+    """POST newOrder, with ``replaces`` when given; (order body, order URL). The one request
+    that creates something: the library's ``new_order`` also reads the authorizations, and a
+    failure there would lose the URL of the order it created."""
     request = _NewOrder(identifiers=identifiers, profile=profile, replaces=replaces)
     response = client.net.post(
         client.directory["newOrder"], request, new_nonce_url=client.directory["newNonce"]
@@ -405,6 +410,7 @@ def create_order(
     *,
     profile: str | None,
     replaces: str | None,
+    record: Callable[[OrderState], None] | None = None,
 ) -> OrderState:
     """Create a new order for the CSR's names and read its authorizations.
 
@@ -419,6 +425,10 @@ def create_order(
       replaces(str | None): the ARI certificate ID of the certificate this one renews
         (``renewal_info.cert_id``); sent only when the directory has ``renewalInfo``. If the CA
         refuses it (already replaced), the order is created without it.
+      record(Callable | None): called with the order as soon as the CA created it, before its
+        authorizations are read (their tuple is still empty): a caller that keeps it resumes
+        this order when a read fails (a badNonce storm, the CA briefly away), where ordering
+        again would leave an order behind at the CA for every failed read.
 
     Raises:
       AcmeTransientError: rate limits (with ``retry_after``), badNonce storms, server trouble.
@@ -432,20 +442,21 @@ def create_order(
         log.info("the ACME server has no renewalInfo; ordering without 'replaces'")
         replaces = None
     with translate("creating the order", client.net):
-        if replaces is not None:
-            try:
-                body, url = _new_order_replacing(client, identifiers, chosen, replaces)
-                authorizations = [_poll_authorization(client, u) for u in body.authorizations]
-                log.info("created order %s (%s), replacing %s", url, chosen or "default", replaces)
-                return _order_state(body, url, authorizations)
-            except (acme.errors.ConflictError, acme.messages.Error) as err:
-                if not _refuses_replaces(err):
-                    raise
-                log.warning("the CA refused 'replaces' %s; ordering without it", replaces)
-        orderr = client.new_order(csr_pem, profile=chosen)
-        authorizations = [_authorization_state(authzr) for authzr in orderr.authorizations]
-    log.info("created order %s (profile %s)", orderr.uri, chosen or "default")
-    return _order_state(orderr.body, orderr.uri, authorizations)
+        try:
+            body, url = _post_new_order(client, identifiers, chosen, replaces)
+        except (acme.errors.ConflictError, acme.messages.Error) as err:
+            if replaces is None or not _refuses_replaces(err):
+                raise
+            log.warning("the CA refused 'replaces' %s; ordering without it", replaces)
+            replaces = None
+            body, url = _post_new_order(client, identifiers, chosen, None)
+    replacing = f", replacing {replaces}" if replaces is not None else ""
+    log.info("created order %s (profile %s%s)", url, chosen or "default", replacing)
+    if record is not None:
+        record(_order_state(body, url, ()))
+    with translate(f"reading the authorizations of order {url}", client.net):
+        authorizations = [_poll_authorization(client, u) for u in body.authorizations]
+    return _order_state(body, url, authorizations)
 
 
 def fetch_order(client: acme.client.ClientV2, url: str) -> OrderState:
@@ -473,13 +484,14 @@ def resume_or_create(
     *,
     profile: str | None,
     replaces: str | None,
+    record: Callable[[OrderState], None] | None = None,
 ) -> OrderState:
     """Continue the stored order, or create one when nothing is stored. Idempotent.
 
     With ``stored`` this never creates an order: it reads the stored one back (its current
     status, authorizations and challenges). Only ``stored=None`` creates one, so a caller that
-    records the returned state before going on can be killed and redelivered at any point
-    without ordering twice.
+    records the new order through ``record`` (see :func:`create_order`) and the returned state
+    before going on can be killed, or fail, at any point without ordering twice.
 
     Raises:
       OrderFailed: the stored order is invalid (or one of its authorizations is); clear the
@@ -489,7 +501,7 @@ def resume_or_create(
       AcmeTransientError: as :func:`create_order` / :func:`fetch_order`.
     """
     if stored is None:
-        return create_order(client, csr_pem, profile=profile, replaces=replaces)
+        return create_order(client, csr_pem, profile=profile, replaces=replaces, record=record)
     current = fetch_order(client, stored.url)
     if not _same_names(current, csr_pem):
         raise AcmePermanentError(

@@ -35,7 +35,7 @@ from sslm_tasks.acme.network import (
     parse_retry_after,
     translate,
 )
-from sslm_tasks.errors import CryptoError
+from sslm_tasks.errors import CryptoError, SslmError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,24 @@ def random_time_in(window: RenewalWindow, *, now: datetime, rng: random.Random) 
     return max(chosen, now)
 
 
+def fallback_plan(err: SslmError, *, now: datetime, lifetime_renew_at: datetime) -> RenewalPlan:
+    """The lifetime rule's plan when the CA could not tell its window (``err`` says why).
+
+    A temporary failure (timeout, 5xx, ``rateLimited``) asks again after the server's
+    Retry-After, else within the hour; anything else (an unusable answer, a directory that is
+    no ACME directory) in 6 hours. Also for a failed directory fetch before any ARI request,
+    so the caller treats every way of not getting an answer alike.
+    """
+    if isinstance(err, TransientError):
+        log.warning("no renewal info, using the lifetime rule: %s", err)
+        retry_after = err.retry_after if isinstance(err, AcmeTransientError) else None
+        recheck = _clamp_recheck(retry_after, now=now, default=TEMPORARY_RECHECK)
+    else:
+        log.warning("unusable renewal info, using the lifetime rule: %s", err)
+        recheck = now + LONG_TERM_RECHECK
+    return RenewalPlan(renew_at=lifetime_renew_at, next_check=recheck, source="lifetime")
+
+
 def plan_renewal(
     client: acme.client.ClientV2,
     cert_pem: bytes,
@@ -211,14 +229,8 @@ def plan_renewal(
         return RenewalPlan(renew_at=now, next_check=None, source="expired")
     try:
         info = fetch_renewal_info(client, cert, now=now)
-    except AcmeTransientError as err:
-        log.warning("no renewal info, using the lifetime rule: %s", err)
-        recheck = _clamp_recheck(err.retry_after, now=now, default=TEMPORARY_RECHECK)
-        return RenewalPlan(renew_at=lifetime_renew_at, next_check=recheck, source="lifetime")
-    except (AcmePermanentError, CryptoError) as err:
-        log.warning("unusable renewal info, using the lifetime rule: %s", err)
-        recheck = now + LONG_TERM_RECHECK
-        return RenewalPlan(renew_at=lifetime_renew_at, next_check=recheck, source="lifetime")
+    except (AcmeTransientError, AcmePermanentError, CryptoError) as err:
+        return fallback_plan(err, now=now, lifetime_renew_at=lifetime_renew_at)
     if info is None:
         return RenewalPlan(
             renew_at=lifetime_renew_at, next_check=now + LONG_TERM_RECHECK, source="lifetime"

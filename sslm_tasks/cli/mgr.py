@@ -23,6 +23,7 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.status import service_status
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
+from sslm_tasks.locks.select import locker_for
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
@@ -83,7 +84,8 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         dest="dry_run",
-        help="ACME --dry-run (ACME CAs only)",
+        help="ACME dry run: validate an order for each due ACME service (staging for Let's "
+        "Encrypt), ask for no certificate, change nothing else",
     )
     parser.add_argument(
         "-s",
@@ -231,7 +233,7 @@ def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> 
         lines: list[str] = []
         first = read_link(ws.layout, ref, "curr") is None
         if request.renew or request.dev.any_build_step():
-            check = build.check_renew(ws, ref)
+            check = build.check_renew(ws, ref, record=False)
             building = check.build or request.dev.any_build_step()
             lines.append(("would renew: " if building else "") + check.reason)
             if building and first:
@@ -261,12 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         test=args.test,
         min_roll_mins=args.min_roll_mins,
         clean_keep=args.clean_keep,
+        dry_run=args.dry_run,
     )
     ws = Workspace(config=config, options=options, clock=utc_now)
     request = RunRequest(
         dns_refresh=args.dns_refresh,
         renew=args.renew,
         roll=args.roll,
+        dry_run=args.dry_run,
         dev=_dev_steps(args),
         clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
     )
@@ -281,7 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    if settings.broker_url:
+    if request.dry_run and settings.broker_url:
+        # The dry run's throwaway build never goes to the workers (nothing of it may reach a
+        # deploy), so it runs here, under the workers' locks for the files it shares with them.
+        ws.locker = locker_for(settings, ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP))
+    elif settings.broker_url:
         return _enqueue(settings.broker_url, config, refs, options, request, args)
     return _locked_run(ws, refs, request, args)
 

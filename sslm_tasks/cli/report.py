@@ -49,6 +49,10 @@ def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bo
         lines.append(f"{'phase':>20} : {status.phase}")
         when = status.renew_in.strip()
         lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
+        if status.ari:
+            lines.append(f"{'ARI':>20} : {status.ari}")
+        if status.next_attempt:
+            lines.append(f"{'next attempt':>20} : {status.next_attempt}")
         if status.roll_due:
             lines.append(f"{'roll due':>20} : {status.roll_due}")
         if status.tlsa_next_seen:

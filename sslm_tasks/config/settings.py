@@ -25,6 +25,9 @@ from sslm_tasks.errors import ConfigError
 #: Where configuration errors about these settings say they came from.
 ENV_SOURCE = "environment"
 
+#: The default of ``SSLM_ACME_WAIT_S`` (:attr:`RuntimeSettings.acme_wait_s`).
+DEFAULT_ACME_WAIT_S = 600.0
+
 #: Broker URL schemes we know how to configure. Anything else is almost always a typo, and
 #: kombu would only say "No such transport" at the first publish, long after start-up.
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
@@ -110,6 +113,12 @@ class RuntimeSettings(BaseSettings):
     ssh_command: Annotated[tuple[str, ...], NoDecode] = ("ssh",)
     #: Seconds ssh waits for a server to accept its connection (ssh's ``ConnectTimeout``).
     ssh_connect_timeout_s: int = Field(default=10, ge=1)
+    #: How long one ACME step may keep failing for a reason that passes (DNS not there yet on
+    #: every name server, the CA validating or issuing, the CA unreachable, a badNonce storm)
+    #: before the build fails, naming the last thing seen: on workers through retries with
+    #: countdowns, in-process through short sleeps. One bound for both, so both give the same
+    #: verdict; a real secondary can take minutes to catch up.
+    acme_wait_s: float = Field(default=DEFAULT_ACME_WAIT_S, gt=0)
 
     @field_validator("broker_url")
     @classmethod

@@ -1,14 +1,17 @@
-"""The ``sign`` of a build whose CA speaks ACME (dns-01), as one-shot steps over one order.
+"""The ``sign`` of a build whose CA speaks ACME (dns-01 or http-01), as one-shot steps over
+one order.
 
 The steps follow RFC 8555 in order; the order they run in is stated once, in
 :data:`sslm_tasks.workflows.ACME_SIGN_STEPS`:
 
 1. :func:`order`: the service's account (``cb/``, created on first use), then the order for the
    build's CSR, created once and recorded in ``ServiceState.extra["acme_order"]`` at once.
-2. :func:`publish`: the dns-01 TXT records in ``acme-challenge.<apex>`` of every apex the
+2. :func:`publish`: dns-01: the TXT records in ``acme-challenge.<apex>`` of every apex the
    names fall in, then one ``[dns] restart_cmd --serial_bump`` for the apexes that changed.
-3. :func:`propagated`: one pass: does the primary serve every TXT value, and every NS (and
-   ``dns_xtra_ns``) the primary's serial? A "ready?" predicate: the caller asks again.
+   http-01: the token files on every host of ``[web] servers`` (:mod:`sslm_tasks.deploy.webroot`).
+3. :func:`propagated`: one pass: dns-01: does the primary serve every TXT value, and every NS
+   (and ``dns_xtra_ns``) the primary's serial? http-01: does every web server hold every token
+   file? A "ready?" predicate: the caller asks again.
 4. :func:`answer`: tell the CA every pending challenge is published.
 5. :func:`validated`: one poll of the authorizations; a predicate like 3.
 6. :func:`finalize`: send the CSR, download the chain into ``cert.pem``/``chain.pem`` of the
@@ -21,6 +24,10 @@ recorded one), and once ``cert.pem`` is in the build every step has nothing left
 
 The record holds URLs, names and statuses only (never key material). A failed order (an
 invalid authorization) withdraws its records and drops the record, so the next run orders anew.
+The challenge type comes from ``ca_validation``, by its prefix as upstream: ``http…`` is
+http-01, ``dns…`` (or nothing) dns-01. What was published is recorded before it is written
+(:data:`APEXES_KEY`, :data:`WEB_TOKENS_KEY`), and the cleanup removes what the record says, so
+a killed run's tokens and records are still found after the configuration changed.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Final
 
 import acme.client
@@ -37,20 +44,21 @@ from sslm_tasks.acme import orders
 from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import server_for
 from sslm_tasks.acme.network import AcmePermanentError
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderFailed, OrderState
-from sslm_tasks.config.load import MAIN_FILE, Config
+from sslm_tasks.acme.orders import ChallengeKind, ChallengeToPublish, OrderFailed, OrderState
+from sslm_tasks.config.load import CA_FILE, MAIN_FILE, Config
 from sslm_tasks.config.models import CA_GROUP, CaInfo
+from sslm_tasks.config.settings import load_settings
 from sslm_tasks.crypto.inspect import key_matches_cert, load_certs
 from sslm_tasks.crypto.keys import load_private_key
+from sslm_tasks.deploy.transport import transport_for
+from sslm_tasks.deploy.webroot import TokenFile, WebRoot
 from sslm_tasks.dns.challenges import ChallengeFile
 from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for
 from sslm_tasks.dns.propagation import check_serial, check_txt
-from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import ConfigError, PermanentError, SslmError, StoreError
+from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.build import building_stamp, version_file
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.locks import Locker
-from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 from sslm_tasks.store.layout import ServiceRef
@@ -64,12 +72,13 @@ ORDER_KEY: Final = "acme_order"
 ORDER_STAMP_KEY: Final = "acme_order_stamp"
 #: Apexes this order published records in (recorded before writing, for the cleanup).
 APEXES_KEY: Final = "acme_apexes"
-#: Apexes whose include changed and whose refresh has not succeeded yet.
-REFRESH_KEY: Final = "acme_refresh"
+#: http-01 token files this service wrote, ``{host: [path, ...]}`` (recorded before writing).
+WEB_TOKENS_KEY: Final = "acme_web_tokens"
 
 #: The profile asked for when the CA sets none (issue 4); servers without it use their default.
 DEFAULT_PROFILE: Final = "tlsserver"
 DNS_01: Final = "dns-01"
+HTTP_01: Final = "http-01"
 
 
 # --------------------------------------------------------------------------- which CA
@@ -107,23 +116,109 @@ def require_issued(ws: Workspace, ref: ServiceRef) -> None:
         )
 
 
-def _ca(ws: Workspace, ref: ServiceRef) -> CaInfo:
-    """The service's ACME CA, checked to be one sslm can use.
+def challenge_kind(ca_name: str, ca: CaInfo, *, source: Path) -> ChallengeKind:
+    """The challenge type a CA's ``ca_validation`` asks for.
+
+    Only the prefix counts, as upstream: ``http…`` is http-01, ``dns…`` dns-01, and an empty
+    value dns-01 (what sslm did before http-01 existed). So a future ``dns-persist-01`` would
+    be taken for dns-01, exactly as upstream would take it.
 
     Raises:
-      PermanentError: not an ACME service, or its ``ca_validation`` is not dns-01.
+      ConfigError: the value starts with neither (``source`` is the ca-info.conf it is in).
+    """
+    value = ca.ca_validation.strip().lower()
+    if value.startswith("http"):
+        return HTTP_01
+    if not value or value.startswith("dns"):
+        return DNS_01
+    raise ConfigError(
+        source,
+        f"{ca_name}.ca_validation",
+        ca.ca_validation,
+        "must start with 'http' (http-01) or 'dns' (dns-01)",
+    )
+
+
+def _ca(ws: Workspace, ref: ServiceRef) -> CaInfo:
+    """The service's ACME CA, checked to be one sslm can use for this service.
+
+    Every step starts here, the order included, so a setup that cannot validate fails before
+    anything is ordered (a failed authorization counts against the CA's rate limits).
+
+    Raises:
+      PermanentError: not an ACME service.
+      ConfigError: ``ca_validation`` names no known type; or http-01 without ``[web]
+        server_dir`` or ``servers``, or for a wildcard name (see :func:`_web_roots`).
     """
     ca = acme_ca(ws, ref)
     svc = ws.service(ref)
     if ca is None:
         raise PermanentError(f"{ref}: signing_ca {svc.signing_ca!r} is not an ACME CA")
-    validation = ca.ca_validation.strip().lower() or DNS_01
-    if validation != DNS_01:
-        raise PermanentError(
-            f"ca-info.conf: [{svc.signing_ca}] ca_validation = {ca.ca_validation!r}: only "
-            "dns-01 is supported by this version"
-        )
+    if _kind(ws, ref, ca) == HTTP_01:
+        _web_roots(ws, ref)
+        _refuse_wildcards(ws, ref)
     return ca
+
+
+def _kind(ws: Workspace, ref: ServiceRef, ca: CaInfo) -> ChallengeKind:
+    name = ws.service(ref).signing_ca
+    return challenge_kind(name, ca, source=ws.config.conf_dir / CA_FILE)
+
+
+def _web_roots(ws: Workspace, ref: ServiceRef) -> tuple[PurePosixPath, list[str]]:
+    """``[web] server_dir`` and ``servers``: where the http-01 tokens of ``ref`` go.
+
+    Upstream wrote nothing, without a word, when ``servers`` was empty; here both are required.
+
+    Raises:
+      ConfigError: ``server_dir`` is missing or not absolute (every server gets the tokens at
+        the same path, so it cannot be relative to this host's topdir), or ``servers`` is empty.
+    """
+    where = ws.config.conf_dir / MAIN_FILE
+    web = ws.config.main.web
+    server_dir = (web.server_dir or "").strip() if web is not None else ""
+    if web is None or not server_dir:
+        raise ConfigError(
+            where,
+            "web.server_dir",
+            None,
+            f"http-01 (the CA of {ref}) needs the web servers' document root for ACME tokens",
+        )
+    if not PurePosixPath(server_dir).is_absolute():
+        raise ConfigError(
+            where,
+            "web.server_dir",
+            server_dir,
+            "must be an absolute path: every web server gets the http-01 tokens at this path",
+        )
+    if not web.servers:
+        raise ConfigError(
+            where,
+            "web.servers",
+            web.servers,
+            f"http-01 (the CA of {ref}) needs at least one web server to put the tokens on",
+        )
+    return PurePosixPath(server_dir), list(web.servers)
+
+
+def _refuse_wildcards(ws: Workspace, ref: ServiceRef) -> None:
+    """http-01 cannot prove a wildcard: the Baseline Requirements forbid it, so CAs (Let's
+    Encrypt, Pebble) offer only dns-01 for one; refused here rather than as a failed order.
+
+    Raises:
+      ConfigError: the service names ``*.<domain>``.
+    """
+    x509 = ws.service(ref).x509
+    for key, names in (("X509.CN", [x509.cn]), ("X509.sans", x509.sans)):
+        wild = next((name for name in names if name.startswith("*.")), None)
+        if wild is not None:
+            raise ConfigError(
+                ws.config.service_file(ref),
+                key,
+                wild,
+                f"a wildcard needs dns-01, but signing_ca {ws.service(ref).signing_ca!r} "
+                "validates with http-01",
+            )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,7 +242,7 @@ def _csr_pem(ws: Workspace, ref: ServiceRef, stamp: str) -> bytes:
 
 def _account_only(ws: Workspace, ref: ServiceRef, ca: CaInfo) -> Account:
     """The service's account under ``cb/``, registered on first use (no request after that)."""
-    server = server_for(ca, test=ws.options.test)
+    server = server_for(ca, test=ws.options.acme_test_server)
     email = ws.service(ref).x509.email.strip() or None
     cb_dir = ensure_dir(ws.layout.cb_dir(ref), mode=0o700)
     return ensure_account(cb_dir, server, email=email, now=ws.clock())
@@ -156,7 +251,7 @@ def _account_only(ws: Workspace, ref: ServiceRef, ca: CaInfo) -> Account:
 def _account(ws: Workspace, ref: ServiceRef, ca: CaInfo) -> tuple[Account, acme.client.ClientV2]:
     """The service's account and a client that signs as it (one directory fetch)."""
     account = _account_only(ws, ref, ca)
-    return account, connect_as(server_for(ca, test=ws.options.test), account)
+    return account, connect_as(server_for(ca, test=ws.options.acme_test_server), account)
 
 
 def _recorded(ws: Workspace, ref: ServiceRef, stamp: str) -> OrderState | None:
@@ -224,39 +319,32 @@ def _challenges(
     return dict(by_apex)
 
 
-def _locker(ws: Workspace) -> Locker:
-    """The workers' shared locker, or (in-process) file locks in the store."""
-    if ws.locker is not None:
-        return ws.locker
-    return FileLocker(ensure_dir(ws.layout.certs_dir, mode=files.DIR_MODE_GROUP))
-
-
 def _challenge_file(ws: Workspace) -> ChallengeFile:
     dns = ws.config.main.dns
     if dns is None or not dns.acme_dir:
         where = ws.config.conf_dir / MAIN_FILE
         raise ConfigError(where, "dns.acme_dir", None, "dns-01 needs a [dns] acme_dir")
     dirs: list[Path] = [ws.config.resolve(d) for d in dns.acme_dir]
-    return ChallengeFile(layout=ws.layout, acme_dirs=dirs, locker=_locker(ws))
+    return ChallengeFile(layout=ws.layout, acme_dirs=dirs, locker=ws.store_locker())
 
 
-def _refresh_recorded(ws: Workspace, ref: ServiceRef, changed: list[str]) -> None:
-    """Refresh ``changed`` plus any apex whose earlier refresh failed; then clear the mark."""
-    state = load_state(ws.layout, ref)
-    pending = sorted(set(state.extra.get(REFRESH_KEY, [])) | set(changed))
-    if not pending:
-        return
-    state.extra[REFRESH_KEY] = pending
-    save_state(ws.layout, ref, state, now=ws.clock())
-    refresh_zones(ws.config, pending)
-    log.info("%s: DNS refreshed for %s", ref, ", ".join(pending))
-    state = load_state(ws.layout, ref)
-    state.extra.pop(REFRESH_KEY, None)
-    save_state(ws.layout, ref, state, now=ws.clock())
+def _refresh_changed(ws: Workspace, ref: ServiceRef, changed: list[str], zones: list[str]) -> None:
+    """Count the changes to the zones ``changed``, then refresh those of ``zones`` still
+    pending: orders of one zone running at once share a refresh (see ``dns.refresh``). A failed
+    refresh leaves its zones pending, so a later refresh, this order's retry included, covers
+    it."""
+    refresher = ws.zone_refresher()
+    for apex in changed:
+        refresher.note_change(apex)
+    refreshed = refresher.refresh(zones)
+    if refreshed:
+        log.info("%s: DNS refreshed for %s", ref, ", ".join(refreshed))
 
 
 def _withdraw(ws: Workspace, ref: ServiceRef, order: OrderState | None) -> None:
-    """Remove this order's records from every apex it published in, refresh, drop the record."""
+    """Remove this order's token files from the web servers and its records from every apex
+    it published in, refresh, drop the record."""
+    _remove_tokens(ws, ref)
     state = load_state(ws.layout, ref)
     apexes = list(state.extra.get(APEXES_KEY, []))
     changed: list[str] = []
@@ -264,11 +352,115 @@ def _withdraw(ws: Workspace, ref: ServiceRef, order: OrderState | None) -> None:
         challenge_file = _challenge_file(ws)
         tag = order_id(order)
         changed = [apex for apex in apexes if challenge_file.remove(apex, order_id=tag)]
-    _refresh_recorded(ws, ref, changed)
+    _refresh_changed(ws, ref, changed, apexes)
     state = load_state(ws.layout, ref)
     for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY):
         state.extra.pop(key, None)
     save_state(ws.layout, ref, state, now=ws.clock())
+
+
+def _token_files(
+    ws: Workspace, ref: ServiceRef, challenges: list[ChallengeToPublish]
+) -> list[TokenFile]:
+    """The http-01 token files for ``challenges``, all under the group's (the apex's) web root
+    whatever the name, as upstream.
+
+    Raises:
+      ConfigError: see :func:`_web_roots`.
+      PermanentError: the CA sent a token that is not base64url.
+    """
+    server_dir, _ = _web_roots(ws, ref)
+    try:
+        return [TokenFile(server_dir, ref.group.lower(), c.token, c.value) for c in challenges]
+    except ValueError as err:
+        raise PermanentError(f"{ref}: {err}") from err
+
+
+def _web_root(host: str) -> WebRoot:
+    """One web server, through the deploy's transport: local for this host, ssh otherwise."""
+    return WebRoot(host, transport_for(host, load_settings()))
+
+
+def _publish_tokens(ws: Workspace, ref: ServiceRef, challenges: list[ChallengeToPublish]) -> None:
+    """Record, then write, the token files on every web server. Idempotent."""
+    tokens = _token_files(ws, ref, challenges)
+    _, hosts = _web_roots(ws, ref)
+    if tokens:
+        paths = {str(token.path) for token in tokens}
+        state = load_state(ws.layout, ref)
+        recorded = dict(state.extra.get(WEB_TOKENS_KEY, {}))
+        for host in hosts:
+            recorded[host] = sorted(set(recorded.get(host, [])) | paths)
+        state.extra[WEB_TOKENS_KEY] = recorded
+        save_state(ws.layout, ref, state, now=ws.clock())
+        for host in hosts:
+            _web_root(host).put(tokens)
+    names = ", ".join(c.identifier for c in challenges) or "no name"
+    log.info("%s: http-01 tokens for %s on %s", ref, names, ", ".join(hosts))
+
+
+def _tokens_served(
+    ws: Workspace, ref: ServiceRef, challenges: list[ChallengeToPublish]
+) -> tuple[bool, str]:
+    """Whether every web server holds every token file with the right content.
+
+    The files are read back through the transport that wrote them, not fetched over HTTP:
+    the names may resolve differently here than for the CA (split horizon, internal hosts),
+    and the CA's own fetch is the real test. This catches what the write cannot: a web root
+    that another process cleans, or that a server no longer holds.
+    """
+    tokens = _token_files(ws, ref, challenges)
+    if not tokens:
+        return True, "nothing to publish"
+    _, hosts = _web_roots(ws, ref)
+    lagging = [
+        f"{host} lacks {', '.join(missing)}"
+        for host in hosts
+        if (missing := _web_root(host).missing(tokens))
+    ]
+    if lagging:
+        return False, "; ".join(lagging)
+    return True, f"{len(tokens)} http-01 token files on {', '.join(hosts)}"
+
+
+def _remove_tokens(ws: Workspace, ref: ServiceRef) -> None:
+    """Remove every recorded token file from the host it was written to (the record, not the
+    configuration, says where: a server may have left ``[web] servers`` since). Hosts done are
+    dropped from the record, so a retry asks only those that failed.
+
+    Raises:
+      SslmError: the first host that failed (the others are logged); see :class:`WebRoot`.
+    """
+    state = load_state(ws.layout, ref)
+    recorded: dict[str, list[str]] = dict(state.extra.get(WEB_TOKENS_KEY, {}))
+    if not recorded:
+        return
+    left: dict[str, list[str]] = {}
+    errors: list[SslmError] = []
+    for host, paths in sorted(recorded.items()):
+        try:
+            _web_root(host).remove(paths)
+        except SslmError as err:
+            log.warning("%s: %s", ref, err)
+            left[host] = paths
+            errors.append(err)
+    state = load_state(ws.layout, ref)
+    if left:
+        state.extra[WEB_TOKENS_KEY] = left
+    else:
+        state.extra.pop(WEB_TOKENS_KEY, None)
+    save_state(ws.layout, ref, state, now=ws.clock())
+    if errors:
+        raise errors[0]
+    log.info("%s: http-01 tokens removed from %s", ref, ", ".join(sorted(recorded)))
+
+
+def withdraw(ws: Workspace, ref: ServiceRef) -> None:
+    """Withdraw whatever the build in progress published for its order, and drop the record:
+    the end of a dry run, which never reaches :func:`finalize`. Nothing to do without a build."""
+    state = load_state(ws.layout, ref)
+    if state.stamp is not None:
+        _withdraw(ws, ref, _recorded(ws, ref, state.stamp))
 
 
 def _abandon(ws: Workspace, ref: ServiceRef, order: OrderState | None, err: SslmError) -> None:
@@ -303,7 +495,12 @@ def order(ws: Workspace, ref: ServiceRef) -> None:
     profile = ca.ca_preferred_acme_profile or DEFAULT_PROFILE
     try:
         current = orders.resume_or_create(
-            client, stored, _csr_pem(ws, ref, stamp), profile=profile, replaces=None
+            client,
+            stored,
+            _csr_pem(ws, ref, stamp),
+            profile=profile,
+            replaces=acme_timing.remembered_replaces(ws, ref),
+            record=lambda created: _save(ws, ref, stamp, created),
         )
     except AcmePermanentError as err:
         # An invalid order, or one the CA no longer knows (expired, purged) or that is for
@@ -316,27 +513,32 @@ def order(ws: Workspace, ref: ServiceRef) -> None:
 
 
 def publish(ws: Workspace, ref: ServiceRef) -> None:
-    """Step (b): this order's TXT records into each apex's include, then one refresh of the
-    apexes that changed. Idempotent: records present are not added again."""
+    """Step (b): this order's TXT records into each apex's include, then a refresh of those
+    zones, shared with the orders publishing at the same time. Idempotent: records present
+    are not added again. http-01: the token files on every ``[web] servers`` host instead,
+    recorded (:data:`WEB_TOKENS_KEY`) before they are written."""
     stamp = building_stamp(ws, ref)
     if _has_cert(ws, ref, stamp):
         return
     ca = _ca(ws, ref)
     current = _current(ws, ref, stamp)
     account = _account_only(ws, ref, ca)
+    if _kind(ws, ref, ca) == HTTP_01:
+        _publish_tokens(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
+        return
     by_apex = _challenges(ws, ref, current, account)
     state = load_state(ws.layout, ref)
     state.extra[APEXES_KEY] = sorted(set(state.extra.get(APEXES_KEY, [])) | set(by_apex))
     save_state(ws.layout, ref, state, now=ws.clock())
     challenge_file = _challenge_file(ws)
     tag = order_id(current)
-    changed = [
-        apex
-        for apex, challs in sorted(by_apex.items())
-        if challenge_file.add(apex, [(c.identifier, c.value) for c in challs], order_id=tag)
-    ]
+    for apex, challs in sorted(by_apex.items()):
+        challenge_file.add(apex, [(c.identifier, c.value) for c in challs], order_id=tag)
     log.info("%s: dns-01 records published in %s", ref, ", ".join(sorted(by_apex)) or "none")
-    _refresh_recorded(ws, ref, changed)
+    # Every apex counts as changed, not only those whose file this call wrote: a run killed
+    # between its write and its count would otherwise never get the zone refreshed.
+    zones = sorted(by_apex)
+    _refresh_changed(ws, ref, zones, zones)
 
 
 def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
@@ -344,16 +546,22 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
 
     True when each apex's primary serves every TXT value and every NS of the apex (and each
     ``dns_xtra_ns``) serves the primary's serial or newer. The text names the laggards.
+    http-01: one read-back of the token files on every web server (see :func:`_tokens_served`).
 
     Raises:
       DnsNoAnswer (transient): a primary did not answer.
       DnsAnswerError / ConfigError (permanent): a primary refused, or no ``[[dns_primary]]``.
+      TransientError / PermanentError: http-01: a web server was unreachable, or refused.
     """
     stamp = building_stamp(ws, ref)
     if _has_cert(ws, ref, stamp):
         return True, "certificate already issued"
-    account = _account_only(ws, ref, _ca(ws, ref))
-    by_apex = _challenges(ws, ref, _current(ws, ref, stamp), account)
+    ca = _ca(ws, ref)
+    account = _account_only(ws, ref, ca)
+    current = _current(ws, ref, stamp)
+    if _kind(ws, ref, ca) == HTTP_01:
+        return _tokens_served(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
+    by_apex = _challenges(ws, ref, current, account)
     extra = extra_nameservers(ws.config)
     lagging: list[str] = []
     served: list[str] = []
@@ -374,10 +582,11 @@ def answer(ws: Workspace, ref: ServiceRef) -> None:
     stamp = building_stamp(ws, ref)
     if _has_cert(ws, ref, stamp):
         return
-    account, client = _account(ws, ref, _ca(ws, ref))
-    for challs in _challenges(ws, ref, _current(ws, ref, stamp), account).values():
-        for chall in challs:
-            orders.answer(client, chall.url)
+    ca = _ca(ws, ref)
+    account, client = _account(ws, ref, ca)
+    current = _current(ws, ref, stamp)
+    for chall in orders.challenges_for(current, _kind(ws, ref, ca), account.key):
+        orders.answer(client, chall.url)
 
 
 def validated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:

@@ -33,6 +33,7 @@ from sslm_tasks.crypto.keys import (
 )
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
+from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
@@ -116,28 +117,38 @@ def _in_progress(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | N
     return None
 
 
-def check_renew(ws: Workspace, ref: ServiceRef) -> RenewCheck:
-    """Decide whether ``ref`` needs a new version; writes nothing.
+def check_renew(ws: Workspace, ref: ServiceRef, *, record: bool = True) -> RenewCheck:
+    """Decide whether ``ref`` needs a new version.
 
-    A build already in progress is always resumed. A complete ``next`` waiting for its roll is
-    kept unless ``force``: throwing it away (as upstream did) would spend a CA order and restart
-    the DANE roll clock for nothing.
+    A build already in progress is resumed. A complete ``next`` waiting for its roll is kept
+    unless ``force``: throwing it away (as upstream did) would spend a CA order and restart the
+    DANE roll clock for nothing.
+
+    For a service of an ACME CA (``acme_timing``), the CA's ARI window decides when it offers
+    one, and after failed builds neither a new nor a resumed build starts before the backoff
+    time (the CA's Retry-After first); ``force`` skips both. The only write is the ARI plan
+    asked of the CA, and not with ``record=False`` (the dry run).
     """
     state = load_state(ws.layout, ref)
     stamp = _in_progress(ws, ref, state)
+    waiting = None if ws.options.force else acme_timing.waiting(ws, ref, state)
     if stamp is not None:
+        if waiting is not None:
+            return RenewCheck(False, f"build {stamp} waits: {waiting}", stamp=stamp)
         return RenewCheck(True, f"resuming build {stamp}", stamp=stamp)
     decision = renew_decision(ws, ref)
     if ws.options.force:
         return RenewCheck(True, "forced", decision)
+    due, reason = acme_timing.due(ws, ref, decision, record=record)
     rekeyed = _signer_rekeyed(ws, ref)
-    if not decision.due and not rekeyed:
-        return RenewCheck(False, decision.reason, decision)
+    if not due and not rekeyed:
+        return RenewCheck(False, reason, decision)
     pending = read_link(ws.layout, ref, "next")
     if pending is not None and is_complete(ws.layout, ref, pending):
         return RenewCheck(False, f"next {pending} is waiting to be rolled", decision)
-    reason = "signing CA has a new key" if rekeyed else decision.reason
-    return RenewCheck(True, reason, decision)
+    if waiting is not None:
+        return RenewCheck(False, waiting, decision)
+    return RenewCheck(True, "signing CA has a new key" if rekeyed else reason, decision)
 
 
 def signing_ca_curr(ws: Workspace, ref: ServiceRef) -> tuple[ServiceRef, str] | None:
@@ -347,6 +358,7 @@ def store(ws: Workspace, ref: ServiceRef) -> str:
     state.stamp = stamp
     state.roll_due = roll_due(cert.not_valid_before_utc, ws.min_roll_mins).isoformat()
     state.last_error = None
+    acme_timing.clear_failures(state)
     save_state(ws.layout, ref, state, now=ws.clock())
     return stamp
 
@@ -355,11 +367,19 @@ def roll_due(not_before: datetime, min_roll_mins: float) -> datetime:
     return not_before + timedelta(minutes=min_roll_mins)
 
 
-def record_failure(ws: Workspace, ref: ServiceRef, message: str) -> None:
-    """Keep the build's stamp so the next run resumes it, and say what went wrong."""
+def record_failure(
+    ws: Workspace, ref: ServiceRef, message: str, *, error: BaseException | None = None
+) -> None:
+    """Keep the build's stamp so the next run resumes it, and say what went wrong.
+
+    A failed build of an ACME service is also counted, with the CA's Retry-After if ``error``
+    (or its cause) carries one, so the next check waits (``acme_timing``).
+    """
     if not ws.layout.service_dir(ref).is_dir():
         return  # nothing was written for this service; keep it that way
     state = load_state(ws.layout, ref)
+    if _in_progress(ws, ref, state) is not None:
+        acme_timing.note_failure(ws, ref, state, error)
     if state.phase == Phase.RENEWING:
         state.phase = Phase.FAILED
     state.last_error = message

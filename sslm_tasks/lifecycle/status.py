@@ -11,7 +11,7 @@ from typing import Any
 
 from sslm_tasks.crypto.inspect import cert_info
 from sslm_tasks.deploy.targets import depends_on
-from sslm_tasks.lifecycle import dane
+from sslm_tasks.lifecycle import acme_timing, dane
 from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
 from sslm_tasks.lifecycle.deploy_record import read_outcomes
 from sslm_tasks.lifecycle.workspace import Workspace
@@ -45,6 +45,10 @@ class ServiceStatus:
     #: Days until the renew target (negative once it has passed); None without a certificate.
     renew_in_days: float | None
     renew_due: bool
+    #: ACME: the CA's renewal window (ARI) for ``curr`` and the time drawn in it, as remembered.
+    ari: str | None
+    #: ACME: failed attempts and when the next may start, while a wait is in effect.
+    next_attempt: str | None
     roll_due: str | None
     #: DANE: when every authoritative NS was first seen serving ``next``'s TLSA records.
     tlsa_next_seen: str | None
@@ -116,6 +120,8 @@ def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
         renew_in=format_renew_in(decision),
         renew_in_days=decision.days_to_renew,
         renew_due=decision.due,
+        ari=acme_timing.plan_text(ws, ref, state),
+        next_attempt=acme_timing.waiting(ws, ref, state),
         roll_due=state.roll_due,
         tlsa_next_seen=state.extra.get(dane.SEEN_KEY),
         tlsa_retiring_prev=bool(state.extra.get(dane.RETIRE_KEY)),

@@ -43,12 +43,20 @@ class RunOptions:
     test: bool = False
     min_roll_mins: float | None = None
     clean_keep: int | None = None
+    #: ``-n``: exercise an ACME order without asking for the certificate (``lifecycle.dry_run``).
+    dry_run: bool = False
+
+    @property
+    def acme_test_server(self) -> bool:
+        """Talk to the CA's test server: ``-t``, and ``-n`` as certbot's ``--dry-run`` does."""
+        return self.test or self.dry_run
 
     def to_json(self) -> dict[str, object]:
         return {
             "force": self.force,
             "reuse": self.reuse,
             "test": self.test,
+            "dry_run": self.dry_run,
             "min_roll_mins": self.min_roll_mins,
             "clean_keep": self.clean_keep,
         }
@@ -64,6 +72,7 @@ class RunOptions:
             force=bool(data.get("force")),
             reuse=bool(data.get("reuse")),
             test=bool(data.get("test")),
+            dry_run=bool(data.get("dry_run")),
             min_roll_mins=number("min_roll_mins"),
             clean_keep=None if keep is None else int(keep),
         )

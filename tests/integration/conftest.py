@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_acme import write_topdir
 from lab_dns import DnsLab, start_dns_lab
 from lab_pebble import Pebble, start_pebble
 from services import OUR_VARIABLES, RedisServer, Services, WorkerStarter, services_in, start_redis
@@ -51,8 +52,22 @@ def dns_lab(services: Services, tmp_path: Path) -> Iterator[DnsLab]:
 
 
 @pytest.fixture
-def pebble(services: Services, dns_lab: DnsLab, tmp_path: Path) -> Pebble:
-    """Pebble resolving and validating through :func:`dns_lab`'s primary."""
+def pebble(
+    request: pytest.FixtureRequest, services: Services, dns_lab: DnsLab, tmp_path: Path
+) -> Pebble:
+    """Pebble resolving and validating through :func:`dns_lab`'s primary. It rejects no good
+    nonce, or the percentage a test gives indirectly
+    (``@pytest.mark.parametrize("pebble", [50], indirect=True)``)."""
     return start_pebble(
-        services, tmp_path / "pebble", dns_server=f"{dns_lab.primary}:{dns_lab.port}"
+        services,
+        tmp_path / "pebble",
+        dns_server=f"{dns_lab.primary}:{dns_lab.port}",
+        nonce_reject=getattr(request, "param", 0),
     )
+
+
+@pytest.fixture
+def acme_topdir(tmp_path: Path, dns_lab: DnsLab, pebble: Pebble) -> Path:
+    """A topdir whose ``example.test:web`` is signed by :func:`pebble` over dns-01, published
+    through :func:`dns_lab` (see ``lab_acme``)."""
+    return write_topdir(tmp_path / "top", dns_lab, pebble)

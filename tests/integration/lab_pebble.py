@@ -18,6 +18,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from services import START_TIMEOUT_S, Service, Services, free_port, require_binary, wait_for
+from support import verify_against
 
 #: Seconds for one request to Pebble's HTTPS API.
 HTTP_TIMEOUT_S = 5.0
@@ -42,6 +44,10 @@ class Pebble:
     management_url: str
     #: PEM of the CA that issued Pebble's HTTPS certificate (sslm's ``ca_acme_ca_bundle``).
     ca_bundle: Path
+    #: Pebble's HTTPS certificate (127.0.0.1 and localhost) and its key: a test's front for
+    #: Pebble presents the same identity, so clients trust it through :attr:`ca_bundle`.
+    https_cert: Path
+    https_key: Path
     #: Where Pebble fetches http-01 tokens: ``http://<name>:<http_port>/.well-known/...``.
     http_port: int
     service: Service
@@ -54,6 +60,18 @@ class Pebble:
     def intermediates_pem(self) -> bytes:
         """The intermediate between the root and issued certificates (PEM)."""
         return self._management("intermediates/0")
+
+    def verify_output(self, version: Path) -> str:
+        """``openssl verify`` of a stored version (its cert.pem through its chain.pem) against
+        this Pebble's root; its whole output, ending in "OK" when the chain holds."""
+        root = self.ca_bundle.parent / "pebble-root.pem"
+        root.write_bytes(self.roots_pem())
+        return verify_against(root, version)
+
+    def orders_created(self) -> list[str]:
+        """The id (last path segment of the URL) of every order this Pebble created, from its
+        own log: the CA's count, whatever the client believes it did."""
+        return re.findall(r'Added order "([^"]+)" to the db', self.service.log_text())
 
     def answers(self) -> bool:
         """Whether the ACME directory answers over HTTPS that :attr:`ca_bundle` trusts."""
@@ -196,6 +214,8 @@ def start_pebble(
         directory_url=f"https://127.0.0.1:{acme_port}/dir",
         management_url=f"https://127.0.0.1:{management_port}",
         ca_bundle=ca_bundle,
+        https_cert=cert,
+        https_key=key,
         http_port=http_port,
         service=service,
     )

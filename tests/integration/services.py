@@ -44,6 +44,13 @@ OUR_VARIABLES = ("SSLM_", "SSL_MGR_", "FLOWER_")
 
 #: Seconds a service gets to come up before the test fails with its log.
 START_TIMEOUT_S = 20.0
+#: A worker's environment for tests that SIGKILL one: the task it held goes to another worker
+#: after 10 s (plus up to kombu's 10 s scan), and the time limits stay below that, as they must.
+FAST_REDELIVERY = {
+    "SSLM_VISIBILITY_TIMEOUT_S": "10",
+    "SSLM_TASK_TIME_LIMIT_S": "8",
+    "SSLM_TASK_SOFT_TIME_LIMIT_S": "6",
+}
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from services import (
+    FAST_REDELIVERY,
     REPO,
     RedisServer,
     Services,
@@ -133,16 +134,13 @@ def test_worker_killed_mid_step_redelivers_and_finishes_the_same_build(
     # Given a tree with current certificates (in-process) and fast redelivery
     assert cli(topdir, None, "-renew").returncode == 0
     before = versions(topdir, "example.com/web-ec")
-    fast = {
-        "SSLM_VISIBILITY_TIMEOUT_S": "10",
-        "SSLM_TASK_TIME_LIMIT_S": "8",
-        "SSLM_TASK_SOFT_TIME_LIMIT_S": "6",
-    }
     marker = tmp_path / "slow-started"
     slow = workers.start(
         "slow@test",
         include=["slow_steps"],
-        env=worker_env(topdir, SLOW_STEP="sign", SLOW_S="60", SLOW_MARKER=str(marker), **fast),
+        env=worker_env(
+            topdir, SLOW_STEP="sign", SLOW_S="60", SLOW_MARKER=str(marker), **FAST_REDELIVERY
+        ),
     )
     # When a forced renew is enqueued and its worker is SIGKILLed in the middle of "sign"
     sent = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
@@ -151,7 +149,7 @@ def test_worker_killed_mid_step_redelivers_and_finishes_the_same_build(
     slow.kill()
     started = time.monotonic()
     # Then a second worker gets the step again within the visibility timeout and finishes
-    workers.start("spare@test", env=worker_env(topdir, **fast))
+    workers.start("spare@test", env=worker_env(topdir, **FAST_REDELIVERY))
     wait_for(
         "the renew completes on the spare worker",
         lambda: (topdir / "certs/example.com/web-ec/next").exists(),

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import acme.client
 import acme.messages
 import pytest
 
+from sslm_tasks.acme import directory
 from sslm_tasks.acme.accounts import accounts_dir
 from sslm_tasks.acme.directory import (
     LETSENCRYPT_PRODUCTION,
@@ -29,6 +31,7 @@ from sslm_tasks.acme.network import (
 from sslm_tasks.acme.orders import choose_profile
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import ConfigError, StoreError
+from sslm_tasks.lifecycle.workspace import RunOptions
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -48,6 +51,18 @@ def test_default_is_lets_encrypt_production_and_staging_with_test_mode() -> None
     assert server_for(ca, test=True) == AcmeServer(LETSENCRYPT_STAGING)
     explicit = CaInfo(ca_type="certbot", ca_acme_directory=LETSENCRYPT_PRODUCTION)
     assert server_for(explicit, test=True).directory_url == LETSENCRYPT_STAGING
+
+
+def test_a_dry_run_talks_to_staging_as_certbot_dry_run_does() -> None:
+    ca = CaInfo(ca_type="letsencrypt")
+    for options, url in (
+        (RunOptions(), LETSENCRYPT_PRODUCTION),
+        (RunOptions(dry_run=True), LETSENCRYPT_STAGING),
+        (RunOptions(test=True), LETSENCRYPT_STAGING),
+    ):
+        assert server_for(ca, test=options.acme_test_server).directory_url == url
+        # and the switch reaches a worker through the task message
+        assert RunOptions.from_json(options.to_json()) == options
 
 
 def test_other_directory_and_bundle_are_used_as_written(tmp_path: Path) -> None:
@@ -160,3 +175,25 @@ def test_our_acme_package_does_not_shadow_certbots() -> None:
     assert orders.acme.client is acme.client
     assert "site-packages" in (acme.client.__file__ or "")
     assert hasattr(acme.client, "ClientV2")
+
+
+def test_a_process_reuses_a_fetched_directory_until_it_is_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetched: list[str] = []
+
+    def fetch(_net: acme.client.ClientNetwork, url: str) -> acme.messages.Directory:
+        fetched.append(url)
+        return acme.messages.Directory({})
+
+    clock = [1000.0]
+    monkeypatch.setattr(directory, "fetch_directory", fetch)
+    monkeypatch.setattr(directory, "_fetched", {})
+    monkeypatch.setattr(directory, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    server = AcmeServer("https://127.0.0.1:14000/dir")
+    for _ in range(3):
+        directory.connect(server, None)
+    directory.connect(AcmeServer("https://127.0.0.1:15000/dir"), None)
+    clock[0] += directory.DIRECTORY_TTL_S
+    directory.connect(server, None)
+    assert fetched == [server.directory_url, "https://127.0.0.1:15000/dir", server.directory_url]

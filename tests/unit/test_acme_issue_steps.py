@@ -11,7 +11,9 @@ import pytest
 from cryptography import x509
 from support import REPO
 
+from sslm_tasks.acme.network import AcmeTransientError
 from sslm_tasks.config.load import load_config
+from sslm_tasks.config.settings import DEFAULT_ACME_WAIT_S, load_settings
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr
 from sslm_tasks.crypto.inspect import verify_chain
 from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key
@@ -20,14 +22,8 @@ from sslm_tasks.errors import ConfigError, PermanentError
 from sslm_tasks.lifecycle import acme_issue, build
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.tasks import (
-    ACME_COUNTDOWN_MAX_S,
-    ACME_MAX_RETRIES,
-    ACME_TASK_WAIT_S,
-    acme_countdown,
-    acme_waited,
-)
-from sslm_tasks.workflows import ACME_SIGN_STEPS, BUILD_STEPS
+from sslm_tasks.tasks import ACME_COUNTDOWN_MAX_S, acme_countdown, acme_max_retries, acme_waited
+from sslm_tasks.workflows import ACME_SIGN_STEPS, BUILD_STEPS, SignStep
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 WEB = ServiceRef("example.test", "web")
@@ -101,10 +97,46 @@ def test_the_acme_steps_are_stated_once_in_rfc_order() -> None:
 
 
 def test_waiting_tasks_count_down_front_weighted_and_give_up_after_the_bound() -> None:
-    assert [acme_countdown(n) for n in range(7)] == [2, 4, 8, 16, 32, ACME_COUNTDOWN_MAX_S, 60]
-    assert acme_waited(0) == 0 and acme_waited(3) == 2 + 4 + 8
-    tries = next(n for n in range(100) if acme_waited(n) >= ACME_TASK_WAIT_S)
-    assert 10 <= tries < ACME_MAX_RETRIES
+    countdowns = [acme_countdown(n) for n in range(10)]
+    assert countdowns == [0.25, 0.5, 1, 2, 4, 8, 16, 32, ACME_COUNTDOWN_MAX_S, 60]
+    assert acme_waited(0) == 0 and acme_waited(3) == 0.25 + 0.5 + 1
+    tries = next(n for n in range(100) if acme_waited(n) >= DEFAULT_ACME_WAIT_S)
+    assert tries == 17 and acme_max_retries(DEFAULT_ACME_WAIT_S) == 43
+    # A short bound (SSLM_ACME_WAIT_S=5): the check after 7.75 s gives up; the backstop stays
+    assert next(n for n in range(100) if acme_waited(n) >= 5) == 5
+    assert acme_max_retries(5) > 5
+
+
+def test_the_acme_bound_comes_from_the_environment_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSLM_ACME_WAIT_S", raising=False)
+    assert load_settings().acme_wait_s == DEFAULT_ACME_WAIT_S
+    monkeypatch.setenv("SSLM_ACME_WAIT_S", "5")
+    assert load_settings().acme_wait_s == 5
+    monkeypatch.setenv("SSLM_ACME_WAIT_S", "0")
+    with pytest.raises(ConfigError, match="SSLM_ACME_WAIT_S"):
+        load_settings()
+
+
+def _failing(err: Exception) -> SignStep:
+    def run(ws: Workspace, ref: ServiceRef) -> None:
+        raise err
+
+    return SignStep("acme_order", run=run)
+
+
+def test_a_step_tries_again_after_transient_errors_but_not_after_a_rate_limit(
+    ws: Workspace,
+) -> None:
+    storm = AcmeTransientError("creating the order: badNonce: ...", code="badNonce")
+    with pytest.raises(AcmeTransientError):
+        _failing(storm).attempt(ws, WEB)
+    limited = AcmeTransientError("creating the order: rateLimited: ...", code="rateLimited")
+    with pytest.raises(PermanentError, match="acme_order: creating the order: rateLimited") as err:
+        _failing(limited).attempt(ws, WEB)
+    assert err.value.__cause__ is limited  # its Retry-After, for the next attempt's wait
+    assert SignStep("acme_order", run=lambda ws, ref: None).attempt(ws, WEB) == (True, "done")
 
 
 def _issue(
