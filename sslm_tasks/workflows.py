@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
-
-from celery import Signature, chain  # type: ignore[import-untyped]
+from typing import TYPE_CHECKING, Final
 
 from sslm_tasks.acme.network import AcmeTransientError
 from sslm_tasks.config.load import Config, signer_of
@@ -41,6 +39,10 @@ from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import PRIVKEY, ServiceRef
 from sslm_tasks.store.versions import read_link
+
+if TYPE_CHECKING:
+    # Only the canvases below need Celery; the in-process run never imports it.
+    from celery import Signature  # type: ignore[import-untyped]
 
 log = logging.getLogger("sslm")
 
@@ -563,8 +565,12 @@ def service_steps(
 
 
 def renew_workflow(ref: ServiceRef, options: RunOptions, *, acme: bool = False) -> Signature:
+    from celery import chain
+
     return chain(*renew_steps(ref, options, acme=acme))
 
 
 def roll_workflow(ref: ServiceRef, options: RunOptions) -> Signature:
+    from celery import chain
+
     return chain(*roll_steps(ref, options))

@@ -200,6 +200,9 @@ def translate(step: str, net: acme.client.ClientNetwork | None = None) -> Iterat
         ``rejectedIdentifier``, ``caa``...), a TLS verification failure (the configured
         ``ca_acme_ca_bundle`` does not match the server), a reply that cannot be parsed.
     """
+    if isinstance(net, AcmeNetwork):
+        # A reused network still holds the header of an earlier request's response.
+        net.last_retry_after = None
     try:
         yield
     except acme.messages.Error as err:

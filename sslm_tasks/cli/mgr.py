@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from logging.handlers import RotatingFileHandler
 
-from sslm_tasks.broker import check_broker
 from sslm_tasks.config.load import Config, load_config
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.dns.refresh import zone_apexes
@@ -23,13 +22,12 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.status import service_status
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
-from sslm_tasks.locks.select import locker_for
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
 from sslm_tasks.workflows import DevSteps, RunRequest, run_in_process
 
-from . import remote, report
+from . import report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 #: How long a run waits for another run on the same tree before giving up.
@@ -288,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if request.dry_run and settings.broker_url:
         # The dry run's throwaway build never goes to the workers (nothing of it may reach a
         # deploy), so it runs here, under the workers' locks for the files it shares with them.
+        from sslm_tasks.locks.select import locker_for
+
         ws.locker = locker_for(settings, ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP))
     elif settings.broker_url:
         return _enqueue(settings.broker_url, config, refs, options, request, args)
@@ -303,6 +303,11 @@ def _enqueue(
     args: argparse.Namespace,
 ) -> int:
     """Send the workflows to the workers; wait for them unless ``--no-wait``."""
+    # Celery, kombu and the broker clients are imported only here: an in-process run (cron, the
+    # main job, every kill point of the crash tests) starts in half the time without them.
+    from sslm_tasks.broker import check_broker
+    from sslm_tasks.cli import remote
+
     try:
         check_broker(broker_url)
     except ConfigError as err:

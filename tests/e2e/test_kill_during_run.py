@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from support import RunMgr, chain_verifies, openssl
@@ -14,6 +16,7 @@ from support import RunMgr, chain_verifies, openssl
 HARNESS = Path(__file__).with_name("kill_harness.py")
 LEAVES = ["example.com/mail-ec", "example.com/web-ec"]
 SELECTION = ["ca:ALL", "example.com:mail-ec,web-ec"]
+KILL_POINTS_AT_ONCE = 2
 
 
 def run_killed(topdir: Path, kill_at: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,6 +49,14 @@ def count_replaces(topdir: Path, *args: str) -> int:
     return int(match.group(1))
 
 
+def at_every_write(check: Callable[[int], None], total: int) -> None:
+    """``check(kill_at)`` for every write 1..``total``, two at a time: each works on its own
+    copy of the tree, and the runs are processes, so two cores halve the wait."""
+    with ThreadPoolExecutor(max_workers=KILL_POINTS_AT_ONCE) as pool:
+        for _ in pool.map(check, range(1, total + 1)):
+            pass  # re-raises the first failed check's AssertionError
+
+
 def test_kill_at_every_write_of_a_first_run_then_rerun_completes(
     tmp_path: Path, topdir: Path, mgr: RunMgr
 ) -> None:
@@ -56,7 +67,8 @@ def test_kill_at_every_write_of_a_first_run_then_rerun_completes(
     shutil.copytree(topdir, probe)
     total = count_replaces(probe, "-renew", "-roll", *SELECTION)
     assert total > 20
-    for kill_at in range(1, total + 1):
+
+    def killed_then_rerun(kill_at: int) -> None:
         tree = tmp_path / f"k{kill_at}"
         shutil.copytree(topdir, tree)
         # When the run is killed at that write
@@ -74,6 +86,8 @@ def test_kill_at_every_write_of_a_first_run_then_rerun_completes(
             assert not (tree / "certs" / svc / "next").exists(), (kill_at, svc)
         shutil.rmtree(tree)
 
+    at_every_write(killed_then_rerun, total)
+
 
 def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
     tmp_path: Path, topdir: Path, mgr: RunMgr
@@ -86,7 +100,8 @@ def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
     shutil.copytree(topdir, probe, symlinks=True)
     total = count_replaces(probe, *args)
     old = {svc: os.readlink(topdir / "certs" / svc / "curr") for svc in LEAVES}
-    for kill_at in range(1, total + 1):
+
+    def killed_then_rerun(kill_at: int) -> None:
         tree = tmp_path / f"k{kill_at}"
         shutil.copytree(topdir, tree, symlinks=True)
         killed = run_killed(tree, kill_at, *args)
@@ -106,3 +121,5 @@ def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
         builds = {svc: len(list((tree / "certs" / svc / "db").iterdir())) for svc in LEAVES}
         assert all(count <= 2 for count in builds.values()), (kill_at, builds, changed)
         shutil.rmtree(tree)
+
+    at_every_write(killed_then_rerun, total)

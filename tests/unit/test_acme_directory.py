@@ -6,6 +6,7 @@ RenewalInfo endpoint (test_acme_ari.py); these need no network.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,8 @@ from types import SimpleNamespace
 import acme.client
 import acme.messages
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwk import JWKEC
 
 from sslm_tasks.acme import directory
 from sslm_tasks.acme.accounts import accounts_dir
@@ -177,7 +180,7 @@ def test_our_acme_package_does_not_shadow_certbots() -> None:
     assert hasattr(acme.client, "ClientV2")
 
 
-def test_a_process_reuses_a_fetched_directory_until_it_is_stale(
+def test_a_thread_reuses_an_accounts_client_and_a_process_its_directory_until_stale(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fetched: list[str] = []
@@ -189,11 +192,30 @@ def test_a_process_reuses_a_fetched_directory_until_it_is_stale(
     clock = [1000.0]
     monkeypatch.setattr(directory, "fetch_directory", fetch)
     monkeypatch.setattr(directory, "_fetched", {})
+    monkeypatch.setattr(directory, "_reuse", threading.local())
     monkeypatch.setattr(directory, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     server = AcmeServer("https://127.0.0.1:14000/dir")
-    for _ in range(3):
-        directory.connect(server, None)
-    directory.connect(AcmeServer("https://127.0.0.1:15000/dir"), None)
-    clock[0] += directory.DIRECTORY_TTL_S
-    directory.connect(server, None)
-    assert fetched == [server.directory_url, "https://127.0.0.1:15000/dir", server.directory_url]
+    key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    other_key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    account = "https://127.0.0.1:14000/my-account/1"
+
+    first = directory.connect(server, key, account_uri=account)
+    # the same account in the same thread: the same client, no request
+    assert directory.connect(server, key, account_uri=account) is first
+    # another account: its own client, the process's directory
+    assert directory.connect(server, other_key, account_uri=account + "0") is not first
+    # registering (no account yet) never reuses a client
+    assert directory.connect(server, key) is not directory.connect(server, key)
+    # another thread: its own client
+    elsewhere: list[acme.client.ClientV2] = []
+    worker = threading.Thread(
+        target=lambda: elsewhere.append(directory.connect(server, key, account_uri=account))
+    )
+    worker.start()
+    worker.join()
+    assert elsewhere[0] is not first
+    assert fetched == [server.directory_url]
+    # once stale, a new client and a new directory fetch
+    clock[0] += directory.CLIENT_TTL_S
+    assert directory.connect(server, key, account_uri=account) is not first
+    assert fetched == [server.directory_url] * 2
