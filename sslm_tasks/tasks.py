@@ -448,7 +448,7 @@ def deploy_fanout(self: Task, prev: Result, group: str, service: str, options: R
     else:
         for deploy_sig in deploys:
             deploy_sig.apply_async()
-    if dane.pending_refreshes(ws, [group]):
+    if dane.pending_refreshes(ws):
         _send_dns_refresh(group)
     return {**result, "deploys": sent}
 

@@ -111,8 +111,11 @@ class ZoneRefresher:
             noted, refreshed = self._read(apex)
             self._write(apex, noted + 1, refreshed)
 
-    def pending(self, apexes: Iterable[str]) -> list[str]:
-        """The zones among ``apexes`` with a change no successful refresh has covered yet."""
+    def pending(self, apexes: Iterable[str] | None = None) -> list[str]:
+        """The zones among ``apexes`` (None: every zone with a ledger in the store) with a
+        change no successful refresh has covered yet."""
+        if apexes is None:
+            apexes = [path.parent.name for path in self._layout.certs_dir.glob(f"*/{LEDGER_FILE}")]
         return sorted({apex for apex in apexes if self._is_pending(apex)})
 
     def refresh(self, apexes: Iterable[str], *, everything: bool = False) -> list[str]:

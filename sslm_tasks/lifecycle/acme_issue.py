@@ -341,9 +341,16 @@ def _refresh_changed(ws: Workspace, ref: ServiceRef, changed: list[str], zones: 
         log.info("%s: DNS refreshed for %s", ref, ", ".join(refreshed))
 
 
-def _withdraw(ws: Workspace, ref: ServiceRef, order: OrderState | None) -> None:
+def _withdraw(
+    ws: Workspace, ref: ServiceRef, order: OrderState | None, *, refresh: bool = True
+) -> None:
     """Remove this order's token files from the web servers and its records from every apex
-    it published in, refresh, drop the record."""
+    it published in, refresh (unless ``refresh`` is False), drop the record.
+
+    After an issued certificate the refresh waits (``refresh=False``): records nobody asks for
+    any more do no harm for a few seconds, and the refresh that follows the run (the
+    in-process run's end, the workers' debounced ``dns_refresh_pending``) covers them together
+    with the TLSA changes of the same renewal, instead of one more refresh per order."""
     _remove_tokens(ws, ref)
     state = load_state(ws.layout, ref)
     apexes = list(state.extra.get(APEXES_KEY, []))
@@ -352,7 +359,7 @@ def _withdraw(ws: Workspace, ref: ServiceRef, order: OrderState | None) -> None:
         challenge_file = _challenge_file(ws)
         tag = order_id(order)
         changed = [apex for apex in apexes if challenge_file.remove(apex, order_id=tag)]
-    _refresh_changed(ws, ref, changed, apexes)
+    _refresh_changed(ws, ref, changed, apexes if refresh else [])
     state = load_state(ws.layout, ref)
     for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY):
         state.extra.pop(key, None)
@@ -627,7 +634,7 @@ def finalize(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     """
     stamp = building_stamp(ws, ref)
     if _has_cert(ws, ref, stamp):
-        _withdraw(ws, ref, _recorded(ws, ref, stamp))
+        _withdraw(ws, ref, _recorded(ws, ref, stamp), refresh=False)
         return True, "certificate already issued"
     ca = _ca(ws, ref)
     _, client = _account(ws, ref, ca)
@@ -646,5 +653,5 @@ def finalize(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     write_atomic(version_file(ws, ref, stamp, files.CHAIN), chain_pem, mode=files.PUBLIC_MODE)
     write_atomic(version_file(ws, ref, stamp, files.CERT), cert_pem, mode=files.PUBLIC_MODE)
     log.info("%s: certificate of order %s is in build %s", ref, current.url, stamp)
-    _withdraw(ws, ref, current)
+    _withdraw(ws, ref, current, refresh=False)
     return True, f"issued by order {current.url}"

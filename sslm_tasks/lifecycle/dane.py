@@ -162,16 +162,17 @@ def _dns_restart_wanted(ws: Workspace) -> bool:
     return not dns.depends or bool({"tlsa", "dns"} & set(dns.depends))
 
 
-def pending_refreshes(ws: Workspace, groups: Iterable[str]) -> list[str]:
-    """The zones among ``groups`` with a change since their last DNS refresh."""
-    return ws.zone_refresher().pending(zone_apexes(groups))
+def pending_refreshes(ws: Workspace) -> list[str]:
+    """Every zone with a change since its last DNS refresh: TLSA files, and the challenge
+    records of finished ACME orders, whose withdrawal waits for this refresh."""
+    return ws.zone_refresher().pending()
 
 
 def refresh_pending(
     ws: Workspace, groups: Iterable[str], *, everything: bool = False, wait_s: float = 0.0
 ) -> list[str]:
-    """Run one DNS refresh for every zone among ``groups`` with a change since its last refresh
-    (``everything``: every zone among them, as ``-dns`` asks).
+    """Run one DNS refresh for every zone with a change since its last refresh, and with
+    ``everything`` every zone among ``groups`` too, as ``-dns`` asks.
 
     With ``wait_s``, wait up to that long until the zones' primary serves a newer serial, so
     that what follows (a deploy's DANE check) sees the new records: only the in-process run
@@ -180,8 +181,8 @@ def refresh_pending(
     Returns the zones refreshed. A failed refresh leaves them pending, so the next run retries;
     one that another caller ran while this one waited leaves nothing to do.
     """
-    groups = list(groups)
-    zones = zone_apexes(groups) if everything else pending_refreshes(ws, groups)
+    pending = pending_refreshes(ws)
+    zones = sorted(set(pending) | set(zone_apexes(groups))) if everything else pending
     if not zones:
         return zones
     before = {zone: _primary_serial(ws, zone) for zone in zones} if wait_s > 0 else {}

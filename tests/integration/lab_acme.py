@@ -17,8 +17,10 @@ from lab_dns import DnsLab
 from lab_pebble import Pebble
 from support import REPO, run_tool
 
+from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.challenges import parse_include_text
 from sslm_tasks.lifecycle import acme_issue
+from sslm_tasks.lifecycle.workspace import Workspace
 
 SERVICE = """name = 'Web'
 group = 'example.test'
@@ -128,3 +130,9 @@ def records_left(lab: DnsLab) -> dict[str, list[str]]:
         path = lab.acme_file(apex)
         left[apex] = [r.value for r in parse_include_text(path.read_text(), source=path)]
     return left
+
+
+def zones_awaiting_refresh(topdir: Path) -> list[str]:
+    """The zones with a change (challenge records, TLSA) no DNS refresh has covered yet."""
+    config, _ = load_config([], conf_dir=topdir / "conf.d")
+    return Workspace(config=config).zone_refresher().pending()

@@ -16,10 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from lab_acme import APEXES, SVC, mgr, records_left, set_dns_check_delay
+from lab_acme import (
+    APEXES,
+    SVC,
+    mgr,
+    records_left,
+    set_dns_check_delay,
+    zones_awaiting_refresh,
+)
 from lab_dns import DnsLab
 from lab_pebble import Pebble
-from services import RedisServer, WorkerStarter
+from services import RedisServer, WorkerStarter, wait_for
 from support import run_tool
 
 from sslm_tasks import workflows
@@ -56,8 +63,10 @@ def test_dns01_certificate_with_a_wildcard_and_two_apexes(
     # and the account is under cb/, its key readable by the owner only
     keys = list((acme_topdir / "certs" / SVC / "cb").rglob("private_key.json"))
     assert len(keys) == 1 and stat.S_IMODE(keys[0].stat().st_mode) == 0o600
-    # and the challenge records are gone again, from files the zones still include
+    # and the challenge records are gone again, from files the zones still include, and the
+    # refresh at the end of the run took them out of DNS too
     assert records_left(dns_lab) == {apex: [] for apex in APEXES}
+    assert zones_awaiting_refresh(acme_topdir) == []
     assert dns_lab.refresh(*APEXES).returncode == 0
     # and a second renew finds nothing due
     issued = curr.resolve()
@@ -148,6 +157,13 @@ def test_workers_issue_the_same_certificate_through_the_acme_tasks(
         assert f"sslm.issue.acme_{step}[" in log and "succeeded" in log, step
     state = (acme_topdir / "certs" / SVC / "state.json").read_text()
     assert "acme_order" not in state  # the finished order's record is gone
+    # and the withdrawn records leave DNS with the debounced refresh after the renewal
+    wait_for(
+        "the refresh after the renewal",
+        lambda: zones_awaiting_refresh(acme_topdir) == [],
+        timeout_s=30,
+        log=worker.service.log,
+    )
 
 
 def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(

@@ -60,6 +60,8 @@ def test_nothing_changed_runs_nothing_and_a_change_runs_once(tmp_path: Path) -> 
     refresher.note_change("example.com")
     refresher.note_change("example.com")
     assert refresher.pending(["example.com", "example.net"]) == ["example.com"]
+    # and without a list, every zone of the store with a pending change
+    assert refresher.pending() == ["example.com"]
     assert refresher.refresh(["example.com", "example.net"]) == ["example.com"]
     assert refresher.refresh(["example.com"]) == []
     assert runs(tmp_path) == ["--serial_bump example.com"]
