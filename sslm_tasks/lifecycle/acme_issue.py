@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -72,6 +73,13 @@ ORDER_KEY: Final = "acme_order"
 ORDER_STAMP_KEY: Final = "acme_order_stamp"
 #: Apexes this order published records in (recorded before writing, for the cleanup).
 APEXES_KEY: Final = "acme_apexes"
+#: When the zones of this order's records were last refreshed (ISO time), for the re-push.
+REFRESHED_KEY: Final = "acme_refreshed"
+#: A primary that still lacks this order's records this long after their refresh gets the zone
+#: refreshed again: a reload the name server dropped (one that came while it was still loading
+#: or signing the previous one, seen with BIND's inline signing under bursts) would otherwise
+#: leave the order waiting for a refresh nobody sends, until its bound.
+REPUSH_AFTER_S: Final = 10.0
 #: http-01 token files this service wrote, ``{host: [path, ...]}`` (recorded before writing).
 WEB_TOKENS_KEY: Final = "acme_web_tokens"
 
@@ -361,7 +369,7 @@ def _withdraw(
         changed = [apex for apex in apexes if challenge_file.remove(apex, order_id=tag)]
     _refresh_changed(ws, ref, changed, apexes if refresh else [])
     state = load_state(ws.layout, ref)
-    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY):
+    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY, REFRESHED_KEY):
         state.extra.pop(key, None)
     save_state(ws.layout, ref, state, now=ws.clock())
 
@@ -544,8 +552,22 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     log.info("%s: dns-01 records published in %s", ref, ", ".join(sorted(by_apex)) or "none")
     # Every apex counts as changed, not only those whose file this call wrote: a run killed
     # between its write and its count would otherwise never get the zone refreshed.
-    zones = sorted(by_apex)
+    _push(ws, ref, sorted(by_apex))
+
+
+def _push(ws: Workspace, ref: ServiceRef, zones: list[str]) -> None:
+    """Count ``zones`` as changed, refresh them, and remember when (:data:`REFRESHED_KEY`)."""
     _refresh_changed(ws, ref, zones, zones)
+    state = load_state(ws.layout, ref)
+    state.extra[REFRESHED_KEY] = ws.clock().isoformat()
+    save_state(ws.layout, ref, state, now=ws.clock())
+
+
+def _repush_due(ws: Workspace, ref: ServiceRef) -> bool:
+    raw = load_state(ws.layout, ref).extra.get(REFRESHED_KEY)
+    if not isinstance(raw, str):
+        return True
+    return (ws.clock() - datetime.fromisoformat(raw)).total_seconds() >= REPUSH_AFTER_S
 
 
 def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
@@ -572,13 +594,18 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     extra = extra_nameservers(ws.config)
     lagging: list[str] = []
     served: list[str] = []
+    unserved: list[str] = []
     for apex, challs in sorted(by_apex.items()):
         primary = primary_for(ws.config, apex)
-        for result in (
-            check_txt(primary, [(c.name, c.value) for c in challs]),
-            check_serial(apex, primary, extra=extra),
-        ):
+        txt = check_txt(primary, [(c.name, c.value) for c in challs])
+        if not txt.ok:
+            unserved.append(apex)
+        for result in (txt, check_serial(apex, primary, extra=extra)):
             (served if result.ok else lagging).append(result.summary())
+    if unserved and _repush_due(ws, ref):
+        log.warning("%s: the primary lacks the records; refreshing %s again", ref, unserved)
+        _push(ws, ref, unserved)
+        lagging.append(f"refreshed {', '.join(unserved)} again")
     if lagging:
         return False, "; ".join(lagging)
     return True, "; ".join(served) or "nothing to publish"

@@ -202,3 +202,51 @@ def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(
     report = run_in_process(ws, refs, RunRequest(renew=True))
     assert report.ok, report.outcomes[0].actions
     assert (acme_topdir / "certs" / SVC / "curr").exists()
+
+
+def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
+    acme_topdir: Path, dns_lab: DnsLab
+) -> None:
+    # Given a build whose records are published
+    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
+    clock = [datetime.now(UTC)]
+    ws = Workspace(config=config, clock=lambda: clock[0])
+    ref = refs[0]
+    build.start_build(ws, ref)
+    build.make_key(ws, ref)
+    build.make_csr(ws, ref)
+    acme_issue.order(ws, ref)
+    acme_issue.publish(ws, ref)
+    # and a primary that lost them: it loaded the zones without them, and the includes got them
+    # back without a reload (as when the name server drops a reload that came during another)
+    saved = {apex: dns_lab.acme_file(apex).read_text() for apex in APEXES}
+    for apex in APEXES:
+        dns_lab.acme_file(apex).write_text(";; emptied by the test\n")
+    assert dns_lab.refresh(*APEXES).returncode == 0
+    wait_for(
+        "the primary to drop the records",
+        lambda: not dns_lab.txt("_acme-challenge.example.test", dns_lab.primary),
+        timeout_s=10,
+    )
+    for apex, text in saved.items():
+        dns_lab.acme_file(apex).write_text(text)
+
+    # When propagation is checked soon after the publish, it waits and refreshes nothing
+    calls = len(dns_lab.refresh_calls())
+    ready, detail = acme_issue.propagated(ws, ref)
+    assert not ready and "again" not in detail, detail
+    assert len(dns_lab.refresh_calls()) == calls
+
+    # When it is checked once the re-push delay has passed
+    clock[0] += timedelta(seconds=acme_issue.REPUSH_AFTER_S)
+    ready, detail = acme_issue.propagated(ws, ref)
+
+    # Then the zones are refreshed again, once, and the records are served
+    assert "refreshed example.test, other.test again" in detail, detail
+    assert len(dns_lab.refresh_calls()) == calls + 1
+    wait_for(
+        "the records served again",
+        lambda: acme_issue.propagated(ws, ref)[0],
+        timeout_s=15,
+    )
+    assert len(dns_lab.refresh_calls()) == calls + 1
