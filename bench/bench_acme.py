@@ -235,6 +235,20 @@ class DirectClient:
                         repush_at = now + REPUSH_AFTER_S
                     time.sleep(DNS_POLL_S)
 
+    def warm_up(self) -> None:
+        """One record published, served and withdrawn before the clock starts: a lab that has
+        just started was seen to ignore a burst of refreshes while it signed its zones for the
+        first time (this phase runs first)."""
+        apexes = [APEX, OTHER]
+        records = [(apex, f"_acme-challenge.warm-up.{apex}", "warm-up") for apex in apexes]
+        for apex, name, value in records:
+            self._edit(apex, add=[f'{name}. 60 IN TXT "{value}" ; order warm-up'])
+        self._refresh(apexes)
+        self._wait_served(apexes, [(name, value) for _, name, value in records])
+        for apex in apexes:
+            self._edit(apex, drop="; order warm-up")
+        self._refresh(apexes)
+
     def issue(self, i: int) -> bytes:
         csr_pem = new_csr(names_of(i))
         # the account
@@ -279,6 +293,7 @@ def issue_with_library(
     lab: DnsLab, pebble: Pebble, count: int, issuer: x509.Name
 ) -> tuple[float, int]:
     client = DirectClient(lab, pebble)
+    client.warm_up()
     calls = len(lab.refresh_calls())
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -463,7 +478,11 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20, help="certificates per method")
-    count = parser.parse_args().count
+    parser.add_argument(
+        "--without-certbot", action="store_true", help="skip (b), the minute of certbot runs"
+    )
+    args = parser.parse_args()
+    count = args.count
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     for name in [name for name in os.environ if name.startswith(("SSLM_", "SSL_MGR_"))]:
         del os.environ[name]
@@ -482,8 +501,10 @@ def main() -> None:
                 services, lab, pebble, work / "top", count, issuer
             )
             waits, busy = waits_in(worker_log), busy_in(worker_log)
-            certbot_s, certbot_refreshes, per_cert = issue_with_certbot(
-                lab, pebble, work / "certbot", count, issuer
+            certbot = (
+                None
+                if args.without_certbot
+                else issue_with_certbot(lab, pebble, work / "certbot", count, issuer)
             )
         finally:
             lab.close()
@@ -494,7 +515,7 @@ def main() -> None:
     row("certificates (3 names, 2 zones)", f"{count} per method, each checked")
     row("sslm: redis + 2 worker processes", f"{sslm_s:6.2f} s  ({sslm_refreshes} DNS refreshes)")
     row("  until the deferred cleanup refresh", f"{cleaned_s:6.2f} s")
-    top = sorted(busy.items(), key=lambda item: -item[1][1])[:4]
+    top = sorted(busy.items(), key=lambda item: -item[1][1])[:8]
     row(
         "  worker task time",
         f"{sum(s for _, s in busy.values()):.2f} s in all; "
@@ -510,17 +531,22 @@ def main() -> None:
         f"(a) acme library, {count} threads",
         f"{library_s:6.2f} s  ({library_refreshes} DNS refreshes)",
     )
-    row(
-        "(b) certbot --manual, sequential",
-        f"{certbot_s:6.2f} s  ({certbot_refreshes} DNS refreshes; "
-        f"{min(per_cert):.2f}-{max(per_cert):.2f} s each)",
-    )
-    vs_library, vs_certbot = sslm_s / library_s, certbot_s / sslm_s
+    vs_library = sslm_s / library_s
     row(
         "ratio sslm / (a)",
         f"{vs_library:.2f}  (target <= {TARGET_VS_LIBRARY:g}: "
         f"{verdict(vs_library <= TARGET_VS_LIBRARY)})",
     )
+    if certbot is None:
+        row("(b) certbot --manual, sequential", "skipped (--without-certbot)")
+        return
+    certbot_s, certbot_refreshes, per_cert = certbot
+    row(
+        "(b) certbot --manual, sequential",
+        f"{certbot_s:6.2f} s  ({certbot_refreshes} DNS refreshes; "
+        f"{min(per_cert):.2f}-{max(per_cert):.2f} s each)",
+    )
+    vs_certbot = certbot_s / sslm_s
     row(
         "ratio (b) / sslm",
         f"{vs_certbot:.2f}  (target >= {TARGET_VS_CERTBOT:g}: "

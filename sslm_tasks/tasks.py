@@ -253,13 +253,15 @@ RENEW_STEP_TASKS: dict[str, Task] = {name: _make_renew_step_task(name) for name,
 
 # --------------------------------------------------------------------------- ACME sign
 
-#: An ACME step that is not done asks again after 0.25, 0.5, 1, 2, ... seconds, at most
-#: ``ACME_COUNTDOWN_MAX_S`` apart, and gives up once its countdowns add up to
-#: ``SSLM_ACME_WAIT_S``, naming what lags. The first ones are short because most waits are:
-#: a secondary takes a fraction of a second to transfer a refreshed zone, and a CA answers a
-#: finalize with "processing" for about as long; a first countdown of 2 s doubled the time of
+#: An ACME step that is not done asks again every 0.25 s for its first second, then after 0.5,
+#: 1, 2, ... seconds, at most ``ACME_COUNTDOWN_MAX_S`` apart, and gives up once its countdowns
+#: add up to ``SSLM_ACME_WAIT_S``, naming what lags. The first ones are short because most waits
+#: are: a secondary takes a fraction of a second to transfer a refreshed zone, and a CA answers
+#: a finalize with "processing" for about as long; a first countdown of 2 s doubled the time of
 #: a whole order (bench/bench_acme.py).
 ACME_FIRST_COUNTDOWN_S = 0.25
+#: How many checks come ``ACME_FIRST_COUNTDOWN_S`` apart before the countdowns grow.
+ACME_QUICK_CHECKS = 4
 ACME_COUNTDOWN_MAX_S = 60.0
 #: Retries an ACME task may spend on other transient errors (a busy service lock, Redis briefly
 #: away), which share the retry count, on top of the checks its bound takes.
@@ -268,7 +270,8 @@ ACME_SPARE_RETRIES = 26
 
 def acme_countdown(retries: int) -> float:
     """The countdown before check number ``retries + 1``: front-weighted, capped."""
-    return min(ACME_FIRST_COUNTDOWN_S * 2.0**retries, ACME_COUNTDOWN_MAX_S)
+    growth = 2.0 ** max(0, retries - ACME_QUICK_CHECKS + 1)
+    return min(ACME_FIRST_COUNTDOWN_S * growth, ACME_COUNTDOWN_MAX_S)
 
 
 def acme_waited(retries: int) -> float:
@@ -277,8 +280,8 @@ def acme_waited(retries: int) -> float:
 
 
 def acme_max_retries(wait_s: float) -> int:
-    """The retry limit of an ACME task: a backstop above the checks ``wait_s`` takes (17 for
-    the default 600 s, so 43); the bound itself is checked by the task."""
+    """The retry limit of an ACME task: a backstop above the checks ``wait_s`` takes (20 for
+    the default 600 s, so 46); the bound itself is checked by the task."""
     checks, waited = 0, 0.0
     while waited < wait_s:
         waited += acme_countdown(checks)

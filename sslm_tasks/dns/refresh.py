@@ -118,26 +118,33 @@ class ZoneRefresher:
             apexes = [path.parent.name for path in self._layout.certs_dir.glob(f"*/{LEDGER_FILE}")]
         return sorted({apex for apex in apexes if self._is_pending(apex)})
 
-    def refresh(self, apexes: Iterable[str], *, everything: bool = False) -> list[str]:
+    def refresh(
+        self, apexes: Iterable[str], *, everything: bool = False, wait: bool = True
+    ) -> list[str]:
         """One restart command for the zones among ``apexes`` that are pending (``everything``:
         all of them, as ``-dns`` asks); returns the zones it refreshed, none when another
         caller's refresh covered them while this one waited.
 
+        ``wait=False`` does not queue behind a refresh that is running: a worker with other
+        tasks to do leaves the zones pending and asks again later, when that refresh (or the
+        next) has covered them; meanwhile more changes gather for one refresh.
+
         Raises:
           ConfigError: a refresh is due and there is no ``[dns] restart_cmd``.
-          LockBusy: another refresh of one of the zones outlasted its timeout (transient).
+          LockBusy: another refresh of one of the zones is running and ``wait`` is False, or
+            outlasted its timeout (transient).
           PermanentError / TransientError: the command failed; the zones stay pending.
         """
         zones = sorted(set(apexes))
         if not zones or not (everything or self.pending(zones)):
             return []
-        wait_s = self._timeout_s + _REFRESH_LOCK_MARGIN_S
+        ttl_s = self._timeout_s + _REFRESH_LOCK_MARGIN_S
         with ExitStack() as held:
             # Sorted, so two callers wanting overlapping zones never wait for each other.
             for zone in zones:
                 held.enter_context(
                     self._locker.acquire(
-                        f"{REFRESH_LOCK_PREFIX}{zone}", ttl_s=wait_s, blocking_s=wait_s
+                        f"{REFRESH_LOCK_PREFIX}{zone}", ttl_s=ttl_s, blocking_s=ttl_s if wait else 0
                     )
                 )
             counts = {zone: self._read(zone) for zone in zones}

@@ -56,7 +56,7 @@ from sslm_tasks.deploy.webroot import TokenFile, WebRoot
 from sslm_tasks.dns.challenges import ChallengeFile
 from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for
 from sslm_tasks.dns.propagation import check_serial, check_txt
-from sslm_tasks.errors import ConfigError, PermanentError, SslmError, StoreError
+from sslm_tasks.errors import ConfigError, LockBusy, PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.build import building_stamp, version_file
 from sslm_tasks.lifecycle.workspace import Workspace
@@ -336,15 +336,24 @@ def _challenge_file(ws: Workspace) -> ChallengeFile:
     return ChallengeFile(layout=ws.layout, acme_dirs=dirs, locker=ws.store_locker())
 
 
-def _refresh_changed(ws: Workspace, ref: ServiceRef, changed: list[str], zones: list[str]) -> None:
+def _refresh_changed(
+    ws: Workspace, ref: ServiceRef, changed: list[str], zones: list[str], *, wait: bool = True
+) -> None:
     """Count the changes to the zones ``changed``, then refresh those of ``zones`` still
     pending: orders of one zone running at once share a refresh (see ``dns.refresh``). A failed
     refresh leaves its zones pending, so a later refresh, this order's retry included, covers
-    it."""
+    it. Without ``wait``, a refresh already running leaves the zones pending for
+    :func:`propagated`, which refreshes what is still pending before it looks."""
     refresher = ws.zone_refresher()
     for apex in changed:
         refresher.note_change(apex)
-    refreshed = refresher.refresh(zones)
+    try:
+        refreshed = refresher.refresh(zones, wait=wait)
+    except LockBusy:
+        if wait:
+            raise
+        log.info("%s: a refresh of %s is running; left for the next look", ref, ", ".join(zones))
+        return
     if refreshed:
         log.info("%s: DNS refreshed for %s", ref, ", ".join(refreshed))
 
@@ -556,8 +565,9 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
 
 
 def _push(ws: Workspace, ref: ServiceRef, zones: list[str]) -> None:
-    """Count ``zones`` as changed, refresh them, and remember when (:data:`REFRESHED_KEY`)."""
-    _refresh_changed(ws, ref, zones, zones)
+    """Count ``zones`` as changed, refresh them unless a refresh is running, and remember when
+    (:data:`REFRESHED_KEY`)."""
+    _refresh_changed(ws, ref, zones, zones, wait=False)
     state = load_state(ws.layout, ref)
     state.extra[REFRESHED_KEY] = ws.clock().isoformat()
     save_state(ws.layout, ref, state, now=ws.clock())
@@ -591,6 +601,13 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     if _kind(ws, ref, ca) == HTTP_01:
         return _tokens_served(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
     by_apex = _challenges(ws, ref, current, account)
+    pending = ws.zone_refresher().pending(by_apex)
+    if pending:
+        # Published while another refresh ran (publish does not queue behind it): refresh now.
+        try:
+            ws.zone_refresher().refresh(pending, wait=False)
+        except LockBusy:
+            return False, f"waiting for the running refresh of {', '.join(pending)}"
     extra = extra_nameservers(ws.config)
     lagging: list[str] = []
     served: list[str] = []

@@ -97,14 +97,14 @@ def test_the_acme_steps_are_stated_once_in_rfc_order() -> None:
 
 
 def test_waiting_tasks_count_down_front_weighted_and_give_up_after_the_bound() -> None:
-    countdowns = [acme_countdown(n) for n in range(10)]
-    assert countdowns == [0.25, 0.5, 1, 2, 4, 8, 16, 32, ACME_COUNTDOWN_MAX_S, 60]
-    assert acme_waited(0) == 0 and acme_waited(3) == 0.25 + 0.5 + 1
+    countdowns = [acme_countdown(n) for n in range(12)]
+    assert countdowns == [0.25] * 4 + [0.5, 1, 2, 4, 8, 16, 32, ACME_COUNTDOWN_MAX_S]
+    assert acme_waited(0) == 0 and acme_waited(5) == 4 * 0.25 + 0.5
     tries = next(n for n in range(100) if acme_waited(n) >= DEFAULT_ACME_WAIT_S)
-    assert tries == 17 and acme_max_retries(DEFAULT_ACME_WAIT_S) == 43
-    # A short bound (SSLM_ACME_WAIT_S=5): the check after 7.75 s gives up; the backstop stays
-    assert next(n for n in range(100) if acme_waited(n) >= 5) == 5
-    assert acme_max_retries(5) > 5
+    assert tries == 20 and acme_max_retries(DEFAULT_ACME_WAIT_S) == 46
+    # A short bound (SSLM_ACME_WAIT_S=5): the check after 8.5 s gives up; the backstop stays
+    assert next(n for n in range(100) if acme_waited(n) >= 5) == 8
+    assert acme_max_retries(5) > 8
 
 
 def test_the_acme_bound_comes_from_the_environment_and_is_checked(
