@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from celery import Signature, Task, chord  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
-from sslm_tasks.config.load import Config, load_config, signer_of
+from sslm_tasks.config.load import Config, acme_ca_of, load_config, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy, post_copy
@@ -565,7 +565,7 @@ def renew_trigger(group: str, service: str) -> str:
 
     ref = ServiceRef(group, service)
     config, _ = load_config([str(ref)])
-    acme = acme_issue.acme_ca_of(config, ref) is not None
+    acme = acme_ca_of(config, ref) is not None
     return str(renew_workflow(ref, RunOptions(), acme=acme).apply_async().id)
 
 

@@ -19,8 +19,7 @@ from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
 
-from sslm_tasks.config.load import Config, signer_of
-from sslm_tasks.lifecycle.acme_issue import acme_ca_of
+from sslm_tasks.config.load import Config, acme_ca_of, signer_of
 from sslm_tasks.lifecycle.workspace import RunOptions
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.workflows import RENEW_STEPS, RunRequest, service_steps

@@ -281,6 +281,15 @@ def signer_of(config: Config, ref: ServiceRef) -> ServiceRef | None:
     return ServiceRef(CA_GROUP, svc.signing_ca)
 
 
+def acme_ca_of(config: Config, ref: ServiceRef) -> CaInfo | None:
+    """The ACME CA that signs ``ref``; None for self-signed and local-CA services."""
+    svc = config.services[ref]
+    if svc.self_signed:
+        return None
+    ca = config.cas.get(svc.signing_ca)
+    return None if ca is None or ca.is_local else ca
+
+
 def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceRef]:
     """Put every selected signer before what it signs, keeping config order otherwise.
 

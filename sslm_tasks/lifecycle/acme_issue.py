@@ -46,7 +46,7 @@ from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import server_for
 from sslm_tasks.acme.network import AcmePermanentError
 from sslm_tasks.acme.orders import ChallengeKind, ChallengeToPublish, OrderFailed, OrderState
-from sslm_tasks.config.load import CA_FILE, MAIN_FILE, Config
+from sslm_tasks.config.load import CA_FILE, MAIN_FILE, acme_ca_of
 from sslm_tasks.config.models import CA_GROUP, CaInfo
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.crypto.inspect import key_matches_cert, load_certs
@@ -90,15 +90,6 @@ HTTP_01: Final = "http-01"
 
 
 # --------------------------------------------------------------------------- which CA
-
-
-def acme_ca_of(config: Config, ref: ServiceRef) -> CaInfo | None:
-    """The ACME CA that signs ``ref``; None for self-signed and local-CA services."""
-    svc = config.services[ref]
-    if svc.self_signed:
-        return None
-    ca = config.cas.get(svc.signing_ca)
-    return None if ca is None or ca.is_local else ca
 
 
 def acme_ca(ws: Workspace, ref: ServiceRef) -> CaInfo | None:

@@ -34,6 +34,7 @@ from sslm_tasks.acme.renewal_info import (
     plan_renewal,
     retry_time_after_failure,
 )
+from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle.workspace import Workspace
@@ -197,10 +198,7 @@ def remembered_replaces(ws: Workspace, ref: ServiceRef) -> str | None:
 
 
 def _acme_ca(ws: Workspace, ref: ServiceRef) -> CaInfo | None:
-    # acme_issue builds on lifecycle.build, which asks this module: look it up at call time.
-    from sslm_tasks.lifecycle.acme_issue import acme_ca
-
-    return acme_ca(ws, ref)
+    return acme_ca_of(ws.config, ref)
 
 
 def _ask(
