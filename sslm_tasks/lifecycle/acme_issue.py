@@ -592,11 +592,12 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     if _kind(ws, ref, ca) == HTTP_01:
         return _tokens_served(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
     by_apex = _challenges(ws, ref, current, account)
-    pending = ws.zone_refresher().pending(by_apex)
+    refresher = ws.zone_refresher()
+    pending = refresher.pending(by_apex)
     if pending:
         # Published while another refresh ran (publish does not queue behind it): refresh now.
         try:
-            ws.zone_refresher().refresh(pending, wait=False)
+            refresher.refresh(pending, wait=False)
         except LockBusy:
             return False, f"waiting for the running refresh of {', '.join(pending)}"
     extra = extra_nameservers(ws.config)

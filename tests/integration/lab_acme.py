@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from lab_dns import DnsLab
 from lab_pebble import Pebble
+from services import RedisServer
 from support import REPO, run_tool
 
 from sslm_tasks.config.load import load_config
@@ -22,7 +24,10 @@ from sslm_tasks.dns.challenges import parse_include_text
 from sslm_tasks.lifecycle import acme_issue
 from sslm_tasks.lifecycle.workspace import Workspace
 
-SERVICE = """name = 'Web'
+
+def service_text(sans: Sequence[str]) -> str:
+    """``conf.d/example.test/web``, signed by the lab's Pebble, for ``sans``."""
+    return f"""name = 'Web'
 group = 'example.test'
 service = 'web'
 signing_ca = 'pebble'
@@ -36,8 +41,11 @@ signing_ca = 'pebble'
     O = 'Example'
     C = 'US'
     email = 'hostmaster@example.test'
-    sans = ['example.test', '*.example.test', 'www.other.test']
+    sans = {list(sans)!r}
 """
+
+
+SERVICE = service_text(["example.test", "*.example.test", "www.other.test"])
 SVC = "example.test/web"
 APEXES = ("example.test", "other.test")
 
@@ -86,7 +94,7 @@ def set_dns_check_delay(top: Path, seconds: float) -> None:
     )
 
 
-def use_pebble(top: Path, pebble: Pebble) -> None:
+def use_pebble(top: Path, pebble: Pebble, *, validation: str = "dns-01") -> None:
     """Make ``pebble`` the service's CA (another Pebble is another CA, with no account yet)."""
     (top / "conf.d/ca-info.conf").write_text(
         (REPO / "conf.d/ca-info.conf").read_text()
@@ -94,7 +102,7 @@ def use_pebble(top: Path, pebble: Pebble) -> None:
 [pebble]
     ca_desc = 'The lab Pebble'
     ca_type = 'acme'
-    ca_validation = 'dns-01'
+    ca_validation = '{validation}'
     ca_acme_directory = '{pebble.directory_url}'
     ca_acme_ca_bundle = '{pebble.ca_bundle}'
 """
@@ -105,6 +113,13 @@ def mgr(
     topdir: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return run_tool("sslm-mgr", *args, cwd=topdir, env=env, timeout=300)
+
+
+def enqueue(
+    topdir: Path, redis_server: RedisServer, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``sslm-mgr *args`` through the broker of ``redis_server``, to the workers."""
+    return mgr(topdir, *args, env={"SSLM_BROKER_URL": redis_server.url()})
 
 
 def service_dir(topdir: Path) -> Path:

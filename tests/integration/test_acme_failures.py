@@ -13,12 +13,12 @@ Run under the lab lock:
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from lab_acme import (
+    enqueue,
     last_error,
     mgr,
     recorded_order,
@@ -82,12 +82,6 @@ def start_worker(
     workers: WorkerStarter, topdir: Path, node: str, *, include: Sequence[str] = (), **env: str
 ) -> Worker:
     return workers.start(node, include=include, env={"SSL_MGR_TOPDIR": str(topdir), **env})
-
-
-def enqueue(
-    topdir: Path, redis_server: RedisServer, *args: str
-) -> subprocess.CompletedProcess[str]:
-    return mgr(topdir, *args, env={"SSLM_BROKER_URL": redis_server.url()})
 
 
 def status(topdir: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from lab_acme import enqueue, service_text, use_pebble
 from lab_dns import DnsLab
 from lab_pebble import Pebble
 from services import RedisServer, Services, WorkerStarter
@@ -45,22 +46,6 @@ APEX = "example.test"
 SVC = "example.test/web"
 #: ``www.other.test`` is in another zone: its token still goes under ``example.test``.
 NAMES = ("example.test", "www.example.test", "www.other.test")
-SERVICE = f"""name = 'Web'
-group = 'example.test'
-service = 'web'
-signing_ca = 'pebble'
-
-[KeyOpts]
-    ktype = 'ec'
-    ec_algo = 'secp256r1'
-
-[X509]
-    CN = 'example.test'
-    O = 'Example'
-    C = 'US'
-    email = 'hostmaster@example.test'
-    sans = {list(NAMES)!r}
-"""
 #: The sshd alias that stands in for a remote web server.
 REMOTE_HOST = "web1.test"
 
@@ -103,19 +88,8 @@ def topdir(tmp_path: Path, dns_lab: DnsLab, pebble: Pebble, www: Path) -> Path:
     top = tmp_path / "top"
     shutil.copytree(REPO / "conf.d", top / "conf.d")
     (top / "conf.d/example.test").mkdir()
-    (top / "conf.d/example.test/web").write_text(SERVICE)
-    ca_info = top / "conf.d/ca-info.conf"
-    ca_info.write_text(
-        ca_info.read_text()
-        + f"""
-[pebble]
-    ca_desc = 'The lab Pebble'
-    ca_type = 'acme'
-    ca_validation = 'http-01'
-    ca_acme_directory = '{pebble.directory_url}'
-    ca_acme_ca_bundle = '{pebble.ca_bundle}'
-"""
-    )
+    (top / "conf.d/example.test/web").write_text(service_text(NAMES))
+    use_pebble(top, pebble, validation="http-01")
     main = top / "conf.d/ssl-mgr.conf"
     main.write_text(
         main.read_text()
@@ -260,14 +234,7 @@ def test_workers_issue_over_http01_through_the_same_acme_tasks(
     )
 
     # When the CLI enqueues the renewal
-    done = run_tool(
-        "sslm-mgr",
-        "-renew",
-        "example.test:web",
-        cwd=topdir,
-        env={"SSLM_BROKER_URL": redis_server.url()},
-        timeout=300,
-    )
+    done = enqueue(topdir, redis_server, "-renew", "example.test:web")
 
     # Then the worker's ACME tasks put the tokens where the CA fetched them, then removed them
     assert done.returncode == 0, done.stdout + done.stderr

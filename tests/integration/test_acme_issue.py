@@ -19,6 +19,7 @@ import pytest
 from lab_acme import (
     APEXES,
     SVC,
+    enqueue,
     mgr,
     records_left,
     set_dns_check_delay,
@@ -27,7 +28,6 @@ from lab_acme import (
 from lab_dns import DnsLab
 from lab_pebble import Pebble
 from services import RedisServer, WorkerStarter, wait_for
-from support import run_tool
 
 from sslm_tasks import workflows
 from sslm_tasks.acme.orders import OrderFailed
@@ -139,14 +139,7 @@ def test_workers_issue_the_same_certificate_through_the_acme_tasks(
     )
 
     # When the CLI enqueues the renewal
-    result = run_tool(
-        "sslm-mgr",
-        "-renew",
-        "example.test:web",
-        cwd=acme_topdir,
-        env={"SSLM_BROKER_URL": redis_server.url()},
-        timeout=300,
-    )
+    result = enqueue(acme_topdir, redis_server, "-renew", "example.test:web")
 
     # Then the ACME tasks ran between csr and store, and the chain verifies to Pebble's root
     assert result.returncode == 0, result.stdout + result.stderr
