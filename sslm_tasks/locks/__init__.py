@@ -1,14 +1,30 @@
 """Named locks that die with their holder: the seam between sslm and its lock backends.
 
 Implementations: :class:`~sslm_tasks.locks.file.FileLocker` (``flock``, one host) and a Redis
-one (a redis-py ``Lock``: ``acquire(name, ttl_s=…)`` maps to ``Lock(name, timeout=ttl_s,
-blocking_timeout=blocking_s)``, ``refresh`` to ``reacquire``, ``release`` to ``release``).
+one (a redis-py ``Lock``: ``acquire(name, ttl_s=…)`` maps to ``Lock(name, timeout=ttl_s)``
+tried every :func:`poll_delays` for ``blocking_s``, ``refresh`` to ``reacquire``, ``release``
+to ``release``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol, Self
+
+#: A waiter looks again after this long, then twice as long each time, up to POLL_MAX_S. Most
+#: locks are held for milliseconds (one step's files), so the first looks come quickly: a
+#: fixed 0.1 s poll cost a waiting worker far more than the wait itself (bench/bench_acme.py).
+POLL_FIRST_S = 0.005
+POLL_MAX_S = 0.25
+
+
+def poll_delays() -> Iterator[float]:
+    """The pauses between two tries of a busy lock: growing, capped, endless."""
+    delay = POLL_FIRST_S
+    while True:
+        yield delay
+        delay = min(delay * 2, POLL_MAX_S)
 
 
 class Lease(Protocol):

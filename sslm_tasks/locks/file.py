@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 
 from sslm_tasks.errors import LockBusy, StoreError
-from sslm_tasks.locks import Lease, Locker
+from sslm_tasks.locks import Lease, Locker, poll_delays
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, KEY_MODE, lock_file_name
 
-# Polling backs off from the first to the last value; a waiter notices a release within this.
-_POLL_FIRST_S = 0.01
-_POLL_MAX_S = 0.25
 _HOLDER_MAX = 256
 
 
@@ -101,7 +98,7 @@ class FileLocker(Locker):
         path = self.path_for(name)
         ensure_dir(self.directory, mode=DIR_MODE_GROUP)
         deadline = time.monotonic() + blocking_s
-        delay = _POLL_FIRST_S
+        delays = poll_delays()
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, KEY_MODE)
@@ -118,8 +115,7 @@ class FileLocker(Locker):
                 if remaining <= 0:
                     held_by = f"held by {holder}" if holder else "holder unknown"
                     raise LockBusy(f"lock {name!r} is busy ({held_by}; {path})") from None
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, _POLL_MAX_S)
+                time.sleep(min(next(delays), remaining))
                 continue
             except BaseException:
                 os.close(fd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 
 from redis import Redis
@@ -22,7 +23,7 @@ from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
 from sslm_tasks.errors import LockBusy, TransientError
-from sslm_tasks.locks import Lease, Locker
+from sslm_tasks.locks import Lease, Locker, poll_delays
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,19 @@ class RedisLocker(Locker):
         lock = Lock(self.client, key, timeout=ttl_s, thread_local=False)
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         token = f"{holder}{_TOKEN_SEP}{uuid.uuid4().hex}"
+        deadline = time.monotonic() + blocking_s
+        delays = poll_delays()
         try:
-            taken = lock.acquire(
-                blocking=blocking_s > 0, blocking_timeout=blocking_s or None, token=token
-            )
-            if taken:
-                return RedisLease(name, lock)
-            current = self.client.get(key)
+            # Our own loop rather than redis-py's blocking acquire, which polls every 0.1 s.
+            while not lock.acquire(blocking=False, token=token):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    holder_now = _held_by(self.client.get(key))
+                    raise LockBusy(f"lock {name!r} is busy ({holder_now}; redis key {key})")
+                time.sleep(min(next(delays), remaining))
         except RedisError as err:
             raise TransientError(f"taking lock {name!r}: redis unreachable: {err}") from err
-        raise LockBusy(f"lock {name!r} is busy ({_held_by(current)}; redis key {key})")
+        return RedisLease(name, lock)
 
 
 def _held_by(token: object) -> str:

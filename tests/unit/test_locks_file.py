@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sslm_tasks.errors import LockBusy
-from sslm_tasks.locks import Locker
+from sslm_tasks.locks import POLL_FIRST_S, POLL_MAX_S, Locker, poll_delays
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.store.layout import RUN_LOCK, Layout
 
@@ -149,3 +149,12 @@ def test_run_lock_is_the_layout_lock_file(tmp_path: Path) -> None:
 def test_ttl_must_be_positive(locker: Locker) -> None:
     with pytest.raises(ValueError, match="ttl_s"):
         locker.acquire(NAME, ttl_s=0)
+
+
+def test_waiters_look_again_soon_then_less_often() -> None:
+    # Most locks are held for milliseconds: the first looks come quickly, later ones are capped
+    delays = poll_delays()
+    first = [next(delays) for _ in range(12)]
+    assert first[:3] == [POLL_FIRST_S, 2 * POLL_FIRST_S, 4 * POLL_FIRST_S]
+    assert first == sorted(first)
+    assert first[-1] == POLL_MAX_S
