@@ -18,9 +18,10 @@ never raised, so one dead secondary cannot hide what the others serve.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.rdata
@@ -190,37 +191,76 @@ def check_txt(
     return PropagationResult(not lagging, expected, caught_up, lagging)
 
 
-def check_serial(
-    apex: str,
-    primary: Nameserver,
-    *,
-    extra: Sequence[Nameserver] = (),
-    timeout_s: float = QUERY_TIMEOUT_S,
-    tries: int = QUERY_TRIES,
-) -> PropagationResult:
-    """Whether every authoritative NS of ``apex`` and every ``extra`` server serves the
-    primary's current SOA serial or a newer one (RFC 1982, see :func:`serial_at_least`).
+@dataclass(frozen=True)
+class SerialTarget:
+    """What every NS of an apex must serve: the primary's SOA serial, and its NS hosts with
+    their addresses, both as the primary served them at one moment (:func:`serial_target`).
 
-    The NS set and the NS addresses (IPv4 and IPv6) come from the primary in this same pass;
-    each address is one server on port 53. ``extra`` is ``dns_xtra_ns``
-    (:func:`~sslm_tasks.dns.lookup.extra_nameservers`). Compare with what the primary serves,
-    not with the zone file: inline signing may publish a higher serial than the file's.
-    Idempotent, no side effects.
+    Taken right after the primary was seen serving some records, it is what those records
+    need, and it stays put: the primary's serial moves on with every later change of the zone
+    (other orders publishing), and a check against the current one would chase refreshes it
+    does not need. Kept as JSON (names and addresses only) between the passes of an order.
+    """
+
+    serial: int
+    hosts: list[NsHost]
+
+    def to_json(self) -> dict[str, object]:
+        return {"serial": self.serial, "ns": {host.name: host.addresses for host in self.hosts}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SerialTarget:
+        """Raises: KeyError, TypeError or ValueError for data :meth:`to_json` did not write."""
+        ns: Mapping[str, list[str]] = data["ns"]
+        return cls(int(data["serial"]), [NsHost(name, list(ns[name])) for name in sorted(ns)])
+
+
+def serial_target(
+    apex: str, primary: Nameserver, *, timeout_s: float = QUERY_TIMEOUT_S, tries: int = QUERY_TRIES
+) -> SerialTarget:
+    """The primary's SOA serial of ``apex`` now, and its NS hosts and their addresses.
 
     Raises:
       DnsNoAnswer: the primary gave no answer in time or SERVFAIL (transient).
       DnsAnswerError: the primary refused, or serves no SOA or NS at ``apex`` (permanent).
     """
-    target = soa_serial(primary, apex, timeout_s=timeout_s, tries=tries)
-    hosts = nameservers(primary, apex, timeout_s=timeout_s, tries=tries)
-    servers = _unique([*(s for host in hosts for s in host.servers()), *extra])
+    serial = soa_serial(primary, apex, timeout_s=timeout_s, tries=tries)
+    return SerialTarget(serial, nameservers(primary, apex, timeout_s=timeout_s, tries=tries))
+
+
+def check_serial(
+    apex: str,
+    primary: Nameserver,
+    *,
+    target: SerialTarget | None = None,
+    extra: Sequence[Nameserver] = (),
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> PropagationResult:
+    """Whether every authoritative NS of ``apex`` and every ``extra`` server serves the
+    ``target`` serial or a newer one (RFC 1982, see :func:`serial_at_least`).
+
+    Without ``target``, the primary's current serial and NS set, asked in this same pass
+    (:func:`serial_target`). Each NS address (IPv4 and IPv6) is one server on port 53.
+    ``extra`` is ``dns_xtra_ns`` (:func:`~sslm_tasks.dns.lookup.extra_nameservers`). Compare
+    with what the primary serves, not with the zone file: inline signing may publish a higher
+    serial than the file's. Idempotent, no side effects.
+
+    Raises:
+      DnsNoAnswer: the primary gave no answer in time or SERVFAIL (transient).
+      DnsAnswerError: the primary refused, or serves no SOA or NS at ``apex`` (permanent).
+    """
+    whose = "the primary's" if target is None else "the primary's with the records"
+    if target is None:
+        target = serial_target(apex, primary, timeout_s=timeout_s, tries=tries)
+    servers = _unique([*(s for host in target.hosts for s in host.servers()), *extra])
 
     def probe(server: Nameserver) -> _Seen:
         served = soa_serial(server, apex, timeout_s=timeout_s, tries=tries)
-        return _Seen(server.label, serial_at_least(served, target), f"serial {served}")
+        return _Seen(server.label, serial_at_least(served, target.serial), f"serial {served}")
 
-    seen = [*_ask_all(servers, probe), *_unresolved(hosts, primary)]
-    return _result(f"{apex} SOA serial >= {target} (the primary's)", seen)
+    seen = [*_ask_all(servers, probe), *_unresolved(target.hosts, primary)]
+    return _result(f"{apex} SOA serial >= {target.serial} ({whose})", seen)
 
 
 def check_records(

@@ -10,8 +10,8 @@ The steps follow RFC 8555 in order; the order they run in is stated once, in
    names fall in, then one ``[dns] restart_cmd --serial_bump`` for the apexes that changed.
    http-01: the token files on every host of ``[web] servers`` (:mod:`sslm_tasks.deploy.webroot`).
 3. :func:`propagated`: one pass: dns-01: does the primary serve every TXT value, and every NS
-   (and ``dns_xtra_ns``) the primary's serial? http-01: does every web server hold every token
-   file? A "ready?" predicate: the caller asks again.
+   (and ``dns_xtra_ns``) the serial the primary served with them? http-01: does every web
+   server hold every token file? A "ready?" predicate: the caller asks again.
 4. :func:`answer`: tell the CA every pending challenge is published.
 5. :func:`validated`: one poll of the authorizations; a predicate like 3.
 6. :func:`finalize`: send the CSR, download the chain into ``cert.pem``/``chain.pem`` of the
@@ -55,7 +55,7 @@ from sslm_tasks.deploy.transport import transport_for
 from sslm_tasks.deploy.webroot import TokenFile, WebRoot
 from sslm_tasks.dns.challenges import ChallengeFile
 from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for
-from sslm_tasks.dns.propagation import check_serial, check_txt
+from sslm_tasks.dns.propagation import SerialTarget, check_serial, check_txt, serial_target
 from sslm_tasks.errors import ConfigError, LockBusy, PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.build import building_stamp, version_file
@@ -73,13 +73,17 @@ ORDER_KEY: Final = "acme_order"
 ORDER_STAMP_KEY: Final = "acme_order_stamp"
 #: Apexes this order published records in (recorded before writing, for the cleanup).
 APEXES_KEY: Final = "acme_apexes"
-#: When the zones of this order's records were last refreshed (ISO time), for the re-push.
-REFRESHED_KEY: Final = "acme_refreshed"
-#: A primary that still lacks this order's records this long after their refresh gets the zone
-#: refreshed again: a reload the name server dropped (one that came while it was still loading
+#: When this order's records were last counted as changes of their zones (ISO time): the
+#: re-push clock.
+PUSHED_KEY: Final = "acme_pushed"
+#: A primary that still lacks this order's records this long after they were pushed gets the
+#: zone refreshed again: a reload the name server dropped (one that came while it was still loading
 #: or signing the previous one, seen with BIND's inline signing under bursts) would otherwise
 #: leave the order waiting for a refresh nobody sends, until its bound.
 REPUSH_AFTER_S: Final = 10.0
+#: Per apex, the SOA serial (and NS set) the primary served once it served this order's
+#: records: what every NS must reach (``dns.propagation.SerialTarget``).
+SERIALS_KEY: Final = "acme_serials"
 #: http-01 token files this service wrote, ``{host: [path, ...]}`` (recorded before writing).
 WEB_TOKENS_KEY: Final = "acme_web_tokens"
 
@@ -369,7 +373,7 @@ def _withdraw(
         changed = [apex for apex in apexes if challenge_file.remove(apex, order_id=tag)]
     _refresh_changed(ws, ref, changed, apexes if refresh else [])
     state = load_state(ws.layout, ref)
-    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY, REFRESHED_KEY):
+    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY, PUSHED_KEY, SERIALS_KEY):
         state.extra.pop(key, None)
     save_state(ws.layout, ref, state, now=ws.clock())
 
@@ -528,10 +532,16 @@ def order(ws: Workspace, ref: ServiceRef) -> None:
 
 
 def publish(ws: Workspace, ref: ServiceRef) -> None:
-    """Step (b): this order's TXT records into each apex's include, then a refresh of those
-    zones, shared with the orders publishing at the same time. Idempotent: records present
-    are not added again. http-01: the token files on every ``[web] servers`` host instead,
-    recorded (:data:`WEB_TOKENS_KEY`) before they are written."""
+    """Step (b): this order's TXT records into each apex's include, counted as changes of
+    those zones. Idempotent: records present are not added again. http-01: the token files on
+    every ``[web] servers`` host instead, recorded (:data:`WEB_TOKENS_KEY`) before they are
+    written.
+
+    The refresh is left to the first look of :func:`propagated`, which comes next: on workers
+    it queues behind the other orders' steps, so the orders publishing at the same time share
+    one refresh. Every extra refresh costs more than its own run: a secondary notified again
+    within half a second of a transfer waits out that half second (BIND, measured in the
+    test lab), so a burst of refreshes delays every record in it."""
     stamp = building_stamp(ws, ref)
     if _has_cert(ws, ref, stamp):
         return
@@ -544,6 +554,8 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     by_apex = _challenges(ws, ref, current, account)
     state = load_state(ws.layout, ref)
     state.extra[APEXES_KEY] = sorted(set(state.extra.get(APEXES_KEY, [])) | set(by_apex))
+    # The re-push clock starts here: the records are counted as changes right after they land.
+    state.extra[PUSHED_KEY] = ws.clock().isoformat()
     save_state(ws.layout, ref, state, now=ws.clock())
     challenge_file = _challenge_file(ws)
     tag = order_id(current)
@@ -552,20 +564,20 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     log.info("%s: dns-01 records published in %s", ref, ", ".join(sorted(by_apex)) or "none")
     # Every apex counts as changed, not only those whose file this call wrote: a run killed
     # between its write and its count would otherwise never get the zone refreshed.
-    _push(ws, ref, sorted(by_apex))
+    _refresh_changed(ws, ref, sorted(by_apex), [])
 
 
 def _push(ws: Workspace, ref: ServiceRef, zones: list[str]) -> None:
     """Count ``zones`` as changed, refresh them unless a refresh is running, and remember when
-    (:data:`REFRESHED_KEY`)."""
+    (:data:`PUSHED_KEY`)."""
     _refresh_changed(ws, ref, zones, zones, wait=False)
     state = load_state(ws.layout, ref)
-    state.extra[REFRESHED_KEY] = ws.clock().isoformat()
+    state.extra[PUSHED_KEY] = ws.clock().isoformat()
     save_state(ws.layout, ref, state, now=ws.clock())
 
 
 def _repush_due(ws: Workspace, ref: ServiceRef) -> bool:
-    raw = load_state(ws.layout, ref).extra.get(REFRESHED_KEY)
+    raw = load_state(ws.layout, ref).extra.get(PUSHED_KEY)
     if not isinstance(raw, str):
         return True
     return (ws.clock() - datetime.fromisoformat(raw)).total_seconds() >= REPUSH_AFTER_S
@@ -575,7 +587,9 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     """Step (c), a predicate: one pass over the name servers of every apex.
 
     True when each apex's primary serves every TXT value and every NS of the apex (and each
-    ``dns_xtra_ns``) serves the primary's serial or newer. The text names the laggards.
+    ``dns_xtra_ns``) serves the primary's serial or newer: the serial it served right after
+    it was first seen serving the records, kept in :data:`SERIALS_KEY`, so the TXT records are
+    asked for only until then. The text names the laggards.
     http-01: one read-back of the token files on every web server (see :func:`_tokens_served`).
 
     Raises:
@@ -592,10 +606,14 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     if _kind(ws, ref, ca) == HTTP_01:
         return _tokens_served(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
     by_apex = _challenges(ws, ref, current, account)
+    recorded = dict(load_state(ws.layout, ref).extra.get(SERIALS_KEY, {}))
+    targets = dict(recorded)
+    # A zone whose primary served these records already needs no refresh for them, whatever
+    # else is pending there (another order's records, or a finished one's withdrawal).
     refresher = ws.zone_refresher()
-    pending = refresher.pending(by_apex)
+    pending = refresher.pending(apex for apex in by_apex if apex not in targets)
     if pending:
-        # Published while another refresh ran (publish does not queue behind it): refresh now.
+        # Published (publish only counts the change), or changed again while a refresh ran.
         try:
             refresher.refresh(pending, wait=False)
         except LockBusy:
@@ -606,11 +624,21 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     unserved: list[str] = []
     for apex, challs in sorted(by_apex.items()):
         primary = primary_for(ws.config, apex)
-        txt = check_txt(primary, [(c.name, c.value) for c in challs])
-        if not txt.ok:
-            unserved.append(apex)
-        for result in (txt, check_serial(apex, primary, extra=extra)):
-            (served if result.ok else lagging).append(result.summary())
+        if apex not in targets:
+            txt = check_txt(primary, [(c.name, c.value) for c in challs])
+            (served if txt.ok else lagging).append(txt.summary())
+            if not txt.ok:
+                unserved.append(apex)
+                continue
+            # Asked after the records were seen, so this serial holds them.
+            targets[apex] = serial_target(apex, primary).to_json()
+        target = SerialTarget.from_json(targets[apex])
+        result = check_serial(apex, primary, target=target, extra=extra)
+        (served if result.ok else lagging).append(result.summary())
+    if targets != recorded:
+        state = load_state(ws.layout, ref)
+        state.extra[SERIALS_KEY] = targets
+        save_state(ws.layout, ref, state, now=ws.clock())
     if unserved and _repush_due(ws, ref):
         log.warning("%s: the primary lacks the records; refreshing %s again", ref, unserved)
         _push(ws, ref, unserved)

@@ -200,7 +200,7 @@ def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(
 def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
     acme_topdir: Path, dns_lab: DnsLab
 ) -> None:
-    # Given a build whose records are published
+    # Given a build whose records are published, and their zones refreshed
     config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
     clock = [datetime.now(UTC)]
     ws = Workspace(config=config, clock=lambda: clock[0])
@@ -210,6 +210,7 @@ def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
     build.make_csr(ws, ref)
     acme_issue.order(ws, ref)
     acme_issue.publish(ws, ref)
+    assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
     # and a primary that lost them: it loaded the zones without them, and the includes got them
     # back without a reload (as when the name server drops a reload that came during another)
     saved = {apex: dns_lab.acme_file(apex).read_text() for apex in APEXES}
@@ -243,3 +244,44 @@ def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
         timeout_s=15,
     )
     assert len(dns_lab.refresh_calls()) == calls + 1
+
+
+def test_the_first_look_refreshes_what_publish_counted_and_the_target_stays_put(
+    acme_topdir: Path, dns_lab: DnsLab
+) -> None:
+    # Given a build whose order is created
+    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
+    ws = Workspace(config=config)
+    ref = refs[0]
+    build.start_build(ws, ref)
+    build.make_key(ws, ref)
+    build.make_csr(ws, ref)
+    acme_issue.order(ws, ref)
+    calls = len(dns_lab.refresh_calls())
+
+    # When its records are published
+    acme_issue.publish(ws, ref)
+
+    # Then nothing is refreshed yet: both zones wait for the propagation step's first look
+    assert len(dns_lab.refresh_calls()) == calls
+    assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)
+
+    # When propagation is looked at until every server serves the records
+    wait_for("the records propagated", lambda: acme_issue.propagated(ws, ref)[0], timeout_s=15)
+
+    # Then one refresh covered both zones, and the serials the records need are kept
+    assert len(dns_lab.refresh_calls()) == calls + 1
+    state = json.loads((acme_topdir / "certs" / SVC / "state.json").read_text())
+    targets = state["extra"][acme_issue.SERIALS_KEY]
+    assert sorted(targets) == sorted(APEXES)
+    assert all(target["serial"] == dns_lab.serial(apex=apex) for apex, target in targets.items())
+
+    # When another change of both zones is counted (another order publishing)
+    for apex in APEXES:
+        ws.zone_refresher().note_change(apex)
+
+    # Then this order's next look refreshes nothing for it, and is still ready
+    ready, detail = acme_issue.propagated(ws, ref)
+    assert ready, detail
+    assert len(dns_lab.refresh_calls()) == calls + 1
+    assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)

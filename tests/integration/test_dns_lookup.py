@@ -11,6 +11,7 @@ Run under ``flock /tmp/sslm-lab.lock``: the lab binds fixed addresses on port 53
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -32,7 +33,13 @@ from sslm_tasks.dns.lookup import (
     soa_serial,
     txt_values,
 )
-from sslm_tasks.dns.propagation import check_records, check_serial, check_txt
+from sslm_tasks.dns.propagation import (
+    SerialTarget,
+    check_records,
+    check_serial,
+    check_txt,
+    serial_target,
+)
 from sslm_tasks.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -253,6 +260,30 @@ def test_serial_check_names_a_secondary_that_answers_an_old_serial(dns_lab: DnsL
     assert result.lagging == [f"ns2.example.test ({dns_lab.secondary}): serial {old}"]
     assert result.errors == {}
     assert f">= {new}" in result.expected
+
+
+def test_a_serial_target_stays_put_while_the_primary_moves_on(dns_lab: DnsLab) -> None:
+    primary = primary_of(dns_lab)
+    # Given records published and the target taken once the primary served them
+    served = publish(dns_lab, dns_lab.acme_file(), f'{CHALLENGE}. 60 IN TXT "ours"')
+    target = serial_target(APEX, primary, timeout_s=TIMEOUT_S)
+    assert target.serial == served
+    assert [host.name for host in target.hosts] == ["ns1.example.test", "ns2.example.test"]
+    dns_lab.wait_until_secondary_has(served)
+    # and a later change the secondary never gets (it can no longer transfer)
+    dns_lab.start_secondary(lagging=True)
+    later = publish(dns_lab, dns_lab.acme_file(), f'{CHALLENGE}. 60 IN TXT "theirs"')
+    # When the target comes back from the JSON it was kept as
+    kept = SerialTarget.from_json(json.loads(json.dumps(target.to_json())))
+    assert kept == target
+    # Then the check against it passes: the secondary serves what our records need
+    ours = check_serial(APEX, primary, target=kept, timeout_s=TIMEOUT_S)
+    assert ours.ok, ours.summary()
+    assert ours.expected == f"{APEX} SOA serial >= {served} (the primary's with the records)"
+    # while the check against the primary's current serial chases the later change
+    current = check_serial(APEX, primary, timeout_s=TIMEOUT_S)
+    assert not current.ok
+    assert f">= {later}" in current.expected
 
 
 def test_extra_servers_are_checked_too(dns_lab: DnsLab, tmp_path: Path) -> None:
