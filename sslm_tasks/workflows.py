@@ -425,8 +425,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
         forced = request.dev.certs_prod or restart_all
         deployed = [o.ref for o in outcomes if o.ok] if forced else changed
         try:
-            dane.deployed(ws, deployed)
-            for group in sorted({ref.group for ref in deployed}):
+            for group in dane.deployed(ws, deployed):
                 dane.publish_group(ws, group)
         except SslmError as err:
             report.deploy_failures.append(f"TLSA: {err}")

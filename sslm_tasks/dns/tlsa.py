@@ -44,6 +44,8 @@ _HEX_RE: Final = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 _PHASE_NORMAL: Final = "normal"
 _PHASE_ROLL: Final = "roll next to curr"
 _NEXT: Final = "next"
+#: The versions a group file has sections for (see :func:`group_file_text`).
+_SECTION_LABELS: Final = frozenset({"curr", _NEXT, "prev"})
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,21 @@ def _read_text(path: Path) -> str | None:
         return None
     except (OSError, UnicodeDecodeError) as err:
         raise StoreError(f"reading {path}: {err}") from err
+
+
+def listed_services(path: Path) -> set[str]:
+    """The services the group file at ``path`` (as :func:`group_file_text` wrote it) has a
+    section for; none when there is no file.
+
+    Raises:
+      StoreError: the file exists but cannot be read.
+    """
+    text = _read_text(path) or ""
+    return {
+        parts[1]
+        for parts in (line.split() for line in text.splitlines())
+        if len(parts) == 3 and parts[0] == ";;" and parts[2] in _SECTION_LABELS
+    }
 
 
 def publish_group_file(

@@ -33,6 +33,7 @@ from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.dns.tlsa import (
     TlsaRecord,
     group_file_text,
+    listed_services,
     publish_group_file,
     service_file_text,
 )
@@ -144,7 +145,16 @@ def _publish_group(ws: Workspace, group: str) -> bool:
 
 
 def publish_for_service(ws: Workspace, ref: ServiceRef) -> None:
-    """The renew/roll step: bring the TLSA file of the service's apex up to date."""
+    """The renew/roll step: bring the TLSA file of the service's apex up to date.
+
+    A service without ``dane_tls`` that the file does not list has nothing to bring, and
+    leaves the file alone: each service of the apex sees to its own records in its own step,
+    so the many services of a zone without DANE do not each rebuild it (reading every
+    service file of the zone, under the zone's lock)."""
+    if not ws.service(ref).dane_tls and ref.service not in listed_services(
+        ws.layout.group_tlsa(ref.group)
+    ):
+        return
     publish_group(ws, ref.group)
 
 
@@ -286,9 +296,15 @@ def rolled(ws: Workspace, ref: ServiceRef) -> None:
     save_state(ws.layout, ref, state, now=ws.clock())
 
 
-def deployed(ws: Workspace, refs: Iterable[ServiceRef]) -> None:
-    """The servers took the new certificates of ``refs``: their old records may go."""
+def deployed(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
+    """The servers took the new certificates of ``refs``: their old records may go.
+
+    Returns the groups whose TLSA file holds old records of one of them, to rebuild with
+    :func:`publish_group`; the other groups' files have nothing to retire."""
+    retiring: set[str] = set()
     for ref in refs:
         state = load_state(ws.layout, ref)
         if state.extra.pop(RETIRE_KEY, None) is not None:
             save_state(ws.layout, ref, state, now=ws.clock())
+            retiring.add(ref.group)
+    return sorted(retiring)

@@ -304,6 +304,43 @@ def test_a_dane_tls_change_is_published_without_a_renewal(topdir: Path, dns_lab:
     wait_served(dns_lab, "_465._tcp.example.test", {record})
 
 
+def test_services_without_dane_leave_the_zone_file_alone_until_listed(
+    topdir: Path, dns_lab: DnsLab
+) -> None:
+    # Given the zone's TLSA file with the mail service's records
+    assert mgr(topdir, "-renew").returncode == 0
+    record = spki_record(topdir, "curr")
+    group_file = topdir / "certs/example.test/tlsa.example.test"
+    assert record in group_file.read_text().lower()
+    before = group_file.stat().st_mtime_ns
+    # and, in the same zone, a service file that no longer loads
+    broken = SERVICE.replace("service = 'mail'", "service = 'broken'")
+    (topdir / "conf.d/example.test/broken").write_text(broken.replace("ktype = 'ec'", "ktype = 7"))
+    (topdir / "certs/example.test/broken").mkdir(parents=True)
+    # When a service of the zone without dane_tls is renewed
+    web = topdir / "conf.d/example.test/web"
+    web.write_text(
+        SERVICE.replace("service = 'mail'", "service = 'web'").replace(
+            "dane_tls = [[25, 'tcp', 3, 1, 1]]\n", ""
+        )
+    )
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(main.read_text().replace("services = ['mail']", "services = ['mail', 'web']"))
+    first = mgr(topdir, "-renew", "example.test:web")
+    # Then it has its certificate: it neither rebuilt the zone's file nor read the others'
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (topdir / "certs/example.test/web/curr/cert.pem").is_file()
+    assert group_file.stat().st_mtime_ns == before
+    (topdir / "conf.d/example.test/broken").unlink()
+    # When the mail service drops dane_tls, its next check takes its records out
+    mail = topdir / "conf.d/example.test/mail"
+    mail.write_text(mail.read_text().replace("dane_tls = [[25, 'tcp', 3, 1, 1]]\n", ""))
+    dropped = mgr(topdir, "-renew", "example.test:mail")
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert record not in group_file.read_text().lower()
+    wait_served(dns_lab, "_25._tcp.mx1.example.test", {record}, present=False)
+
+
 def test_the_dane_roll_through_workers(
     topdir: Path, dns_lab: DnsLab, redis_server: RedisServer, workers: WorkerStarter
 ) -> None:

@@ -26,6 +26,7 @@ from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.dns.tlsa import (
     TlsaRecord,
     group_file_text,
+    listed_services,
     publish_group_file,
     records_digest,
     service_file_text,
@@ -293,6 +294,20 @@ def test_group_file_during_a_key_roll_holds_curr_and_next(
     # After the roll only curr remains and the phase says so
     normal = group_file_text(ZONE, {"web": [("curr", following)]})
     assert f";; TLSA {ZONE} : phase = normal" in normal
+
+
+def test_listed_services_are_the_sections_of_the_group_file(
+    tmp_path: Path, cert: x509.Certificate, new_cert: x509.Certificate
+) -> None:
+    path = tmp_path / f"tlsa.{ZONE}"
+    # No file lists nobody
+    assert listed_services(path) == set()
+    # A file lists every service with a section, in any phase
+    curr = web_records(cert, entry(443, "tcp", 3, 1, 1))
+    following = web_records(new_cert, entry(443, "tcp", 3, 1, 1))
+    versions = {"web": [("curr", curr), ("next", following)], "mail-ec": [("curr", curr)]}
+    path.write_text(group_file_text(ZONE, versions))
+    assert listed_services(path) == {"web", "mail-ec"}
 
 
 def test_digest_counts_records_not_comments_wrapping_or_order(cert: x509.Certificate) -> None:
