@@ -699,8 +699,10 @@ def fetch_certificate(
 ) -> tuple[bytes, bytes]:
     """Download the issued certificate: ``(cert_pem, chain_pem)``. Read-only; safe to repeat.
 
-    The default chain and every alternate one (RFC 8555 §7.4.2 ``Link: rel="alternate"``) are
-    fetched when a preferred chain is configured, and :func:`pick_chain` chooses.
+    The order is read first, unless ``order`` already says it is valid and where its
+    certificate is (:func:`finalize` has just read it). The default chain and every alternate
+    one (RFC 8555 §7.4.2 ``Link: rel="alternate"``) are fetched when a preferred chain is
+    configured, and :func:`pick_chain` chooses.
 
     Raises:
       AcmeTransientError: the order is still processing (``retry_after`` from the CA), or the
@@ -709,8 +711,9 @@ def fetch_certificate(
       AcmePermanentError: the order was never finalized, or the download is no PEM chain.
     """
     with translate(f"downloading the certificate of {order.url}", client.net):
-        body = _read_order(client, order.url)
-        current = _with_body(order, body)
+        current = order
+        if current.status != VALID or current.certificate_url is None:
+            current = _with_body(order, _read_order(client, order.url))
         if current.status == PROCESSING:
             raise AcmeTransientError(
                 f"order {order.url} is still being issued", retry_after=retry_after_of(client.net)

@@ -273,8 +273,12 @@ def _current(ws: Workspace, ref: ServiceRef, stamp: str) -> OrderState:
 
 
 def _save(ws: Workspace, ref: ServiceRef, stamp: str, order: OrderState) -> None:
+    """Record ``order`` for build ``stamp``; a record that says so already is not rewritten."""
     state = load_state(ws.layout, ref)
-    state.extra[ORDER_KEY] = order.to_json()
+    record = order.to_json()
+    if state.extra.get(ORDER_KEY) == record and state.extra.get(ORDER_STAMP_KEY) == stamp:
+        return
+    state.extra[ORDER_KEY] = record
     state.extra[ORDER_STAMP_KEY] = stamp
     save_state(ws.layout, ref, state, now=ws.clock())
 
@@ -693,7 +697,8 @@ def finalize(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
 
     Raises:
       OrderFailed: the order became invalid (records withdrawn first).
-      AcmeTransientError: the CA is unreachable, or the order is not ready yet.
+      AcmeTransientError: the CA is unreachable, or the order is not ready yet, or still
+        being issued.
       AcmePermanentError: the CA rejected the CSR.
     """
     stamp = building_stamp(ws, ref)
@@ -706,8 +711,8 @@ def finalize(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     try:
         current = orders.finalize(client, current, _csr_pem(ws, ref, stamp))
         _save(ws, ref, stamp, current)
-        if current.status == orders.PROCESSING:
-            return False, f"order {current.url} is being issued"
+        # Straight on, even when the CA said "processing": one that issues within a round trip
+        # (Pebble) then needs no retry, and "still being issued" is a not-yet like any other.
         cert_pem, chain_pem = orders.fetch_certificate(
             client, current, preferred_chain=ca.ca_preferred_chain or None
         )

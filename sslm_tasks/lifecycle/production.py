@@ -17,7 +17,7 @@ from pathlib import Path
 from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import ensure_dir, write_atomic
+from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
 from sslm_tasks.store.layout import ProdLinkName, ServiceRef
 from sslm_tasks.store.versions import is_complete, read_link
 
@@ -39,13 +39,16 @@ def _mirror(source: Path, dest: Path, wanted: dict[str, Path]) -> bool:
     """Make ``dest`` hold exactly ``wanted``; True when anything changed."""
     changed = not dest.is_dir()
     ensure_dir(dest, mode=PROD_DIR_MODE)
+    writes: dict[Path, tuple[bytes, int]] = {}
     for name, path in wanted.items():
         data = path.read_bytes()
         target = dest / name
         if target.is_file() and target.read_bytes() == data:
             continue
-        mode = files.KEY_MODE if name in _SECRET_FILES else files.PUBLIC_MODE
-        write_atomic(target, data, mode=mode)
+        writes[target] = (data, files.KEY_MODE if name in _SECRET_FILES else files.PUBLIC_MODE)
+    if writes:
+        # One batch: every file is on disk before the first rename, and one directory sync.
+        write_files_atomic(writes)
         changed = True
     for stale in dest.iterdir():
         if stale.name not in wanted:
