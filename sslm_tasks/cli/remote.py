@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
+from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
 
 from sslm_tasks.config.load import Config, acme_ca_of, signer_of
 from sslm_tasks.lifecycle.workspace import RunOptions
@@ -25,8 +26,9 @@ from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.workflows import RENEW_STEPS, RunRequest, service_steps
 
 EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
-#: Seconds between two looks at the task states while waiting.
-POLL_S = 0.2
+#: Seconds between two looks at the task states while waiting. Each look is one read of the
+#: result backend for every chain at once (Redis: one MGET), so looking often costs little.
+POLL_S = 0.05
 _BAR = 20
 _FAILED = frozenset({"FAILURE", "REVOKED"})
 _FINAL = _FAILED | {"SUCCESS"}
@@ -45,35 +47,80 @@ class ServiceRun:
     results: list[Any] = field(default_factory=list)
     error: str | None = None
     done: bool = False
+    #: Steps seen finished: steps finish in order, so only the next one needs a look.
     finished: int = 0
 
-    def progress(self, app: Any) -> tuple[int, str]:
-        """Steps finished, and the name of the one running (or the final word)."""
-        if self.after is not None and self.after.error:
-            self.error = f"not started: signing CA {self.after.ref} failed"
-            self.done = True
-            return 0, "skipped"
-        # Steps finish in order: look again only from the first one not seen finished.
-        while self.finished < len(self.ids):
-            name, task_id = self.names[self.finished], self.ids[self.finished]
-            state, value = task_state(app, task_id)
-            if state != "SUCCESS":
-                if state in _FAILED:
-                    self.error = f"{name}: {value}"
-                    self.done = True
-                return self.finished, name
-            self.finished += 1
-        return self.finished, "done"
+    @property
+    def current(self) -> str:
+        """The name of the step running (or the final word)."""
+        if self.after is not None and self.after.error and not self.finished:
+            return "skipped"
+        return self.names[self.finished] if self.finished < len(self.ids) else "done"
+
+
+def task_states(app: Any, task_ids: Sequence[str]) -> list[tuple[str, Any]]:
+    """State and result of each task, read straight from the result backend: one round trip
+    for all of them on a key-value backend (Redis), one read each on another (``rpc://``).
+
+    (AsyncResult objects would subscribe to result channels that are torn down noisily when the
+    CLI exits; plain reads are all that following a chain needs.)
+    """
+    backend = app.backend
+    if not task_ids:
+        return []
+    if isinstance(backend, KeyValueStoreBackend):
+        values = backend.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
+        metas = [
+            backend.decode_result(value) if value else {"status": "PENDING", "result": None}
+            for value in values
+        ]
+    else:
+        metas = [backend.get_task_meta(task_id) for task_id in task_ids]
+    return [(str(meta["status"]), meta.get("result")) for meta in metas]
 
 
 def task_state(app: Any, task_id: str) -> tuple[str, Any]:
-    """State and result of a task, read straight from the result backend.
+    """State and result of one task (see :func:`task_states`)."""
+    return task_states(app, [task_id])[0]
 
-    (AsyncResult objects would subscribe to result channels that are torn down noisily when the
-    CLI exits; one plain read per look is all that following a chain needs.)
-    """
-    meta = app.backend.get_task_meta(task_id)
-    return str(meta["status"]), meta.get("result")
+
+def _advance(app: Any, runs: Sequence[ServiceRun]) -> None:
+    """Move every run past the steps that finished since the last look, and note failures;
+    a run whose signing CA failed is skipped. One backend read per round of steps."""
+    for run in runs:
+        if not run.done and run.after is not None and run.after.error and not run.finished:
+            run.error = f"not started: signing CA {run.after.ref} failed"
+            run.done = True
+    looking = [run for run in runs if not run.done and run.finished < len(run.ids)]
+    while looking:
+        moved = []
+        for run, (state, value) in zip(
+            looking, task_states(app, [run.ids[run.finished] for run in looking]), strict=True
+        ):
+            if state == "SUCCESS":
+                run.finished += 1
+                if run.finished < len(run.ids):
+                    moved.append(run)
+            elif state in _FAILED:
+                run.error = f"{run.names[run.finished]}: {value}"
+                run.done = True
+        looking = moved
+
+
+def _finish(app: Any, runs: Sequence[ServiceRun]) -> None:
+    """A run whose steps all succeeded is done once the deploys it sent are final."""
+    complete = [run for run in runs if not run.done and run.finished == len(run.ids)]
+    for run in complete:
+        if not run.results:
+            run.results = [value for _, value in task_states(app, run.ids)]
+            run.deploys = [
+                d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
+            ]
+    deploys = [d for run in complete for d in run.deploys]
+    states = task_states(app, deploys)
+    final = {d for d, (state, _) in zip(deploys, states, strict=True) if state in _FINAL}
+    for run in complete:
+        run.done = all(d in final for d in run.deploys)
 
 
 def _assign_ids(steps: list[Signature]) -> list[str]:
@@ -109,11 +156,13 @@ def enqueue(
     return [run for run, _ in runs.values()]
 
 
-def _line(run: ServiceRun, finished: int, current: str) -> str:
+def _line(run: ServiceRun) -> str:
     total = len(run.ids)
-    filled = _BAR * finished // total
-    word = "FAILED" if run.error else current
-    return f"  {run.ref!s:<40} [{'#' * filled}{'-' * (_BAR - filled)}] {finished}/{total} {word}"
+    filled = _BAR * run.finished // total
+    word = "FAILED" if run.error else run.current
+    return (
+        f"  {run.ref!s:<40} [{'#' * filled}{'-' * (_BAR - filled)}] {run.finished}/{total} {word}"
+    )
 
 
 def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sys.stdout) -> bool:
@@ -125,17 +174,9 @@ def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sy
     deadline = time.monotonic() + timeout_s
     drawn = 0
     while True:
-        lines = []
-        for run in runs:
-            finished, current = run.progress(app)
-            if finished == len(run.ids) and not run.done:
-                if not run.results:
-                    run.results = [task_state(app, i)[1] for i in run.ids]
-                    run.deploys = [
-                        d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
-                    ]
-                run.done = all(task_state(app, d)[0] in _FINAL for d in run.deploys)
-            lines.append(_line(run, finished, current))
+        _advance(app, runs)
+        _finish(app, runs)
+        lines = [_line(run) for run in runs]
         if live:
             if drawn:
                 out.write(f"\x1b[{drawn}A")
