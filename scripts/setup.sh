@@ -51,3 +51,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
   touch "$stamp"
 fi
+# Byte-compile the package (an editable install does not): every sslm process (the CLI, each
+# worker, the tests' subprocesses) then starts without compiling it, also where
+# PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.
+.venv/bin/python -m compileall -q sslm_tasks
