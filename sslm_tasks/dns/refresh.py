@@ -26,7 +26,7 @@ to do. N concurrent orders of one zone thus cost about two refreshes instead of 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Final
@@ -99,9 +99,11 @@ class ZoneRefresher:
         self._locker = locker
         self._timeout_s = timeout_s
 
-    def note_change(self, apex: str) -> None:
+    def note_change(self, apex: str) -> int:
         """Count a change of a file the zone ``apex`` includes. Call it after the file is in
         place: a refresh that read the count before this call must not be taken to cover it.
+
+        Returns the count with this change: a ticket for :meth:`uncovered`.
 
         Raises:
           LockBusy: another writer held the counters for long (transient).
@@ -110,6 +112,18 @@ class ZoneRefresher:
         with self._counter_lock(apex):
             noted, refreshed = self._read(apex)
             self._write(apex, noted + 1, refreshed)
+        return noted + 1
+
+    def uncovered(self, tickets: Mapping[str, int | None]) -> list[str]:
+        """The zones among ``tickets`` that no successful refresh has covered up to the ticket
+        (from :meth:`note_change`; changes counted after it do not matter), sorted; a zone
+        whose ticket is None counts with every change noted so far."""
+        found = []
+        for apex, ticket in sorted(tickets.items()):
+            noted, refreshed = self._read(apex)
+            if refreshed < (noted if ticket is None else ticket):
+                found.append(apex)
+        return found
 
     def pending(self, apexes: Iterable[str] | None = None) -> list[str]:
         """The zones among ``apexes`` (None: every zone with a ledger in the store) with a

@@ -84,6 +84,10 @@ REPUSH_AFTER_S: Final = 10.0
 #: Per apex, the SOA serial (and NS set) the primary served once it served this order's
 #: records: what every NS must reach (``dns.propagation.SerialTarget``).
 SERIALS_KEY: Final = "acme_serials"
+#: Per apex, the zone's change count once this order's records were counted
+#: (``ZoneRefresher.note_change``): a refresh that covered it carried them, whatever other
+#: changes came after.
+TICKETS_KEY: Final = "acme_tickets"
 #: http-01 token files this service wrote, ``{host: [path, ...]}`` (recorded before writing).
 WEB_TOKENS_KEY: Final = "acme_web_tokens"
 
@@ -377,7 +381,7 @@ def _withdraw(
         changed = [apex for apex in apexes if challenge_file.remove(apex, order_id=tag)]
     _refresh_changed(ws, ref, changed, apexes if refresh else [])
     state = load_state(ws.layout, ref)
-    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY, PUSHED_KEY, SERIALS_KEY):
+    for key in (ORDER_KEY, ORDER_STAMP_KEY, APEXES_KEY, PUSHED_KEY, SERIALS_KEY, TICKETS_KEY):
         state.extra.pop(key, None)
     save_state(ws.layout, ref, state, now=ws.clock())
 
@@ -558,8 +562,6 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     by_apex = _challenges(ws, ref, current, account)
     state = load_state(ws.layout, ref)
     state.extra[APEXES_KEY] = sorted(set(state.extra.get(APEXES_KEY, [])) | set(by_apex))
-    # The re-push clock starts here: the records are counted as changes right after they land.
-    state.extra[PUSHED_KEY] = ws.clock().isoformat()
     save_state(ws.layout, ref, state, now=ws.clock())
     challenge_file = _challenge_file(ws)
     tag = order_id(current)
@@ -568,14 +570,18 @@ def publish(ws: Workspace, ref: ServiceRef) -> None:
     log.info("%s: dns-01 records published in %s", ref, ", ".join(sorted(by_apex)) or "none")
     # Every apex counts as changed, not only those whose file this call wrote: a run killed
     # between its write and its count would otherwise never get the zone refreshed.
-    _refresh_changed(ws, ref, sorted(by_apex), [])
+    _push(ws, ref, sorted(by_apex), refresh=False)
 
 
-def _push(ws: Workspace, ref: ServiceRef, zones: list[str]) -> None:
-    """Count ``zones`` as changed, refresh them unless a refresh is running, and remember when
-    (:data:`PUSHED_KEY`)."""
-    _refresh_changed(ws, ref, zones, zones, wait=False)
+def _push(ws: Workspace, ref: ServiceRef, zones: list[str], *, refresh: bool) -> None:
+    """Count ``zones`` as changed and keep the tickets (:data:`TICKETS_KEY`) and the time
+    (:data:`PUSHED_KEY`); with ``refresh``, refresh them unless a refresh is running."""
+    refresher = ws.zone_refresher()
+    tickets = {apex: refresher.note_change(apex) for apex in zones}
+    if refresh:
+        _refresh_changed(ws, ref, [], zones, wait=False)
     state = load_state(ws.layout, ref)
+    state.extra[TICKETS_KEY] = {**state.extra.get(TICKETS_KEY, {}), **tickets}
     state.extra[PUSHED_KEY] = ws.clock().isoformat()
     save_state(ws.layout, ref, state, now=ws.clock())
 
@@ -610,18 +616,21 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
     if _kind(ws, ref, ca) == HTTP_01:
         return _tokens_served(ws, ref, orders.challenges_for(current, HTTP_01, account.key))
     by_apex = _challenges(ws, ref, current, account)
-    recorded = dict(load_state(ws.layout, ref).extra.get(SERIALS_KEY, {}))
+    extras = load_state(ws.layout, ref).extra
+    recorded, tickets = dict(extras.get(SERIALS_KEY, {})), extras.get(TICKETS_KEY, {})
     targets = dict(recorded)
-    # A zone whose primary served these records already needs no refresh for them, whatever
-    # else is pending there (another order's records, or a finished one's withdrawal).
+    # Zones where no refresh has carried these records yet; whatever else is pending there
+    # (another order's records, a finished one's withdrawal) is not this order's to refresh.
     refresher = ws.zone_refresher()
-    pending = refresher.pending(apex for apex in by_apex if apex not in targets)
+    pending = refresher.uncovered({a: tickets.get(a) for a in by_apex if a not in targets})
     if pending:
-        # Published (publish only counts the change), or changed again while a refresh ran.
+        # Published (publish only counts the change), or the re-push counted it again.
         try:
-            refresher.refresh(pending, wait=False)
+            refreshed = refresher.refresh(pending, wait=False)
         except LockBusy:
             return False, f"waiting for the running refresh of {', '.join(pending)}"
+        if refreshed:
+            log.info("%s: DNS refreshed for %s", ref, ", ".join(refreshed))
     extra = extra_nameservers(ws.config)
     lagging: list[str] = []
     served: list[str] = []
@@ -645,7 +654,7 @@ def propagated(ws: Workspace, ref: ServiceRef) -> tuple[bool, str]:
         save_state(ws.layout, ref, state, now=ws.clock())
     if unserved and _repush_due(ws, ref):
         log.warning("%s: the primary lacks the records; refreshing %s again", ref, unserved)
-        _push(ws, ref, unserved)
+        _push(ws, ref, unserved, refresh=True)
         lagging.append(f"refreshed {', '.join(unserved)} again")
     if lagging:
         return False, "; ".join(lagging)

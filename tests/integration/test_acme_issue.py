@@ -285,3 +285,29 @@ def test_the_first_look_refreshes_what_publish_counted_and_the_target_stays_put(
     assert ready, detail
     assert len(dns_lab.refresh_calls()) == calls + 1
     assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)
+
+
+def test_a_look_whose_records_a_refresh_carried_does_not_refresh_for_later_changes(
+    acme_topdir: Path, dns_lab: DnsLab
+) -> None:
+    # Given a build whose records are published and carried by a refresh
+    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
+    ws = Workspace(config=config)
+    ref = refs[0]
+    build.start_build(ws, ref)
+    build.make_key(ws, ref)
+    build.make_csr(ws, ref)
+    acme_issue.order(ws, ref)
+    acme_issue.publish(ws, ref)
+    assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
+    # and changes of both zones counted after it (other orders publishing)
+    for apex in APEXES:
+        ws.zone_refresher().note_change(apex)
+    calls = len(dns_lab.refresh_calls())
+
+    # When propagation is looked at until every server serves the records
+    wait_for("the records propagated", lambda: acme_issue.propagated(ws, ref)[0], timeout_s=15)
+
+    # Then it refreshed nothing: the others' changes wait for their own orders
+    assert len(dns_lab.refresh_calls()) == calls
+    assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)

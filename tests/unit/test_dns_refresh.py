@@ -76,6 +76,21 @@ def test_zones_pending_together_share_one_command_and_everything_forces(tmp_path
     assert runs(tmp_path) == ["--serial_bump example.com example.net", "--serial_bump example.org"]
 
 
+def test_a_ticket_is_covered_by_a_refresh_whatever_is_counted_after_it(tmp_path: Path) -> None:
+    refresher = refresher_for(make_config(tmp_path))
+    # Given a writer's change, with its ticket
+    ours = refresher.note_change("example.com")
+    assert refresher.uncovered({"example.com": ours}) == ["example.com"]
+    # When a refresh covers it, and then another writer counts a change
+    assert refresher.refresh(["example.com"]) == ["example.com"]
+    theirs = refresher.note_change("example.com")
+    # Then ours is covered, theirs is not, and the zone as a whole is pending
+    assert refresher.uncovered({"example.com": ours}) == []
+    assert refresher.uncovered({"example.com": theirs}) == ["example.com"]
+    assert refresher.uncovered({"example.com": None}) == ["example.com"]
+    assert refresher.pending(["example.com"]) == ["example.com"]
+
+
 def test_a_failed_refresh_leaves_the_zone_pending(tmp_path: Path) -> None:
     refresher = refresher_for(make_config(tmp_path, exit_code=3))
     refresher.note_change("example.com")
