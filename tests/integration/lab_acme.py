@@ -21,8 +21,9 @@ from support import REPO, run_tool
 
 from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.challenges import parse_include_text
-from sslm_tasks.lifecycle import acme_issue
+from sslm_tasks.lifecycle import acme_issue, build
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store.layout import ServiceRef
 
 
 def service_text(sans: Sequence[str]) -> str:
@@ -151,3 +152,12 @@ def zones_awaiting_refresh(topdir: Path) -> list[str]:
     """The zones with a change (challenge records, TLSA) no DNS refresh has covered yet."""
     config, _ = load_config([], conf_dir=topdir / "conf.d")
     return Workspace(config=config).zone_refresher().pending()
+
+
+def ordered_build(ws: Workspace, ref: ServiceRef) -> None:
+    """Start a build of ``ref`` and take it through key, CSR and the ACME order: where a test
+    drives the remaining ACME steps one by one."""
+    build.start_build(ws, ref)
+    build.make_key(ws, ref)
+    build.make_csr(ws, ref)
+    acme_issue.order(ws, ref)

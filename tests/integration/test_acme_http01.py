@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from lab_acme import enqueue, service_text, use_pebble
+from lab_acme import enqueue, ordered_build, service_text, use_pebble
 from lab_dns import DnsLab
 from lab_pebble import Pebble
 from services import RedisServer, Services, WorkerStarter
@@ -36,7 +36,7 @@ from sslm_tasks.config.load import load_config
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.deploy.transport import SshTransport
 from sslm_tasks.deploy.webroot import CHALLENGE_DIR, TokenFile, WebRoot
-from sslm_tasks.lifecycle import acme_issue, build
+from sslm_tasks.lifecycle import acme_issue
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.workflows import RunRequest, run_in_process
 
@@ -199,10 +199,7 @@ def test_a_killed_runs_tokens_are_removed_by_the_next_run(
     # Given a run killed after it published its tokens (order and publish only)
     ws, refs = workspace(topdir)
     ref = refs[0]
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    ordered_build(ws, ref)
     acme_issue.publish(ws, ref)
     left = sorted(p.name for p in token_dir(www).iterdir())
     assert len(left) == len(NAMES)

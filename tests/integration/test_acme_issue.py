@@ -12,6 +12,7 @@ import logging
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from lab_acme import (
     SVC,
     enqueue,
     mgr,
+    ordered_build,
     records_left,
     set_dns_check_delay,
     zones_awaiting_refresh,
@@ -33,11 +35,20 @@ from sslm_tasks import workflows
 from sslm_tasks.acme.orders import OrderFailed
 from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.challenges import parse_include_text
-from sslm_tasks.lifecycle import acme_issue, build
-from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
+from sslm_tasks.lifecycle import acme_issue
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.workflows import RunRequest, run_in_process
 
 pytestmark = pytest.mark.integration
+
+
+def web_workspace(
+    topdir: Path, *, clock: Callable[[], datetime] = utc_now
+) -> tuple[Workspace, ServiceRef]:
+    """A workspace for ``example.test:web`` of ``topdir``, in-process."""
+    config, refs = load_config(["example.test:web"], conf_dir=topdir / "conf.d")
+    return Workspace(config=config, clock=clock), refs[0]
 
 
 def test_dns01_certificate_with_a_wildcard_and_two_apexes(
@@ -164,13 +175,8 @@ def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(
 ) -> None:
     # Given a build whose order was created and published, but answered before DNS had
     # the records (the lab's include is emptied: the CA finds no TXT value)
-    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
-    ws = Workspace(config=config)
-    ref = refs[0]
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    ws, ref = web_workspace(acme_topdir)
+    ordered_build(ws, ref)
     acme_issue.publish(ws, ref)
     for apex in APEXES:
         dns_lab.acme_file(apex).write_text(";; emptied by the test\n")
@@ -192,7 +198,7 @@ def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(
     store_file = acme_topdir / "certs/example.test/acme-challenge.example.test"
     assert parse_include_text(store_file.read_text(), source=store_file) == []
     # and the next run orders anew and succeeds
-    report = run_in_process(ws, refs, RunRequest(renew=True))
+    report = run_in_process(ws, [ref], RunRequest(renew=True))
     assert report.ok, report.outcomes[0].actions
     assert (acme_topdir / "certs" / SVC / "curr").exists()
 
@@ -201,14 +207,9 @@ def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
     acme_topdir: Path, dns_lab: DnsLab
 ) -> None:
     # Given a build whose records are published, and their zones refreshed
-    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
     clock = [datetime.now(UTC)]
-    ws = Workspace(config=config, clock=lambda: clock[0])
-    ref = refs[0]
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    ws, ref = web_workspace(acme_topdir, clock=lambda: clock[0])
+    ordered_build(ws, ref)
     acme_issue.publish(ws, ref)
     assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
     # and a primary that lost them: it loaded the zones without them, and the includes got them
@@ -250,13 +251,8 @@ def test_the_first_look_refreshes_what_publish_counted_and_the_target_stays_put(
     acme_topdir: Path, dns_lab: DnsLab
 ) -> None:
     # Given a build whose order is created
-    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
-    ws = Workspace(config=config)
-    ref = refs[0]
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    ws, ref = web_workspace(acme_topdir)
+    ordered_build(ws, ref)
     calls = len(dns_lab.refresh_calls())
 
     # When its records are published
@@ -291,13 +287,8 @@ def test_a_look_whose_records_a_refresh_carried_does_not_refresh_for_later_chang
     acme_topdir: Path, dns_lab: DnsLab
 ) -> None:
     # Given a build whose records are published and carried by a refresh
-    config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
-    ws = Workspace(config=config)
-    ref = refs[0]
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    ws, ref = web_workspace(acme_topdir)
+    ordered_build(ws, ref)
     acme_issue.publish(ws, ref)
     assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
     # and changes of both zones counted after it (other orders publishing)
