@@ -20,7 +20,10 @@ A change counted before the read was on disk when the command ran, so it is cove
 counted later stays above ``refreshed`` and keeps the zone pending; a failed command records
 nothing, so the next caller retries. Callers wanting the same zone served queue on the lock
 ``dns-refresh:<apex>``; whoever gets it after someone else's refresh usually finds nothing left
-to do. N concurrent orders of one zone thus cost about two refreshes instead of N.
+to do. The count a writer's change got is its ticket: once ``refreshed`` reaches it, that
+change is covered, whatever was counted after it (:meth:`ZoneRefresher.uncovered`), so a writer
+need not refresh again for the changes of others. N concurrent orders of one zone thus cost
+one or two refreshes instead of N.
 """
 
 from __future__ import annotations
