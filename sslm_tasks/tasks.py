@@ -274,6 +274,18 @@ def acme_countdown(retries: int) -> float:
     return min(ACME_FIRST_COUNTDOWN_S * growth, ACME_COUNTDOWN_MAX_S)
 
 
+def acme_next_countdown(
+    step_name: str, retries: int, *, dns_check_delay: float, over_dns: bool
+) -> float:
+    """The countdown before check number ``retries + 1`` of ``step_name``: :func:`acme_countdown`,
+    except that the first wait of a dns-01 propagation check is ``dns_check_delay`` when set
+    (capped like the others). http-01 tokens are on the web servers once written; the delay is
+    for DNS."""
+    if step_name == "acme_propagated" and retries == 0 and over_dns and dns_check_delay > 0:
+        return min(dns_check_delay, ACME_COUNTDOWN_MAX_S)
+    return acme_countdown(retries)
+
+
 def acme_waited(retries: int) -> float:
     """Seconds of countdowns behind a check that was retried ``retries`` times."""
     return sum(acme_countdown(n) for n in range(retries))
@@ -319,11 +331,12 @@ def _acme_step(
             raise PermanentError(
                 f"{ref}: {step.name}: not done after {waited:g} s: {detail}"
             ) from cause
-        countdown = acme_countdown(retries)
-        delay = ws.config.main.globals.dns_check_delay
-        if step.name == "acme_propagated" and retries == 0 and delay > 0:
-            # dns_check_delay: a first countdown, never a sleep; capped like the others.
-            countdown = min(delay, ACME_COUNTDOWN_MAX_S)
+        countdown = acme_next_countdown(
+            step.name,
+            retries,
+            dns_check_delay=ws.config.main.globals.dns_check_delay,
+            over_dns=acme_issue.validates_over_dns(ws, ref),
+        )
         log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, detail, countdown)
         raise task.retry(countdown=countdown)
     return {**prev, "step": step.name}

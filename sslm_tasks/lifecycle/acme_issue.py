@@ -108,6 +108,17 @@ def is_acme(ws: Workspace, ref: ServiceRef) -> bool:
     return acme_ca(ws, ref) is not None
 
 
+def validates_over_dns(ws: Workspace, ref: ServiceRef) -> bool:
+    """Whether the service's CA validates its names over DNS (dns-01); False for http-01 and
+    for a service no ACME CA signs.
+
+    Raises:
+      ConfigError: the CA's ``ca_validation`` names no known type.
+    """
+    ca = acme_ca(ws, ref)
+    return ca is not None and _kind(ws, ref, ca) == DNS_01
+
+
 def require_issued(ws: Workspace, ref: ServiceRef) -> None:
     """For the worker's ``sign`` step of an ACME service: the ACME tasks before it must have
     put the certificate into the build.

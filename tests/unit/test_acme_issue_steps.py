@@ -22,7 +22,13 @@ from sslm_tasks.errors import ConfigError, PermanentError
 from sslm_tasks.lifecycle import acme_issue, build
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.tasks import ACME_COUNTDOWN_MAX_S, acme_countdown, acme_max_retries, acme_waited
+from sslm_tasks.tasks import (
+    ACME_COUNTDOWN_MAX_S,
+    acme_countdown,
+    acme_max_retries,
+    acme_next_countdown,
+    acme_waited,
+)
 from sslm_tasks.workflows import ACME_SIGN_STEPS, BUILD_STEPS, SignStep
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -105,6 +111,25 @@ def test_waiting_tasks_count_down_front_weighted_and_give_up_after_the_bound() -
     # A short bound (SSLM_ACME_WAIT_S=5): the check after 8.5 s gives up; the backstop stays
     assert next(n for n in range(100) if acme_waited(n) >= 5) == 8
     assert acme_max_retries(5) > 8
+
+
+def test_dns_check_delay_is_the_first_wait_of_a_dns01_propagation_check_only(
+    ws: Workspace,
+) -> None:
+    def first(step: str, *, delay: float, over_dns: bool) -> float:
+        return acme_next_countdown(step, 0, dns_check_delay=delay, over_dns=over_dns)
+
+    # dns-01: the first wait is dns_check_delay, capped; the later ones do not change
+    assert first("acme_propagated", delay=20, over_dns=True) == 20
+    assert first("acme_propagated", delay=240, over_dns=True) == ACME_COUNTDOWN_MAX_S
+    later = acme_next_countdown("acme_propagated", 1, dns_check_delay=20, over_dns=True)
+    assert later == acme_countdown(1)
+    # without a delay, for another step, or for http-01 tokens: the usual countdown
+    assert first("acme_propagated", delay=0, over_dns=True) == acme_countdown(0)
+    assert first("acme_validated", delay=20, over_dns=True) == acme_countdown(0)
+    assert first("acme_propagated", delay=20, over_dns=False) == acme_countdown(0)
+    # and the service of this workspace validates over DNS
+    assert acme_issue.validates_over_dns(ws, WEB)
 
 
 def test_the_acme_bound_comes_from_the_environment_and_is_checked(
