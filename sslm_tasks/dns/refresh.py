@@ -133,7 +133,7 @@ class ZoneRefresher:
         change no successful refresh has covered yet."""
         if apexes is None:
             apexes = [path.parent.name for path in self._layout.certs_dir.glob(f"*/{LEDGER_FILE}")]
-        return sorted({apex for apex in apexes if self._is_pending(apex)})
+        return self.uncovered(dict.fromkeys(apexes))
 
     def refresh(
         self, apexes: Iterable[str], *, everything: bool = False, wait: bool = True
@@ -182,10 +182,6 @@ class ZoneRefresher:
         return self._locker.acquire(
             f"{CHANGES_LOCK_PREFIX}{apex}", ttl_s=_COUNTER_LOCK_S, blocking_s=_COUNTER_LOCK_S
         )
-
-    def _is_pending(self, apex: str) -> bool:
-        noted, refreshed = self._read(apex)
-        return noted > refreshed
 
     def _covered(self, apex: str, noted_before: int) -> None:
         with self._counter_lock(apex):

@@ -7,11 +7,12 @@ The steps follow RFC 8555 in order; the order they run in is stated once, in
 1. :func:`order`: the service's account (``cb/``, created on first use), then the order for the
    build's CSR, created once and recorded in ``ServiceState.extra["acme_order"]`` at once.
 2. :func:`publish`: dns-01: the TXT records in ``acme-challenge.<apex>`` of every apex the
-   names fall in, then one ``[dns] restart_cmd --serial_bump`` for the apexes that changed.
+   names fall in, counted as changes of those zones (the refresh is :func:`propagated`'s).
    http-01: the token files on every host of ``[web] servers`` (:mod:`sslm_tasks.deploy.webroot`).
-3. :func:`propagated`: one pass: dns-01: does the primary serve every TXT value, and every NS
-   (and ``dns_xtra_ns``) the serial the primary served with them? http-01: does every web
-   server hold every token file? A "ready?" predicate: the caller asks again.
+3. :func:`propagated`: dns-01: ``[dns] restart_cmd --serial_bump`` for the zones no refresh
+   has carried the records into yet, then one pass: does the primary serve every TXT value,
+   and every NS (and ``dns_xtra_ns``) the serial the primary served with them? http-01: does
+   every web server hold every token file? A "ready?" predicate: the caller asks again.
 4. :func:`answer`: tell the CA every pending challenge is published.
 5. :func:`validated`: one poll of the authorizations; a predicate like 3.
 6. :func:`finalize`: send the CSR, download the chain into ``cert.pem``/``chain.pem`` of the
