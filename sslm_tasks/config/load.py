@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sslm_tasks.config.models import CA_GROUP, CaInfo, MainConfig, ServiceConfig
 from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.errors import ConfigError, StoreError
+from sslm_tasks.store.confined import overlaps
 from sslm_tasks.store.layout import Layout, ServiceRef, check_name
 
 #: Where ssl-mgr looks for ``conf.d``, in order, after ``$SSL_MGR_TOPDIR/conf.d``.
@@ -138,12 +139,37 @@ def load_main(conf_dir: Path) -> MainConfig:
     if not path.exists():
         raise ConfigError(path, "(file)", None, "missing")
     main = _validate(MainConfig, read_toml(path), path)
+    _check_trees(path, main, topdir=conf_dir.parent)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
             raise ConfigError(
                 path, f"groups[{index}]", group.domain, "active group needs a domain and services"
             )
     return main
+
+
+def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
+    """The trees sslm writes outside the store are apart from it and are not ``/``.
+
+    A production tree inside the store would mirror the store onto itself (and its clean-up
+    would reach the CA keys); one around the store would ship every key to every server.
+    """
+    store = topdir / "certs"
+    dns = main.dns
+    trees = [
+        ("globals.prod_cert_dir", main.globals.prod_cert_dir),
+        ("globals.logdir", main.globals.logdir),
+        *((f"dns.tlsa_dirs[{i}]", d) for i, d in enumerate(dns.tlsa_dirs if dns else [])),
+        *((f"dns.acme_dir[{i}]", d) for i, d in enumerate(dns.acme_dir if dns else [])),
+    ]
+    for key, value in trees:
+        resolved = Path(value) if Path(value).is_absolute() else topdir / value
+        if os.path.realpath(resolved) == "/":
+            raise ConfigError(path, key, value, "must not be the root directory")
+        if overlaps(resolved, store):
+            raise ConfigError(
+                path, key, value, f"must not be inside the store {store} or contain it"
+            )
 
 
 def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:

@@ -1,84 +1,161 @@
 """The production tree: ``<prod_cert_dir>/<group>/<svc>/{curr,next}/`` as real directories.
 
-It mirrors what the servers should use, in upstream's layout, with two differences:
-the private keys of local CAs never leave ``certs/`` (upstream copied the root's key to every
-server), and a file is rewritten only when its bytes differ, so an unchanged tree causes no
-churn and the sync doubles as the integrity check upstream ran on every start.
+It mirrors what the servers should use, in upstream's layout, with three differences:
 
-Each file is replaced atomically; ``bundle.pem`` holds key and chain in one file, which is why
-servers that can read it (postfix) never see a key that does not match its certificate.
+- the private keys of local CAs never leave ``certs/`` (upstream copied the root's key to every
+  server);
+- an unchanged version is left alone, so an unchanged tree causes no churn and the sync doubles
+  as the integrity check upstream ran on every start;
+- a changed version is prepared whole in a hidden directory and switched in with one atomic
+  exchange, so a server never reads a key from one version and a certificate from another,
+  even when sslm is killed half-way (upstream renamed file by file).
+
+Nothing under the production root is reached through a link (see
+:mod:`sslm_tasks.store.confined`), and sslm deletes only what it writes: a version directory
+that holds anything else (a link, a subdirectory, a file of another name) is moved aside as
+``<which>.kept-<stamp>`` with a warning, never emptied.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import logging
+import secrets
+import stat
+from typing import Final
 
 from sslm_tasks.config.models import CA_GROUP
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.workspace import Workspace, utc_now
+from sslm_tasks.store import confined
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
+from sslm_tasks.store.confined import Dir
 from sslm_tasks.store.layout import ProdLinkName, ServiceRef
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link
+
+log = logging.getLogger("sslm")
 
 #: Files that carry a private key; never copied for the ``ca`` group.
-_SECRET_FILES = frozenset({files.PRIVKEY, files.BUNDLE})
-#: What a production version holds (upstream's file set).
-_SHIPPED_FILES = frozenset({*files.COMPLETE_FILES, files.TLSA_RR, files.INFO})
+_SECRET_FILES: Final = frozenset({files.PRIVKEY, files.BUNDLE})
+#: What a production version holds (upstream's file set), and all sslm ever deletes there.
+SHIPPED_FILES: Final = frozenset({*files.COMPLETE_FILES, files.TLSA_RR, files.INFO})
 #: Mode of the production directories: deploy tooling in the group may read them.
-PROD_DIR_MODE = 0o750
+PROD_DIR_MODE: Final = 0o750
+_VERSIONS: Final[tuple[ProdLinkName, ...]] = ("curr", "next")
+#: Hidden names of a version being prepared, and of one just replaced.
+_NEW, _OLD = "new", "old"
+
+Wanted = dict[str, tuple[bytes, int]]
 
 
-def _wanted_files(ref: ServiceRef, source: Path) -> dict[str, Path]:
-    """The version's known files; anything else (a temp file left by a crash) stays behind."""
-    names = _SHIPPED_FILES - _SECRET_FILES if ref.group == CA_GROUP else _SHIPPED_FILES
-    return {name: source / name for name in sorted(names) if (source / name).is_file()}
+def _wanted(ws: Workspace, ref: ServiceRef, which: ProdLinkName) -> Wanted | None:
+    """The files production should hold for ``which``; None when it should not exist."""
+    layout = ws.layout
+    stamp = read_link(layout, ref, which)
+    if stamp is None or not is_complete(layout, ref, stamp):
+        return None
+    names = SHIPPED_FILES - _SECRET_FILES if ref.group == CA_GROUP else SHIPPED_FILES
+    source = layout.version_dir(ref, stamp)
+    wanted: Wanted = {}
+    for name in sorted(names):
+        path = source / name
+        if path.is_file():
+            mode = files.KEY_MODE if name in _SECRET_FILES else files.PUBLIC_MODE
+            wanted[name] = (path.read_bytes(), mode)
+    return wanted
 
 
-def _mirror(source: Path, dest: Path, wanted: dict[str, Path]) -> bool:
-    """Make ``dest`` hold exactly ``wanted``; True when anything changed."""
-    changed = not dest.is_dir()
-    ensure_dir(dest, mode=PROD_DIR_MODE)
-    writes: dict[Path, tuple[bytes, int]] = {}
-    for name, path in wanted.items():
-        data = path.read_bytes()
-        target = dest / name
-        if target.is_file() and target.read_bytes() == data:
-            continue
-        writes[target] = (data, files.KEY_MODE if name in _SECRET_FILES else files.PUBLIC_MODE)
-    if writes:
-        # One batch: every file is on disk before the first rename, and one directory sync.
-        write_files_atomic(writes)
-        changed = True
-    for stale in dest.iterdir():
-        if stale.name not in wanted:
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
-            changed = True
-    return changed
+def _matches(service: Dir, which: ProdLinkName, wanted: Wanted) -> bool:
+    """Whether ``which`` is a real directory holding exactly ``wanted``, byte for byte."""
+    status = confined.lstat(service, which)
+    if status is None or not stat.S_ISDIR(status.st_mode):
+        return False
+    with confined.open_subdir(service, which, mode=None) as version:
+        if confined.entries(version) != sorted(wanted):
+            return False
+        return all(confined.read_file(version, name) == data for name, (data, _) in wanted.items())
+
+
+def _retire(service: Dir, name: str, which: ProdLinkName) -> None:
+    """Delete a replaced version if it holds only what sslm writes; else keep it, renamed."""
+    if confined.remove_if_only(service, name, SHIPPED_FILES):
+        return
+    kept = f"{which}.kept-{utc_now().strftime(STAMP_FORMAT)}-{secrets.token_hex(3)}"
+    confined.rename(service, name, kept)
+    confined.sync(service)
+    log.warning(
+        "%s: %s held something sslm did not write (a link, a directory or another file): "
+        "kept as %s, not deleted",
+        service.path,
+        which,
+        service.path / kept,
+    )
+
+
+def _clear_leftovers(service: Dir) -> None:
+    """Hidden versions of a run killed between preparing and retiring: retire them now."""
+    for name in confined.entries(service):
+        for which in _VERSIONS:
+            if name.startswith((f".{which}.{_NEW}-", f".{which}.{_OLD}-")):
+                _retire(service, name, which)
+
+
+def _switch(service: Dir, which: ProdLinkName, wanted: Wanted | None) -> bool:
+    """Make ``which`` hold ``wanted`` (or be gone) in one step; True when anything changed."""
+    present = confined.lstat(service, which) is not None
+    if wanted is None:
+        if not present:
+            return False
+        replaced = confined.temp_name(which, _OLD)
+        confined.rename(service, which, replaced)
+        confined.sync(service)
+        _retire(service, replaced, which)
+        return True
+    if _matches(service, which, wanted):
+        return False
+    prepared = confined.temp_name(which, _NEW)
+    with confined.open_subdir(service, prepared, mode=PROD_DIR_MODE) as version:
+        confined.write_new_files(version, wanted)
+    if not present:
+        confined.rename(service, prepared, which)
+        confined.sync(service)
+        return True
+    if confined.exchange(service, prepared, which):
+        replaced = prepared
+    else:  # no RENAME_EXCHANGE here: a moment without ``which``, never a mixed one
+        replaced = confined.temp_name(which, _OLD)
+        confined.rename(service, which, replaced)
+        confined.rename(service, prepared, which)
+    confined.sync(service)
+    _retire(service, replaced, which)
+    return True
 
 
 def sync_service(ws: Workspace, ref: ServiceRef) -> bool:
     """Copy ``curr`` and ``next`` of one service to production; True when anything changed.
 
-    A link that is absent (no ``next`` after a roll) removes its production copy.
+    A link that is absent (no ``next`` after a roll) removes its production copy. Idempotent;
+    a run killed at any point leaves each version whole, and the next call finishes the job.
+
+    Raises:
+      StoreError: the production tree overlaps the store, a directory on the way is a link or
+        a file, or a write failed.
     """
     layout = ws.layout
+    if confined.overlaps(layout.prod_dir, layout.certs_dir):
+        raise StoreError(
+            f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
+            "refusing to mirror"
+        )
+    wanted = {which: _wanted(ws, ref, which) for which in _VERSIONS}
     changed = False
-    which: ProdLinkName
-    for which in ("curr", "next"):
-        dest = layout.prod_version_dir(ref, which)
-        stamp = read_link(layout, ref, which)
-        if stamp is None or not is_complete(layout, ref, stamp):
-            if dest.exists():
-                shutil.rmtree(dest)
-                changed = True
-            continue
-        source = layout.version_dir(ref, stamp)
-        ensure_dir(layout.prod_dir, mode=PROD_DIR_MODE)
-        ensure_dir(layout.prod_group_dir(ref.group), mode=PROD_DIR_MODE)
-        ensure_dir(dest.parent, mode=PROD_DIR_MODE)
-        changed |= _mirror(source, dest, _wanted_files(ref, source))
+    with (
+        confined.open_root(layout.prod_dir, mode=PROD_DIR_MODE) as root,
+        confined.open_subdir(root, files.check_name("group", ref.group), mode=PROD_DIR_MODE) as grp,
+        confined.open_subdir(
+            grp, files.check_name("service", ref.service), mode=PROD_DIR_MODE
+        ) as service,
+    ):
+        _clear_leftovers(service)
+        for which in _VERSIONS:
+            changed |= _switch(service, which, wanted[which])
     return changed

@@ -41,6 +41,30 @@ def chain_ok(topdir: Path, svc: str) -> bool:
     return chain_verifies(topdir, svc) and key_pub == cert_pub
 
 
+def production_whole(topdir: Path, svc: str) -> list[str]:
+    """What a server reading ``prod-certs`` would get wrong: for each production version of
+    ``svc``, a key that is not its certificate's, or a bundle that is not key + fullchain."""
+    wrong = []
+    for which in ("curr", "next"):
+        base = topdir / "prod-certs" / svc / which
+        if not base.exists():
+            continue
+        key_pub = openssl("pkey", "-in", str(base / "privkey.pem"), "-pubout").stdout
+        cert_pub = openssl("x509", "-in", str(base / "cert.pem"), "-noout", "-pubkey").stdout
+        fullchain = (base / "fullchain.pem").read_bytes()
+        bundle = (base / "bundle.pem").read_bytes()
+        if key_pub != cert_pub or not fullchain.startswith((base / "cert.pem").read_bytes()):
+            wrong.append(f"{svc}/{which}: key and certificate differ")
+        if bundle != (base / "privkey.pem").read_bytes() + fullchain:
+            wrong.append(f"{svc}/{which}: bundle is not key + fullchain")
+    return wrong
+
+
+def hidden_leftovers(topdir: Path) -> list[Path]:
+    """Versions being prepared or replaced in production (``.curr.new-*``, ``.next.old-*``)."""
+    return sorted((topdir / "prod-certs").glob("*/*/.*"))
+
+
 def count_replaces(topdir: Path, *args: str) -> int:
     done = run_killed(topdir, 10**9, *args)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -108,6 +132,8 @@ def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
         assert killed.returncode == -signal.SIGKILL
         for svc in LEAVES:
             assert chain_ok(tree, svc), (kill_at, svc)
+            # what a server reads from production is one whole version at every instant
+            assert production_whole(tree, svc) == [], kill_at
         rerun = run_killed(
             tree, 10**9, "-renew", "-roll", "-roll-mins", "0", "example.com:mail-ec,web-ec"
         )
@@ -117,6 +143,11 @@ def test_kill_during_a_forced_renew_and_roll_keeps_the_old_curr_serving(
             # no second next was started: the forced build that was killed is the one now in curr,
             # or (killed before it began) the old curr is kept
             assert not (tree / "certs" / svc / "next").exists()
+            assert production_whole(tree, svc) == [], kill_at
+            assert (tree / "prod-certs" / svc / "curr/cert.pem").read_bytes() == (
+                tree / "certs" / svc / "curr/cert.pem"
+            ).read_bytes()
+        assert hidden_leftovers(tree) == [], kill_at
         changed = [svc for svc in LEAVES if os.readlink(tree / "certs" / svc / "curr") != old[svc]]
         builds = {svc: len(list((tree / "certs" / svc / "db").iterdir())) for svc in LEAVES}
         assert all(count <= 2 for count in builds.values()), (kill_at, builds, changed)
