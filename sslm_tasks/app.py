@@ -20,6 +20,7 @@ from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyp
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.routing import Queue, all_queues, configured_sites, route_task
+from sslm_tasks.schedule import beat_entries
 
 #: Modules that hold tasks. The task layer may not exist yet in a checkout: a worker must
 #: still start (and answer ``sslm.ping``) without it, rather than die on an ImportError.
@@ -83,8 +84,8 @@ def celery_config(settings: RuntimeSettings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "task_routes": (route_task,),
-        # Beat's entries come from conf.d, and follow it while beat runs.
-        "beat_scheduler": "sslm_tasks.schedule:ConfScheduler",
+        # Three scans, whatever the number of services: each reads conf.d when it runs.
+        "beat_schedule": beat_entries(settings),
         "task_default_queue": Queue.ISSUE.value,
     }
     if is_redis_url(settings.broker_url):

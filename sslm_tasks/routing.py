@@ -25,21 +25,38 @@ from sslm_tasks.config.settings import load_settings
 class Queue(StrEnum):
     """The kinds of work, each with its own queue (deploy: one queue per site)."""
 
-    #: Everything that builds or changes certificates: renew checks, keygen, CSR, ACME,
-    #: store, roll, clean. Consumed by ``workers/issue.sh``.
+    #: Everything that builds or changes certificates: the walk of a service (renew, ACME,
+    #: roll, production, TLSA), the fan-out of its deploys, the beat scans, clean. Consumed by
+    #: ``workers/issue.sh``.
     ISSUE = "issue"
-    #: Zone include writes, zone refreshes and propagation checks. Consumed by
-    #: ``workers/issue.sh`` too: it is quick work that the issue chain waits on.
+    #: Zone refreshes: ``-dns``, and the refresh that follows retired TLSA records. Consumed by
+    #: ``workers/issue.sh`` too: it is quick work.
     DNS = "dns"
     #: Prefix of the per-site deploy queues ``deploy.<site>``. Consumed by
     #: ``workers/deploy.sh`` on a host of that site.
     DEPLOY = "deploy"
 
 
+class TaskName(StrEnum):
+    """Every task's name, ``sslm.<layer>.<verb>``: what is on the wire and in Flower."""
+
+    WALK = "sslm.lifecycle.walk"
+    FANOUT = "sslm.finish.fanout"
+    DEPLOY_SERVER = "sslm.deploy.server"
+    DEPLOY_POST_COPY = "sslm.deploy.post_copy"
+    DNS_REFRESH = "sslm.dns.refresh"
+    DNS_REFRESH_PENDING = "sslm.dns.refresh_pending"
+    RENEW_SCAN = "sslm.renew.scan"
+    ROLL_SCAN = "sslm.roll.scan"
+    CLEAN_SERVICE = "sslm.clean.service"
+    CLEAN_ALL = "sslm.clean.all"
+
+
 #: Task name prefixes and the queue their tasks go to. A name matching none goes to
 #: :attr:`Queue.ISSUE`, the queue every installation has a worker for.
 _PREFIX_QUEUES: Mapping[str, Queue] = {
-    "sslm.issue.": Queue.ISSUE,
+    "sslm.lifecycle.": Queue.ISSUE,
+    "sslm.finish.": Queue.ISSUE,
     "sslm.renew.": Queue.ISSUE,
     "sslm.roll.": Queue.ISSUE,
     "sslm.clean.": Queue.ISSUE,

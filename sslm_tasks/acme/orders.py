@@ -28,7 +28,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import acme.challenges
 import acme.client
@@ -51,13 +51,11 @@ from sslm_tasks.acme.network import (
     retry_after_of,
     translate,
 )
+from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.crypto.inspect import load_certs, split_pem_blocks
 from sslm_tasks.errors import CryptoError, StoreError
 
 log = logging.getLogger(__name__)
-
-#: The challenge types sslm can publish.
-ChallengeKind = Literal["dns-01", "http-01"]
 
 # RFC 8555 §7.1.6 status names.
 PENDING: Final = "pending"

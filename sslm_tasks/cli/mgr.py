@@ -19,15 +19,18 @@ from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.errors import ConfigError, LockBusy, SslmError, TransientError
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.deployment import read_ledger
 from sslm_tasks.lifecycle.status import service_status
-from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
-from sslm_tasks.workflows import DevSteps, RunRequest, run_in_process
 
 from . import report
+from .local import run_in_process
+from .run import RunRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 #: How long a run waits for another run on the same tree before giving up.
@@ -211,9 +214,14 @@ def _status(ws: Workspace, refs: Sequence[ServiceRef], *, as_json: bool, verbose
     """Print the status; a service whose files cannot be read is named, the others shown."""
     statuses = []
     broken: dict[str, str] = {}
+    try:
+        ledger = read_ledger(ws)
+    except SslmError as err:
+        broken["deploys"] = str(err)
+        ledger = {}
     for ref in refs:
         try:
-            statuses.append(service_status(ws, ref))
+            statuses.append(service_status(ServiceContext(ws, ref, repair=False), ledger))
         except SslmError as err:
             broken[str(ref)] = str(err)
     if as_json:
@@ -226,24 +234,35 @@ def _status(ws: Workspace, refs: Sequence[ServiceRef], *, as_json: bool, verbose
 
 
 def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> int:
-    """``-d``: say what each service would do; nothing is written, not even a log line."""
+    """``-d``: say what each service would do; nothing is written, not even a log line. A
+    service whose files cannot be read is named with the reason; the others are still shown."""
+    code = EXIT_OK
     for ref in refs:
-        lines: list[str] = []
-        first = read_link(ws.layout, ref, "curr") is None
-        if request.renew or request.dev.any_build_step():
-            check = build.check_renew(ws, ref, record=False)
-            building = check.build or request.dev.any_build_step()
-            lines.append(("would renew: " if building else "") + check.reason)
-            if building and first:
-                lines.append("would make the first certificate curr at once")
-        if (request.roll or request.dev.ntoc) and not first:
-            result = rolling.check_roll(ws, ref, force=ws.options.force or request.dev.ntoc)
-            lines.append(("would roll: " if result.rolled else "") + result.reason)
         print(f"{ref}")
+        try:
+            lines = _would(ServiceContext(ws, ref, repair=False), request)
+        except SslmError as err:
+            lines, code = [f"Error: {err}"], EXIT_FAILED
         print("\n".join(f"            ↪ {line}" for line in lines))
     if request.dns_refresh:
         print(f"would refresh DNS: {' '.join(zone_apexes(ref.group for ref in refs))}")
-    return EXIT_OK
+    return code
+
+
+def _would(ctx: ServiceContext, request: RunRequest) -> list[str]:
+    dev = ctx.ws.options.dev
+    lines: list[str] = []
+    first = read_link(ctx.layout, ctx.ref, "curr") is None
+    if request.renew or dev.any_build_step():
+        check = build.check_renew(ctx, record=False)
+        building = check.build or dev.any_build_step()
+        lines.append(("would renew: " if building else "") + check.reason)
+        if building and first:
+            lines.append("would make the first certificate curr at once")
+    if (request.roll or dev.ntoc) and not first:
+        result = rolling.check_roll(ctx, force=ctx.ws.options.force or dev.ntoc)
+        lines.append(("would roll: " if result.rolled else "") + result.reason)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_roll_mins=args.min_roll_mins,
         clean_keep=args.clean_keep,
         dry_run=args.dry_run,
+        dev=_dev_steps(args),
     )
     ws = Workspace(config=config, options=options, clock=utc_now)
     request = RunRequest(
@@ -269,10 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         renew=args.renew,
         roll=args.roll,
         dry_run=args.dry_run,
-        dev=_dev_steps(args),
         clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
     )
-    acts = request.renew or request.roll or request.dev.any() or request.dns_refresh
+    acts = request.renew or request.roll or options.dev.any() or request.dns_refresh
     if args.status and not acts:
         return _status(ws, refs, as_json=args.json, verbose=args.verb)
     if args.debug:
@@ -320,20 +339,19 @@ def _enqueue(
 
     runs = remote.enqueue(config, refs, options, request)
     apexes = zone_apexes(ref.group for ref in refs)
+    refresh = request.refreshes_dns(config, options.dev)
     if args.no_wait:
         for run in runs:
             print(f"{run.ref} {' '.join(run.ids)}")
-        if request.refreshes_dns(config):
+        if refresh:
             print(f"dns-refresh {remote.send_dns_refresh(apexes)}")
         return EXIT_OK
     remote.wait(app, runs, timeout_s=args.wait_timeout)
-    text, code = remote.summary(app, runs)
-    print(text)
-    if request.refreshes_dns(config):
-        refreshed, line = remote.dns_refresh(app, apexes, timeout_s=args.wait_timeout)
-        print(line)
-        code = code if refreshed else EXIT_FAILED
-    return code
+    result = remote.report(app, runs)
+    if refresh:
+        remote.dns_refresh(app, apexes, result, timeout_s=args.wait_timeout)
+    print(report.run_text(result, remote=True))
+    return EXIT_FAILED if not result.ok else EXIT_BUSY if result.busy else EXIT_OK
 
 
 def _locked_run(
@@ -351,7 +369,7 @@ def _locked_run(
     with lease:
         _setup_logging(ws.config, verbose=args.verb)
         result = run_in_process(ws, refs, request)
-        print(report.run_text(result))
+        print(report.run_text(result, remote=False))
         if args.status:
             _status(ws, refs, as_json=args.json, verbose=args.verb)
     return EXIT_OK if result.ok else EXIT_FAILED

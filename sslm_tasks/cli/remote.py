@@ -1,11 +1,11 @@
 """``sslm-mgr`` with a broker: enqueue the same workflows, then (by default) wait and show progress.
 
-Each selected service gets its own chain (see :func:`sslm_tasks.workflows.service_steps`), so a
+Each selected service gets its own chain (:func:`sslm_tasks.workflows.service_steps`), so a
 failure stays with its service. A service signed by a local CA that is in the same run is
 linked behind that CA's chain, so it is signed by the CA's new certificate, and only once the
 CA's chain succeeded. Every step's task id is chosen here before sending, which lets this
 process follow each chain step by step with plain result look-ups: no task waits on another,
-and nothing but task states crosses the broker.
+and nothing but task states and their small typed results cross the broker.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any, TextIO
 from celery import Signature, chain  # type: ignore[import-untyped]
 from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
 
-from sslm_tasks.config.load import Config, acme_ca_of, signer_of
+from sslm_tasks.cli.run import RunReport, RunRequest, ServiceOutcome
+from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.lifecycle.workspace import RunOptions
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.workflows import RENEW_STEPS, RunRequest, service_steps
+from sslm_tasks.workflows import dns_refresh as dns_refresh_signature
+from sslm_tasks.workflows import service_steps
 
-EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 3
 #: Seconds between two looks at the task states while waiting. Each look is one read of the
 #: result backend for every chain at once (Redis: one MGET), so looking often costs little.
 POLL_S = 0.05
@@ -44,7 +45,8 @@ class ServiceRun:
     #: The run of the signing CA this chain is linked behind, if that CA is in the run too.
     after: ServiceRun | None = None
     deploys: list[str] = field(default_factory=list)
-    results: list[Any] = field(default_factory=list)
+    #: The chain's last walk result (a ``tasks.SegmentResult``), once the chain finished.
+    walked: dict[str, Any] | None = None
     error: str | None = None
     done: bool = False
     #: Steps seen finished: steps finish in order, so only the next one needs a look.
@@ -111,11 +113,11 @@ def _finish(app: Any, runs: Sequence[ServiceRun]) -> None:
     """A run whose steps all succeeded is done once the deploys it sent are final."""
     complete = [run for run in runs if not run.done and run.finished == len(run.ids)]
     for run in complete:
-        if not run.results:
-            run.results = [value for _, value in task_states(app, run.ids)]
-            run.deploys = [
-                d for r in run.results if isinstance(r, dict) for d in r.get("deploys", [])
-            ]
+        if run.walked is None:
+            # The last two tasks: the last walk segment and the fan-out (a tasks.FanoutResult).
+            (_, walked), (_, fanned) = task_states(app, run.ids[-2:])
+            run.walked = walked if isinstance(walked, dict) else {}
+            run.deploys = list(fanned.get("deploys", [])) if isinstance(fanned, dict) else []
     deploys = [d for run in complete for d in run.deploys]
     states = task_states(app, deploys)
     final = {d for d, (state, _) in zip(deploys, states, strict=True) if state in _FINAL}
@@ -139,12 +141,11 @@ def enqueue(
     runs: dict[ServiceRef, tuple[ServiceRun, list[Signature]]] = {}
     roots = []
     for ref in refs:
-        steps = service_steps(ref, options, request, acme=acme_ca_of(config, ref) is not None)
-        if not steps:
-            continue
+        steps = service_steps(config, ref, options, renew=request.renew, roll=request.roll)
         signer = signer_of(config, ref)
         parent = runs.get(signer) if signer is not None else None
-        run = ServiceRun(ref, [step.task.rsplit(".", 1)[-1] for step in steps], _assign_ids(steps))
+        names = [str(step.options["shadow"]).split(" ", 1)[0] for step in steps]
+        run = ServiceRun(ref, names, _assign_ids(steps))
         if parent is None:
             roots.append(chain(*steps))
         else:
@@ -190,70 +191,46 @@ def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sy
         time.sleep(POLL_S)
 
 
-def _story(results: list[Any]) -> list[str]:
-    """What a chain did, in words, from its step results."""
-    said: list[str] = []
-    for result in results:
-        if not isinstance(result, dict):
-            continue
-        if "actions" in result:
-            said.extend(result["actions"])
-        elif "rolled" in result:
-            rolled = f"rolled {result.get('curr')} to curr ({result['reason']})"
-            said.append(rolled if result["rolled"] else result["reason"])
-        elif result.get("step") == RENEW_STEPS[-1][0] and result.get("build"):
-            # The last renew step of a build reports where the new version went.
-            pending = result.get("next")
-            said.append(f"next is {pending}" if pending else f"curr is {result.get('curr')}")
-        elif "build" in result and "step" not in result:
-            said.append(("renewing: " if result["build"] else "") + result["reason"])
-    # A step with nothing to do passes its predecessor's result on: say each thing once.
-    return [text for index, text in enumerate(said) if index == 0 or text != said[index - 1]]
-
-
-def summary(app: Any, runs: list[ServiceRun]) -> tuple[str, int]:
-    """The report and the exit status: 1 if any service or deploy failed, 3 if one was busy."""
-    lines: list[str] = []
-    failed = busy = False
+def report(app: Any, runs: list[ServiceRun]) -> RunReport:
+    """What the chains did, read from their typed results, as the in-process run reports it."""
+    result = RunReport([])
     for run in runs:
-        lines.append(f"{run.ref}")
+        outcome = ServiceOutcome(run.ref)
+        result.outcomes.append(outcome)
+        if run.walked is not None:
+            for line in run.walked.get("walk", {}).get("said", []):
+                outcome.note(line)
+            outcome.busy = bool(run.walked.get("busy"))
+            outcome.changed = bool(run.walked.get("changed"))
         if run.error:
-            failed = True
-            lines.append(f"            ↪ FAILED: {run.error}")
-        busy |= any(isinstance(r, dict) and r.get("busy") for r in run.results)
-        lines.extend(f"            ↪ {text}" for text in _story(run.results))
+            outcome.fail(run.error)
+        elif not run.done:
+            outcome.fail("still running: gave up waiting")
         for deploy_id in run.deploys:
             state, value = task_state(app, deploy_id)
-            if state == "SUCCESS":
-                ran = value.get("ran") or "nothing to run"
-                lines.append(f"            ↪ deployed {value.get('host')}: {ran}")
+            if state == "SUCCESS" and isinstance(value, dict):
+                result.deployed.append(f"Deployed {value.get('server')}: {value.get('detail')}")
+            elif state in _FINAL:
+                result.deploy_failures.append(str(value))
             else:
-                failed = True
-                lines.append(f"            ↪ deploy FAILED: {value}")
-        if not run.done and not run.error:
-            failed = True
-            lines.append("            ↪ still running: gave up waiting")
-    if failed:
-        names = [str(run.ref) for run in runs if run.error or not run.done] or ["deploy"]
-        lines.append(f"Failed to perform required task(s): {', '.join(names)}")
-    code = EXIT_FAILED if failed else EXIT_BUSY if busy else EXIT_OK
-    return "\n".join(lines), code
+                result.deploy_failures.append(f"deploy {deploy_id}: gave up waiting")
+    return result
 
 
 def send_dns_refresh(apexes: list[str]) -> str:
     """Enqueue the DNS refresh of ``apexes``; returns its task id."""
-    from sslm_tasks.tasks import dns_refresh
-
-    return str(dns_refresh.delay(apexes).id)
+    return str(dns_refresh_signature(apexes).apply_async().id)
 
 
-def dns_refresh(app: Any, apexes: list[str], *, timeout_s: float) -> tuple[bool, str]:
-    """Refresh the zones through a worker and wait; (succeeded, one line for the report)."""
+def dns_refresh(app: Any, apexes: list[str], result: RunReport, *, timeout_s: float) -> None:
+    """Refresh the zones through a worker and wait; the outcome goes into ``result``."""
     task_id = send_dns_refresh(apexes)
     deadline = time.monotonic() + timeout_s
     while (state := task_state(app, task_id))[0] not in _FINAL and time.monotonic() < deadline:
         time.sleep(POLL_S)
     status, value = state
     if status == "SUCCESS":
-        return True, f"DNS refresh {' '.join(apexes)}: ran {'; '.join(value['ran'])}"
-    return False, f"DNS refresh FAILED: {value if status == 'FAILURE' else 'gave up waiting'}"
+        result.dns_refreshed += apexes
+    else:
+        failed = value if status == "FAILURE" else "gave up waiting"
+        result.deploy_failures.append(f"DNS refresh: {failed}")

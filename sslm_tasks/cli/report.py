@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sslm_tasks.cli._common import DATE_FORMAT, relative
+from sslm_tasks.cli.run import RunReport
 from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
-from sslm_tasks.workflows import RunReport
 
 _INDENT = " " * 12
 
@@ -72,10 +72,14 @@ def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bo
                 )
         if status.last_error:
             lines.append(f"{'last error':>20} : {status.last_error}")
+        if status.notice:
+            lines.append(f"{'notice':>20} : {status.notice}")
     return "\n".join(lines)
 
 
-def run_text(report: RunReport) -> str:
+def run_text(report: RunReport, *, remote: bool) -> str:
+    """The run's report; through workers the production copies and cleaning happen on the
+    workers and are not summed up here."""
     lines: list[str] = []
     group = None
     for outcome in report.outcomes:
@@ -84,12 +88,15 @@ def run_text(report: RunReport) -> str:
             lines.append(group)
         lines.append(f"  {outcome.ref.service}")
         lines.extend(f"{_INDENT}↪ {action}" for action in outcome.actions)
-    if report.prod_changed:
+    if remote:
+        pass
+    elif report.prod_changed:
         lines.append("Certs to production: " + ", ".join(str(ref) for ref in report.prod_changed))
     else:
         lines.append("Certs to production: no changes")
     if report.dns_refreshed:
         lines.append(f"DNS refresh: {' '.join(report.dns_refreshed)}")
+    lines.extend(report.deployed)
     lines.extend(f"Deploy failed: {failure}" for failure in report.deploy_failures)
     for ref, stamps in report.cleaned.items():
         lines.append(f"Cleaned {ref}: {', '.join(stamps)}")

@@ -15,16 +15,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
 from sslm_tasks.config.models import CA_GROUP, CaInfo, MainConfig, ServiceConfig
 from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.errors import ConfigError, StoreError
 from sslm_tasks.store.confined import overlaps
 from sslm_tasks.store.layout import Layout, ServiceRef, check_name
 
-#: Where ssl-mgr looks for ``conf.d``, in order, after ``$SSL_MGR_TOPDIR/conf.d``.
-SEARCH_DIRS = (Path("conf.d"), Path("/etc/ssl-mgr/conf.d"))
-MAIN_FILE = "ssl-mgr.conf"
-CA_FILE = "ca-info.conf"
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
 
@@ -268,6 +265,8 @@ def load_config(
     config = Config(
         topdir=conf_dir.parent, conf_dir=conf_dir, main=main, cas=cas, services=services
     )
+    for ref in services:
+        _check_acme(config, ref)
     return config, order_by_signer(config, selected)
 
 
@@ -314,6 +313,80 @@ def acme_ca_of(config: Config, ref: ServiceRef) -> CaInfo | None:
         return None
     ca = config.cas.get(svc.signing_ca)
     return None if ca is None or ca.is_local else ca
+
+
+def _check_acme(config: Config, ref: ServiceRef) -> None:
+    """What a service's ACME CA needs of the configuration, checked before anything is ordered
+    (a failed authorization counts against the CA's rate limits): a ``[dns] acme_dir`` for
+    dns-01; for http-01 the web servers' document root, and no wildcard name.
+
+    Raises:
+      ConfigError: naming the file, key and value that must change.
+    """
+    ca = acme_ca_of(config, ref)
+    if ca is None:
+        return
+    where = config.conf_dir / MAIN_FILE
+    if ca.challenge_kind == "dns-01":
+        dns = config.main.dns
+        if dns is None or not dns.acme_dir:
+            raise ConfigError(
+                where,
+                "dns.acme_dir",
+                None,
+                f"dns-01 (the CA of {ref}) needs the directories the zones include challenges from",
+            )
+        return
+    web_roots(config, ref)
+    x509 = config.services[ref].x509
+    for key, names in (("X509.CN", [x509.cn]), ("X509.sans", x509.sans)):
+        wild = next((name for name in names if name.startswith("*.")), None)
+        if wild is not None:
+            # The Baseline Requirements forbid proving a wildcard over http-01, so CAs offer
+            # only dns-01 for one: refused here rather than as a failed order.
+            raise ConfigError(
+                config.service_file(ref),
+                key,
+                wild,
+                f"a wildcard needs dns-01, but signing_ca {config.services[ref].signing_ca!r} "
+                "validates with http-01",
+            )
+
+
+def web_roots(config: Config, ref: ServiceRef) -> tuple[str, list[str]]:
+    """``[web] server_dir`` and ``servers``: where the http-01 tokens of ``ref`` go.
+
+    Upstream wrote nothing, without a word, when ``servers`` was empty; here both are required.
+
+    Raises:
+      ConfigError: ``server_dir`` is missing or not absolute (every server gets the tokens at
+        the same path, so it cannot be relative to this host's topdir), or ``servers`` is empty.
+    """
+    where = config.conf_dir / MAIN_FILE
+    web = config.main.web
+    server_dir = (web.server_dir or "").strip() if web is not None else ""
+    if web is None or not server_dir:
+        raise ConfigError(
+            where,
+            "web.server_dir",
+            None,
+            f"http-01 (the CA of {ref}) needs the web servers' document root for ACME tokens",
+        )
+    if not server_dir.startswith("/"):
+        raise ConfigError(
+            where,
+            "web.server_dir",
+            server_dir,
+            "must be an absolute path: every web server gets the http-01 tokens at this path",
+        )
+    if not web.servers:
+        raise ConfigError(
+            where,
+            "web.servers",
+            web.servers,
+            f"http-01 (the CA of {ref}) needs at least one web server to put the tokens on",
+        )
+    return server_dir, list(web.servers)
 
 
 def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceRef]:

@@ -27,9 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from sslm_tasks.config.probes import parse_verify
 from sslm_tasks.crypto.csr import is_san_value
 from sslm_tasks.crypto.keys import ec_curve_names
 from sslm_tasks.crypto.signing import DIGESTS
+from sslm_tasks.errors import ConfigError
 
 #: The group that holds the local CAs.
 CA_GROUP = "ca"
@@ -196,10 +198,6 @@ class ServerSection(_Model):
     @field_validator("verify")
     @classmethod
     def _verify_probes(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        # Imported here: the deploy layer imports this module.
-        from sslm_tasks.deploy.verify import parse_verify
-        from sslm_tasks.errors import ConfigError
-
         # Each server's expansion of {host}; with no servers, any name checks the syntax.
         for host in info.data.get("servers") or ["server.invalid"]:
             for probe in value:
@@ -259,6 +257,8 @@ class MainConfig(_Model):
 
 CaType = Literal["self", "local", "certbot", "letsencrypt", "acme"]
 LOCAL_CA_TYPES = frozenset({"self", "local"})
+#: The ACME challenge types sslm can publish.
+ChallengeKind = Literal["dns-01", "http-01"]
 
 
 class CaInfo(_Model):
@@ -277,9 +277,34 @@ class CaInfo(_Model):
     def _lower_type(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("ca_validation")
+    @classmethod
+    def _known_validation(cls, value: str) -> str:
+        if not _challenge_prefix(value):
+            raise ValueError("must start with 'http' (http-01) or 'dns' (dns-01)")
+        return value
+
     @property
     def is_local(self) -> bool:
         return self.ca_type in LOCAL_CA_TYPES
+
+    @property
+    def challenge_kind(self) -> ChallengeKind:
+        """The challenge type ``ca_validation`` asks for.
+
+        Only the prefix counts, as upstream: ``http…`` is http-01, ``dns…`` dns-01, and an
+        empty value dns-01 (what sslm did before http-01 existed). So a future
+        ``dns-persist-01`` would be taken for dns-01, exactly as upstream would take it.
+        """
+        return "http-01" if _challenge_prefix(self.ca_validation) == "http" else "dns-01"
+
+
+def _challenge_prefix(value: str) -> str | None:
+    """``http`` or ``dns`` (also for an empty value); None for anything else."""
+    value = value.strip().lower()
+    if value.startswith("http"):
+        return "http"
+    return "dns" if not value or value.startswith("dns") else None
 
 
 # --------------------------------------------------------------------------- service files

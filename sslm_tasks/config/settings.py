@@ -98,13 +98,11 @@ class RuntimeSettings(BaseSettings):
     #: Further sites whose deploy queues a plain ``celery worker`` here consumes
     #: (``SSLM_SITES=paris,berlin``). The configuration will name them once it knows sites.
     sites: Annotated[frozenset[str], NoDecode] = frozenset()
-    #: Beat sends each service's renew check this often (twice a day: ARI asks for at least
-    #: that). Whole hours dividing a day become a crontab with a per-service offset.
+    #: Beat's renew scan of every service runs this often (twice a day: ARI asks for at least
+    #: that).
     renew_check_every_s: int = Field(default=43_200, ge=1)
     #: Beat looks for rolls whose due time has come this often.
     roll_check_every_s: int = Field(default=60, ge=1)
-    #: Beat looks at ``conf.d`` for added or removed services this often.
-    beat_reload_s: float = Field(default=30.0, gt=0)
     #: The ssh program and its options, as one shell-quoted string (``SSLM_SSH_COMMAND="ssh -F
     #: /etc/sslm/ssh_config"``): rsync's remote shell and the runner of remote restart
     #: commands. Identity file, known_hosts, user and port are best given per host in that

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from sslm_tasks.config.load import MAIN_FILE
+from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings
 from sslm_tasks.deploy.commands import CommandResult, execute, run_command

@@ -31,9 +31,7 @@ for, so we take whatever it sends and compare keys ourselves.
 from __future__ import annotations
 
 import _ssl
-import ipaddress
 import itertools
-import re
 import socket
 import ssl
 import sys
@@ -41,8 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -50,58 +47,22 @@ from dns.rdtypes.ANY.TLSA import TLSA
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
-from sslm_tasks.config.load import MAIN_FILE
+from sslm_tasks.config.files import MAIN_FILE
+from sslm_tasks.config.probes import CONFIG_KEY, VerifyTarget, bracketed, ip_literal, tlsa_owner
 from sslm_tasks.crypto.inspect import extension_value
 from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.dns.lookup import QUERY_TIMEOUT_S, QUERY_TRIES, Nameserver, query_rrset
 from sslm_tasks.dns.tlsa import TlsaRecord
 from sslm_tasks.errors import ConfigError, CryptoError, PermanentError, TransientError
 
-Protocol = Literal["tls", "smtp", "imap"]
-#: The protocols by scheme, and the port each one uses when the value names none.
-_SCHEMES: Final[dict[str, tuple[Protocol, int]]] = {
-    "tls": ("tls", 443),
-    "smtp": ("smtp", 25),
-    "imap": ("imap", 143),
-}
-#: The config key this module's errors name.
-CONFIG_KEY: Final = "verify"
-#: What ``{host}`` in a ``verify`` value stands for: each server of the class in turn.
-HOST_PLACEHOLDER: Final = "{host}"
 #: Longest protocol line read before STARTTLS; a longer one means a broken server.
 _MAX_LINE: Final = 8192
 #: Lines of one reply read before STARTTLS; more means a broken server.
 _MAX_LINES: Final = 100
-#: One host-name label (letters, digits, inner hyphens); a whole name has at most 253 chars.
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_MAX_NAME: Final = 253
 _IMAP_TAG: Final = "a1"
 #: TLSA usages checked here (RFC 7218 names); 0 and 1 (PKIX-TA, PKIX-EE) need a trust store.
 _DANE_TA: Final = 2
 _DANE_EE: Final = 3
-
-
-@dataclass(frozen=True)
-class VerifyTarget:
-    """One probe: where to connect, how TLS starts, and the name the server is known by.
-
-    ``host`` is what the probe connects to: an IP literal, or a name that is looked up at an
-    explicit DNS server. ``server_name`` is the name clients use, sent as SNI and the base of
-    the TLSA owner name; None when the probe was written with an IP literal.
-    """
-
-    host: str
-    port: int
-    protocol: Protocol
-    server_name: str | None
-
-    @property
-    def url(self) -> str:
-        """The probe in the config syntax, canonical: how reports and errors name it."""
-        if self.server_name is None:
-            return f"{self.protocol}://{_bracketed(self.host)}:{self.port}"
-        via = "" if self.host == self.server_name else f"?connect={self.host}"
-        return f"{self.protocol}://{self.server_name}:{self.port}{via}"
 
 
 @dataclass(frozen=True)
@@ -115,123 +76,6 @@ class VerifyResult:
     ok: bool
     detail: str
     served_spki_sha256: str
-
-
-# --------------------------------------------------------------------------- config syntax
-
-
-def parse_verify(value: str, *, default_host: str) -> VerifyTarget:
-    """Parse one ``verify`` value: ``<tls|smtp|imap>://<host>[:<port>][?connect=<IP>]``.
-
-    Every ``{host}`` in ``value`` is first replaced by ``default_host``, the server the probe
-    is for. Scheme and host are case-insensitive; the port defaults to 443 (tls), 25 (smtp) or
-    143 (imap). Pure: no lookup, no connection.
-
-    Parameters:
-      value(str): the configured value.
-      default_host(str): what ``{host}`` stands for.
-
-    Returns:
-      The target. With ``?connect=`` its ``host`` is that address and ``server_name`` the
-      written name; without, both are the written name, except that an IP literal as the
-      written host gives ``server_name`` None.
-
-    Raises:
-      ConfigError: naming the key ``verify`` and ``value``: an unknown scheme, placeholder or
-        option, a host that is neither a name nor an IP literal, a bad port, a ``connect`` that
-        is not an IP literal, or parts (user, path, fragment) the syntax does not have.
-    """
-    try:
-        return _parse(value.strip().replace(HOST_PLACEHOLDER, default_host))
-    except ValueError as err:
-        raise ConfigError(MAIN_FILE, CONFIG_KEY, value, str(err)) from None
-
-
-def _parse(url: str) -> VerifyTarget:
-    """:func:`parse_verify` after ``{host}`` expansion; ValueError says what is wrong."""
-    if "{" in url or "}" in url:
-        raise ValueError(f"unknown placeholder; only {HOST_PLACEHOLDER} is replaced")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as err:
-        raise ValueError(f"not <scheme>://<host>[:<port>][?connect=<IP>] ({err})") from None
-    scheme = _SCHEMES.get(parts.scheme.lower())
-    if scheme is None:
-        raise ValueError(f"the scheme must be one of {', '.join(_SCHEMES)}, as in smtp://host:25")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("a user or password has no meaning here")
-    if parts.path not in ("", "/") or parts.fragment:
-        raise ValueError("a path or fragment has no meaning here")
-    if port == 0:
-        raise ValueError("port 0 is not a port")
-    written = parts.hostname or ""
-    if not written:
-        raise ValueError(f"no host; write {HOST_PLACEHOLDER} for each server's own name")
-    name = None
-    own = _ip_literal(written)
-    if own is None:
-        name = own = _host_name(written)
-        if own is None:
-            raise ValueError(f"host {written!r} is neither a host name nor an IP address")
-    protocol, default_port = scheme
-    return VerifyTarget(
-        host=_connect_option(parts.query) or own,
-        port=port or default_port,
-        protocol=protocol,
-        server_name=name,
-    )
-
-
-def _connect_option(query: str) -> str | None:
-    """The normalised address of ``connect=<IP>``, the only option there is; None without."""
-    if not query:
-        return None
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise ValueError(f"query {query!r} is not connect=<IP>") from None
-    keys = [key for key, _ in pairs]
-    if keys != ["connect"]:
-        unknown = [key for key in keys if key != "connect"]
-        problem = f"unknown option {unknown[0]!r}" if unknown else "connect is given twice"
-        raise ValueError(f"{problem} (the only option is connect=<IP>)")
-    address = _ip_literal(pairs[0][1])
-    if address is None:
-        raise ValueError(f"connect={pairs[0][1]!r} must be an IP address, where the probe goes")
-    return address
-
-
-def _ip_literal(text: str) -> str | None:
-    """``text`` as a normalised IP address (brackets allowed around IPv6), or None."""
-    try:
-        return ipaddress.ip_address(text.removeprefix("[").removesuffix("]")).compressed
-    except ValueError:
-        return None
-
-
-def _host_name(text: str) -> str | None:
-    """``text`` as a lower-case host name without a final dot, or None when it is not one."""
-    name = text.lower().removesuffix(".")
-    if len(name) > _MAX_NAME or not all(_LABEL.match(label) for label in name.split(".")):
-        return None
-    return name
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def tlsa_owner(target: VerifyTarget) -> str:
-    """The TLSA owner name clients of ``target`` look up: ``_<port>._tcp.<server_name>.``.
-
-    Raises:
-      ConfigError: the target has no name (it was written with an IP literal).
-    """
-    if target.server_name is None:
-        problem = "DANE needs the server's name: write the name and ?connect=<IP>"
-        raise ConfigError(MAIN_FILE, CONFIG_KEY, target.url, problem)
-    return f"_{target.port}._tcp.{target.server_name}."
 
 
 # --------------------------------------------------------------------------- DNS
@@ -280,7 +124,7 @@ def _addresses(
 ) -> list[str]:
     """Where to connect: ``target.host`` when it is an IP literal, else the name's IPv4
     addresses at ``nameserver`` or, when it has none, its IPv6 ones."""
-    if _ip_literal(target.host) is not None:
+    if ip_literal(target.host) is not None:
         return [target.host]
     if nameserver is None:
         problem = (
@@ -445,7 +289,7 @@ def _served_chain(
     deadline = _Deadline(timeout_s, target.url)
     failures: list[str] = []
     for address in _addresses(target, nameserver, deadline):
-        where = f"{target.protocol} {_bracketed(address)}:{target.port}"
+        where = f"{target.protocol} {bracketed(address)}:{target.port}"
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:

@@ -39,7 +39,8 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
-from sslm_tasks.config.load import MAIN_FILE, Config
+from sslm_tasks.config.files import MAIN_FILE
+from sslm_tasks.config.load import Config
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
 
 #: The port every authoritative NS and every ``dns_xtra_ns`` entry is asked on (as upstream).

@@ -34,7 +34,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Final
 
-from sslm_tasks.config.load import MAIN_FILE, Config
+from sslm_tasks.config.files import MAIN_FILE
+from sslm_tasks.config.load import Config
 from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S, CommandResult, run_command
 from sslm_tasks.errors import ConfigError, StoreError

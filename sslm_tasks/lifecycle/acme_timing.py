@@ -1,35 +1,34 @@
 """When the renew check of a service signed by an ACME CA may start an order: the CA's renewal
 window (ARI, RFC 9773) and the backoff after failed builds.
 
-Two records in the service state (``ServiceState.extra``), written under the service's lock:
+Two parts of the service's record (:mod:`sslm_tasks.lifecycle.record`), written under the
+service's lock:
 
-* ``acme_ari``, the plan for the current certificate: the CA's window, the one random time drawn
+* ``ari``, the plan for the current certificate: the CA's window, the one random time drawn
   inside it, when to ask the CA again, and the certificate ID to send as ``replaces``. The time
   is drawn once and kept until the CA moves the window, so every check (beat twice a day, cron,
   a by-hand ``-renew``) acts on the same draw, and the CA is not asked again before the time its
   Retry-After gave. A plan without a window (the CA has no ``renewalInfo``, or did not answer)
   only remembers when to ask again; the lifetime rule (``renewal.decide``) decides meanwhile.
-* ``acme_failures``, how many builds in a row failed and when the next attempt may start:
+* ``backoff``, how many builds in a row failed and when the next attempt may start:
   ``renewal_info.retry_time_after_failure``, where the CA's Retry-After wins over 1 min,
   10 min, 100 min, then daily. A stored version clears it.
 
-The parts that decide (:class:`AriPlan`, :func:`merge_plan`, :class:`Backoff`,
-:func:`after_failure`) are pure and take the clock as a parameter; :func:`due` is the only
-function that talks to the CA, and it never raises for network trouble.
+The parts that decide (:func:`merge_plan`, :func:`after_failure`) are pure and take the clock
+as a parameter; :func:`due` is the only function that talks to the CA, and it never raises for
+network trouble.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final
 
 from sslm_tasks.acme.directory import connect, has_resource, server_for
 from sslm_tasks.acme.network import AcmeTransientError
 from sslm_tasks.acme.renewal_info import (
     RenewalPlan,
-    RenewalWindow,
     fallback_plan,
     plan_renewal,
     retry_time_after_failure,
@@ -37,18 +36,14 @@ from sslm_tasks.acme.renewal_info import (
 from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import SslmError
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.record import AriPlan, Backoff, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import RenewDecision
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.state import ServiceState, load_state, save_state
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger(__name__)
-
-#: State keys (``ServiceState.extra``) this module owns.
-ARI_KEY: Final = "acme_ari"
-FAILURES_KEY: Final = "acme_failures"
 
 
 def show(moment: datetime) -> str:
@@ -56,89 +51,7 @@ def show(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _time(raw: object) -> datetime | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ValueError(f"expected an ISO 8601 time, got {raw!r}")
-    return datetime.fromisoformat(raw)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
 # --------------------------------------------------------------------------- ARI
-
-
-@dataclass(frozen=True)
-class AriPlan:
-    """What the renew check remembers about the CA's answer for one ``curr``.
-
-    Attributes:
-      curr(str): the stamp of the ``curr`` version the plan is for; a new ``curr`` starts over.
-      next_check(datetime | None): ask the CA again from this time on; None: never (the
-        certificate expired, RFC 9773 §4.3.3).
-      window(RenewalWindow | None): the CA's window; None when the lifetime rule decides.
-      renew_at(datetime | None): the time drawn inside ``window``.
-      replaces(str | None): the certificate ID to send with the renewal order.
-      explanation_url(str | None): the CA's explanation of the window (a revocation notice).
-    """
-
-    curr: str
-    next_check: datetime | None
-    window: RenewalWindow | None = None
-    renew_at: datetime | None = None
-    replaces: str | None = None
-    explanation_url: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        window = self.window
-        return {
-            "curr": self.curr,
-            "next_check": _iso(self.next_check),
-            "window": None if window is None else [_iso(window.start), _iso(window.end)],
-            "renew_at": _iso(self.renew_at),
-            "replaces": self.replaces,
-            "explanation_url": self.explanation_url,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> AriPlan:
-        """Inverse of :meth:`to_json`.
-
-        Raises:
-          ValueError, KeyError, TypeError: ``raw`` is no plan this module wrote.
-        """
-        window = raw["window"]
-        start, end = (None, None) if window is None else (_time(window[0]), _time(window[1]))
-        return cls(
-            curr=str(raw["curr"]),
-            next_check=_time(raw["next_check"]),
-            window=None if start is None or end is None else RenewalWindow(start, end),
-            renew_at=_time(raw["renew_at"]),
-            replaces=raw["replaces"],
-            explanation_url=raw["explanation_url"],
-        )
-
-    def must_ask(self, *, now: datetime) -> bool:
-        """Whether the CA's Retry-After has passed (never, once the certificate expired)."""
-        return self.next_check is not None and now >= self.next_check
-
-    def verdict(self, *, now: datetime) -> tuple[bool, str] | None:
-        """(due, reason) by the CA's window; None when the lifetime rule decides."""
-        if self.window is None or self.renew_at is None:
-            return None
-        window = f"{show(self.window.start)} .. {show(self.window.end)}"
-        if self.renew_at > now:
-            return (
-                False,
-                f"renew at {show(self.renew_at)}, in the CA's renewal window {window} (ARI)",
-            )
-        why = f"due: in the CA's renewal window {window} (ARI)"
-        if self.explanation_url:
-            why += f"; the CA explains: {self.explanation_url}"
-        return True, why
 
 
 def merge_plan(
@@ -174,31 +87,18 @@ def merge_plan(
     return AriPlan(curr=curr, next_check=fresh.next_check)
 
 
-def remembered_plan(state: ServiceState) -> AriPlan | None:
-    """The plan in the state record; None when there is none or it cannot be read (it is
-    only a memory of the CA's answer: asking again is always safe)."""
-    raw = state.extra.get(ARI_KEY)
-    if raw is None:
-        return None
-    try:
-        return AriPlan.from_json(raw)
-    except (ValueError, KeyError, TypeError) as err:
-        log.warning("unreadable renewal plan %r, asking the CA again: %s", raw, err)
-        return None
-
-
-def remembered_replaces(ws: Workspace, ref: ServiceRef) -> str | None:
-    """``replaces`` for a new order of ``ref``: ``curr``'s certificate ID, when the CA gave a
-    window for it (so the CA knows that certificate; another CA's would be refused)."""
-    plan = remembered_plan(load_state(ws.layout, ref))
-    curr = read_link(ws.layout, ref, "curr")
+def remembered_replaces(ctx: ServiceContext) -> str | None:
+    """``replaces`` for a new order: ``curr``'s certificate ID, when the CA gave a window for
+    it (so the CA knows that certificate; another CA's would be refused)."""
+    plan = ctx.record.ari
+    curr = read_link(ctx.layout, ctx.ref, "curr")
     if plan is None or plan.curr != curr or plan.window is None:
         return None
     return plan.replaces
 
 
-def _acme_ca(ws: Workspace, ref: ServiceRef) -> CaInfo | None:
-    return acme_ca_of(ws.config, ref)
+def _acme_ca(ctx: ServiceContext) -> CaInfo | None:
+    return acme_ca_of(ctx.ws.config, ctx.ref)
 
 
 def _ask(
@@ -216,9 +116,7 @@ def _ask(
     return fresh, fresh.source != "lifetime" or not offered
 
 
-def due(
-    ws: Workspace, ref: ServiceRef, decision: RenewDecision, *, record: bool
-) -> tuple[bool, str]:
+def due(ctx: ServiceContext, decision: RenewDecision, *, record: bool) -> tuple[bool, str]:
     """(due, reason) for ``curr``: by the CA's window when it offers ARI, else ``decision``.
 
     Only services of an ACME CA with a ``curr`` that has not expired ask; the CA is asked when
@@ -228,31 +126,43 @@ def due(
     Never raises for network trouble: the lifetime rule decides then, and the CA is asked
     again after its Retry-After or within the hour.
     """
-    ca = _acme_ca(ws, ref)
-    curr = read_link(ws.layout, ref, "curr")
+    ca = _acme_ca(ctx)
+    curr = read_link(ctx.layout, ctx.ref, "curr")
     expired = decision.days_left is None or decision.days_left <= 0
     if ca is None or curr is None or decision.renew_at is None or expired:
         return decision.due, decision.reason
-    now = ws.clock()
-    state = load_state(ws.layout, ref)
-    plan = remembered_plan(state)
+    now = ctx.now()
+    plan = ctx.record.ari
     if plan is None or plan.curr != curr or plan.must_ask(now=now):
-        cert_pem = (ws.layout.version_dir(ref, curr) / files.CERT).read_bytes()
-        fresh, answered = _ask(ws, ca, cert_pem, now=now, lifetime_renew_at=decision.renew_at)
+        cert_pem = (ctx.layout.version_dir(ctx.ref, curr) / files.CERT).read_bytes()
+        fresh, answered = _ask(ctx.ws, ca, cert_pem, now=now, lifetime_renew_at=decision.renew_at)
         plan = merge_plan(plan, fresh, curr=curr, answered=answered)
         if record:
-            state.extra[ARI_KEY] = plan.to_json()
-            save_state(ws.layout, ref, state, now=now)
-    verdict = plan.verdict(now=now)
+            ctx.record.ari = plan
+            ctx.save()
+    verdict = ari_verdict(plan, now=now)
     return (decision.due, decision.reason) if verdict is None else verdict
 
 
-def plan_text(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | None:
+def ari_verdict(plan: AriPlan, *, now: datetime) -> tuple[bool, str] | None:
+    """(due, reason) by the CA's window; None when the lifetime rule decides."""
+    if plan.window is None or plan.renew_at is None:
+        return None
+    window = f"{show(plan.window.start)} .. {show(plan.window.end)}"
+    if plan.renew_at > now:
+        return False, f"renew at {show(plan.renew_at)}, in the CA's renewal window {window} (ARI)"
+    why = f"due: in the CA's renewal window {window} (ARI)"
+    if plan.explanation_url:
+        why += f"; the CA explains: {plan.explanation_url}"
+    return True, why
+
+
+def plan_text(ctx: ServiceContext) -> str | None:
     """The status line of the remembered window for ``curr``; None without one."""
-    plan = remembered_plan(state)
+    plan = ctx.record.ari
     if plan is None or plan.window is None or plan.renew_at is None:
         return None
-    if plan.curr != read_link(ws.layout, ref, "curr"):
+    if plan.curr != read_link(ctx.layout, ctx.ref, "curr"):
         return None
     text = (
         f"renew at {show(plan.renew_at)} (window {show(plan.window.start)} .. "
@@ -262,54 +172,6 @@ def plan_text(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | None
 
 
 # --------------------------------------------------------------------------- backoff
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Failed builds in a row, and when the next may start.
-
-    Attributes:
-      failures(int): 1 after the first failure.
-      retry_at(datetime): no new attempt before this time.
-      ca_asked(bool): ``retry_at`` is the CA's Retry-After.
-    """
-
-    failures: int
-    retry_at: datetime
-    ca_asked: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "failures": self.failures,
-            "retry_at": _iso(self.retry_at),
-            "ca_asked": self.ca_asked,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Backoff:
-        """Inverse of :meth:`to_json`.
-
-        Raises:
-          ValueError, KeyError, TypeError: ``raw`` is no record this module wrote.
-        """
-        retry_at = _time(raw["retry_at"])
-        if retry_at is None:
-            raise ValueError("retry_at is missing")
-        return cls(failures=int(raw["failures"]), retry_at=retry_at, ca_asked=bool(raw["ca_asked"]))
-
-    def waiting(self, *, now: datetime) -> str | None:
-        """Why no attempt may start at ``now``; None once ``retry_at`` has come."""
-        if now >= self.retry_at:
-            return None
-        return self.describe()
-
-    def describe(self) -> str:
-        plural = "s" if self.failures != 1 else ""
-        why = " (the CA's Retry-After)" if self.ca_asked else ""
-        return (
-            f"{self.failures} failed attempt{plural}; next attempt after {show(self.retry_at)}"
-            f"{why} (-f tries now)"
-        )
 
 
 def after_failure(
@@ -333,38 +195,32 @@ def retry_after_in(error: BaseException | None) -> datetime | None:
     return None
 
 
-def backoff_of(state: ServiceState) -> Backoff | None:
-    """The recorded backoff; None when there is none or it cannot be read (then the next
-    attempt is not held back, as before any failure)."""
-    raw = state.extra.get(FAILURES_KEY)
-    if raw is None:
+def waiting(ctx: ServiceContext) -> str | None:
+    """Why the renew check must not start or resume a build yet; None: it may."""
+    backoff = ctx.record.backoff
+    if backoff is None or _acme_ca(ctx) is None:
         return None
-    try:
-        return Backoff.from_json(raw)
-    except (ValueError, KeyError, TypeError) as err:
-        log.warning("unreadable failure record %r, not waiting: %s", raw, err)
-        return None
+    return backoff_waiting(backoff, now=ctx.now())
 
 
-def waiting(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | None:
-    """Why the renew check of ``ref`` must not start or resume a build yet; None: it may."""
-    backoff = backoff_of(state)
-    if backoff is None or _acme_ca(ws, ref) is None:
-        return None
-    return backoff.waiting(now=ws.clock())
+def backoff_waiting(backoff: Backoff, *, now: datetime) -> str | None:
+    """Why no attempt may start at ``now``; None once ``retry_at`` has come."""
+    return None if now >= backoff.retry_at else describe(backoff)
 
 
-def note_failure(
-    ws: Workspace, ref: ServiceRef, state: ServiceState, error: BaseException | None
-) -> None:
-    """Count a failed build of an ACME service in ``state`` (the caller saves it)."""
-    if _acme_ca(ws, ref) is None:
+def describe(backoff: Backoff) -> str:
+    plural = "s" if backoff.failures != 1 else ""
+    why = " (the CA's Retry-After)" if backoff.ca_asked else ""
+    return (
+        f"{backoff.failures} failed attempt{plural}; next attempt after {show(backoff.retry_at)}"
+        f"{why} (-f tries now)"
+    )
+
+
+def note_failure(ctx: ServiceContext, error: BaseException | None) -> None:
+    """Count a failed build of an ACME service in its record (the caller saves it)."""
+    if _acme_ca(ctx) is None:
         return
-    backoff = after_failure(backoff_of(state), now=ws.clock(), retry_after=retry_after_in(error))
-    state.extra[FAILURES_KEY] = backoff.to_json()
-    log.info("%s: %s", ref, backoff.describe())
-
-
-def clear_failures(state: ServiceState) -> None:
-    """A build succeeded: the next failure counts from one again."""
-    state.extra.pop(FAILURES_KEY, None)
+    record: ServiceRecord = ctx.record
+    record.backoff = after_failure(record.backoff, now=ctx.now(), retry_after=retry_after_in(error))
+    log.info("%s: %s", ctx.ref, describe(record.backoff))

@@ -34,12 +34,12 @@ from sslm_tasks.crypto.keys import (
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
 from sslm_tasks.lifecycle import acme_timing
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.state import Phase, ServiceState, load_state, save_state
 from sslm_tasks.store.versions import is_complete, new_version, point, read_link
 
 #: Days a certificate lives when its signer's ``[CA]`` table does not say.
@@ -48,7 +48,11 @@ DEFAULT_SIGN_DAYS = 90.0
 
 @dataclass(frozen=True)
 class RenewCheck:
-    """The outcome of the renew check: start (or resume) a build, or leave the service alone."""
+    """The outcome of the renew check: start (or resume) a build, or leave the service alone.
+
+    ``stamp`` is the build to resume; None with ``build`` means a fresh build (and any build
+    in progress is abandoned first: ``-f``, or its signing CA changed).
+    """
 
     build: bool
     reason: str
@@ -56,50 +60,47 @@ class RenewCheck:
     stamp: str | None = None
 
 
-def version_file(ws: Workspace, ref: ServiceRef, stamp: str, name: str) -> Path:
-    return ws.layout.version_dir(ref, stamp) / name
+def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
+    return ctx.layout.version_dir(ctx.ref, stamp) / name
 
 
-def load_version_cert(
-    ws: Workspace, ref: ServiceRef, which: files.LinkName
-) -> x509.Certificate | None:
+def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
     """The leaf certificate a link points at, or None when the link or file is missing."""
-    stamp = read_link(ws.layout, ref, which)
+    stamp = read_link(ctx.layout, ctx.ref, which)
     if stamp is None:
         return None
-    path = version_file(ws, ref, stamp, files.CERT)
+    path = version_file(ctx, stamp, files.CERT)
     if not path.is_file():
         return None
     return load_certs(path.read_bytes())[0]
 
 
-def renew_decision(ws: Workspace, ref: ServiceRef) -> RenewDecision:
+def renew_decision(ctx: ServiceContext) -> RenewDecision:
     """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set)."""
-    svc = ws.service(ref)
-    curr = load_version_cert(ws, ref, "curr")
-    fixed_target = svc.renew_expire_days or ws.config.main.globals.renew_expire_days
-    fixed_spread = svc.renew_expire_days_spread
+    svc = ctx.service
+    curr = load_version_cert(ctx, "curr")
+    fixed_target = svc.renew_expire_days or ctx.ws.config.main.globals.renew_expire_days
     return decide(
         not_before=None if curr is None else curr.not_valid_before_utc,
         not_after=None if curr is None else curr.not_valid_after_utc,
-        now=ws.clock(),
-        table=ws.renew_table(),
-        rng=ws.rng,
+        now=ctx.now(),
+        table=ctx.ws.renew_table(),
+        rng=ctx.ws.rng,
         fixed_target_days=fixed_target,
-        fixed_spread_days=fixed_spread,
+        fixed_spread_days=svc.renew_expire_days_spread,
     )
 
 
-def _signer_rekeyed(ws: Workspace, ref: ServiceRef) -> bool:
+def _signer_rekeyed(ctx: ServiceContext) -> bool:
     """True when the local CA that signed ``curr`` now has a different key.
 
     This is how a CA renewal avoids orphaning its leaves: they become due at once.
     """
-    signer = signer_of(ws.config, ref)
-    curr = load_version_cert(ws, ref, "curr")
+    signer = signer_of(ctx.ws.config, ctx.ref)
+    curr = load_version_cert(ctx, "curr")
     if signer is None or curr is None:
         return False
-    ca_cert = load_version_cert(ws, signer, "curr")
+    ca_cert = load_version_cert(ctx.of(signer), "curr")
     if ca_cert is None:
         return False
     try:
@@ -110,96 +111,114 @@ def _signer_rekeyed(ws: Workspace, ref: ServiceRef) -> bool:
     return aki.key_identifier != ski.digest
 
 
-def _in_progress(ws: Workspace, ref: ServiceRef, state: ServiceState) -> str | None:
-    building = state.phase in (Phase.RENEWING, Phase.FAILED) and state.stamp is not None
-    if building and state.stamp is not None and ws.layout.version_dir(ref, state.stamp).is_dir():
-        return state.stamp
+def in_progress(ctx: ServiceContext) -> str | None:
+    """The stamp of the build in progress (renewing, or failed and to be resumed), if any."""
+    record = ctx.record
+    stamp = record.stamp
+    building = record.phase in (Phase.RENEWING, Phase.FAILED) and stamp is not None
+    if building and stamp is not None and ctx.layout.version_dir(ctx.ref, stamp).is_dir():
+        return stamp
     return None
 
 
-def check_renew(ws: Workspace, ref: ServiceRef, *, record: bool = True) -> RenewCheck:
-    """Decide whether ``ref`` needs a new version.
+def _signer_stamp(ctx: ServiceContext) -> str | None:
+    signer = signer_of(ctx.ws.config, ctx.ref)
+    return None if signer is None else read_link(ctx.layout, signer, "curr")
 
-    A build already in progress is resumed. A complete ``next`` waiting for its roll is kept
-    unless ``force``: throwing it away (as upstream did) would spend a CA order and restart the
-    DANE roll clock for nothing.
+
+def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
+    """Decide whether the service needs a new version.
+
+    A build in progress is resumed, unless ``force`` asks for a fresh one or the local CA
+    that signs it has a new ``curr`` since it started (its chain would be stale). A complete
+    ``next`` waiting for its roll is kept unless ``force``: throwing it away (as upstream did)
+    would spend a CA order and restart the DANE roll clock for nothing.
 
     For a service of an ACME CA (``acme_timing``), the CA's ARI window decides when it offers
     one, and after failed builds neither a new nor a resumed build starts before the backoff
     time (the CA's Retry-After first); ``force`` skips both. The only write is the ARI plan
-    asked of the CA, and not with ``record=False`` (the dry run).
+    asked of the CA, and not with ``record=False`` (``-d``, the dry run).
     """
-    state = load_state(ws.layout, ref)
-    stamp = _in_progress(ws, ref, state)
-    waiting = None if ws.options.force else acme_timing.waiting(ws, ref, state)
+    stamp = in_progress(ctx)
+    force = ctx.ws.options.force
+    waiting = None if force else acme_timing.waiting(ctx)
     if stamp is not None:
+        if force:
+            return RenewCheck(True, f"forced: build {stamp} is replaced by a fresh one")
+        if ctx.record.build_signer != _signer_stamp(ctx):
+            return RenewCheck(True, f"signing CA changed since build {stamp} began: a fresh one")
         if waiting is not None:
             return RenewCheck(False, f"build {stamp} waits: {waiting}", stamp=stamp)
         return RenewCheck(True, f"resuming build {stamp}", stamp=stamp)
-    decision = renew_decision(ws, ref)
-    if ws.options.force:
+    decision = renew_decision(ctx)
+    if force:
         return RenewCheck(True, "forced", decision)
-    due, reason = acme_timing.due(ws, ref, decision, record=record)
-    rekeyed = _signer_rekeyed(ws, ref)
+    due, reason = acme_timing.due(ctx, decision, record=record)
+    rekeyed = _signer_rekeyed(ctx)
     if not due and not rekeyed:
         return RenewCheck(False, reason, decision)
-    pending = read_link(ws.layout, ref, "next")
-    if pending is not None and is_complete(ws.layout, ref, pending):
+    pending = read_link(ctx.layout, ctx.ref, "next")
+    if pending is not None and is_complete(ctx.layout, ctx.ref, pending):
         return RenewCheck(False, f"next {pending} is waiting to be rolled", decision)
     if waiting is not None:
         return RenewCheck(False, waiting, decision)
     return RenewCheck(True, "signing CA has a new key" if rekeyed else reason, decision)
 
 
-def signing_ca_curr(ws: Workspace, ref: ServiceRef) -> tuple[ServiceRef, str] | None:
-    """The local CA that signs ``ref`` and its ``curr`` stamp; None for a self-signed service
-    or one signed by an ACME CA (whose sign is the ACME steps, ``lifecycle.acme_issue``).
+def signing_ca_curr(ctx: ServiceContext) -> tuple[ServiceRef, str] | None:
+    """The local CA that signs the service and its ``curr`` stamp; None for a self-signed
+    service or one signed by an ACME CA (whose sign is the ACME steps).
 
     Called before a build writes anything, so a service that cannot be signed leaves no trace.
 
     Raises:
       PermanentError: the local CA has no current certificate.
     """
-    svc = ws.service(ref)
+    svc = ctx.service
     if svc.self_signed:
         return None
-    signer = signer_of(ws.config, ref)
+    signer = signer_of(ctx.ws.config, ctx.ref)
     if signer is None:
         return None
-    stamp = read_link(ws.layout, signer, "curr")
-    if stamp is None or not is_complete(ws.layout, signer, stamp):
+    stamp = read_link(ctx.layout, signer, "curr")
+    if stamp is None or not is_complete(ctx.layout, signer, stamp):
         raise PermanentError(
-            f"{ws.config.service_file(ref)}: signing_ca = {svc.signing_ca!r}: the CA has no "
-            f"current certificate ({ws.layout.link(signer, 'curr')}); renew and roll {signer} first"
+            f"{ctx.ws.config.service_file(ctx.ref)}: signing_ca = {svc.signing_ca!r}: the CA has "
+            f"no current certificate ({ctx.layout.link(signer, 'curr')}); renew and roll {signer} "
+            "first"
         )
     return signer, stamp
 
 
-def start_build(ws: Workspace, ref: ServiceRef) -> str:
+def start_build(ctx: ServiceContext) -> str:
     """Create the version directory for a new build and record it; returns its stamp."""
-    signing_ca_curr(ws, ref)
-    ensure_dir(ws.layout.group_dir(ref.group), mode=files.DIR_MODE_GROUP)
-    ensure_dir(ws.layout.service_dir(ref), mode=files.DIR_MODE_GROUP)
-    ensure_dir(ws.layout.db_dir(ref), mode=files.DIR_MODE_PRIVATE)
-    stamp = new_version(ws.layout, ref, now=ws.clock())
-    state = load_state(ws.layout, ref)
-    state.phase = Phase.RENEWING
-    state.stamp = stamp
-    state.last_error = None
-    save_state(ws.layout, ref, state, now=ws.clock())
+    signing = signing_ca_curr(ctx)
+    layout, ref = ctx.layout, ctx.ref
+    ensure_dir(layout.group_dir(ref.group), mode=files.DIR_MODE_GROUP)
+    ensure_dir(layout.service_dir(ref), mode=files.DIR_MODE_GROUP)
+    ensure_dir(layout.db_dir(ref), mode=files.DIR_MODE_PRIVATE)
+    stamp = new_version(layout, ref, now=ctx.now())
+    record = ctx.record
+    record.phase = Phase.RENEWING
+    record.stamp = stamp
+    record.build_signer = None if signing is None else signing[1]
+    record.last_error = None
+    ctx.save()
     return stamp
 
 
-def is_building(ws: Workspace, ref: ServiceRef, stamp: str) -> bool:
+def is_building(ctx: ServiceContext, stamp: str) -> bool:
     """Whether ``stamp`` is still the build in progress (not finished, not replaced)."""
-    return _in_progress(ws, ref, load_state(ws.layout, ref)) == stamp
+    return in_progress(ctx) == stamp
 
 
-def building_stamp(ws: Workspace, ref: ServiceRef) -> str:
+def building_stamp(ctx: ServiceContext) -> str:
     """The stamp of the build in progress; every step after :func:`start_build` needs one."""
-    stamp = _in_progress(ws, ref, load_state(ws.layout, ref))
+    stamp = in_progress(ctx)
     if stamp is None:
-        raise StoreError(f"{ref}: no build in progress (state {ws.layout.state_file(ref)})")
+        raise StoreError(
+            f"{ctx.ref}: no build in progress (state {ctx.layout.state_file(ctx.ref)})"
+        )
     return stamp
 
 
@@ -212,49 +231,45 @@ def _key_spec(svc: ServiceConfig) -> KeySpec:
     return KeySpec(ktype=opts.ktype, ec_curve=opts.ec_algo, rsa_bits=opts.rsa_bits)
 
 
-def make_key(ws: Workspace, ref: ServiceRef) -> None:
-    """Step 1: the private key (0600 from its first byte).
+def make_key(ctx: ServiceContext) -> None:
+    """The private key (0600 from its first byte).
 
     With ``reuse``, and always for a local CA that already has a key, the key of ``curr`` is
     carried over: re-keying a CA would silently orphan every certificate it signed, so a CA
     gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key).
     """
-    stamp = building_stamp(ws, ref)
-    if version_file(ws, ref, stamp, files.PRIVKEY).is_file():
+    stamp = building_stamp(ctx)
+    if version_file(ctx, stamp, files.PRIVKEY).is_file():
         return
-    if ws.options.reuse:
-        if not carry_key(ws, ref, stamp, ("curr",)):
-            raise StoreError(f"{ref}: --reuse asked for the key of curr, but there is none")
+    if ctx.ws.options.reuse:
+        if not carry_key(ctx, stamp, ("curr",)):
+            raise StoreError(f"{ctx.ref}: --reuse asked for the key of curr, but there is none")
         return
-    if ref.group == CA_GROUP and carry_key(ws, ref, stamp, ("curr",)):
+    if ctx.ref.group == CA_GROUP and carry_key(ctx, stamp, ("curr",)):
         return
-    write_new_key(ws, ref, stamp)
+    write_new_key(ctx, stamp)
 
 
-def carry_key(
-    ws: Workspace, ref: ServiceRef, stamp: str, sources: tuple[files.LinkName, ...]
-) -> bool:
+def carry_key(ctx: ServiceContext, stamp: str, sources: tuple[files.LinkName, ...]) -> bool:
     """Copy the private key of the first of ``sources`` that has one into build ``stamp``.
 
     Returns False when none has a key. The copy is written 0600 like a new key (upstream's
     reuse copied it at the umask mode).
     """
     for which in sources:
-        source_stamp = read_link(ws.layout, ref, which)
-        source = (
-            None if source_stamp is None else version_file(ws, ref, source_stamp, files.PRIVKEY)
-        )
+        source_stamp = read_link(ctx.layout, ctx.ref, which)
+        source = None if source_stamp is None else version_file(ctx, source_stamp, files.PRIVKEY)
         if source is not None and source.is_file():
             pem = private_key_to_pem(_load_key(source))
-            write_atomic(version_file(ws, ref, stamp, files.PRIVKEY), pem, mode=files.KEY_MODE)
+            write_atomic(version_file(ctx, stamp, files.PRIVKEY), pem, mode=files.KEY_MODE)
             return True
     return False
 
 
-def write_new_key(ws: Workspace, ref: ServiceRef, stamp: str) -> None:
-    key = generate_private_key(_key_spec(ws.service(ref)))
+def write_new_key(ctx: ServiceContext, stamp: str) -> None:
+    key = generate_private_key(_key_spec(ctx.service))
     write_atomic(
-        version_file(ws, ref, stamp, files.PRIVKEY), private_key_to_pem(key), mode=files.KEY_MODE
+        version_file(ctx, stamp, files.PRIVKEY), private_key_to_pem(key), mode=files.KEY_MODE
     )
 
 
@@ -263,17 +278,17 @@ def _subject(svc: ServiceConfig) -> SubjectSpec:
     return SubjectSpec(CN=x.cn, O=x.o, OU=x.ou, L=x.l, ST=x.st, C=x.c, email=x.email)
 
 
-def make_csr(ws: Workspace, ref: ServiceRef) -> None:
-    """Step 2: the CSR from the version's key and the service's X509 table."""
-    stamp = building_stamp(ws, ref)
-    target = version_file(ws, ref, stamp, files.CSR)
-    key_path = version_file(ws, ref, stamp, files.PRIVKEY)
+def make_csr(ctx: ServiceContext) -> None:
+    """The CSR from the version's key and the service's X509 table."""
+    stamp = building_stamp(ctx)
+    target = version_file(ctx, stamp, files.CSR)
+    key_path = version_file(ctx, stamp, files.PRIVKEY)
     if not key_path.is_file():
-        raise StoreError(f"{ref}: build {stamp} has no private key yet")
+        raise StoreError(f"{ctx.ref}: build {stamp} has no private key yet")
     key = _load_key(key_path)
     if target.is_file() and load_csr(target.read_bytes()).public_key() == key.public_key():
         return
-    svc = ws.service(ref)
+    svc = ctx.service
     csr = build_csr(key, _subject(svc), svc.x509.sans, is_ca=svc.is_ca)
     write_atomic(target, csr_to_pem(csr), mode=files.PUBLIC_MODE)
 
@@ -285,56 +300,68 @@ def _policy(signer: ServiceConfig, *, is_ca: bool) -> SigningPolicy:
     return SigningPolicy(days=days, digest=digest, is_ca=is_ca)
 
 
-def sign(ws: Workspace, ref: ServiceRef) -> None:
-    """Step 3: the signed certificate and its chain.
+def has_cert(ctx: ServiceContext, stamp: str) -> bool:
+    """Whether build ``stamp`` already holds its signed certificate, for its own key."""
+    cert = version_file(ctx, stamp, files.CERT)
+    if not cert.is_file():
+        return False
+    key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
+    return key_matches_cert(key, load_certs(cert.read_bytes())[0])
+
+
+def sign(ctx: ServiceContext) -> None:
+    """The signed certificate and its chain, by a local CA or the service itself.
 
     Self-signed services sign with their own key and ``[CA]`` policy; local-CA services with the
     CA's ``curr`` key and the CA's policy (validity, digest).
     """
-    stamp = building_stamp(ws, ref)
-    cert_path = version_file(ws, ref, stamp, files.CERT)
-    key = _load_key(version_file(ws, ref, stamp, files.PRIVKEY))
-    if cert_path.is_file() and key_matches_cert(key, load_certs(cert_path.read_bytes())[0]):
+    stamp = building_stamp(ctx)
+    if has_cert(ctx, stamp):
         return
-    csr_path = version_file(ws, ref, stamp, files.CSR)
+    csr_path = version_file(ctx, stamp, files.CSR)
     if not csr_path.is_file():
-        raise StoreError(f"{ref}: build {stamp} has no CSR yet")
+        raise StoreError(f"{ctx.ref}: build {stamp} has no CSR yet")
     csr = load_csr(csr_path.read_bytes())
-    svc = ws.service(ref)
-    now = ws.clock()
+    key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
+    svc = ctx.service
+    now = ctx.now()
     chain_pem: bytes | None = None
-    signing = signing_ca_curr(ws, ref)
+    signing = signing_ca_curr(ctx)
     if signing is None and not svc.self_signed:
         raise PermanentError(
-            f"{ref}: signing_ca = {svc.signing_ca!r} is an ACME CA: its certificate comes from "
-            "the ACME steps (workflows.ACME_SIGN_STEPS), not from this local sign"
+            f"{ctx.ref}: signing_ca = {svc.signing_ca!r} is an ACME CA: its certificate comes "
+            "from the ACME steps, not from a local sign"
         )
     if signing is None:
         cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca), now=now)
     else:
         signer, ca_stamp = signing
-        ca_key = _load_key(version_file(ws, signer, ca_stamp, files.PRIVKEY))
-        ca_cert = load_certs(version_file(ws, signer, ca_stamp, files.CERT).read_bytes())[0]
-        policy = _policy(ws.service(signer), is_ca=svc.is_ca)
+        ca = ctx.of(signer)
+        ca_key = _load_key(version_file(ca, ca_stamp, files.PRIVKEY))
+        ca_cert = load_certs(version_file(ca, ca_stamp, files.CERT).read_bytes())[0]
+        policy = _policy(ca.service, is_ca=svc.is_ca)
         cert = sign_with_ca(csr, ca_key, ca_cert, policy, now=now)
-        chain_pem = version_file(ws, signer, ca_stamp, files.FULLCHAIN).read_bytes()
+        chain_pem = version_file(ca, ca_stamp, files.FULLCHAIN).read_bytes()
     cert_pem = cert.public_bytes(Encoding.PEM)
-    chain_bytes = cert_pem if chain_pem is None else chain_pem
-    write_atomic(version_file(ws, ref, stamp, files.CHAIN), chain_bytes, mode=files.PUBLIC_MODE)
-    write_atomic(cert_path, cert_pem, mode=files.PUBLIC_MODE)
+    write_atomic(
+        version_file(ctx, stamp, files.CHAIN),
+        cert_pem if chain_pem is None else chain_pem,
+        mode=files.PUBLIC_MODE,
+    )
+    write_atomic(version_file(ctx, stamp, files.CERT), cert_pem, mode=files.PUBLIC_MODE)
 
 
-def store(ws: Workspace, ref: ServiceRef) -> str:
-    """Step 4: fullchain and bundle, a last verification, then ``next`` → the new version.
+def store(ctx: ServiceContext) -> str:
+    """Fullchain and bundle, a last verification, then ``next`` → the new version.
 
     Returns the stamp now in ``next``. The chain is path-validated before it is published, so
     a broken chain (upstream's AKI bug) can never reach ``next``.
     """
-    stamp = building_stamp(ws, ref)
-    key_pem = version_file(ws, ref, stamp, files.PRIVKEY).read_bytes()
-    cert_pem = version_file(ws, ref, stamp, files.CERT).read_bytes()
-    chain_pem = version_file(ws, ref, stamp, files.CHAIN).read_bytes()
-    svc = ws.service(ref)
+    stamp = building_stamp(ctx)
+    key_pem = version_file(ctx, stamp, files.PRIVKEY).read_bytes()
+    cert_pem = version_file(ctx, stamp, files.CERT).read_bytes()
+    chain_pem = version_file(ctx, stamp, files.CHAIN).read_bytes()
+    svc = ctx.service
     outputs = compose_outputs(
         cert_pem=cert_pem, chain_pem=None if svc.self_signed else chain_pem, key_pem=key_pem
     )
@@ -344,22 +371,23 @@ def store(ws: Workspace, ref: ServiceRef) -> str:
     # issuer we do not have. Everything in it is still checked (names, key ids, signatures,
     # validity, CA flags); only the last link, to a root we were never given, cannot be.
     # Local CAs keep the full check up to their self-signed root.
-    acme_signed = not svc.self_signed and signer_of(ws.config, ref) is None
-    problems = verify_chain(cert, load_certs(outputs.chain), now=ws.clock(), open_top=acme_signed)
+    acme_signed = not svc.self_signed and signer_of(ctx.ws.config, ctx.ref) is None
+    problems = verify_chain(cert, load_certs(outputs.chain), now=ctx.now(), open_top=acme_signed)
     if problems:
-        raise PermanentError(f"{ref}: new certificate does not verify: {'; '.join(problems)}")
+        raise PermanentError(f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}")
     write_atomic(
-        version_file(ws, ref, stamp, files.FULLCHAIN), outputs.fullchain, mode=files.PUBLIC_MODE
+        version_file(ctx, stamp, files.FULLCHAIN), outputs.fullchain, mode=files.PUBLIC_MODE
     )
-    write_atomic(version_file(ws, ref, stamp, files.BUNDLE), outputs.bundle, mode=files.KEY_MODE)
-    point(ws.layout, ref, "next", stamp)
-    state = load_state(ws.layout, ref)
-    state.phase = Phase.ISSUED
-    state.stamp = stamp
-    state.roll_due = roll_due(cert.not_valid_before_utc, ws.min_roll_mins).isoformat()
-    state.last_error = None
-    acme_timing.clear_failures(state)
-    save_state(ws.layout, ref, state, now=ws.clock())
+    write_atomic(version_file(ctx, stamp, files.BUNDLE), outputs.bundle, mode=files.KEY_MODE)
+    point(ctx.layout, ctx.ref, "next", stamp)
+    record = ctx.record
+    record.phase = Phase.ISSUED
+    record.stamp = stamp
+    record.build_signer = None
+    record.roll_due = roll_due(cert.not_valid_before_utc, ctx.ws.min_roll_mins)
+    record.last_error = None
+    record.backoff = None
+    ctx.save()
     return stamp
 
 
@@ -368,19 +396,22 @@ def roll_due(not_before: datetime, min_roll_mins: float) -> datetime:
 
 
 def record_failure(
-    ws: Workspace, ref: ServiceRef, message: str, *, error: BaseException | None = None
+    ctx: ServiceContext, message: str, *, error: BaseException | None = None
 ) -> None:
     """Keep the build's stamp so the next run resumes it, and say what went wrong.
 
     A failed build of an ACME service is also counted, with the CA's Retry-After if ``error``
     (or its cause) carries one, so the next check waits (``acme_timing``).
+
+    Raises:
+      StoreError: the record could not be written (a full disk, a read-only tree).
     """
-    if not ws.layout.service_dir(ref).is_dir():
+    if not ctx.layout.service_dir(ctx.ref).is_dir():
         return  # nothing was written for this service; keep it that way
-    state = load_state(ws.layout, ref)
-    if _in_progress(ws, ref, state) is not None:
-        acme_timing.note_failure(ws, ref, state, error)
-    if state.phase == Phase.RENEWING:
-        state.phase = Phase.FAILED
-    state.last_error = message
-    save_state(ws.layout, ref, state, now=ws.clock())
+    record = ctx.reload()
+    if in_progress(ctx) is not None:
+        acme_timing.note_failure(ctx, error)
+    if record.phase == Phase.RENEWING:
+        record.phase = Phase.FAILED
+    record.last_error = message
+    ctx.save()

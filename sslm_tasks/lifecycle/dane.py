@@ -19,12 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
 
-from sslm_tasks.config.load import MAIN_FILE, list_services
+from sslm_tasks.config.files import MAIN_FILE
+from sslm_tasks.config.load import list_services
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.dns.lookup import mx_hosts, primary_for, soa_serial
@@ -39,25 +40,21 @@ from sslm_tasks.dns.tlsa import (
 )
 from sslm_tasks.dns.tlsa import service_records as tlsa_records
 from sslm_tasks.errors import ConfigError, SslmError
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.record import DaneRoll
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import LinkName, ServiceRef
-from sslm_tasks.store.state import load_state, save_state
 from sslm_tasks.store.versions import is_complete, read_link
 
-#: State keys (``ServiceState.extra``) this module owns.
-SEEN_KEY = "tlsa_next_seen"
-RETIRE_KEY = "tlsa_retire_prev"
-#: How many authoritative name servers served all ``next`` records at the last look.
-NS_KEY = "tlsa_next_ns"
 
-
-def _cert(ws: Workspace, ref: ServiceRef, which: LinkName) -> tuple[str, x509.Certificate] | None:
-    stamp = read_link(ws.layout, ref, which)
-    if stamp is None or not is_complete(ws.layout, ref, stamp):
+def _cert(ctx: ServiceContext, which: LinkName) -> tuple[str, x509.Certificate] | None:
+    layout, ref = ctx.layout, ctx.ref
+    stamp = read_link(layout, ref, which)
+    if stamp is None or not is_complete(layout, ref, stamp):
         return None
-    return stamp, load_certs((ws.layout.version_dir(ref, stamp) / files.CERT).read_bytes())[0]
+    return stamp, load_certs((layout.version_dir(ref, stamp) / files.CERT).read_bytes())[0]
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str]:
@@ -72,7 +69,7 @@ def _needs_mx(svc: ServiceConfig) -> bool:
     return any(entry.port == 25 or entry.subtype == "MX" for entry in svc.dane_tls)
 
 
-def version_records(ws: Workspace, ref: ServiceRef, which: LinkName) -> list[TlsaRecord]:
+def version_records(ctx: ServiceContext, which: LinkName) -> list[TlsaRecord]:
     """The TLSA records of one version (none without ``dane_tls`` or without that version).
 
     Also (re)writes the version's ``tlsa.rr`` when its content changed.
@@ -81,19 +78,19 @@ def version_records(ws: Workspace, ref: ServiceRef, which: LinkName) -> list[Tls
       ConfigError: an MX-based entry but no usable ``[[dns_primary]]`` for the apex.
       DnsNoAnswer (transient) / DnsAnswerError: the MX lookup at the primary failed.
     """
-    svc = ws.service(ref)
-    found = _cert(ws, ref, which)
+    svc, ref = ctx.service, ctx.ref
+    found = _cert(ctx, which)
     if not svc.dane_tls or found is None:
         return []
     stamp, cert = found
     mx: list[str] = []
     if _needs_mx(svc):
-        mx = [host.host for host in mx_hosts(primary_for(ws.config, ref.group), ref.group)]
+        mx = [host.host for host in mx_hosts(primary_for(ctx.ws.config, ref.group), ref.group)]
     records, _warnings = tlsa_records(
         cert, svc.dane_tls, ttl=svc.dane_tls_ttl, apex=ref.group, sans=_dns_sans(cert), mx_hosts=mx
     )
     text = service_file_text(records, apex=ref.group, service=ref.service, stamp=stamp)
-    path = ws.layout.version_dir(ref, stamp) / files.TLSA_RR
+    path = ctx.layout.version_dir(ref, stamp) / files.TLSA_RR
     if not path.is_file() or path.read_text() != text:
         write_atomic(path, text.encode(), mode=files.PUBLIC_MODE)
     return records
@@ -126,12 +123,13 @@ def publish_group(ws: Workspace, group: str) -> bool:
 def _publish_group(ws: Workspace, group: str) -> bool:
     versions: dict[str, list[tuple[str, Sequence[TlsaRecord]]]] = {}
     for ref in _group_services(ws, group):
-        if not ws.service(ref).dane_tls:
+        ctx = ServiceContext(ws, ref)
+        if not ctx.service.dane_tls:
             continue
         wanted: list[LinkName] = ["curr", "next"]
-        if load_state(ws.layout, ref).extra.get(RETIRE_KEY):
+        if ctx.record.dane.retire_prev:
             wanted.append("prev")
-        entries = [(which, version_records(ws, ref, which)) for which in wanted]
+        entries = [(which, version_records(ctx, which)) for which in wanted]
         versions[ref.service] = [(which, recs) for which, recs in entries if recs]
     if not versions and not ws.layout.group_tlsa(group).exists():
         return False
@@ -144,18 +142,19 @@ def _publish_group(ws: Workspace, group: str) -> bool:
     return changed
 
 
-def publish_for_service(ws: Workspace, ref: ServiceRef) -> None:
+def publish_for_service(ctx: ServiceContext) -> None:
     """The renew/roll step: bring the TLSA file of the service's apex up to date.
 
     A service without ``dane_tls`` that the file does not list has nothing to bring, and
     leaves the file alone: each service of the apex sees to its own records in its own step,
     so the many services of a zone without DANE do not each rebuild it (reading every
     service file of the zone, under the zone's lock)."""
-    if not ws.service(ref).dane_tls and ref.service not in listed_services(
-        ws.layout.group_tlsa(ref.group)
+    ref = ctx.ref
+    if not ctx.service.dane_tls and ref.service not in listed_services(
+        ctx.layout.group_tlsa(ref.group)
     ):
         return
-    publish_group(ws, ref.group)
+    publish_group(ctx.ws, ref.group)
 
 
 def _tlsa_dirs(ws: Workspace) -> list[Path]:
@@ -230,7 +229,7 @@ def _keys(records: Iterable[TlsaRecord]) -> set[tuple[str, int, int, int, str]]:
     return {record.key for record in records}
 
 
-def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
+def roll_gate(ctx: ServiceContext) -> Gate:
     """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
     records do not change (``-r`` kept the key), or when every authoritative NS has served the
     ``next`` records for twice their TTL.
@@ -240,17 +239,17 @@ def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
     Raises:
       DnsNoAnswer (transient): the primary did not answer.
     """
-    svc = ws.service(ref)
+    svc, ref, config = ctx.service, ctx.ref, ctx.ws.config
     if not svc.dane_tls:
         return Gate(True, "no DANE records")
-    upcoming = version_records(ws, ref, "next")
-    if _keys(upcoming) <= _keys(version_records(ws, ref, "curr")):
+    upcoming = version_records(ctx, "next")
+    if _keys(upcoming) <= _keys(version_records(ctx, "curr")):
         return Gate(True, "TLSA records unchanged")
-    if ws.config.main.dns is None:
-        where = ws.config.conf_dir / MAIN_FILE
+    if config.main.dns is None:
+        where = config.conf_dir / MAIN_FILE
         raise ConfigError(where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs")
-    primary = primary_for(ws.config, ref.group)
-    state = load_state(ws.layout, ref)
+    primary = primary_for(config, ref.group)
+    dane = ctx.record.dane
     by_owner: dict[str, list[str]] = {}
     for record in upcoming:
         text = f"{record.usage} {record.selector} {record.matching} {record.data}"
@@ -267,44 +266,29 @@ def roll_gate(ws: Workspace, ref: ServiceRef) -> Gate:
         serving_all = serving if serving_all is None else serving_all & serving
         if not result.ok:
             lagging.append(result.summary())
-    now = ws.clock()
-    state.extra[NS_KEY] = f"{len(serving_all or ())} of {len(asked)}"
+    now = ctx.now()
+    dane.next_ns = f"{len(serving_all or ())} of {len(asked)}"
     if lagging:
-        state.extra.pop(SEEN_KEY, None)
-        save_state(ws.layout, ref, state, now=now)
+        dane.next_seen = None
+        ctx.save()
         return Gate(False, "waiting for DNS: " + "; ".join(lagging))
-    seen = state.extra.setdefault(SEEN_KEY, now.isoformat())
-    save_state(ws.layout, ref, state, now=now)
-    ready = datetime.fromisoformat(seen) + timedelta(seconds=2 * ttl)
+    if dane.next_seen is None:
+        dane.next_seen = now
+    seen = dane.next_seen
+    ctx.save()
+    ready = seen + timedelta(seconds=2 * ttl)
     if now < ready:
         return Gate(
             False,
             f"every NS serves the next TLSA records; waiting until {ready:%H:%M:%S} "
-            f"(2 x TTL {ttl} s after {seen})",
+            f"(2 x TTL {ttl} s after {seen.isoformat()})",
         )
-    return Gate(True, f"every NS has served the next TLSA records since {seen}")
+    return Gate(True, f"every NS has served the next TLSA records since {seen.isoformat()}")
 
 
-def rolled(ws: Workspace, ref: ServiceRef) -> None:
-    """After a roll: keep the old records published until the servers took the new certificate."""
-    if not ws.service(ref).dane_tls:
+def rolled(ctx: ServiceContext) -> None:
+    """After a roll: keep the old records published until the servers took the new certificate
+    (the caller saves the record)."""
+    if not ctx.service.dane_tls:
         return
-    state = load_state(ws.layout, ref)
-    state.extra.pop(SEEN_KEY, None)
-    state.extra.pop(NS_KEY, None)
-    state.extra[RETIRE_KEY] = True
-    save_state(ws.layout, ref, state, now=ws.clock())
-
-
-def deployed(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
-    """The servers took the new certificates of ``refs``: their old records may go.
-
-    Returns the groups whose TLSA file holds old records of one of them, to rebuild with
-    :func:`publish_group`; the other groups' files have nothing to retire."""
-    retiring: set[str] = set()
-    for ref in refs:
-        state = load_state(ws.layout, ref)
-        if state.extra.pop(RETIRE_KEY, None) is not None:
-            save_state(ws.layout, ref, state, now=ws.clock())
-            retiring.add(ref.group)
-    return sorted(retiring)
+    ctx.record.dane = DaneRoll(retire_prev=True)

@@ -19,33 +19,28 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sslm_tasks.lifecycle import acme_issue, build
-from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.state import load_state, save_state
+from sslm_tasks.lifecycle import acme_sign, build
+from sslm_tasks.lifecycle.context import ServiceContext
 
 
 @contextmanager
-def throwaway_build(ws: Workspace, ref: ServiceRef) -> Iterator[str]:
-    """A new build for ``ref`` that is withdrawn and discarded when the block ends, whatever
-    way it ends; yields its stamp.
+def throwaway_build(ctx: ServiceContext) -> Iterator[str]:
+    """A new build for the service that is withdrawn and discarded when the block ends,
+    whatever way it ends; yields its stamp.
 
     Raises:
       PermanentError: the service cannot be built (see ``build.start_build``).
     """
-    before = load_state(ws.layout, ref)
-    stamp = build.start_build(ws, ref)
+    record = ctx.record
+    before = (record.phase, record.stamp, record.build_signer, record.last_error)
+    stamp = build.start_build(ctx)
     try:
         yield stamp
     finally:
         try:
-            acme_issue.withdraw(ws, ref)
+            acme_sign.withdraw(ctx)
         finally:
-            shutil.rmtree(ws.layout.version_dir(ref, stamp), ignore_errors=True)
-            state = load_state(ws.layout, ref)
-            state.phase, state.stamp, state.last_error = (
-                before.phase,
-                before.stamp,
-                before.last_error,
-            )
-            save_state(ws.layout, ref, state, now=ws.clock())
+            shutil.rmtree(ctx.layout.version_dir(ctx.ref, stamp), ignore_errors=True)
+            record = ctx.reload()
+            record.phase, record.stamp, record.build_signer, record.last_error = before
+            ctx.save()

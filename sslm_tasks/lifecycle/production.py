@@ -25,6 +25,7 @@ from typing import Final
 
 from sslm_tasks.config.models import CA_GROUP
 from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace, utc_now
 from sslm_tasks.store import confined
 from sslm_tasks.store import layout as files
@@ -130,17 +131,19 @@ def _switch(service: Dir, which: ProdLinkName, wanted: Wanted | None) -> bool:
     return True
 
 
-def sync_service(ws: Workspace, ref: ServiceRef) -> bool:
+def sync_service(ctx: ServiceContext) -> bool:
     """Copy ``curr`` and ``next`` of one service to production; True when anything changed.
 
     A link that is absent (no ``next`` after a roll) removes its production copy. Idempotent;
     a run killed at any point leaves each version whole, and the next call finishes the job.
+    When ``curr`` changed (a roll, or a repair), the record notes since when production holds
+    it (``prod_since``): servers hold it only after a deploy that began later.
 
     Raises:
       StoreError: the production tree overlaps the store, a directory on the way is a link or
         a file, or a write failed.
     """
-    layout = ws.layout
+    ws, ref, layout = ctx.ws, ctx.ref, ctx.layout
     if confined.overlaps(layout.prod_dir, layout.certs_dir):
         raise StoreError(
             f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
@@ -157,5 +160,9 @@ def sync_service(ws: Workspace, ref: ServiceRef) -> bool:
     ):
         _clear_leftovers(service)
         for which in _VERSIONS:
-            changed |= _switch(service, which, wanted[which])
+            switched = _switch(service, which, wanted[which])
+            if switched and which == "curr":
+                ctx.record.prod_since = ctx.now()
+                ctx.save()
+            changed |= switched
     return changed

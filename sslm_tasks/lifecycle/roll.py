@@ -17,11 +17,10 @@ from datetime import datetime
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.build import load_version_cert
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
-from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.state import Phase, load_state, save_state
 from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link, roll_links
 
 
@@ -32,9 +31,9 @@ class RollResult:
     stamp: str | None = None
 
 
-def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
-    """Whether ``next`` may become ``curr`` now; writes nothing."""
-    layout = ws.layout
+def check_roll(ctx: ServiceContext, *, force: bool) -> RollResult:
+    """Whether ``next`` may become ``curr`` now; writes nothing but the DANE gate's sighting."""
+    layout, ref = ctx.layout, ctx.ref
     pending = read_link(layout, ref, "next")
     if pending is None:
         return RollResult(False, "nothing to roll: no next")
@@ -45,15 +44,15 @@ def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
         return RollResult(True, "finishing an interrupted roll", pending)
     if curr is None or force:
         return RollResult(True, "forced" if force else "no current certificate", pending)
-    cert = load_version_cert(ws, ref, "next")
+    cert = load_version_cert(ctx, "next")
     if cert is None:
         raise StoreError(f"{ref}: next {pending} has no cert.pem")
-    age_mins = (ws.clock() - cert.not_valid_before_utc).total_seconds() / 60
-    wait_mins = _wait_mins(ws, ref, cert.not_valid_before_utc)
+    age_mins = (ctx.now() - cert.not_valid_before_utc).total_seconds() / 60
+    wait_mins = _wait_mins(ctx, cert.not_valid_before_utc)
     if age_mins < wait_mins:
         shown = max(1, int(age_mins))
         return RollResult(False, f"too soon to roll: cert is {shown} mins old < {wait_mins:g} mins")
-    gate = dane.roll_gate(ws, ref)
+    gate = dane.roll_gate(ctx)
     if not gate.open:
         return RollResult(False, f"not rolling yet: {gate.reason}")
     return RollResult(
@@ -61,40 +60,48 @@ def check_roll(ws: Workspace, ref: ServiceRef, *, force: bool) -> RollResult:
     )
 
 
-def _wait_mins(ws: Workspace, ref: ServiceRef, not_before: datetime) -> float:
+def _wait_mins(ctx: ServiceContext, not_before: datetime) -> float:
     """Minutes ``next`` must age: ``-roll-mins`` given now wins; else the due time the renew
     recorded (it knew the ``-roll-mins`` it was run with); else ``min_roll_mins``."""
-    if ws.options.min_roll_mins is not None:
-        return ws.options.min_roll_mins
-    due = load_state(ws.layout, ref).roll_due
+    if ctx.ws.options.min_roll_mins is not None:
+        return ctx.ws.options.min_roll_mins
+    due = ctx.record.roll_due
     if due is not None:
-        return max(0.0, (datetime.fromisoformat(due) - not_before).total_seconds() / 60)
-    return ws.min_roll_mins
+        return max(0.0, (due - not_before).total_seconds() / 60)
+    return ctx.ws.min_roll_mins
 
 
-def roll(ws: Workspace, ref: ServiceRef, *, force: bool = False) -> RollResult:
+def roll(ctx: ServiceContext, *, force: bool = False) -> RollResult:
     """Roll ``next`` into ``curr`` when :func:`check_roll` allows it."""
-    result = check_roll(ws, ref, force=force)
-    if not result.rolled or result.stamp is None:
-        return result
-    layout = ws.layout
-    info = f"# {ref.service} rolled to curr : {ws.clock().strftime(STAMP_FORMAT)}\n"
-    write_atomic(
-        layout.version_dir(ref, result.stamp) / files.INFO, info.encode(), mode=files.PUBLIC_MODE
-    )
-    roll_links(layout, ref)
-    dane.rolled(ws, ref)
-    state = load_state(layout, ref)
-    state.phase = Phase.ROLLED
-    state.stamp = result.stamp
-    state.roll_due = None
-    state.last_error = None
-    save_state(layout, ref, state, now=ws.clock())
+    result = check_roll(ctx, force=force)
+    if result.rolled and result.stamp is not None:
+        flip(ctx)
     return result
 
 
-def roll_first(ws: Workspace, ref: ServiceRef) -> RollResult:
-    """Roll a service's first certificate at once; any other ``next`` waits for its roll."""
-    if read_link(ws.layout, ref, "curr") is not None:
-        return RollResult(False, "curr exists: next waits for the roll")
-    return roll(ws, ref)
+def flip(ctx: ServiceContext) -> str:
+    """Make ``next`` the new ``curr``, once :func:`check_roll` allowed it; returns its stamp.
+
+    Idempotent, and safe at any point of a crash: the ``info`` file is written into the
+    version before it becomes ``curr``, and the link steps are ordered (``roll_links``).
+
+    Raises:
+      StoreError: there is no ``next`` to roll, or it is incomplete.
+    """
+    layout, ref = ctx.layout, ctx.ref
+    pending = read_link(layout, ref, "next")
+    if pending is None:
+        raise StoreError(f"{ref}: nothing to roll: no next")
+    info = f"# {ref.service} rolled to curr : {ctx.now().strftime(STAMP_FORMAT)}\n"
+    write_atomic(
+        layout.version_dir(ref, pending) / files.INFO, info.encode(), mode=files.PUBLIC_MODE
+    )
+    roll_links(layout, ref)
+    record = ctx.record
+    dane.rolled(ctx)
+    record.phase = Phase.ROLLED
+    record.stamp = pending
+    record.roll_due = None
+    record.last_error = None
+    ctx.save()
+    return pending

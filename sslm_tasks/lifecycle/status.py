@@ -10,14 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from sslm_tasks.crypto.inspect import cert_info
-from sslm_tasks.deploy.targets import depends_on
-from sslm_tasks.lifecycle import acme_timing, dane
+from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
-from sslm_tasks.lifecycle.deploy_record import read_outcomes
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
 from sslm_tasks.renewal import format_renew_in
-from sslm_tasks.store.layout import LinkName, ServiceRef
-from sslm_tasks.store.state import load_state
+from sslm_tasks.store.layout import LinkName
 from sslm_tasks.store.versions import read_link
 
 
@@ -59,6 +57,8 @@ class ServiceStatus:
     #: Last deploy (and verify) of each server that uses this service.
     servers: list[dict[str, object]]
     last_error: str | None
+    #: What sslm had to repair in the service's record itself (a corrupt file moved aside).
+    notice: str | None
 
     def to_json(self) -> dict[str, Any]:
         def encode(value: Any) -> Any:
@@ -74,9 +74,9 @@ class ServiceStatus:
         return result
 
 
-def _version(ws: Workspace, ref: ServiceRef, which: LinkName) -> VersionStatus | None:
-    stamp = read_link(ws.layout, ref, which)
-    cert = load_version_cert(ws, ref, which)
+def _version(ctx: ServiceContext, which: LinkName) -> VersionStatus | None:
+    stamp = read_link(ctx.layout, ctx.ref, which)
+    cert = load_version_cert(ctx, which)
     if stamp is None or cert is None:
         return None
     info = cert_info(cert)
@@ -93,39 +93,44 @@ def _version(ws: Workspace, ref: ServiceRef, which: LinkName) -> VersionStatus |
     )
 
 
-def _servers(ws: Workspace, ref: ServiceRef) -> list[dict[str, object]]:
-    outcomes = read_outcomes(ws)
+def _servers(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> list[dict[str, object]]:
+    pending = set(lacking(ctx, ledger))
     found: list[dict[str, object]] = []
-    for name, section in ws.config.main.server_sections():
-        if not depends_on(section, [ref], ["cert"]):
-            continue
-        for host in section.servers:
-            outcome = outcomes.get(f"{name}:{host}")
-            last = (
-                asdict(outcome) if outcome is not None else {"at": None, "ok": None, "detail": None}
-            )
-            found.append({"server": f"{name}:{host}", **last})
+    for key in servers_using(ctx.ws.config.main, ctx.ref):
+        outcome = ledger.get(key)
+        found.append(
+            {
+                "server": key,
+                "at": None if outcome is None else outcome.at,
+                "ok": None if outcome is None else outcome.ok,
+                "detail": None if outcome is None else outcome.detail,
+                "has_curr": key not in pending,
+            }
+        )
     return found
 
 
-def service_status(ws: Workspace, ref: ServiceRef) -> ServiceStatus:
-    state = load_state(ws.layout, ref)
-    decision = renew_decision(ws, ref)
+def service_status(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> ServiceStatus:
+    """The status of the service of ``ctx`` (a read-only context: ``repair=False``)."""
+    record = ctx.record
+    decision = renew_decision(ctx)
+    dane = record.dane
     return ServiceStatus(
-        group=ref.group,
-        service=ref.service,
-        phase=str(state.phase),
-        curr=_version(ws, ref, "curr"),
-        next=_version(ws, ref, "next"),
+        group=ctx.ref.group,
+        service=ctx.ref.service,
+        phase=str(record.phase),
+        curr=_version(ctx, "curr"),
+        next=_version(ctx, "next"),
         renew_in=format_renew_in(decision),
         renew_in_days=decision.days_to_renew,
         renew_due=decision.due,
-        ari=acme_timing.plan_text(ws, ref, state),
-        next_attempt=acme_timing.waiting(ws, ref, state),
-        roll_due=state.roll_due,
-        tlsa_next_seen=state.extra.get(dane.SEEN_KEY),
-        tlsa_retiring_prev=bool(state.extra.get(dane.RETIRE_KEY)),
-        tlsa_next_ns=state.extra.get(dane.NS_KEY),
-        servers=_servers(ws, ref),
-        last_error=state.last_error,
+        ari=acme_timing.plan_text(ctx),
+        next_attempt=acme_timing.waiting(ctx),
+        roll_due=None if record.roll_due is None else record.roll_due.isoformat(),
+        tlsa_next_seen=None if dane.next_seen is None else dane.next_seen.isoformat(),
+        tlsa_retiring_prev=dane.retire_prev,
+        tlsa_next_ns=dane.next_ns,
+        servers=_servers(ctx, ledger),
+        last_error=record.last_error,
+        notice=record.notice,
     )

@@ -32,6 +32,34 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
+class DevSteps:
+    """``sslm-mgr dev`` switches; each works on its own (upstream's only worked combined)."""
+
+    keys: bool = False
+    csr: bool = False
+    cert: bool = False
+    copy: bool = False
+    ntoc: bool = False
+    certs_prod: bool = False
+    #: ``-fsr``: restart every server that has a restart command, and refresh DNS.
+    force_restarts: bool = False
+
+    def any_build_step(self) -> bool:
+        return self.keys or self.csr or self.cert or self.copy
+
+    def any(self) -> bool:
+        return self.any_build_step() or self.ntoc or self.certs_prod or self.force_restarts
+
+    def to_json(self) -> dict[str, bool]:
+        return {name: bool(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, data: object) -> DevSteps:
+        given = data if isinstance(data, dict) else {}
+        return cls(**{name: bool(given.get(name)) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """The command-line switches that change what a step does.
 
@@ -45,6 +73,7 @@ class RunOptions:
     clean_keep: int | None = None
     #: ``-n``: exercise an ACME order without asking for the certificate (``lifecycle.dry_run``).
     dry_run: bool = False
+    dev: DevSteps = field(default_factory=DevSteps)
 
     @property
     def acme_test_server(self) -> bool:
@@ -59,6 +88,7 @@ class RunOptions:
             "dry_run": self.dry_run,
             "min_roll_mins": self.min_roll_mins,
             "clean_keep": self.clean_keep,
+            "dev": self.dev.to_json(),
         }
 
     @classmethod
@@ -75,6 +105,7 @@ class RunOptions:
             dry_run=bool(data.get("dry_run")),
             min_roll_mins=number("min_roll_mins"),
             clean_keep=None if keep is None else int(keep),
+            dev=DevSteps.from_json(data.get("dev")),
         )
 
 

@@ -17,18 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 from sslm_tasks.errors import StoreError
 
-_TEMP_INFIX = ".tmp-"
+_TEMP_INFIX: Final = ".tmp-"
+_TEMP_NAME: Final = re.compile(r".+\.tmp-[0-9a-f]{16}")
 
 
 def _temp_sibling(path: Path) -> Path:
     """A fresh name beside ``path``; random, so concurrent writers never share a temp."""
     return path.with_name(f"{path.name}{_TEMP_INFIX}{secrets.token_hex(8)}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of this module's temp names (``<target>.tmp-<16 hex>``)."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def _fsync_dir(directory: Path) -> None:

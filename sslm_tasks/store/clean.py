@@ -1,49 +1,59 @@
-"""Delete old version directories of a service, keeping the newest few."""
+"""Delete old version directories of a service, keeping the newest few, and the temp files
+that killed writes left behind."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import get_args
 
 from sslm_tasks.errors import StoreError
+from sslm_tasks.store.atomic import is_temp_name, remove_file
 from sslm_tasks.store.layout import STAMP_RE, Layout, LinkName, ServiceRef
-from sslm_tasks.store.state import IN_FLIGHT, load_state
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger(__name__)
 
 
-def clean_service(layout: Layout, ref: ServiceRef, *, keep: int) -> list[str]:
+def clean_service(
+    layout: Layout, ref: ServiceRef, *, keep: int, in_flight: str | None
+) -> list[str]:
     """Delete unused versions beyond the newest ``keep``; return the deleted stamps, oldest first.
 
     Candidates are the directories in ``db/`` named like a stamp that no link (``curr``,
-    ``next``, ``prev``) targets and that the state record does not name as in flight (a version
-    being built has no link yet). The newest ``keep`` candidates (at least 1) survive, so in all
-    up to ``keep`` + 3 (+1 in flight) versions remain, as upstream. Age is the stamp's name
+    ``next``, ``prev``) targets and that is not ``in_flight`` (the version the state record
+    names as being built or waiting: a build has no link yet). The newest ``keep``
+    candidates (at least 1) survive, so in all up to ``keep`` + 3 (+1 in flight) versions
+    remain, as upstream. Age is the stamp's name
     order, not the mtime upstream used: sslm stamps are UTC and unique, so name order is
     creation order, while mtimes change with any touch. Other names are logged and left alone.
+
+    Temp files of writes killed before their rename (``state.json.tmp-<hex>``,
+    ``prev.tmp-<hex>``, ``cert.pem.tmp-<hex>`` in a version) are removed too: they are never
+    read, and only the atomic writer makes names of that shape.
 
     The caller holds the service lock: without it a renew could create a version that this call
     sees as unused before its state record is saved.
 
     Raises:
-      StoreError: a directory could not be deleted (earlier deletions stand), or the links or
-        the state record are unreadable (nothing is deleted then).
+      StoreError: a directory could not be deleted (earlier deletions stand), or the links are
+        unreadable (nothing is deleted then).
     """
     db = layout.db_dir(ref)
     if not db.is_dir():
         return []
     protected = {read_link(layout, ref, which) for which in get_args(LinkName)}
-    state = load_state(layout, ref)
-    if state.phase in IN_FLIGHT:
-        protected.add(state.stamp)
+    protected.add(in_flight)
+    _remove_temps(layout.service_dir(ref))
     candidates: list[str] = []
     for entry in db.iterdir():
         if not (STAMP_RE.match(entry.name) and entry.is_dir() and not entry.is_symlink()):
             log.info("%s: clean: leaving unexpected entry %s", ref, entry)
         elif entry.name not in protected:
             candidates.append(entry.name)
+        else:
+            _remove_temps(entry)
     doomed = sorted(candidates, reverse=True)[max(1, keep) :]
     deleted: list[str] = []
     for stamp in sorted(doomed):
@@ -54,3 +64,10 @@ def clean_service(layout: Layout, ref: ServiceRef, *, keep: int) -> list[str]:
         log.info("%s: clean: deleted version %s", ref, stamp)
         deleted.append(stamp)
     return deleted
+
+
+def _remove_temps(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if is_temp_name(entry.name) and (entry.is_symlink() or not entry.is_dir()):
+            remove_file(entry)
+            log.info("clean: removed %s, left by a write that was killed", entry)

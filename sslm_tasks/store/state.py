@@ -1,123 +1,80 @@
-"""The per-service step record, ``certs/<group>/<svc>/state.json``.
+"""The file of the per-service state record, ``certs/<group>/<svc>/state.json``.
 
-It holds what the files cannot tell: which step a service is at, the version being built, when
-its roll is due. Everything else (which version is ``curr``, when it expires) is read from the
-links and certificates, so the two can never disagree. The record is small JSON, written
-atomically at 0600; it never holds key material, and :func:`save_state` refuses anything that
-looks like a private key. Callers hold the service lock around load, change and save.
+This module only reads and writes the JSON; what it means is
+:mod:`sslm_tasks.lifecycle.record`'s. The file is written atomically at 0600, and
+:func:`write_state` refuses anything that looks like a private key, whatever a caller put in
+it. A file that cannot be parsed is not deleted: :func:`set_aside` renames it beside itself, so
+it can be inspected while the service goes on with a rebuilt record.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 from sslm_tasks.store.layout import DIR_MODE_GROUP, KEY_MODE, Layout, ServiceRef
 
-
-class Phase(StrEnum):
-    """Where a service is in its renew → roll cycle."""
-
-    IDLE = "idle"
-    #: Building version ``stamp``: key, CSR, order. The version dir is not complete yet.
-    RENEWING = "renewing"
-    #: Version ``stamp`` is complete and ``next`` points at it; the roll is due at ``roll_due``.
-    ISSUED = "issued"
-    #: Links are being flipped and deploys run for ``stamp``.
-    ROLLING = "rolling"
-    ROLLED = "rolled"
-    #: The last step failed; ``last_error`` says why.
-    FAILED = "failed"
-
-
-#: Phases whose ``stamp`` names a version still in use by an unfinished step.
-IN_FLIGHT: frozenset[Phase] = frozenset({Phase.RENEWING, Phase.ISSUED, Phase.ROLLING, Phase.FAILED})
-
 # A private key in PEM always carries this, whatever the algorithm or encoding.
-_KEY_MARKER = "PRIVATE KEY-----"
+_KEY_MARKER: Final = "PRIVATE KEY-----"
+#: Suffix of a record that could not be read, kept for inspection.
+CORRUPT_SUFFIX: Final = ".corrupt-"
 
 
-@dataclass
-class ServiceState:
-    """One service's step record. Times are ISO 8601 strings in UTC, so the record is JSON.
-
-    ``extra`` is for step-specific scalars (an order URL, a DNS serial); it must be
-    JSON-serialisable and must never hold secrets.
-    """
-
-    phase: Phase = Phase.IDLE
-    stamp: str | None = None
-    roll_due: str | None = None
-    last_error: str | None = None
-    updated: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+class CorruptState(StoreError):
+    """The state file exists but is not JSON (truncated, overwritten, not UTF-8)."""
 
 
-_OPTIONAL_STR = ("stamp", "roll_due", "last_error", "updated")
-_FIELDS = frozenset(f.name for f in fields(ServiceState))
-
-
-def _from_json(raw: object, where: str) -> ServiceState:
-    if not isinstance(raw, dict):
-        raise StoreError(f"{where}: expected a JSON object")
-    unknown = set(raw) - _FIELDS
-    if unknown:
-        # Dropping them on the next save would lose data a newer sslm wrote: stop instead.
-        raise StoreError(f"{where}: unknown keys {sorted(unknown)}")
-    for key in _OPTIONAL_STR:
-        if not isinstance(raw.get(key), str | None):
-            raise StoreError(f"{where}: {key} = {raw[key]!r}: expected a string or null")
-    extra = raw.get("extra", {})
-    if not isinstance(extra, dict):
-        raise StoreError(f"{where}: extra = {extra!r}: expected an object")
-    try:
-        phase = Phase(raw.get("phase", Phase.IDLE))
-    except ValueError as err:
-        raise StoreError(f"{where}: phase = {raw['phase']!r}: unknown phase") from err
-    return ServiceState(phase=phase, extra=extra, **{k: raw.get(k) for k in _OPTIONAL_STR})
-
-
-def load_state(layout: Layout, ref: ServiceRef) -> ServiceState:
-    """Read the service's record; a missing file gives the default (idle) record.
+def read_state(layout: Layout, ref: ServiceRef) -> object | None:
+    """The parsed JSON of the service's record; None when there is no file.
 
     Raises:
-      StoreError: the file is unreadable, not valid JSON, or not a state record; the message
-        names the file.
+      CorruptState: the file is not valid UTF-8 JSON.
+      StoreError: it could not be read (permissions, I/O); the message names the file.
     """
     path = layout.state_file(ref)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        return ServiceState()
+        return None
     except OSError as err:
         raise StoreError(f"reading {path}: {err.strerror or err}") from err
     try:
-        raw = json.loads(text)
-    except ValueError as err:
-        raise StoreError(f"{path}: corrupt JSON: {err}") from err
-    return _from_json(raw, str(path))
+        parsed: object = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CorruptState(f"{path}: corrupt JSON: {err}") from None
+    return parsed
 
 
-def save_state(
-    layout: Layout, ref: ServiceRef, state: ServiceState, *, now: datetime | None = None
-) -> None:
-    """Set ``state.updated`` to ``now`` (default: the current time, UTC) and write the record.
-
-    Atomic and 0600; creates the service directory (0750) if needed.
+def set_aside(layout: Layout, ref: ServiceRef, *, now: datetime) -> Path:
+    """Rename the service's record to ``state.json.corrupt-<UTC time>``; returns the new path.
 
     Raises:
-      StoreError: the record is not JSON-serialisable, seems to contain a private key, or
-        could not be written.
+      StoreError: the rename failed.
     """
     path = layout.state_file(ref)
-    state.updated = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
+    kept = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{now.strftime('%Y%m%dT%H%M%S.%fZ')}")
     try:
-        text = json.dumps(asdict(state), indent=2, sort_keys=True)
+        path.rename(kept)
+    except OSError as err:
+        raise StoreError(f"moving {path} aside: {err.strerror or err}") from err
+    return kept
+
+
+def write_state(layout: Layout, ref: ServiceRef, data: Mapping[str, Any]) -> None:
+    """Write the record atomically at 0600; creates the service directory (0750) if needed.
+
+    Raises:
+      StoreError: ``data`` is not JSON-serialisable, seems to contain a private key, or could
+        not be written (the old file is then unchanged).
+    """
+    path = layout.state_file(ref)
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True)
     except (TypeError, ValueError) as err:
         raise StoreError(f"{path}: state is not JSON-serialisable: {err}") from err
     if _KEY_MARKER in text:

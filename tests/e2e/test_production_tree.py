@@ -11,6 +11,7 @@ from support import RunMgr, openssl, tree_snapshot
 
 from sslm_tasks.config.load import load_config
 from sslm_tasks.lifecycle import production
+from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import confined
 from sslm_tasks.store.layout import ServiceRef
@@ -142,14 +143,13 @@ def test_without_an_atomic_exchange_the_switch_still_leaves_one_whole_version(
     assert mgr("-renew", "-roll").returncode == 0
     assert mgr("-f", "-renew", "example.com:web-ec").returncode == 0
     config, _ = load_config(["example.com:web-ec"], conf_dir=topdir / "conf.d")
-    ws = Workspace(config=config)
-    ref = ServiceRef("example.com", "web-ec")
+    ctx = ServiceContext(Workspace(config=config), ServiceRef("example.com", "web-ec"))
     prod = topdir / "prod-certs" / WEB
     (prod / "next" / "cert.pem").write_text("damaged")
     # When the system has no RENAME_EXCHANGE
     monkeypatch.setattr(confined, "exchange", lambda *_: False)
     # Then the sync repairs the damaged version by two renames, leaving nothing hidden behind
-    assert production.sync_service(ws, ref) is True
+    assert production.sync_service(ctx) is True
     assert key_matches_cert(prod / "next")
     assert sorted(os.listdir(prod)) == ["curr", "next"]
-    assert production.sync_service(ws, ref) is False
+    assert production.sync_service(ctx) is False

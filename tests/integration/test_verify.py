@@ -29,17 +29,12 @@ from lab_dns import DnsLab
 from services import Services, free_port, require_binary, wait_for
 
 from sslm_tasks.config.load import load_main
+from sslm_tasks.config.probes import VerifyTarget, parse_verify
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr
 from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key, private_key_to_pem
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.crypto.tlsa import tlsa_data
-from sslm_tasks.deploy.verify import (
-    VerifyTarget,
-    check_served,
-    parse_verify,
-    published_tlsa,
-    served_certificate,
-)
+from sslm_tasks.deploy.verify import check_served, published_tlsa, served_certificate
 from sslm_tasks.dns.lookup import Nameserver
 from sslm_tasks.dns.tlsa import TlsaRecord
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError

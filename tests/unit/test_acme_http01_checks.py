@@ -1,7 +1,8 @@
-"""What an http-01 CA needs before anything is ordered: the challenge type from
-``ca_validation``'s prefix, ``[web] server_dir`` and ``servers``, and no wildcard name. Each
-refusal is a ConfigError naming file, key and value, raised by the order step before any
-request (the configuration here names a CA that is never reached)."""
+"""What an ACME CA needs before anything is ordered: the challenge type from
+``ca_validation``'s prefix; for http-01 ``[web] server_dir`` and ``servers``, and no wildcard
+name; for dns-01 a ``[dns] acme_dir``. Each refusal is a ConfigError naming file, key and value,
+raised when the configuration loads, before any request (the configuration here names a CA that
+is never reached)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from support import REPO
 from sslm_tasks.config.load import load_config
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import ConfigError
-from sslm_tasks.lifecycle import acme_issue, build
-from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 
 WEB = ServiceRef("example.test", "web")
@@ -37,7 +36,8 @@ signing_ca = 'le'
 """
 
 
-def workspace(tmp_path: Path, *, web: str, sans: list[str] | None = None) -> Workspace:
+def load(tmp_path: Path, *, web: str, sans: list[str] | None = None) -> Path:
+    """Write the configuration and load it; returns the conf.d."""
     conf = tmp_path / "conf.d"
     shutil.copytree(REPO / "conf.d", conf)
     (conf / "example.test").mkdir()
@@ -52,12 +52,8 @@ def workspace(tmp_path: Path, *, web: str, sans: list[str] | None = None) -> Wor
             "\n[[groups]]\n    active = true\n    domain = 'example.test'\n    services = ['web']\n"
             + web
         )
-    config, _ = load_config([str(WEB)], conf_dir=conf)
-    ws = Workspace(config=config)
-    build.start_build(ws, WEB)
-    build.make_key(ws, WEB)
-    build.make_csr(ws, WEB)
-    return ws
+    load_config([str(WEB)], conf_dir=conf)
+    return conf
 
 
 @pytest.mark.parametrize(
@@ -72,16 +68,18 @@ def workspace(tmp_path: Path, *, web: str, sans: list[str] | None = None) -> Wor
     ],
 )
 def test_the_challenge_type_is_the_prefix_of_ca_validation(value: str, kind: str) -> None:
-    ca = CaInfo(ca_type="acme", ca_validation=value)
-    assert acme_issue.challenge_kind("le", ca, source=Path("ca-info.conf")) == kind
+    assert CaInfo(ca_type="acme", ca_validation=value).challenge_kind == kind
 
 
-def test_an_unknown_challenge_type_names_the_ca_and_value() -> None:
-    ca = CaInfo(ca_type="acme", ca_validation="tls-alpn-01")
+def test_an_unknown_challenge_type_names_the_ca_and_value(tmp_path: Path) -> None:
+    conf = tmp_path / "conf.d"
+    shutil.copytree(REPO / "conf.d", conf)
+    with (conf / "ca-info.conf").open("a") as ca_info:
+        ca_info.write("\n[le]\n    ca_type = 'acme'\n    ca_validation = 'tls-alpn-01'\n")
     with pytest.raises(ConfigError) as failed:
-        acme_issue.challenge_kind("le", ca, source=Path("conf.d/ca-info.conf"))
+        load_config([], conf_dir=conf)
     assert str(failed.value) == (
-        "conf.d/ca-info.conf: le.ca_validation = 'tls-alpn-01': "
+        f"{conf / 'ca-info.conf'}: le.ca_validation = 'tls-alpn-01': "
         "must start with 'http' (http-01) or 'dns' (dns-01)"
     )
 
@@ -103,22 +101,31 @@ def test_an_unknown_challenge_type_names_the_ca_and_value() -> None:
         ),
     ],
 )
-def test_http01_without_a_web_root_or_servers_fails_before_ordering(
+def test_http01_without_a_web_root_or_servers_fails_when_the_configuration_loads(
     tmp_path: Path, web: str, key: str, shown: str
 ) -> None:
-    ws = workspace(tmp_path, web=web)
     with pytest.raises(ConfigError) as failed:
-        acme_issue.order(ws, WEB)
+        load(tmp_path, web=web)
     assert failed.value.key == key
-    assert str(failed.value).startswith(f"{ws.config.conf_dir / 'ssl-mgr.conf'}: {shown}")
-    assert not (ws.layout.cb_dir(WEB)).exists()  # no account was even made
+    assert str(failed.value).startswith(f"{tmp_path / 'conf.d/ssl-mgr.conf'}: {shown}")
 
 
 def test_a_wildcard_with_http01_fails_naming_the_service_file(tmp_path: Path) -> None:
     web = "\n[web]\n    servers = ['localhost']\n    server_dir = '/srv/www'\n"
-    ws = workspace(tmp_path, web=web, sans=["example.test", "*.example.test"])
     with pytest.raises(ConfigError) as failed:
-        acme_issue.order(ws, WEB)
-    assert failed.value.file == str(ws.config.service_file(WEB))
+        load(tmp_path, web=web, sans=["example.test", "*.example.test"])
+    assert failed.value.file == str(tmp_path / "conf.d/example.test/web")
     assert (failed.value.key, failed.value.value) == ("X509.sans", "*.example.test")
     assert "a wildcard needs dns-01" in failed.value.problem
+
+
+def test_dns01_without_an_acme_dir_fails_when_the_configuration_loads(tmp_path: Path) -> None:
+    conf = tmp_path / "conf.d"
+    shutil.copytree(REPO / "conf.d", conf)
+    (conf / "example.test").mkdir()
+    (conf / "example.test/web").write_text(service(["www.example.test"]))
+    with (conf / "ca-info.conf").open("a") as ca_info:
+        ca_info.write("\n[le]\n    ca_type = 'acme'\n    ca_validation = 'dns-01'\n")
+    with pytest.raises(ConfigError) as failed:
+        load_config([str(WEB)], conf_dir=conf)
+    assert (failed.value.key, failed.value.file) == ("dns.acme_dir", str(conf / "ssl-mgr.conf"))

@@ -19,17 +19,13 @@ from sslm_tasks.crypto.inspect import verify_chain
 from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import ConfigError, PermanentError
-from sslm_tasks.lifecycle import acme_issue, build
+from sslm_tasks.lifecycle import acme_sign, build, pipeline
+from sslm_tasks.lifecycle.challenges.dns_include import apex_of
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.pipeline import COUNTDOWN_MAX_S, Kind, Step, countdown, first_pause
+from sslm_tasks.lifecycle.steps import Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.tasks import (
-    ACME_COUNTDOWN_MAX_S,
-    acme_countdown,
-    acme_max_retries,
-    acme_next_countdown,
-    acme_waited,
-)
-from sslm_tasks.workflows import ACME_SIGN_STEPS, BUILD_STEPS, SignStep
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 WEB = ServiceRef("example.test", "web")
@@ -48,6 +44,11 @@ signing_ca = 'le'
 
 
 @pytest.fixture
+def ctx(ws: Workspace) -> ServiceContext:
+    return ServiceContext(ws, WEB)
+
+
+@pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     conf = tmp_path / "conf.d"
     shutil.copytree(REPO / "conf.d", conf)
@@ -61,34 +62,35 @@ def ws(tmp_path: Path) -> Workspace:
             "\n[[dns_primary]]\n    domain = 'default'\n    server = '127.0.0.53'\n"
             "\n[[dns_primary]]\n    domain = 'sub.example.test'\n    server = '127.0.0.53'\n"
             "\n[[dns_primary]]\n    domain = 'other.test.'\n    server = '127.0.0.53'\n"
+            "\n[dns]\n    acme_dir = ['acme']\n"
         )
     config, _ = load_config([str(WEB)], conf_dir=conf)
     return Workspace(config=config)
 
 
-def test_a_name_goes_into_the_longest_configured_zone(ws: Workspace) -> None:
-    assert acme_issue.apex_of(ws, WEB, "*.example.test") == "example.test"
-    assert acme_issue.apex_of(ws, WEB, "example.test") == "example.test"
-    assert acme_issue.apex_of(ws, WEB, "www.other.test") == "other.test"
-    assert acme_issue.apex_of(ws, WEB, "a.b.sub.example.test") == "sub.example.test"
+def test_a_name_goes_into_the_longest_configured_zone(ctx: ServiceContext) -> None:
+    assert apex_of(ctx, "*.example.test") == "example.test"
+    assert apex_of(ctx, "example.test") == "example.test"
+    assert apex_of(ctx, "www.other.test") == "other.test"
+    assert apex_of(ctx, "a.b.sub.example.test") == "sub.example.test"
     with pytest.raises(ConfigError, match=r"no zone for 'www\.nowhere\.test'"):
-        acme_issue.apex_of(ws, WEB, "www.nowhere.test")
+        apex_of(ctx, "www.nowhere.test")
 
 
 def test_an_acme_service_has_no_local_signer_and_the_local_sign_refuses_it(
-    ws: Workspace,
+    ctx: ServiceContext,
 ) -> None:
-    assert acme_issue.is_acme(ws, WEB)
-    assert build.signing_ca_curr(ws, WEB) is None
-    build.start_build(ws, WEB)
-    build.make_key(ws, WEB)
-    build.make_csr(ws, WEB)
+    assert acme_sign.is_acme(ctx)
+    assert build.signing_ca_curr(ctx) is None
+    build.start_build(ctx)
+    build.make_key(ctx)
+    build.make_csr(ctx)
     with pytest.raises(PermanentError, match="is an ACME CA"):
-        build.sign(ws, WEB)
+        build.sign(ctx)
 
 
 def test_the_acme_steps_are_stated_once_in_rfc_order() -> None:
-    assert [step.name for step in ACME_SIGN_STEPS] == [
+    assert [step.name for step in pipeline.ACME_SIGN] == [
         "acme_order",
         "acme_publish",
         "acme_propagated",
@@ -96,40 +98,43 @@ def test_the_acme_steps_are_stated_once_in_rfc_order() -> None:
         "acme_validated",
         "acme_finalize",
     ]
-    waiting = [step.name for step in ACME_SIGN_STEPS if step.ready is not None]
+    waiting = [step.name for step in pipeline.ACME_SIGN if step.kind is Kind.WAIT]
     assert waiting == ["acme_propagated", "acme_validated", "acme_finalize"]
-    assert all((step.run is None) != (step.ready is None) for step in ACME_SIGN_STEPS)
-    assert [name for name, _ in BUILD_STEPS] == ["keygen", "csr", "sign", "store"]
+    assert all(step.patient for step in pipeline.ACME_SIGN)
+    renew = [step.name for step in pipeline.renew(acme=False).steps]
+    assert renew == ["check", "keygen", "csr", "sign", "store"]
 
 
 def test_waiting_tasks_count_down_front_weighted_and_give_up_after_the_bound() -> None:
-    countdowns = [acme_countdown(n) for n in range(12)]
-    assert countdowns == [0.25] * 4 + [0.5, 1, 2, 4, 8, 16, 32, ACME_COUNTDOWN_MAX_S]
-    assert acme_waited(0) == 0 and acme_waited(5) == 4 * 0.25 + 0.5
-    tries = next(n for n in range(100) if acme_waited(n) >= DEFAULT_ACME_WAIT_S)
-    assert tries == 20 and acme_max_retries(DEFAULT_ACME_WAIT_S) == 46
+    countdowns = [countdown(n) for n in range(12)]
+    assert countdowns == [0.25] * 4 + [0.5, 1, 2, 4, 8, 16, 32, COUNTDOWN_MAX_S]
+    assert pipeline.waited(0) == 0 and pipeline.waited(5) == 4 * 0.25 + 0.5
+    tries = next(n for n in range(100) if pipeline.waited(n) >= DEFAULT_ACME_WAIT_S)
+    assert tries == 20 and pipeline.max_retries(DEFAULT_ACME_WAIT_S) == 46
     # A short bound (SSLM_ACME_WAIT_S=5): the check after 8.5 s gives up; the backstop stays
-    assert next(n for n in range(100) if acme_waited(n) >= 5) == 8
-    assert acme_max_retries(5) > 8
+    assert next(n for n in range(100) if pipeline.waited(n) >= 5) == 8
+    assert pipeline.max_retries(5) > 8
 
 
 def test_dns_check_delay_is_the_first_wait_of_a_dns01_propagation_check_only(
-    ws: Workspace,
+    ctx: ServiceContext,
 ) -> None:
-    def first(step: str, *, delay: float, over_dns: bool) -> float:
-        return acme_next_countdown(step, 0, dns_check_delay=delay, over_dns=over_dns)
+    propagated, validated = pipeline.ACME_SIGN[2], pipeline.ACME_SIGN[4]
+
+    def first(step: Step, *, delay: float, over_dns: bool) -> float:
+        return first_pause(step, 0, dns_check_delay=delay, over_dns=over_dns)
 
     # dns-01: the first wait is dns_check_delay, capped; the later ones do not change
-    assert first("acme_propagated", delay=20, over_dns=True) == 20
-    assert first("acme_propagated", delay=240, over_dns=True) == ACME_COUNTDOWN_MAX_S
-    later = acme_next_countdown("acme_propagated", 1, dns_check_delay=20, over_dns=True)
-    assert later == acme_countdown(1)
+    assert first(propagated, delay=20, over_dns=True) == 20
+    assert first(propagated, delay=240, over_dns=True) == COUNTDOWN_MAX_S
+    later = first_pause(propagated, 1, dns_check_delay=20, over_dns=True)
+    assert later == countdown(1)
     # without a delay, for another step, or for http-01 tokens: the usual countdown
-    assert first("acme_propagated", delay=0, over_dns=True) == acme_countdown(0)
-    assert first("acme_validated", delay=20, over_dns=True) == acme_countdown(0)
-    assert first("acme_propagated", delay=20, over_dns=False) == acme_countdown(0)
+    assert first(propagated, delay=0, over_dns=True) == countdown(0)
+    assert first(validated, delay=20, over_dns=True) == countdown(0)
+    assert first(propagated, delay=20, over_dns=False) == countdown(0)
     # and the service of this workspace validates over DNS
-    assert acme_issue.validates_over_dns(ws, WEB)
+    assert acme_sign.validates_over_dns(ctx)
 
 
 def test_the_acme_bound_comes_from_the_environment_and_is_checked(
@@ -144,24 +149,26 @@ def test_the_acme_bound_comes_from_the_environment_and_is_checked(
         load_settings()
 
 
-def _failing(err: Exception) -> SignStep:
-    def run(ws: Workspace, ref: ServiceRef) -> None:
+def _failing(err: Exception, *, patient: bool) -> Step:
+    def run(ctx: ServiceContext) -> Verdict:
         raise err
 
-    return SignStep("acme_order", run=run)
+    return Step("acme_order", Kind.ACT, run, patient=patient)
 
 
-def test_a_step_tries_again_after_transient_errors_but_not_after_a_rate_limit(
-    ws: Workspace,
+def test_a_patient_step_tries_again_after_transient_errors_but_not_after_a_rate_limit(
+    ctx: ServiceContext,
 ) -> None:
     storm = AcmeTransientError("creating the order: badNonce: ...", code="badNonce")
+    assert pipeline.look(ctx, _failing(storm, patient=True)) == Verdict(False, str(storm))
     with pytest.raises(AcmeTransientError):
-        _failing(storm).attempt(ws, WEB)
+        pipeline.look(ctx, _failing(storm, patient=False))
     limited = AcmeTransientError("creating the order: rateLimited: ...", code="rateLimited")
     with pytest.raises(PermanentError, match="acme_order: creating the order: rateLimited") as err:
-        _failing(limited).attempt(ws, WEB)
+        pipeline.look(ctx, _failing(limited, patient=True))
     assert err.value.__cause__ is limited  # its Retry-After, for the next attempt's wait
-    assert SignStep("acme_order", run=lambda ws, ref: None).attempt(ws, WEB) == (True, "done")
+    done = Step("acme_order", Kind.ACT, lambda ctx: Verdict(), patient=True)
+    assert pipeline.look(ctx, done) == Verdict()
 
 
 def _issue(

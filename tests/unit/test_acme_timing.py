@@ -25,11 +25,12 @@ from sslm_tasks.acme.renewal_info import (
 from sslm_tasks.config.load import load_config
 from sslm_tasks.errors import PermanentError
 from sslm_tasks.lifecycle import acme_timing, build
-from sslm_tasks.lifecycle.acme_timing import AriPlan, Backoff, after_failure, merge_plan
+from sslm_tasks.lifecycle.acme_timing import after_failure, ari_verdict, backoff_waiting, merge_plan
+from sslm_tasks.lifecycle.context import ServiceContext, load_record
+from sslm_tasks.lifecycle.record import AriPlan, Backoff
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.state import load_state, save_state
 from sslm_tasks.store.versions import new_version, point
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -117,13 +118,13 @@ def test_a_ca_without_ari_and_a_new_curr_drop_the_window() -> None:
 def test_the_verdict_follows_the_drawn_time_and_the_lifetime_rule_without_a_window() -> None:
     plan = AriPlan(curr="s1", next_check=NOW, window=WINDOW, renew_at=WINDOW.start)
 
-    not_yet = plan.verdict(now=NOW)
-    due = plan.verdict(now=WINDOW.start)
+    not_yet = ari_verdict(plan, now=NOW)
+    due = ari_verdict(plan, now=WINDOW.start)
 
     assert not_yet is not None and not not_yet[0]
     assert "renew at 2026-06-21 12:00:00 UTC" in not_yet[1] and "(ARI)" in not_yet[1]
     assert due is not None and due[0] and due[1].startswith("due: in the CA's renewal window")
-    assert AriPlan(curr="s1", next_check=NOW).verdict(now=NOW) is None
+    assert ari_verdict(AriPlan(curr="s1", next_check=NOW), now=NOW) is None
 
 
 def test_the_plan_is_asked_again_only_from_its_recheck_time_and_survives_json() -> None:
@@ -164,12 +165,12 @@ def test_failures_back_off_1_10_100_minutes_then_daily() -> None:
 def test_the_cas_retry_after_wins_and_the_reason_names_the_time() -> None:
     backoff = after_failure(None, now=NOW, retry_after=NOW + timedelta(hours=1))
 
-    text = backoff.waiting(now=NOW)
+    text = backoff_waiting(backoff, now=NOW)
 
     assert backoff.failures == 1 and backoff.ca_asked
     assert text is not None
     assert "next attempt after 2026-06-01 13:00:00 UTC (the CA's Retry-After)" in text
-    assert backoff.waiting(now=NOW + timedelta(hours=1)) is None
+    assert backoff_waiting(backoff, now=NOW + timedelta(hours=1)) is None
     assert Backoff.from_json(backoff.to_json()) == backoff
 
 
@@ -200,23 +201,31 @@ def ws(tmp_path: Path) -> Workspace:
     with (conf / "ssl-mgr.conf").open("a") as main:
         main.write(
             "\n[[groups]]\n    active = true\n    domain = 'example.test'\n    services = ['web']\n"
+            "\n[dns]\n    acme_dir = ['acme']\n"
         )
     config, _ = load_config([str(WEB)], conf_dir=conf)
     return Workspace(config=config, clock=lambda: NOW, rng=random.Random(7))
 
 
-def at(ws: Workspace, moment: datetime, *, force: bool = False) -> Workspace:
-    """The same workspace, its clock at ``moment``."""
-    return Workspace(
-        config=ws.config, options=RunOptions(force=force), clock=lambda: moment, rng=ws.rng
+def at(ws: Workspace, moment: datetime, *, force: bool = False) -> ServiceContext:
+    """The web service in the same workspace, its clock at ``moment``."""
+    return ServiceContext(
+        Workspace(
+            config=ws.config, options=RunOptions(force=force), clock=lambda: moment, rng=ws.rng
+        ),
+        WEB,
     )
+
+
+def web(ws: Workspace) -> ServiceContext:
+    return ServiceContext(ws, WEB)
 
 
 def fail_build(ws: Workspace, *, retry_after: datetime | None) -> str:
     """A build that started and failed with a rate limit."""
-    stamp = build.start_build(ws, WEB)
+    stamp = build.start_build(web(ws))
     error = AcmeTransientError("creating the order: rateLimited", retry_after=retry_after)
-    build.record_failure(ws, WEB, str(error), error=error)
+    build.record_failure(web(ws), str(error), error=error)
     return stamp
 
 
@@ -225,14 +234,15 @@ def test_a_failed_build_is_not_resumed_before_the_cas_retry_after(ws: Workspace)
     stamp = fail_build(ws, retry_after=NOW + timedelta(hours=1))
 
     # When the service is checked within the hour, with -f, and after it
-    waiting = build.check_renew(at(ws, NOW + timedelta(minutes=59)), WEB)
-    forced = build.check_renew(at(ws, NOW + timedelta(minutes=59), force=True), WEB)
-    later = build.check_renew(at(ws, NOW + timedelta(hours=1)), WEB)
+    waiting = build.check_renew(at(ws, NOW + timedelta(minutes=59)))
+    forced = build.check_renew(at(ws, NOW + timedelta(minutes=59), force=True))
+    later = build.check_renew(at(ws, NOW + timedelta(hours=1)))
 
-    # Then it waits, naming the time, but keeps the build; -f and the time passing resume it
+    # Then it waits, naming the time, but keeps the build; the time passing resumes it, and
+    # -f starts a fresh one at once
     assert not waiting.build and waiting.stamp == stamp
     assert "next attempt after 2026-06-01 13:00:00 UTC (the CA's Retry-After)" in waiting.reason
-    assert forced.build and forced.stamp == stamp
+    assert forced.build and forced.stamp is None and "fresh" in forced.reason
     assert later.build and later.reason == f"resuming build {stamp}"
 
 
@@ -240,26 +250,26 @@ def test_failures_count_up_and_a_stored_version_resets_them(ws: Workspace) -> No
     # Given two failed attempts of the same build without a Retry-After
     fail_build(ws, retry_after=None)
     error = PermanentError("acme_propagated: not done after 120 s")
-    build.record_failure(at(ws, NOW + timedelta(minutes=2)), WEB, str(error), error=error)
-    backoff = acme_timing.backoff_of(load_state(ws.layout, WEB))
+    build.record_failure(at(ws, NOW + timedelta(minutes=2)), str(error), error=error)
+    backoff = load_record(ws, WEB).backoff
     assert backoff is not None and backoff.failures == 2
     assert backoff.retry_at == NOW + timedelta(minutes=12)
 
     # When a build succeeds (what build.store clears)
-    state = load_state(ws.layout, WEB)
-    acme_timing.clear_failures(state)
-    save_state(ws.layout, WEB, state, now=NOW)
+    ctx = web(ws)
+    ctx.record.backoff = None
+    ctx.save()
 
     # Then nothing holds the next check back
-    assert acme_timing.waiting(ws, WEB, load_state(ws.layout, WEB)) is None
+    assert acme_timing.waiting(web(ws)) is None
 
 
 def test_a_failure_outside_a_build_is_not_counted(ws: Workspace) -> None:
     ws.layout.service_dir(WEB).mkdir(parents=True)
 
-    build.record_failure(ws, WEB, "deploy failed", error=PermanentError("deploy failed"))
+    build.record_failure(web(ws), "deploy failed", error=PermanentError("deploy failed"))
 
-    assert acme_timing.FAILURES_KEY not in load_state(ws.layout, WEB).extra
+    assert load_record(ws, WEB).backoff is None
 
 
 def _give_curr(ws: Workspace) -> str:
@@ -301,16 +311,16 @@ def test_a_ca_that_cannot_be_reached_leaves_the_lifetime_rule_and_a_recheck_time
     monkeypatch.setattr(acme_timing, "connect", unreachable)
 
     # When the service is checked twice within the hour, and once after it
-    first = build.check_renew(ws, WEB)
-    second = build.check_renew(at(ws, NOW + timedelta(minutes=30)), WEB)
-    after = build.check_renew(at(ws, NOW + TEMPORARY_RECHECK), WEB)
+    first = build.check_renew(web(ws))
+    second = build.check_renew(at(ws, NOW + timedelta(minutes=30)))
+    after = build.check_renew(at(ws, NOW + TEMPORARY_RECHECK))
 
     # Then the check does not fail: the lifetime rule decides (not due, 50 days to go)
     assert not first.build and first.reason.startswith("renew in 50.0 days"), first.reason
     assert not second.build and not after.build
     # and the CA is asked again only once its hour has passed
     assert asked == ["directory", "directory"]
-    plan = acme_timing.remembered_plan(load_state(ws.layout, WEB))
+    plan = load_record(ws, WEB).ari
     assert plan == AriPlan(curr=curr, next_check=NOW + 2 * TEMPORARY_RECHECK)
 
 
@@ -324,7 +334,7 @@ def test_the_dry_run_asks_but_remembers_nothing(
 
     monkeypatch.setattr(acme_timing, "connect", unreachable)
 
-    check = build.check_renew(ws, WEB, record=False)
+    check = build.check_renew(web(ws), record=False)
 
     assert not check.build
-    assert acme_timing.ARI_KEY not in load_state(ws.layout, WEB).extra
+    assert load_record(ws, WEB).ari is None

@@ -1,0 +1,79 @@
+"""What ``sslm-mgr`` asks for and what it reports, whichever way the work runs.
+
+The in-process runner (:mod:`sslm_tasks.cli.local`) and the broker client
+(:mod:`sslm_tasks.cli.remote`) both take a :class:`RunRequest` and fill a :class:`RunReport`
+of one :class:`ServiceOutcome` per service, so the report (:mod:`sslm_tasks.cli.report`) and the
+exit status are the same for both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sslm_tasks.config.load import Config
+from sslm_tasks.lifecycle.workspace import DevSteps
+from sslm_tasks.store.layout import ServiceRef
+
+log = logging.getLogger("sslm")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    renew: bool = False
+    roll: bool = False
+    #: ``-dns``: refresh the zones of the selected groups at the end of the run.
+    dns_refresh: bool = False
+    #: ``-n``: only the ACME dry run of each service; nothing else.
+    dry_run: bool = False
+    clean_refs: Sequence[ServiceRef] | None = None
+
+    def refreshes_dns(self, config: Config, dev: DevSteps) -> bool:
+        """``-dns``, or ``dev -fsr`` where a DNS restart command exists."""
+        dns = config.main.dns
+        return self.dns_refresh or (
+            dev.force_restarts and dns is not None and bool(dns.restart_cmd)
+        )
+
+
+@dataclass
+class ServiceOutcome:
+    """What happened to one service in one run: lines of the report, one exit status."""
+
+    ref: ServiceRef
+    ok: bool = True
+    actions: list[str] = field(default_factory=list)
+    #: True when ``curr`` or ``next`` now names a different version than before the run.
+    changed: bool = False
+    #: True when the service's production copy was rewritten.
+    synced: bool = False
+    #: Another run or workflow holds the service (exit 3 when nothing else failed).
+    busy: bool = False
+
+    def note(self, text: str) -> None:
+        self.actions.append(text)
+
+    def fail(self, text: str) -> None:
+        self.ok = False
+        self.note(f"FAILED: {text}")
+        log.warning("%s: FAILED: %s", self.ref, text)
+
+
+@dataclass
+class RunReport:
+    outcomes: list[ServiceOutcome]
+    prod_changed: list[ServiceRef] = field(default_factory=list)
+    cleaned: dict[str, list[str]] = field(default_factory=dict)
+    deploy_failures: list[str] = field(default_factory=list)
+    dns_refreshed: list[str] = field(default_factory=list)
+    #: Lines of deploys that went well (workers report them per server).
+    deployed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.outcomes) and not self.deploy_failures
+
+    @property
+    def busy(self) -> bool:
+        return any(outcome.busy for outcome in self.outcomes)

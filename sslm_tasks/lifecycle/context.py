@@ -1,0 +1,122 @@
+"""One service as a step sees it: the workspace, the service's name, and its state record,
+read once per step and written when the step says so.
+
+Every lifecycle step takes a :class:`ServiceContext`. The in-process runner and a Celery task
+each make one per step (a task's world may have changed since its message was sent), so a step
+reads the record once, however many helpers look at it, and writes it at its durability points
+only: after the change that must survive a crash (an order recorded before its
+authorizations are read; token paths recorded before the tokens are written), and at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.crypto.inspect import load_certs
+from sslm_tasks.lifecycle.record import BadRecord, Phase, ServiceRecord
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store import layout as files
+from sslm_tasks.store.layout import Layout, ServiceRef
+from sslm_tasks.store.state import CorruptState, read_state, set_aside, write_state
+from sslm_tasks.store.versions import is_complete, read_link
+
+log = logging.getLogger("sslm")
+
+
+@dataclass
+class ServiceContext:
+    """The service ``ref`` in workspace ``ws``; :attr:`record` is loaded on first use.
+
+    Parameters:
+      repair(bool): a record that cannot be read is set aside and the rebuilt one saved; with
+        False (``-s``, ``-d``: they write nothing) it is only rebuilt in memory.
+    """
+
+    ws: Workspace
+    ref: ServiceRef
+    repair: bool = True
+    _record: ServiceRecord | None = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        return self.ws.layout
+
+    @property
+    def service(self) -> ServiceConfig:
+        return self.ws.service(self.ref)
+
+    def now(self) -> datetime:
+        return self.ws.clock()
+
+    @property
+    def record(self) -> ServiceRecord:
+        if self._record is None:
+            self._record = load_record(self.ws, self.ref, repair=self.repair)
+        return self._record
+
+    def save(self) -> None:
+        """Write the record (stamped ``updated``); atomic and 0600.
+
+        Raises:
+          StoreError: it could not be written, or holds something like a private key.
+        """
+        record = self.record
+        record.updated = self.now()
+        write_state(self.layout, self.ref, record.to_json())
+
+    def reload(self) -> ServiceRecord:
+        """Read the record again: another writer (a deploy worker) may have changed it."""
+        self._record = None
+        return self.record
+
+    def of(self, other: ServiceRef) -> ServiceContext:
+        """Another service of the same workspace (a zone's other services, a signing CA)."""
+        return ServiceContext(self.ws, other, repair=self.repair)
+
+
+def load_record(ws: Workspace, ref: ServiceRef, *, repair: bool = True) -> ServiceRecord:
+    """The service's record; the default (idle) record when it has none.
+
+    A record that cannot be read (corrupt JSON, wrong types) is rebuilt from the links and
+    certificates, with a notice saying so; with ``repair`` the unreadable file is first moved
+    aside (kept for inspection) and the rebuilt record saved.
+
+    Raises:
+      StoreError: the file is unreadable (permissions), or is from a newer sslm.
+    """
+    layout = ws.layout
+    try:
+        raw = read_state(layout, ref)
+        return ServiceRecord() if raw is None else ServiceRecord.from_json(raw)
+    except (CorruptState, BadRecord) as err:
+        problem = err
+    record = rebuilt(ws, ref)
+    where = layout.state_file(ref)
+    if repair:
+        kept = set_aside(layout, ref, now=ws.clock())
+        record.notice = f"state record was unreadable ({problem}); kept as {kept.name}, rebuilt"
+        record.updated = ws.clock()
+        write_state(layout, ref, record.to_json())
+    else:
+        record.notice = f"state record {where} is unreadable ({problem}); the next run rebuilds it"
+    log.warning("%s: %s", ref, record.notice)
+    return record
+
+
+def rebuilt(ws: Workspace, ref: ServiceRef) -> ServiceRecord:
+    """What the files show: a complete ``next`` waits for its roll (due ``min_roll_mins`` after
+    its certificate's notBefore), else ``curr`` was rolled, else nothing was issued. Anything
+    only the lost record knew (an ACME order, a DANE sighting, a backoff) starts afresh."""
+    layout = ws.layout
+    curr = read_link(layout, ref, "curr")
+    pending = read_link(layout, ref, "next")
+    if pending is not None and pending != curr and is_complete(layout, ref, pending):
+        cert = load_certs((layout.version_dir(ref, pending) / files.CERT).read_bytes())[0]
+        due = cert.not_valid_before_utc + timedelta(minutes=ws.min_roll_mins)
+        return ServiceRecord(phase=Phase.ISSUED, stamp=pending, roll_due=due)
+    if curr is not None:
+        return ServiceRecord(phase=Phase.ROLLED, stamp=curr)
+    return ServiceRecord()

@@ -1,0 +1,266 @@
+"""Deploying to the servers: one server at a time, its outcome in the ledger, and which servers
+still lack a service's ``curr``.
+
+A deploy brings one server up to date: its copy of the production tree, its ``post_copy_cmd``
+commands, its restart commands when the change concerns its class, then its ``verify`` probes
+(:mod:`sslm_tasks.deploy.verify`): does it serve the ``curr`` of a service it uses, and does that
+match the TLSA records the zone's primary serves now?
+
+The ledger, ``certs/.deploys.json``, holds the last outcome of every server, keyed
+``<class>:<host>``, with the time its copy began. It is one entry per server, not per service,
+because one copy carries every service of the tree: with 50 servers and 10,000 services a deploy
+round writes 50 entries, not 500,000. A service's view is derived: a server that uses it holds
+its ``curr`` once a deploy that began after production got that ``curr``
+(``ServiceRecord.prod_since``) succeeded. That is what the old TLSA records wait for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography import x509
+
+from sslm_tasks.config.load import list_services
+from sslm_tasks.config.models import MainConfig, ServerSection
+from sslm_tasks.config.probes import parse_verify
+from sslm_tasks.crypto.inspect import load_certs
+from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
+from sslm_tasks.deploy.server import deploy
+from sslm_tasks.deploy.targets import ANY_DOMAIN, DeployTarget, depends_on
+from sslm_tasks.deploy.verify import check_served, published_tlsa
+from sslm_tasks.dns.lookup import Nameserver, primary_for
+from sslm_tasks.errors import SslmError, StoreError, TransientError
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store import layout as files
+from sslm_tasks.store.atomic import write_atomic
+from sslm_tasks.store.layout import PUBLIC_MODE, ServiceRef
+from sslm_tasks.store.versions import read_link
+
+#: Longest detail kept per server: enough for the reason, short enough for a status line.
+_DETAIL_KEPT: Final = 300
+_LEDGER: Final = ".deploys.json"
+#: A step name and the server it ran for, as the walkers trace it.
+Trace = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ServerOutcome:
+    """How the last deploy of one server ended.
+
+    Attributes:
+      started(datetime | None): when its copy began (None in an entry of the first release,
+        which did not say: such a deploy carries nothing newer).
+      at(datetime): when it ended.
+      ok(bool): copy, commands and every probe succeeded.
+      detail(str): what ran, or what failed.
+      failures(int): failed deploys in a row (0 after a success).
+    """
+
+    started: datetime | None
+    at: datetime
+    ok: bool
+    detail: str
+    failures: int = 0
+    #: The error that failed it, for the caller to raise; never stored.
+    error: SslmError | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        started = None if self.started is None else self.started.astimezone(UTC).isoformat()
+        return {
+            "started": started,
+            "at": self.at.astimezone(UTC).isoformat(),
+            "ok": self.ok,
+            "detail": self.detail,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ServerOutcome:
+        started = raw.get("started")
+        return cls(
+            started=None if started is None else datetime.fromisoformat(str(started)),
+            at=datetime.fromisoformat(str(raw["at"])),
+            ok=bool(raw["ok"]),
+            detail=str(raw.get("detail", "")),
+            failures=int(raw.get("failures", 0 if raw["ok"] else 1)),
+        )
+
+
+def server_key(server_class: str, host: str) -> str:
+    return f"{server_class}:{host}"
+
+
+def _ledger_path(ws: Workspace) -> Path:
+    return ws.layout.certs_dir / _LEDGER
+
+
+def read_ledger(ws: Workspace) -> dict[str, ServerOutcome]:
+    """``<class>:<host>`` → last outcome; empty when nothing was deployed yet.
+
+    Raises:
+      StoreError: the ledger is unreadable.
+    """
+    path = _ledger_path(ws)
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {str(key): ServerOutcome.from_json(value) for key, value in raw.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise StoreError(f"{path}: unreadable deploy record: {err}") from err
+
+
+def _record(ws: Workspace, key: str, outcome: ServerOutcome) -> None:
+    """Remember ``outcome`` for server ``key``, under a lock: deploy workers write at once."""
+    with ws.lock("deploy-record"):
+        ledger = read_ledger(ws)
+        ledger[key] = outcome
+        text = json.dumps({k: v.to_json() for k, v in sorted(ledger.items())}, indent=1)
+        write_atomic(_ledger_path(ws), text.encode(), mode=PUBLIC_MODE)
+
+
+# --------------------------------------------------------------------------- one server
+
+
+def deploy_to(
+    ws: Workspace,
+    target: DeployTarget,
+    changed: Sequence[ServiceRef],
+    *,
+    trace: Trace,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> ServerOutcome:
+    """Deploy ``target`` (copy, ``post_copy_cmd``, restarts when due), then its ``verify``
+    probes; record and return the outcome. Never raises for the server's own failures: they
+    are the outcome (its ``error`` keeps the exception, for a caller that retries).
+
+    Raises:
+      StoreError: the ledger could not be written.
+    """
+    key = server_key(target.server_class, target.host)
+    started = ws.clock()
+    error: SslmError | None = None
+    try:
+        ran = deploy(ws.config.main, target, prod_dir=ws.layout.prod_dir, timeout_s=timeout_s)
+        trace("deploy", key)
+        problems = check_server(ws, target, changed, timeout_s=timeout_s)
+        trace("verify", key)
+        shown = [" ".join(result.argv) for result in ran]
+        detail = "; ".join(problems) or "deployed" + "".join(f"; ran {c}" for c in shown)
+        if problems:
+            error = SslmError(detail)
+    except SslmError as err:
+        error = err
+        detail = f"[{target.server_class}] {target.host}: {err}"
+    before = read_ledger(ws).get(key)
+    failures = 0 if error is None else (before.failures if before is not None else 0) + 1
+    outcome = ServerOutcome(started, ws.clock(), error is None, detail[-_DETAIL_KEPT:], failures)
+    _record(ws, key, outcome)
+    return replace(outcome, error=error)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def served_services(
+    ws: Workspace, section: ServerSection, changed: Sequence[ServiceRef]
+) -> list[ServiceRef]:
+    """The services whose certificate this class may serve: every service its ``svc_depends``
+    names (all of them, not only the changed ones: a mail server picks EC or RSA per client),
+    else the services that changed."""
+    named: list[ServiceRef] = []
+    for domain, services in section.svc_depends:
+        groups = {ref.group for ref in changed} if domain.lower() in ANY_DOMAIN else {domain}
+        for group in sorted(groups):
+            present = set(list_services(ws.config.conf_dir / group))
+            named += [ServiceRef(group, svc) for svc in services if svc in present]
+    return list(dict.fromkeys(named)) or list(changed)
+
+
+def _curr_cert(ws: Workspace, ref: ServiceRef) -> x509.Certificate | None:
+    stamp = read_link(ws.layout, ref, "curr")
+    if stamp is None:
+        return None
+    path = ws.layout.version_dir(ref, stamp) / files.CERT
+    return load_certs(path.read_bytes())[0] if path.is_file() else None
+
+
+def check_server(
+    ws: Workspace, target: DeployTarget, changed: Sequence[ServiceRef], *, timeout_s: float
+) -> list[str]:
+    """Run the class's ``verify`` probes against ``target``; one line per failed probe. A probe
+    passes when the server serves the ``curr`` of one of the services it uses and, for DANE
+    services, that certificate matches the TLSA records the primary serves now.
+
+    Raises:
+      TransientError: a server or the DNS primary did not answer (retry later).
+      ConfigError: a probe needs a name lookup or TLSA records but no ``[[dns_primary]]``
+        fits.
+    """
+    section: ServerSection | None = getattr(ws.config.main, target.server_class, None)
+    if section is None or not section.verify:
+        return []
+    refs = served_services(ws, section, changed)
+    expected = [cert for ref in refs if (cert := _curr_cert(ws, ref)) is not None]
+    dane = [ref for ref in refs if ws.service(ref).dane_tls]
+    nameserver: Nameserver | None = None
+    if ws.config.main.dns_primary and refs:
+        nameserver = primary_for(ws.config, (dane or refs)[0].group)
+    problems: list[str] = []
+    for value in section.verify:
+        probe = parse_verify(value, default_host=target.host)
+        tlsa = published_tlsa(probe, nameserver=nameserver) if dane and nameserver else None
+        if tlsa == []:
+            # Worth another try: a new zone's records may not be served yet.
+            raise TransientError(
+                f"[{target.server_class}] {target.host}: verify {probe.url}: "
+                f"the DNS primary serves no TLSA records for it yet"
+            )
+        results = [
+            check_served(
+                probe, expected=cert, tlsa=tlsa, timeout_s=timeout_s, nameserver=nameserver
+            )
+            for cert in expected
+        ]
+        if not any(result.ok for result in results):
+            detail = results[0].detail if results else "no service has a current certificate"
+            problems.append(f"[{target.server_class}] {target.host}: verify {probe.url}: {detail}")
+    return problems
+
+
+# --------------------------------------------------------------------------- a service's view
+
+
+def servers_using(main: MainConfig, ref: ServiceRef) -> list[str]:
+    """``<class>:<host>`` of every server whose class uses ``ref``'s certificate."""
+    return [
+        server_key(name, host)
+        for name, section in main.server_sections()
+        if depends_on(section, [ref], ["cert"])
+        for host in section.servers
+    ]
+
+
+def lacking(ctx: ServiceContext, ledger: dict[str, ServerOutcome] | None = None) -> list[str]:
+    """The servers that use the service but have not taken its ``curr`` yet: no successful
+    deploy that began after production got it."""
+    since = ctx.record.prod_since
+    ledger = read_ledger(ctx.ws) if ledger is None else ledger
+    missing = []
+    for key in servers_using(ctx.ws.config.main, ctx.ref):
+        outcome = ledger.get(key)
+        carried = (
+            outcome is not None
+            and outcome.ok
+            and outcome.started is not None
+            and (since is None or outcome.started >= since)
+        )
+        if not carried:
+            missing.append(key)
+    return missing

@@ -1,0 +1,300 @@
+"""The lifecycle of a service, stated once::
+
+    renew    check → keygen → csr → sign → store
+             sign: a local CA (or the service itself) signs, or an ACME CA does:
+                   acme_order → acme_publish → acme_propagated? → acme_answer
+                   → acme_validated? → acme_finalize?
+    roll     roll_gate → roll              (without -roll: a first certificate only)
+    upkeep   production → tlsa             (every run: repairs drift, follows dane_tls edits)
+    finish   dns_refresh → deploy → verify (each server) → retire_tlsa → dns_refresh → clean
+
+A step marked ``?`` waits: it looks once and is asked again until ready or the wait bound
+(``SSLM_ACME_WAIT_S``). A ``check``/``roll_gate`` decides: "no" ends its stage (nothing is due,
+too soon to roll) and the walk goes on with the next stage.
+
+This module holds the statement and the two things every walker shares: running the steps of a
+:class:`Segment` and the countdowns between looks. The in-process runner (``sslm-mgr`` without a
+broker, :mod:`sslm_tasks.cli.local`) walks every segment in one process, sleeping between looks;
+the Celery canvases (:mod:`sslm_tasks.workflows`) make one task of each segment, retried with a
+countdown while its wait says "not yet". A segment ends before each wait, so a private-CA service
+renews and rolls in one task, and an ACME service in four. The ``finish`` runs once for what
+changed (:mod:`sslm_tasks.lifecycle.finish`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from sslm_tasks.acme.network import AcmeTransientError
+from sslm_tasks.errors import PermanentError, TransientError
+from sslm_tasks.lifecycle import steps
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.workspace import DevSteps
+
+log = logging.getLogger("sslm")
+
+
+class Kind(StrEnum):
+    #: Does its part and goes on.
+    ACT = "act"
+    #: Decides whether the rest of its stage runs now.
+    DECIDE = "decide"
+    #: Looks once; the walk goes on only when it is ready.
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: its name (the same in the log, the report and the task names), its kind, the
+    function that does it, and whether a transient error (the CA or a name server briefly
+    away) is one more "not yet" under the wait bound rather than a failure."""
+
+    name: str
+    kind: Kind
+    run: Callable[[ServiceContext], Verdict]
+    patient: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: tuple[Step, ...]
+
+
+def _act(name: str, run: Callable[[ServiceContext], Verdict], *, patient: bool = False) -> Step:
+    return Step(name, Kind.ACT, run, patient)
+
+
+# --------------------------------------------------------------------------- the statement
+
+CHECK: Final = Step("check", Kind.DECIDE, steps.check)
+KEYGEN: Final = _act("keygen", steps.keygen)
+CSR: Final = _act("csr", steps.csr)
+LOCAL_SIGN: Final = (_act("sign", steps.sign),)
+#: RFC 8555 in order; every step is patient (a CA answering badNonce, a primary not answering).
+ACME_SIGN: Final = (
+    _act("acme_order", steps.acme_order, patient=True),
+    _act("acme_publish", steps.acme_publish, patient=True),
+    Step("acme_propagated", Kind.WAIT, steps.acme_propagated, patient=True),
+    _act("acme_answer", steps.acme_answer, patient=True),
+    Step("acme_validated", Kind.WAIT, steps.acme_validated, patient=True),
+    Step("acme_finalize", Kind.WAIT, steps.acme_finalize, patient=True),
+)
+#: ``-n``: the ACME steps up to valid authorizations; the finalize that would ask for the
+#: certificate never runs (``lifecycle.dry_run``).
+ACME_DRY_RUN: Final = ACME_SIGN[:-1]
+STORE: Final = _act("store", steps.store)
+ROLL: Final = Stage(
+    "roll", (Step("roll_gate", Kind.DECIDE, steps.roll_gate), _act("roll", steps.roll))
+)
+FIRST_ROLL: Final = Stage(
+    "roll", (Step("roll_gate", Kind.DECIDE, steps.first_roll_gate), _act("roll", steps.roll))
+)
+UPKEEP: Final = Stage("upkeep", (_act("production", steps.to_production), _act("tlsa", steps.tlsa)))
+#: The names of the finish, in order (each server gets ``deploy`` and ``verify``).
+FINISH: Final = ("dns_refresh", "deploy", "verify", "retire_tlsa", "dns_refresh", "clean")
+
+
+def sign(*, acme: bool) -> tuple[Step, ...]:
+    return ACME_SIGN if acme else LOCAL_SIGN
+
+
+def renew(*, acme: bool) -> Stage:
+    return Stage("renew", (CHECK, KEYGEN, CSR, *sign(acme=acme), STORE))
+
+
+def dev(wanted: DevSteps, *, acme: bool) -> Stage:
+    """``sslm-mgr dev``: the key, the CSR and the certificate steps that were asked for."""
+    chosen = [_act("dev_key", steps.dev_key)]
+    if wanted.csr or wanted.cert:
+        chosen.append(CSR)
+    if wanted.cert:
+        chosen += [*sign(acme=acme), STORE]
+    return Stage("dev", tuple(chosen))
+
+
+def service_stages(
+    *, renew_it: bool, roll_it: bool, wanted: DevSteps, acme: bool
+) -> tuple[Stage, ...]:
+    """What one run does to one service: ``dev`` steps, renew, roll, then upkeep."""
+    stages: list[Stage] = []
+    if wanted.any_build_step():
+        stages.append(dev(wanted, acme=acme))
+    if renew_it:
+        stages.append(renew(acme=acme))
+    if roll_it or wanted.ntoc:
+        stages.append(ROLL)
+    elif renew_it or wanted.cert:
+        stages.append(FIRST_ROLL)
+    return (*stages, UPKEEP)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The steps one task runs: a wait (if the segment starts with one), then every step up to
+    the next wait. Each step is paired with the name of its stage."""
+
+    wait: tuple[str, Step] | None
+    steps: tuple[tuple[str, Step], ...]
+
+    @property
+    def name(self) -> str:
+        first = self.wait or (self.steps[0] if self.steps else None)
+        return "empty" if first is None else first[1].name
+
+
+def segments(stages: Sequence[Stage]) -> list[Segment]:
+    """Cut ``stages`` before every wait."""
+    cut: list[Segment] = []
+    wait: tuple[str, Step] | None = None
+    run: list[tuple[str, Step]] = []
+    for stage in stages:
+        for step in stage.steps:
+            if step.kind is Kind.WAIT:
+                if wait is not None or run:
+                    cut.append(Segment(wait, tuple(run)))
+                wait, run = (stage.name, step), []
+            else:
+                run.append((stage.name, step))
+    cut.append(Segment(wait, tuple(run)))
+    return cut
+
+
+@dataclass
+class Walk:
+    """What a walk of one service did so far; JSON-safe, so it travels between tasks.
+
+    Attributes:
+      skipped: stages a decision ended early (their later steps do not run).
+      said: what the steps said, in order (the report's lines).
+      ran: the names of the steps that ran, in order (the trace).
+    """
+
+    skipped: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"skipped": list(self.skipped), "said": list(self.said), "ran": list(self.ran)}
+
+    @classmethod
+    def from_json(cls, data: object) -> Walk:
+        raw = data if isinstance(data, dict) else {}
+        return cls(*(list(map(str, raw.get(key) or [])) for key in ("skipped", "said", "ran")))
+
+    def note(self, ctx: ServiceContext, step: str, verdict: Verdict) -> None:
+        self.ran.append(step)
+        trace(step, str(ctx.ref), verdict.detail)
+        if verdict.detail:
+            self.said.append(verdict.detail)
+
+
+def trace(step: str, where: str, detail: str = "") -> None:
+    """The log line of a step that ran: the same words in-process and on workers."""
+    log.info("%s: step %s%s", where, step, f": {detail}" if detail else "")
+
+
+def pending(segment: Segment, walk: Walk) -> tuple[str, Step] | None:
+    """The segment's wait, unless a decision already ended its stage."""
+    if segment.wait is None or segment.wait[0] in walk.skipped:
+        return None
+    return segment.wait
+
+
+def look(ctx: ServiceContext, step: Step) -> Verdict:
+    """One try of ``step``. For a patient step, a transient error is one more "not yet".
+
+    Raises:
+      PermanentError: the CA's rate limit (a ``rateLimited`` error, carrying its Retry-After):
+        its wait is for the next build to honour (``acme_timing``); a retry within seconds would
+        only be refused again and count against the limit.
+      SslmError: anything else the step raised (a transient one when the step is not patient).
+    """
+    try:
+        return step.run(ctx)
+    except AcmeTransientError as err:
+        if err.code == "rateLimited":
+            raise PermanentError(f"{ctx.ref}: {step.name}: {err}") from err
+        if not step.patient:
+            raise
+        return Verdict(False, str(err))
+    except TransientError as err:
+        if not step.patient:
+            raise
+        return Verdict(False, str(err))
+
+
+def run_steps(
+    ctx: ServiceContext, segment: Segment, walk: Walk, *, start: int = 0
+) -> tuple[int, Verdict] | None:
+    """Run the segment's steps after its wait (which the caller saw ready), in order, from
+    number ``start``.
+
+    A decision that says no ends its stage. A patient step that is not done yet (a transient
+    error) stops the segment: its number and verdict are returned, for the caller to try it
+    again later (every step is idempotent). Returns None once every step ran.
+    """
+    for index, (stage, step) in enumerate(segment.steps[start:], start):
+        if stage in walk.skipped:
+            continue
+        verdict = look(ctx, step)
+        if step.patient and not verdict.go:
+            return index, verdict
+        walk.note(ctx, step.name, verdict)
+        if step.kind is Kind.DECIDE and not verdict.go:
+            walk.skipped.append(stage)
+    return None
+
+
+# --------------------------------------------------------------------------- waiting
+
+#: A wait that is not ready looks again after 0.25 s for its first second, then after 0.5, 1,
+#: 2, ... seconds, at most ``COUNTDOWN_MAX_S`` apart. The first ones are short because most
+#: waits are: a secondary takes a fraction of a second to transfer a refreshed zone, and a CA
+#: answers a finalize with "processing" for about as long (bench/bench_acme.py).
+FIRST_COUNTDOWN_S: Final = 0.25
+#: How many looks come ``FIRST_COUNTDOWN_S`` apart before the countdowns grow.
+QUICK_LOOKS: Final = 4
+COUNTDOWN_MAX_S: Final = 60.0
+#: Retries a worker's segment may spend on other transient errors (a busy service lock, Redis
+#: briefly away), which share the retry count, on top of the looks its bound takes.
+SPARE_RETRIES: Final = 26
+
+
+def countdown(looks: int) -> float:
+    """The pause before look number ``looks + 1``: front-weighted, capped."""
+    growth = 2.0 ** max(0, looks - QUICK_LOOKS + 1)
+    return min(FIRST_COUNTDOWN_S * growth, COUNTDOWN_MAX_S)
+
+
+def first_pause(step: Step, looks: int, *, dns_check_delay: float, over_dns: bool) -> float:
+    """The pause before look ``looks + 1`` of ``step`` on a worker: :func:`countdown`, except
+    that the first wait of a dns-01 propagation check is ``dns_check_delay`` when set (capped
+    like the others). http-01 tokens are on the web servers once written; the delay is for DNS.
+    """
+    if step.name == "acme_propagated" and looks == 0 and over_dns and dns_check_delay > 0:
+        return min(dns_check_delay, COUNTDOWN_MAX_S)
+    return countdown(looks)
+
+
+def waited(looks: int) -> float:
+    """Seconds of countdowns behind a wait that looked ``looks`` times."""
+    return sum(countdown(n) for n in range(looks))
+
+
+def max_retries(wait_s: float) -> int:
+    """A backstop above the looks ``wait_s`` takes (20 for the default 600 s, so 46); the bound
+    itself is checked by the walker."""
+    looks, total = 0, 0.0
+    while total < wait_s:
+        total += countdown(looks)
+        looks += 1
+    return looks + SPARE_RETRIES

@@ -1,0 +1,438 @@
+"""One service's state record, typed: what the files cannot tell.
+
+The links and certificates say which version is ``curr`` and when it expires; this record says
+the rest, in one place per concern, each written by the step that owns it:
+
+- the phase and the version it concerns, and when a waiting ``next`` may roll;
+- the ACME order of the build in progress, and the dns-01 records it published (zones, the
+  refresh tickets and serial targets of the propagation check);
+- the http-01 token files written, by host (kept until removed, whatever the build);
+- the DANE roll: when every NS was first seen serving ``next``, and whether old records wait
+  for the servers;
+- ACME timing: the CA's renewal window (ARI) and the backoff after failed builds;
+- when production began to hold ``curr``: a server deploy that began later carries it. (The
+  deploys themselves are recorded once per server, not per service, since one deploy carries
+  every service: :mod:`sslm_tasks.lifecycle.deployment`.)
+
+It is versioned. A record written by the release before (``extra`` holding string-keyed
+entries) is read and upgraded transparently; a record from a newer release is refused, since
+saving it would drop what that release wrote. A record that cannot be read at all is moved
+aside (``state.json.corrupt-<stamp>``, kept for inspection), reported, and rebuilt from what the
+files show, so one damaged file costs its service no more than a forgotten wait.
+
+The JSON is small and holds URLs, names, times and statuses only; the store refuses to write
+anything that looks like a private key (:mod:`sslm_tasks.store.state`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+from sslm_tasks.acme.orders import OrderState
+from sslm_tasks.acme.renewal_info import RenewalWindow
+from sslm_tasks.dns.propagation import SerialTarget
+from sslm_tasks.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts.
+RECORD_VERSION: Final = 2
+
+T = TypeVar("T")
+
+
+class Phase(StrEnum):
+    """Where a service is in its renew → roll cycle."""
+
+    IDLE = "idle"
+    #: Building version ``stamp``: key, CSR, order. The version dir is not complete yet.
+    RENEWING = "renewing"
+    #: Version ``stamp`` is complete and ``next`` points at it; the roll is due at ``roll_due``.
+    ISSUED = "issued"
+    #: Version ``stamp`` became ``curr``.
+    ROLLED = "rolled"
+    #: The last build failed; ``last_error`` says why, ``stamp`` is the build to resume.
+    FAILED = "failed"
+
+
+class BadRecord(ValueError):
+    """Raised while decoding: the JSON is not a record this release (or the one before) wrote."""
+
+
+def _time(raw: object, what: str) -> datetime | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise BadRecord(f"{what} = {raw!r}: expected an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as err:
+        raise BadRecord(f"{what} = {raw!r}: {err}") from None
+    if moment.tzinfo is None:
+        raise BadRecord(f"{what} = {raw!r}: time without a zone")
+    return moment
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _of(raw: object, kind: type[T], what: str) -> T:
+    if not isinstance(raw, kind):
+        raise BadRecord(f"{what} = {raw!r}: expected {kind.__name__}")
+    return raw
+
+
+def _str_or_none(raw: object, what: str) -> str | None:
+    return None if raw is None else _of(raw, str, what)
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+@dataclass
+class DnsPublication:
+    """The dns-01 records of the recorded order: the zones they went into (recorded before
+    they are written, so a killed run's records are still withdrawn), each zone's change count
+    once they were counted (the refresh *ticket*: a refresh that covered it carried them), and
+    the SOA serial every NS must reach (recorded once the primary served them)."""
+
+    apexes: list[str] = field(default_factory=list)
+    tickets: dict[str, int] = field(default_factory=dict)
+    serials: dict[str, SerialTarget] = field(default_factory=dict)
+    #: When the records were last counted as changes: the clock of the re-push.
+    pushed: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apexes": list(self.apexes),
+            "tickets": dict(self.tickets),
+            "serials": {apex: target.to_json() for apex, target in self.serials.items()},
+            "pushed": _iso(self.pushed),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DnsPublication:
+        try:
+            serials = {
+                str(apex): SerialTarget.from_json(target)
+                for apex, target in _of(raw.get("serials", {}), dict, "serials").items()
+            }
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadRecord(f"serials: {err}") from None
+        tickets = _of(raw.get("tickets", {}), dict, "tickets")
+        return cls(
+            apexes=[str(a) for a in _of(raw.get("apexes", []), list, "apexes")],
+            tickets={str(k): _of(v, int, f"tickets.{k}") for k, v in tickets.items()},
+            serials=serials,
+            pushed=_time(raw.get("pushed"), "pushed"),
+        )
+
+
+@dataclass
+class OrderRecord:
+    """The ACME order of build ``stamp`` (an order of another build is never resumed), and what
+    it published in DNS."""
+
+    stamp: str
+    order: OrderState
+    dns: DnsPublication = field(default_factory=DnsPublication)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stamp": self.stamp, "order": self.order.to_json(), "dns": self.dns.to_json()}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> OrderRecord:
+        try:
+            order = OrderState.from_json(_of(raw["order"], dict, "order"))
+        except (KeyError, StoreError) as err:
+            raise BadRecord(f"order: {err}") from None
+        return cls(
+            stamp=_of(raw.get("stamp"), str, "order.stamp"),
+            order=order,
+            dns=DnsPublication.from_json(_of(raw.get("dns", {}), dict, "order.dns")),
+        )
+
+
+@dataclass
+class DaneRoll:
+    """The DANE side of a roll: when every authoritative NS was first seen serving ``next``'s
+    TLSA records (and how many did at the last look), and whether the old ``curr``'s records
+    stay published until the servers took the new certificate."""
+
+    next_seen: datetime | None = None
+    next_ns: str | None = None
+    retire_prev: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "next_seen": _iso(self.next_seen),
+            "next_ns": self.next_ns,
+            "retire_prev": self.retire_prev,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DaneRoll:
+        return cls(
+            next_seen=_time(raw.get("next_seen"), "dane.next_seen"),
+            next_ns=_str_or_none(raw.get("next_ns"), "dane.next_ns"),
+            retire_prev=bool(raw.get("retire_prev", False)),
+        )
+
+
+@dataclass(frozen=True)
+class AriPlan:
+    """What the renew check remembers about the CA's answer for one ``curr`` (RFC 9773).
+
+    Attributes:
+      curr(str): the stamp of the ``curr`` version the plan is for; a new ``curr`` starts over.
+      next_check(datetime | None): ask the CA again from this time on; None: never (the
+        certificate expired, RFC 9773 §4.3.3).
+      window(RenewalWindow | None): the CA's window; None when the lifetime rule decides.
+      renew_at(datetime | None): the time drawn inside ``window``.
+      replaces(str | None): the certificate ID to send with the renewal order.
+      explanation_url(str | None): the CA's explanation of the window (a revocation notice).
+    """
+
+    curr: str
+    next_check: datetime | None
+    window: RenewalWindow | None = None
+    renew_at: datetime | None = None
+    replaces: str | None = None
+    explanation_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        window = self.window
+        return {
+            "curr": self.curr,
+            "next_check": _iso(self.next_check),
+            "window": None if window is None else [_iso(window.start), _iso(window.end)],
+            "renew_at": _iso(self.renew_at),
+            "replaces": self.replaces,
+            "explanation_url": self.explanation_url,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> AriPlan:
+        window = raw.get("window")
+        start = end = None
+        if window is not None:
+            pair = _of(window, list, "ari.window")
+            if len(pair) != 2:
+                raise BadRecord(f"ari.window = {window!r}: expected [start, end]")
+            start, end = _time(pair[0], "ari.window"), _time(pair[1], "ari.window")
+        return cls(
+            curr=_of(raw.get("curr"), str, "ari.curr"),
+            next_check=_time(raw.get("next_check"), "ari.next_check"),
+            window=None if start is None or end is None else RenewalWindow(start, end),
+            renew_at=_time(raw.get("renew_at"), "ari.renew_at"),
+            replaces=_str_or_none(raw.get("replaces"), "ari.replaces"),
+            explanation_url=_str_or_none(raw.get("explanation_url"), "ari.explanation_url"),
+        )
+
+    def must_ask(self, *, now: datetime) -> bool:
+        """Whether the CA's Retry-After has passed (never, once the certificate expired)."""
+        return self.next_check is not None and now >= self.next_check
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Failed attempts in a row, and when the next may start.
+
+    Attributes:
+      failures(int): 1 after the first failure.
+      retry_at(datetime): no new attempt before this time.
+      ca_asked(bool): ``retry_at`` is the CA's Retry-After.
+    """
+
+    failures: int
+    retry_at: datetime
+    ca_asked: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "failures": self.failures,
+            "retry_at": _iso(self.retry_at),
+            "ca_asked": self.ca_asked,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Backoff:
+        retry_at = _time(raw.get("retry_at"), "backoff.retry_at")
+        if retry_at is None:
+            raise BadRecord("backoff.retry_at is missing")
+        failures = _of(raw.get("failures"), int, "backoff.failures")
+        return cls(failures=failures, retry_at=retry_at, ca_asked=bool(raw.get("ca_asked")))
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass
+class ServiceRecord:
+    """Everything sslm remembers about one service beyond its files.
+
+    ``updated`` is set on every save. ``notice`` says, once, what sslm had to repair in the
+    record itself (a corrupt file moved aside).
+    """
+
+    phase: Phase = Phase.IDLE
+    stamp: str | None = None
+    #: For a build of a service a local CA signs: the CA's ``curr`` when the build started.
+    #: A build resumed after the CA changed would sign against a chain that is gone: it
+    #: starts afresh instead.
+    build_signer: str | None = None
+    roll_due: datetime | None = None
+    #: When production began to hold the current ``curr``: a server deploy that began later
+    #: carries it (:mod:`sslm_tasks.lifecycle.deployment`).
+    prod_since: datetime | None = None
+    last_error: str | None = None
+    updated: datetime | None = None
+    order: OrderRecord | None = None
+    web_tokens: dict[str, list[str]] = field(default_factory=dict)
+    dane: DaneRoll = field(default_factory=DaneRoll)
+    ari: AriPlan | None = None
+    backoff: Backoff | None = None
+    notice: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": RECORD_VERSION,
+            "phase": str(self.phase),
+            "stamp": self.stamp,
+            "build_signer": self.build_signer,
+            "roll_due": _iso(self.roll_due),
+            "prod_since": _iso(self.prod_since),
+            "last_error": self.last_error,
+            "updated": _iso(self.updated),
+            "order": None if self.order is None else self.order.to_json(),
+            "web_tokens": {host: list(paths) for host, paths in self.web_tokens.items()},
+            "dane": self.dane.to_json(),
+            "ari": None if self.ari is None else self.ari.to_json(),
+            "backoff": None if self.backoff is None else self.backoff.to_json(),
+            "notice": self.notice,
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> ServiceRecord:
+        """Decode a record of this release, or upgrade one of the release before.
+
+        Raises:
+          BadRecord: it is neither (the message names the first bad entry).
+          StoreError: it is from a newer release.
+        """
+        data = _of(raw, dict, "record")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BadRecord(f"version = {version!r}: expected a number")
+        if version > RECORD_VERSION:
+            raise StoreError(
+                f"state record version {version} was written by a newer sslm (this one reads up "
+                f"to {RECORD_VERSION}); refusing to overwrite it"
+            )
+        if version == 1:
+            data = _upgrade_v1(data)
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise BadRecord(f"unknown keys {sorted(unknown)}")
+        return cls(
+            phase=_phase(data.get("phase", "idle")),
+            stamp=_str_or_none(data.get("stamp"), "stamp"),
+            build_signer=_str_or_none(data.get("build_signer"), "build_signer"),
+            roll_due=_time(data.get("roll_due"), "roll_due"),
+            prod_since=_time(data.get("prod_since"), "prod_since"),
+            last_error=_str_or_none(data.get("last_error"), "last_error"),
+            updated=_time(data.get("updated"), "updated"),
+            order=_part(data.get("order"), OrderRecord.from_json, "order"),
+            web_tokens=_web_tokens(data.get("web_tokens", {})),
+            dane=DaneRoll.from_json(_of(data.get("dane", {}), dict, "dane")),
+            ari=_part(data.get("ari"), AriPlan.from_json, "ari"),
+            backoff=_part(data.get("backoff"), Backoff.from_json, "backoff"),
+            notice=_str_or_none(data.get("notice"), "notice"),
+        )
+
+
+_KEYS: Final = frozenset(ServiceRecord().to_json())
+#: Phases whose ``stamp`` names a version an unfinished step still needs (clean keeps it).
+_IN_FLIGHT: Final = frozenset({Phase.RENEWING, Phase.ISSUED, Phase.FAILED})
+
+
+def in_flight(record: ServiceRecord) -> str | None:
+    """The version a build or a waiting roll still needs, which has no link yet (or soon none)."""
+    return record.stamp if record.phase in _IN_FLIGHT else None
+
+
+def _phase(raw: object) -> Phase:
+    # "rolling" was declared by the first release but never written; read it as rolled.
+    value = "rolled" if raw == "rolling" else raw
+    try:
+        return Phase(_of(value, str, "phase"))
+    except ValueError:
+        raise BadRecord(f"phase = {raw!r}: unknown phase") from None
+
+
+def _part(raw: object, decode: Callable[[Mapping[str, Any]], T], what: str) -> T | None:
+    return None if raw is None else decode(_of(raw, dict, what))
+
+
+def _web_tokens(raw: object) -> dict[str, list[str]]:
+    tokens = _of(raw, dict, "web_tokens")
+    return {
+        str(host): [str(path) for path in _of(paths, list, f"web_tokens.{host}")]
+        for host, paths in tokens.items()
+    }
+
+
+#: The first release's ``extra`` keys, by the part of the record they now belong to.
+_V1_ORDER_KEYS: Final = {
+    "acme_apexes": "apexes",
+    "acme_tickets": "tickets",
+    "acme_serials": "serials",
+    "acme_pushed": "pushed",
+}
+_V1_KEYS: Final = frozenset(
+    {
+        "acme_order",
+        "acme_order_stamp",
+        "acme_web_tokens",
+        "tlsa_next_seen",
+        "tlsa_next_ns",
+        "tlsa_retire_prev",
+        "acme_ari",
+        "acme_failures",
+        *_V1_ORDER_KEYS,
+    }
+)
+
+
+def _upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The first release's record, in this release's shape (nothing of it is dropped)."""
+    extra = _of(data.get("extra", {}), dict, "extra")
+    unknown = set(extra) - _V1_KEYS
+    if unknown:
+        raise BadRecord(f"extra: unknown keys {sorted(unknown)}")
+    order = None
+    if extra.get("acme_order") is not None and extra.get("acme_order_stamp") is not None:
+        order = {
+            "stamp": extra["acme_order_stamp"],
+            "order": extra["acme_order"],
+            "dns": {new: extra[old] for old, new in _V1_ORDER_KEYS.items() if old in extra},
+        }
+    upgraded = {key: value for key, value in data.items() if key not in ("extra", "version")}
+    upgraded.update(
+        order=order,
+        web_tokens=extra.get("acme_web_tokens", {}),
+        dane={
+            "next_seen": extra.get("tlsa_next_seen"),
+            "next_ns": extra.get("tlsa_next_ns"),
+            "retire_prev": bool(extra.get("tlsa_retire_prev")),
+        },
+        ari=extra.get("acme_ari"),
+        backoff=extra.get("acme_failures"),
+    )
+    return upgraded

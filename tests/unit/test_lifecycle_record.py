@@ -1,0 +1,209 @@
+"""The per-service state record: typed round trip, the first release's format upgraded, a
+corrupt file set aside and rebuilt from the files, a newer format refused, no keys stored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from support import REPO
+
+from sslm_tasks.acme.orders import AuthorizationState, ChallengeState, OrderState
+from sslm_tasks.config.load import load_config
+from sslm_tasks.dns.lookup import NsHost
+from sslm_tasks.dns.propagation import SerialTarget
+from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.context import ServiceContext, load_record
+from sslm_tasks.lifecycle.record import (
+    AriPlan,
+    Backoff,
+    DaneRoll,
+    DnsPublication,
+    OrderRecord,
+    Phase,
+    ServiceRecord,
+    in_flight,
+)
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.store.layout import ServiceRef
+
+REF = ServiceRef("example.com", "mail-ec")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ORDER = OrderState(
+    url="https://acme.test/order/1",
+    status="pending",
+    identifiers=("mail.example.com",),
+    authorizations=(
+        AuthorizationState(
+            url="https://acme.test/authz/1",
+            identifier="mail.example.com",
+            wildcard=False,
+            status="pending",
+            challenges=(ChallengeState("dns-01", "https://acme.test/chall/1", "tok", "pending"),),
+        ),
+    ),
+    finalize_url="https://acme.test/order/1/finalize",
+)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    shutil.copytree(REPO / "conf.d", tmp_path / "conf.d")
+    config, _ = load_config([str(REF)], conf_dir=tmp_path / "conf.d")
+    return Workspace(config=config, clock=lambda: NOW)
+
+
+def full_record() -> ServiceRecord:
+    return ServiceRecord(
+        phase=Phase.RENEWING,
+        stamp="20260101-00:00:00",
+        build_signer="20251201-00:00:00",
+        roll_due=NOW + timedelta(minutes=90),
+        prod_since=NOW,
+        last_error="acme_propagated: not done",
+        order=OrderRecord(
+            "20260101-00:00:00",
+            ORDER,
+            DnsPublication(
+                apexes=["example.com"],
+                tickets={"example.com": 7},
+                serials={
+                    "example.com": SerialTarget(42, [NsHost("ns1.example.com.", ["127.0.0.53"])])
+                },
+                pushed=NOW,
+            ),
+        ),
+        web_tokens={"web1": ["/srv/www/example.com/.well-known/acme-challenge/tok"]},
+        dane=DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True),
+        ari=AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b"),
+        backoff=Backoff(failures=2, retry_at=NOW + timedelta(minutes=10), ca_asked=True),
+    )
+
+
+def test_missing_record_is_idle(ws: Workspace) -> None:
+    assert load_record(ws, REF) == ServiceRecord()
+
+
+def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
+    # Given a record with every part filled
+    ctx = ServiceContext(ws, REF)
+    ctx._record = full_record()
+    # When it is saved and loaded
+    ctx.save()
+    loaded = load_record(ws, REF)
+    # Then it comes back equal, stamped with the save time, in a 0600 file
+    assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
+    assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o600
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == 2
+
+
+def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> None:
+    # Given a state.json exactly as the first release wrote it
+    v1 = {
+        "phase": "renewing",
+        "stamp": "20260101-00:00:00",
+        "roll_due": None,
+        "last_error": None,
+        "updated": "2026-01-01T00:00:00+00:00",
+        "extra": {
+            "acme_order": ORDER.to_json(),
+            "acme_order_stamp": "20260101-00:00:00",
+            "acme_apexes": ["example.com"],
+            "acme_tickets": {"example.com": 7},
+            "acme_serials": {
+                "example.com": {"serial": 42, "ns": {"ns1.example.com.": ["127.0.0.53"]}}
+            },
+            "acme_pushed": "2026-01-01T00:00:00+00:00",
+            "acme_web_tokens": {"web1": ["/srv/www/example.com/.well-known/acme-challenge/tok"]},
+            "tlsa_next_seen": "2026-01-01T00:00:00+00:00",
+            "tlsa_next_ns": "2 of 2",
+            "tlsa_retire_prev": True,
+            "acme_ari": AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b").to_json(),
+            "acme_failures": {
+                "failures": 2,
+                "retry_at": "2026-01-01T00:10:00+00:00",
+                "ca_asked": True,
+            },
+        },
+    }
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(v1))
+    # When it is loaded
+    loaded = load_record(ws, REF)
+    # Then every entry is in its typed place
+    expected = full_record()
+    assert loaded.order == expected.order
+    assert loaded.web_tokens == expected.web_tokens
+    assert loaded.dane == expected.dane
+    assert loaded.ari == expected.ari and loaded.backoff == expected.backoff
+    assert (loaded.phase, loaded.stamp) == (Phase.RENEWING, "20260101-00:00:00")
+    assert loaded.notice is None
+
+
+def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace) -> None:
+    # Given a truncated state file
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text('{"phase": "ren')
+    # When it is loaded by a run (repair) and by -s (no repair)
+    look = load_record(ws, REF, repair=False)
+    assert ws.layout.state_file(REF).read_text() == '{"phase": "ren'  # -s changed nothing
+    loaded = load_record(ws, REF)
+    # Then the file is kept beside a rebuilt record that says so
+    kept = list(ws.layout.service_dir(REF).glob("state.json.corrupt-*"))
+    assert [path.read_text() for path in kept] == ['{"phase": "ren']
+    assert (
+        loaded.phase is Phase.IDLE and loaded.notice is not None and kept[0].name in loaded.notice
+    )
+    assert "unreadable" in (look.notice or "")
+    assert load_record(ws, REF).notice == loaded.notice  # the rebuilt record was saved
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"version": 2, "phase": "exploded"},
+        {"version": 2, "stamp": 7},
+        {"version": 2, "colour": "red"},
+        {"extra": []},
+        {"extra": {"mystery": 1}},
+        [],
+        {"version": 2, "roll_due": "yesterday"},
+    ],
+)
+def test_a_malformed_record_is_treated_as_corrupt(ws: Workspace, content: object) -> None:
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(content))
+    assert load_record(ws, REF).notice is not None
+    assert list(ws.layout.service_dir(REF).glob("state.json.corrupt-*"))
+
+
+def test_a_record_of_a_newer_release_is_refused_and_kept(ws: Workspace) -> None:
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps({"version": 99}))
+    with pytest.raises(StoreError, match="newer sslm"):
+        load_record(ws, REF)
+    assert json.loads(ws.layout.state_file(REF).read_text()) == {"version": 99}
+
+
+def test_a_private_key_is_never_stored(ws: Workspace) -> None:
+    ctx = ServiceContext(ws, REF)
+    ctx.record.last_error = "-----BEGIN EC PRIVATE KEY-----\nMHc..."
+    with pytest.raises(StoreError, match="private key"):
+        ctx.save()
+    assert not ws.layout.state_file(REF).exists()
+
+
+def test_in_flight_names_the_version_a_build_or_a_waiting_roll_needs() -> None:
+    for phase, kept in [
+        (Phase.RENEWING, True),
+        (Phase.ISSUED, True),
+        (Phase.FAILED, True),
+        (Phase.IDLE, False),
+        (Phase.ROLLED, False),
+    ]:
+        record = ServiceRecord(phase=phase, stamp="20260101-00:00:00")
+        assert (in_flight(record) is not None) is kept, phase
