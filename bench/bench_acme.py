@@ -89,7 +89,7 @@ from services import (  # noqa: E402
 
 from sslm_tasks.config.load import load_config  # noqa: E402
 from sslm_tasks.dns.challenges import parse_include_text  # noqa: E402
-from sslm_tasks.lifecycle.acme_issue import REPUSH_AFTER_S  # noqa: E402
+from sslm_tasks.lifecycle.challenges.dns_include import REPUSH_AFTER_S  # noqa: E402
 from sslm_tasks.lifecycle.workspace import Workspace  # noqa: E402
 
 APEX, OTHER = "example.test", "other.test"

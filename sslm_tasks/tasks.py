@@ -211,7 +211,7 @@ def _not_yet(
     raise task.retry(countdown=pause)
 
 
-@app.task(name=TaskName.WALK, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def walk(
     self: ServiceTask,
     prev: SegmentResult | None,
@@ -295,7 +295,7 @@ def _segment_result(
 # --------------------------------------------------------------------------- finish
 
 
-@app.task(name=TaskName.FANOUT, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.FANOUT.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def fanout(
     self: Task, prev: SegmentResult, *, group: str, service: str, options: dict[str, Any]
 ) -> FanoutResult:
@@ -351,7 +351,7 @@ def _job_started(job: str) -> None:
         claims.drop(job)
 
 
-@app.task(name=TaskName.DEPLOY_SERVER, **DEPLOY_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.DEPLOY_SERVER.value, **DEPLOY_TASK)  # type: ignore[untyped-decorator]
 def deploy_server(
     self: Task, target: dict[str, object], changed: list[str], *, site: str
 ) -> DeployResult:
@@ -377,7 +377,7 @@ def deploy_server(
     )
 
 
-@app.task(name=TaskName.DEPLOY_POST_COPY, **DEPLOY_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.DEPLOY_POST_COPY.value, **DEPLOY_TASK)  # type: ignore[untyped-decorator]
 def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> DeployResult:
     """``post_copy_cmd`` of a host that is no server: run ``command host``."""
     _job_started(f"post_copy:{host}:{command}")
@@ -388,7 +388,7 @@ def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Deplo
 # --------------------------------------------------------------------------- dns
 
 
-@app.task(name=TaskName.DNS_REFRESH, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.DNS_REFRESH.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     """``-dns``: refresh the zones ``apexes`` (``[dns] restart_cmd --serial_bump ...``)."""
     config, _ = load_config([])
@@ -399,7 +399,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     return [" ".join(result.argv) for result in ran]
 
 
-@app.task(name=TaskName.DNS_REFRESH_PENDING, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.DNS_REFRESH_PENDING.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh_pending(self: Task, group: str) -> list[str]:
     """Refresh the zone ``group`` if a change is pending there (one refresh for many)."""
     ws = _workspace([], {})
@@ -412,7 +412,7 @@ def dns_refresh_pending(self: Task, group: str) -> list[str]:
 # --------------------------------------------------------------------------- beat
 
 
-@app.task(name=TaskName.CLEAN_SERVICE, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.CLEAN_SERVICE.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def clean(self: Task, *, group: str, service: str) -> list[str]:
     """Delete old unlinked versions beyond ``clean_keep``."""
     ref = ServiceRef(group, service)
@@ -423,7 +423,7 @@ def clean(self: Task, *, group: str, service: str) -> list[str]:
     return verdict.detail.removeprefix("cleaned ").split(", ") if verdict.detail else []
 
 
-@app.task(name=TaskName.RENEW_SCAN)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.RENEW_SCAN.value)  # type: ignore[untyped-decorator]
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
@@ -442,7 +442,7 @@ def renew_scan() -> list[str]:
     return started
 
 
-@app.task(name=TaskName.ROLL_SCAN)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.ROLL_SCAN.value)  # type: ignore[untyped-decorator]
 def roll_scan() -> list[str]:
     """Beat's roll check: roll every service whose ``next`` is due; retire old TLSA records
     whose servers all took the new certificate (when a deploy's own retire could not)."""
@@ -462,7 +462,7 @@ def roll_scan() -> list[str]:
     return started
 
 
-@app.task(name=TaskName.CLEAN_ALL)  # type: ignore[untyped-decorator]
+@app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]
 def clean_all() -> list[str]:
     """Beat's daily clean of every configured service."""
     _, refs = load_config([])

@@ -38,7 +38,7 @@ def service_steps(
         kwargs = {**names, "options": options.to_json(), "plan": plan, "index": index}
         steps.append(
             app.signature(
-                TaskName.WALK,
+                TaskName.WALK.value,
                 # The first takes no previous result: linked behind a CA's chain it must not
                 # receive the CA's.
                 args=(None,) if index == 0 else (),
@@ -48,7 +48,7 @@ def service_steps(
             )
         )
     fanout = {**names, "options": options.to_json()}
-    steps.append(app.signature(TaskName.FANOUT, kwargs=fanout, shadow=f"fanout {ref}"))
+    steps.append(app.signature(TaskName.FANOUT.value, kwargs=fanout, shadow=f"fanout {ref}"))
     return steps
 
 
@@ -62,4 +62,4 @@ def send_service(
 
 def dns_refresh(apexes: list[str]) -> Signature:
     """``-dns``: refresh these zones on a worker."""
-    return app.signature(TaskName.DNS_REFRESH, args=(apexes,))
+    return app.signature(TaskName.DNS_REFRESH.value, args=(apexes,))

@@ -129,7 +129,6 @@ class OrderState:
     status: str
     identifiers: tuple[str, ...]
     authorizations: tuple[AuthorizationState, ...]
-    finalize_url: str
     certificate_url: str | None = None
     profile: str | None = None
     error: str | None = None
@@ -186,7 +185,6 @@ class OrderState:
                     )
                     for authz in data["authorizations"]
                 ),
-                finalize_url=str(data["finalize_url"]),
                 certificate_url=_optional_str(data.get("certificate_url")),
                 profile=_optional_str(data.get("profile")),
                 error=_optional_str(data.get("error")),
@@ -289,7 +287,6 @@ def _order_state(
         authorizations=tuple(
             sorted(authorizations, key=lambda authz: (authz.identifier, authz.wildcard, authz.url))
         ),
-        finalize_url=body.finalize,
         certificate_url=body.certificate,
         profile=body.profile or None,
         error=None if body.error is None else describe_problem(body.error),

@@ -26,7 +26,7 @@ from sslm_tasks.errors import PermanentError, SslmError
 from sslm_tasks.lifecycle import acme_sign, build, dry_run, finish, pipeline, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Step, Walk
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.steps import CLEANED, Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import read_link
@@ -93,12 +93,15 @@ def _links(ws: Workspace, ref: ServiceRef) -> tuple[str | None, str | None]:
 
 
 def _service_turn(
-    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, request: RunRequest
+    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, request: RunRequest, report: RunReport
 ) -> None:
     before = _links(ws, ref)
     walk = walk_service(ws, ref, request)
     for line in walk.said:
-        outcome.note(line)
+        if line.startswith(CLEANED):
+            report.cleaned[str(ref)] = line.removeprefix(CLEANED).split(", ")
+        else:
+            outcome.note(line)
     outcome.changed = _links(ws, ref) != before
     outcome.synced = "production updated" in walk.said
 
@@ -133,10 +136,11 @@ def _record(
 
 def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> RunReport:
     """Run the requested stages for every service, one at a time, in dependency order, then the
-    finish for what changed, then clean."""
+    finish for what changed (and, with ``--clean-all``, clean the services not selected)."""
     if request.dry_run:
         return RunReport([_dry_run_turn(ws, ref) for ref in refs])
     outcomes: list[ServiceOutcome] = []
+    report = RunReport(outcomes)
     failed: set[ServiceRef] = set()
     for ref in refs:
         outcome = ServiceOutcome(ref)
@@ -150,21 +154,17 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             ws,
             ref,
             outcome,
-            partial(_service_turn, ws, ref, outcome, request),
+            partial(_service_turn, ws, ref, outcome, request, report),
         ):
             failed.add(ref)
-    report = RunReport(outcomes)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     _finish(ws, report, request)
-    cleaning = request.clean_refs if request.clean_refs is not None else [o.ref for o in outcomes]
-    for ref in cleaning:
-        if ref in failed:
-            continue  # its record may hold a build to resume; clean it once it succeeded
-        cleaned = next((o for o in outcomes if o.ref == ref), None)
-        if cleaned is None:  # --clean-all reaches services this run did not select
+    walked = {o.ref for o in outcomes}
+    for ref in request.clean_refs or ():
+        if ref not in walked:  # --clean-all reaches services this run did not select
             cleaned = ServiceOutcome(ref)
             outcomes.append(cleaned)
-        _isolated(ws, ref, cleaned, partial(_clean, ws, ref, report))
+            _isolated(ws, ref, cleaned, partial(_clean, ws, ref, report))
     return report
 
 
@@ -208,11 +208,10 @@ def _refresh_dns(
 
 
 def _clean(ws: Workspace, ref: ServiceRef, report: RunReport) -> None:
-    ctx = ServiceContext(ws, ref)
-    verdict = steps.clean(ctx)
+    verdict = steps.clean(ServiceContext(ws, ref))
     pipeline.trace("clean", str(ref), verdict.detail)
     if verdict.detail:
-        report.cleaned[str(ref)] = verdict.detail.removeprefix("cleaned ").split(", ")
+        report.cleaned[str(ref)] = verdict.detail.removeprefix(CLEANED).split(", ")
 
 
 def _dry_run_turn(ws: Workspace, ref: ServiceRef) -> ServiceOutcome:

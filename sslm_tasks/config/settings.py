@@ -13,9 +13,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -36,7 +35,12 @@ AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``**``, fit for logs and error messages."""
-    return str(maybe_sanitize_url(url))
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or not password:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{user}:**@{host}"))
 
 
 def url_scheme(url: str) -> str:

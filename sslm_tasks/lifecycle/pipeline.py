@@ -5,8 +5,8 @@
                    acme_order → acme_publish → acme_propagated? → acme_answer
                    → acme_validated? → acme_finalize?
     roll     roll_gate → roll              (without -roll: a first certificate only)
-    upkeep   production → tlsa             (every run: repairs drift, follows dane_tls edits)
-    finish   dns_refresh → deploy → verify (each server) → retire_tlsa → dns_refresh → clean
+    upkeep   production → tlsa → clean     (every run: repairs drift, follows dane_tls edits)
+    finish   dns_refresh → deploy → verify (each server) → retire_tlsa → dns_refresh
 
 A step marked ``?`` waits: it looks once and is asked again until ready or the wait bound
 (``SSLM_ACME_WAIT_S``). A ``check``/``roll_gate`` decides: "no" ends its stage (nothing is due,
@@ -95,9 +95,16 @@ ROLL: Final = Stage(
 FIRST_ROLL: Final = Stage(
     "roll", (Step("roll_gate", Kind.DECIDE, steps.first_roll_gate), _act("roll", steps.roll))
 )
-UPKEEP: Final = Stage("upkeep", (_act("production", steps.to_production), _act("tlsa", steps.tlsa)))
+UPKEEP: Final = Stage(
+    "upkeep",
+    (
+        _act("production", steps.to_production),
+        _act("tlsa", steps.tlsa),
+        _act("clean", steps.clean),
+    ),
+)
 #: The names of the finish, in order (each server gets ``deploy`` and ``verify``).
-FINISH: Final = ("dns_refresh", "deploy", "verify", "retire_tlsa", "dns_refresh", "clean")
+FINISH: Final = ("dns_refresh", "deploy", "verify", "retire_tlsa", "dns_refresh")
 
 
 def sign(*, acme: bool) -> tuple[Step, ...]:

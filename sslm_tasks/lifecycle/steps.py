@@ -30,6 +30,8 @@ class Verdict:
 
 
 DONE = Verdict()
+#: How the clean step's line starts, before the stamps it deleted.
+CLEANED = "cleaned "
 
 
 # --------------------------------------------------------------------------- renew
@@ -141,7 +143,7 @@ def clean(ctx: ServiceContext) -> Verdict:
     removed = clean_service(
         ctx.layout, ctx.ref, keep=ctx.ws.clean_keep, in_flight=in_flight(ctx.record)
     )
-    return Verdict(True, f"cleaned {', '.join(removed)}" if removed else "")
+    return Verdict(True, f"{CLEANED}{', '.join(removed)}" if removed else "")
 
 
 # --------------------------------------------------------------------------- dev

@@ -21,7 +21,8 @@ from support import REPO, run_tool
 
 from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.challenges import parse_include_text
-from sslm_tasks.lifecycle import acme_issue, build
+from sslm_tasks.lifecycle import acme_sign, build
+from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 
@@ -130,8 +131,8 @@ def service_dir(topdir: Path) -> Path:
 def recorded_order(topdir: Path) -> str | None:
     """The URL of the order the service state records (``None``: no order in progress)."""
     state = json.loads((service_dir(topdir) / "state.json").read_text())
-    order = state["extra"].get(acme_issue.ORDER_KEY)
-    return None if order is None else str(order["url"])
+    order = state["order"]
+    return None if order is None else str(order["order"]["url"])
 
 
 def last_error(topdir: Path) -> str:
@@ -154,10 +155,11 @@ def zones_awaiting_refresh(topdir: Path) -> list[str]:
     return Workspace(config=config).zone_refresher().pending()
 
 
-def ordered_build(ws: Workspace, ref: ServiceRef) -> None:
+def ordered_build(ws: Workspace, ref: ServiceRef) -> ServiceContext:
     """Start a build of ``ref`` and take it through key, CSR and the ACME order: where a test
-    drives the remaining ACME steps one by one."""
-    build.start_build(ws, ref)
-    build.make_key(ws, ref)
-    build.make_csr(ws, ref)
-    acme_issue.order(ws, ref)
+    drives the remaining ACME steps one by one (each with a fresh context, as a step has)."""
+    build.start_build(ServiceContext(ws, ref))
+    build.make_key(ServiceContext(ws, ref))
+    build.make_csr(ServiceContext(ws, ref))
+    acme_sign.order(ServiceContext(ws, ref))
+    return ServiceContext(ws, ref)

@@ -29,7 +29,7 @@ def assert_left_as_found(topdir: Path, dns_lab: DnsLab) -> None:
     assert not any((svc / "db").iterdir()), list((svc / "db").iterdir())
     state = json.loads((svc / "state.json").read_text())
     assert (state["phase"], state["stamp"], state["last_error"]) == ("idle", None, None), state
-    assert not {key for key in state["extra"] if key.startswith("acme_")}, state["extra"]
+    assert state["order"] is None and state["web_tokens"] == {}, state
     assert records_left(dns_lab) == {apex: [] for apex in APEXES}
 
 

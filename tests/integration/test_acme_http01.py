@@ -32,13 +32,15 @@ from services import RedisServer, Services, WorkerStarter
 from sshd import start_sshd
 from support import REPO, run_tool
 
+from sslm_tasks.cli.local import run_in_process
+from sslm_tasks.cli.run import RunRequest
 from sslm_tasks.config.load import load_config
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.deploy.transport import SshTransport
 from sslm_tasks.deploy.webroot import CHALLENGE_DIR, TokenFile, WebRoot
-from sslm_tasks.lifecycle import acme_issue
+from sslm_tasks.lifecycle import acme_sign
+from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
-from sslm_tasks.workflows import RunRequest, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +160,7 @@ def test_http01_certificate_is_issued_and_its_tokens_are_removed(
     assert len(set(fetched_tokens(web_server))) == len(NAMES), web_server.requests
     # and the tokens are gone again, the directories the web server serves from stay
     assert token_dir(www).is_dir() and list(token_dir(www).iterdir()) == []
-    assert acme_issue.WEB_TOKENS_KEY not in state_of(topdir)["extra"]
+    assert state_of(topdir)["web_tokens"] == {}
 
 
 def test_a_web_root_pebble_cannot_see_fails_the_order_keeps_curr_and_removes_tokens(
@@ -190,7 +192,7 @@ def test_a_web_root_pebble_cannot_see_fails_the_order_keeps_curr_and_removes_tok
     assert not (topdir / "certs" / SVC / "next").exists()
     # and the tokens it wrote are gone, and so is their record
     assert token_dir(unseen).is_dir() and list(token_dir(unseen).iterdir()) == []
-    assert acme_issue.WEB_TOKENS_KEY not in state_of(topdir)["extra"]
+    assert state_of(topdir)["web_tokens"] == {}
 
 
 def test_a_killed_runs_tokens_are_removed_by_the_next_run(
@@ -200,10 +202,10 @@ def test_a_killed_runs_tokens_are_removed_by_the_next_run(
     ws, refs = workspace(topdir)
     ref = refs[0]
     ordered_build(ws, ref)
-    acme_issue.publish(ws, ref)
+    acme_sign.publish(ServiceContext(ws, ref))
     left = sorted(p.name for p in token_dir(www).iterdir())
     assert len(left) == len(NAMES)
-    assert state_of(topdir)["extra"][acme_issue.WEB_TOKENS_KEY] == {
+    assert state_of(topdir)["web_tokens"] == {
         "localhost": sorted(str(token_dir(www) / name) for name in left)
     }
 
@@ -214,7 +216,7 @@ def test_a_killed_runs_tokens_are_removed_by_the_next_run(
     # Then it succeeds and removes its own tokens and the killed run's
     assert report.ok, report.outcomes[0].actions
     assert list(token_dir(www).iterdir()) == []
-    assert acme_issue.WEB_TOKENS_KEY not in state_of(topdir)["extra"]
+    assert state_of(topdir)["web_tokens"] == {}
 
 
 def test_workers_issue_over_http01_through_the_same_acme_tasks(
@@ -239,9 +241,9 @@ def test_workers_issue_over_http01_through_the_same_acme_tasks(
     assert len(set(fetched_tokens(web_server))) == len(NAMES), web_server.requests
     log = worker.service.log_text()
     for step in ("publish", "propagated", "finalize"):
-        assert f"sslm.issue.acme_{step}[" in log, step
+        assert f"example.test:web: step acme_{step}" in log, step
     assert list(token_dir(www).iterdir()) == []
-    assert acme_issue.WEB_TOKENS_KEY not in state_of(topdir)["extra"]
+    assert state_of(topdir)["web_tokens"] == {}
 
 
 def test_tokens_travel_over_ssh_to_the_web_server_the_ca_asks(

@@ -31,14 +31,17 @@ from lab_dns import DnsLab
 from lab_pebble import Pebble
 from services import RedisServer, WorkerStarter, wait_for
 
-from sslm_tasks import workflows
 from sslm_tasks.acme.orders import OrderFailed
+from sslm_tasks.cli import local
+from sslm_tasks.cli.local import run_in_process
+from sslm_tasks.cli.run import RunRequest
 from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.challenges import parse_include_text
-from sslm_tasks.lifecycle import acme_issue
+from sslm_tasks.lifecycle import acme_sign
+from sslm_tasks.lifecycle.challenges.dns_include import REPUSH_AFTER_S
+from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.workflows import RunRequest, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +109,7 @@ def test_records_the_zone_does_not_serve_fail_the_build_keep_curr_and_resume(
 
     # When a forced renewal runs in-process with a short bound
     monkeypatch.setenv("SSLM_ACME_WAIT_S", "3")
-    monkeypatch.setattr(workflows, "ACME_POLL_S", 0.2)
+    monkeypatch.setattr(local, "POLL_S", 0.2)
     config, refs = load_config(["example.test:web"], conf_dir=acme_topdir / "conf.d")
     ws = Workspace(config=config, options=RunOptions(force=True))
     report = run_in_process(ws, refs, RunRequest(renew=True))
@@ -120,7 +123,7 @@ def test_records_the_zone_does_not_serve_fail_the_build_keep_curr_and_resume(
     assert (curr / "cert.pem").read_bytes() == before
     assert not (acme_topdir / "certs" / SVC / "next").exists()
     state = json.loads((acme_topdir / "certs" / SVC / "state.json").read_text())
-    order_url = state["extra"]["acme_order"]["url"]
+    order_url = state["order"]["order"]["url"]
 
     # When the setup is repaired and the service renewed again once the first failure's
     # backoff (1 minute) has passed (no -f: the build resumes)
@@ -158,9 +161,9 @@ def test_workers_issue_the_same_certificate_through_the_acme_tasks(
     assert pebble.verify_output(curr).strip().endswith("OK")
     log = worker.service.log_text()
     for step in ("order", "publish", "propagated", "answer", "validated", "finalize"):
-        assert f"sslm.issue.acme_{step}[" in log and "succeeded" in log, step
-    state = (acme_topdir / "certs" / SVC / "state.json").read_text()
-    assert "acme_order" not in state  # the finished order's record is gone
+        assert f"example.test:web: step acme_{step}" in log, step
+    state = json.loads((acme_topdir / "certs" / SVC / "state.json").read_text())
+    assert state["order"] is None  # the finished order's record is gone
     # and the withdrawn records leave DNS with the debounced refresh after the renewal
     wait_for(
         "the refresh after the renewal",
@@ -177,24 +180,24 @@ def test_a_challenge_pebble_rejects_fails_the_order_and_withdraws_its_records(
     # the records (the lab's include is emptied: the CA finds no TXT value)
     ws, ref = web_workspace(acme_topdir)
     ordered_build(ws, ref)
-    acme_issue.publish(ws, ref)
+    acme_sign.publish(ServiceContext(ws, ref))
     for apex in APEXES:
         dns_lab.acme_file(apex).write_text(";; emptied by the test\n")
     assert dns_lab.refresh(*APEXES).returncode == 0
-    acme_issue.answer(ws, ref)
+    acme_sign.answer(ServiceContext(ws, ref))
 
     # When the authorizations are polled
     deadline = time.monotonic() + 30
     with pytest.raises(OrderFailed) as failed:
         while time.monotonic() < deadline:
-            ready, _ = acme_issue.validated(ws, ref)
+            ready, _ = acme_sign.validated(ServiceContext(ws, ref))
             assert not ready
             time.sleep(0.2)
 
     # Then the order failed with Pebble's reason, its record is gone, so is every record
     assert "unauthorized" in str(failed.value) and "TXT" in str(failed.value), failed.value
     state = json.loads((acme_topdir / "certs" / SVC / "state.json").read_text())
-    assert acme_issue.ORDER_KEY not in state["extra"]
+    assert state["order"] is None
     store_file = acme_topdir / "certs/example.test/acme-challenge.example.test"
     assert parse_include_text(store_file.read_text(), source=store_file) == []
     # and the next run orders anew and succeeds
@@ -210,7 +213,7 @@ def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
     clock = [datetime.now(UTC)]
     ws, ref = web_workspace(acme_topdir, clock=lambda: clock[0])
     ordered_build(ws, ref)
-    acme_issue.publish(ws, ref)
+    acme_sign.publish(ServiceContext(ws, ref))
     assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
     # and a primary that lost them: it loaded the zones without them, and the includes got them
     # back without a reload (as when the name server drops a reload that came during another)
@@ -228,20 +231,20 @@ def test_records_a_primary_did_not_load_are_refreshed_again_after_a_while(
 
     # When propagation is checked soon after the publish, it waits and refreshes nothing
     calls = len(dns_lab.refresh_calls())
-    ready, detail = acme_issue.propagated(ws, ref)
+    ready, detail = acme_sign.propagated(ServiceContext(ws, ref))
     assert not ready and "again" not in detail, detail
     assert len(dns_lab.refresh_calls()) == calls
 
     # When it is checked once the re-push delay has passed
-    clock[0] += timedelta(seconds=acme_issue.REPUSH_AFTER_S)
-    ready, detail = acme_issue.propagated(ws, ref)
+    clock[0] += timedelta(seconds=REPUSH_AFTER_S)
+    ready, detail = acme_sign.propagated(ServiceContext(ws, ref))
 
     # Then the zones are refreshed again, once, and the records are served
     assert "refreshed example.test, other.test again" in detail, detail
     assert len(dns_lab.refresh_calls()) == calls + 1
     wait_for(
         "the records served again",
-        lambda: acme_issue.propagated(ws, ref)[0],
+        lambda: acme_sign.propagated(ServiceContext(ws, ref))[0],
         timeout_s=15,
     )
     assert len(dns_lab.refresh_calls()) == calls + 1
@@ -256,19 +259,23 @@ def test_the_first_look_refreshes_what_publish_counted_and_the_target_stays_put(
     calls = len(dns_lab.refresh_calls())
 
     # When its records are published
-    acme_issue.publish(ws, ref)
+    acme_sign.publish(ServiceContext(ws, ref))
 
     # Then nothing is refreshed yet: both zones wait for the propagation step's first look
     assert len(dns_lab.refresh_calls()) == calls
     assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)
 
     # When propagation is looked at until every server serves the records
-    wait_for("the records propagated", lambda: acme_issue.propagated(ws, ref)[0], timeout_s=15)
+    wait_for(
+        "the records propagated",
+        lambda: acme_sign.propagated(ServiceContext(ws, ref))[0],
+        timeout_s=15,
+    )
 
     # Then one refresh covered both zones, and the serials the records need are kept
     assert len(dns_lab.refresh_calls()) == calls + 1
     state = json.loads((acme_topdir / "certs" / SVC / "state.json").read_text())
-    targets = state["extra"][acme_issue.SERIALS_KEY]
+    targets = state["order"]["dns"]["serials"]
     assert sorted(targets) == sorted(APEXES)
     assert all(target["serial"] == dns_lab.serial(apex=apex) for apex, target in targets.items())
 
@@ -277,7 +284,7 @@ def test_the_first_look_refreshes_what_publish_counted_and_the_target_stays_put(
         ws.zone_refresher().note_change(apex)
 
     # Then this order's next look refreshes nothing for it, and is still ready
-    ready, detail = acme_issue.propagated(ws, ref)
+    ready, detail = acme_sign.propagated(ServiceContext(ws, ref))
     assert ready, detail
     assert len(dns_lab.refresh_calls()) == calls + 1
     assert zones_awaiting_refresh(acme_topdir) == sorted(APEXES)
@@ -289,7 +296,7 @@ def test_a_look_whose_records_a_refresh_carried_does_not_refresh_for_later_chang
     # Given a build whose records are published and carried by a refresh
     ws, ref = web_workspace(acme_topdir)
     ordered_build(ws, ref)
-    acme_issue.publish(ws, ref)
+    acme_sign.publish(ServiceContext(ws, ref))
     assert ws.zone_refresher().refresh(APEXES) == sorted(APEXES)
     # and changes of both zones counted after it (other orders publishing)
     for apex in APEXES:
@@ -297,7 +304,11 @@ def test_a_look_whose_records_a_refresh_carried_does_not_refresh_for_later_chang
     calls = len(dns_lab.refresh_calls())
 
     # When propagation is looked at until every server serves the records
-    wait_for("the records propagated", lambda: acme_issue.propagated(ws, ref)[0], timeout_s=15)
+    wait_for(
+        "the records propagated",
+        lambda: acme_sign.propagated(ServiceContext(ws, ref))[0],
+        timeout_s=15,
+    )
 
     # Then it refreshed nothing: the others' changes wait for their own orders
     assert len(dns_lab.refresh_calls()) == calls

@@ -24,10 +24,10 @@ from lab_pebble import Pebble
 from services import RedisServer, WorkerStarter
 
 from sslm_tasks.acme.renewal_info import TEMPORARY_RECHECK, cert_id
+from sslm_tasks.cli.local import run_in_process
+from sslm_tasks.cli.run import RunReport, RunRequest
 from sslm_tasks.config.load import load_config
-from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
-from sslm_tasks.workflows import RunReport, RunRequest, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +54,9 @@ def curr_id(topdir: Path) -> str:
     return cert_id(x509.load_pem_x509_certificate(pem))
 
 
-def state_extra(topdir: Path) -> dict[str, Any]:
-    extra: dict[str, Any] = json.loads((service_dir(topdir) / "state.json").read_text())["extra"]
-    return extra
+def state_of(topdir: Path) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((service_dir(topdir) / "state.json").read_text())
+    return state
 
 
 def renew_at(topdir: Path, moment: datetime, *, force: bool = False) -> RunReport:
@@ -113,7 +113,7 @@ def test_a_future_window_is_drawn_once_and_asked_again_only_after_retry_after(
     # Then it is not due; the reason names the time drawn in the CA's window
     assert first.ok and not first.outcomes[0].changed
     assert "in the CA's renewal window" in actions(first), actions(first)
-    drawn = state_extra(topdir)[acme_timing.ARI_KEY]["renew_at"]
+    drawn = state_of(topdir)["ari"]["renew_at"]
     # and -s shows it, without asking the CA
     status = mgr(topdir, "-s", NAME)
     assert "ARI : renew at" in status.stdout, status.stdout
@@ -127,7 +127,7 @@ def test_a_future_window_is_drawn_once_and_asked_again_only_after_retry_after(
     # Then the CA is not asked, and the same draw decides
     assert front.renewal_info_asked() == [old]
     assert not second.outcomes[0].changed and not third.outcomes[0].changed
-    assert state_extra(topdir)[acme_timing.ARI_KEY]["renew_at"] == drawn
+    assert state_of(topdir)["ari"]["renew_at"] == drawn
 
     # When the Retry-After has passed
     due = renew_at(topdir, now + timedelta(hours=6))
@@ -156,7 +156,7 @@ def test_a_failing_renewal_info_endpoint_leaves_the_lifetime_rule(
     assert "renew in" in result.stdout and "renewing" not in result.stdout, result.stdout
     assert front.renewal_info_asked() == [old]
     # and the CA is asked again within the hour
-    plan = state_extra(topdir)[acme_timing.ARI_KEY]
+    plan = state_of(topdir)["ari"]
     assert plan["window"] is None
     recheck = datetime.fromisoformat(plan["next_check"])
     assert now + TEMPORARY_RECHECK <= recheck <= datetime.now(UTC) + TEMPORARY_RECHECK
@@ -196,7 +196,7 @@ def test_a_rate_limited_order_waits_for_retry_after_unless_forced(
     # Then the build resumes and the certificate is issued; the count is reset
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert (service_dir(topdir) / "curr/cert.pem").is_file()
-    assert acme_timing.FAILURES_KEY not in state_extra(topdir)
+    assert state_of(topdir)["backoff"] is None
 
 
 def test_a_rate_limited_order_is_retried_once_its_retry_after_has_passed(
@@ -213,7 +213,7 @@ def test_a_rate_limited_order_is_retried_once_its_retry_after_has_passed(
     assert "renewing: resuming build" in actions(later)
     assert len(front.new_orders()) == 2
     assert (service_dir(topdir) / "curr/cert.pem").is_file()
-    assert acme_timing.FAILURES_KEY not in state_extra(topdir)
+    assert state_of(topdir)["backoff"] is None
 
 
 def test_workers_record_the_rate_limit_and_the_next_check_waits_for_it(
@@ -231,7 +231,7 @@ def test_workers_record_the_rate_limit_and_the_next_check_waits_for_it(
     # the CA's Retry-After
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert len(front.new_orders()) == 1
-    backoff = state_extra(topdir)[acme_timing.FAILURES_KEY]
+    backoff = state_of(topdir)["backoff"]
     assert backoff["failures"] == 1 and backoff["ca_asked"] is True
 
     # When the renewal is enqueued again

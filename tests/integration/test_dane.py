@@ -5,63 +5,21 @@ served the new records for twice their TTL, and the old records retired after th
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_dane import SERVICE, write_topdir
 from lab_dns import DnsLab
 from services import RedisServer, WorkerStarter, free_port
-from support import REPO, chain_verifies, run_tool
-
-SERVICE = """name = 'Mail'
-group = 'example.test'
-service = 'mail'
-signing_ca = 'my-int'
-dane_tls = [[25, 'tcp', 3, 1, 1]]
-dane_tls_ttl = 1
-
-[KeyOpts]
-    ktype = 'ec'
-    ec_algo = 'secp256r1'
-
-[X509]
-    CN = 'example.test'
-    O = 'Example'
-    C = 'US'
-    sans = ['example.test', 'mx1.example.test', 'mx2.example.test']
-"""
+from support import chain_verifies, run_tool
 
 
 @pytest.fixture
 def topdir(tmp_path: Path, dns_lab: DnsLab) -> Path:
-    top = tmp_path / "top"
-    shutil.copytree(REPO / "conf.d", top / "conf.d")
-    (top / "conf.d/example.test").mkdir()
-    (top / "conf.d/example.test/mail").write_text(SERVICE)
-    main = top / "conf.d/ssl-mgr.conf"
-    main.write_text(
-        main.read_text().replace("min_roll_mins = 90", "min_roll_mins = 0")
-        + f"""
-[[groups]]
-    active = true
-    domain = 'example.test'
-    services = ['mail']
-
-[[dns_primary]]
-    domain = 'default'
-    server = '{dns_lab.primary}'
-    port = {dns_lab.port}
-
-[dns]
-    restart_cmd = '{dns_lab.refresh_script}'
-    tlsa_dirs = ['{dns_lab.tlsa_dir}']
-    depends = ['tlsa']
-"""
-    )
-    return top
+    return write_topdir(tmp_path / "top", dns_lab)
 
 
 def mgr(topdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -46,7 +46,6 @@ ORDER = OrderState(
             challenges=(ChallengeState("dns-01", "https://acme.test/chall/1", "tok", "pending"),),
         ),
     ),
-    finalize_url="https://acme.test/order/1/finalize",
 )
 
 
