@@ -62,6 +62,8 @@ _WILDCARD_STAND_IN = "wildcard-check"
 _VERIFIER_WORDING = {
     "all candidates exhausted with no interior errors": "no path to a trusted root",
     "cert is not valid at validation time": "expired or not yet valid",
+    "required EKU not found": "its extended key usage does not include TLS server (serverAuth)",
+    "no permitted name constraints matched SAN": "a SAN is outside the name constraints of a CA",
 }
 #: The verifier names the certificate it was looking at this way, at the end of its message.
 _PROCESSING = re.compile(
@@ -300,10 +302,10 @@ def _outside_web_pki(certs: Sequence[x509.Certificate]) -> list[str]:
     for cert in certs:
         key = cert.public_key()
         if _is_ca(cert) and not _web_pki_key(key):
-            reasons.append(f"{_name(cert)} has a {public_key_label(key)} key")
+            reasons.append(f"{_name(cert)}: {public_key_label(key)} key")
         if not _self_issued(cert) and cert.signature_algorithm_oid not in _WEB_PKI_SIGNATURES:
             algorithm = signature_algorithm_name(cert.signature_algorithm_oid)
-            reasons.append(f"{_name(cert)} is signed with {algorithm}")
+            reasons.append(f"{_name(cert)}: {algorithm} signature")
     return list(dict.fromkeys(reasons))
 
 
