@@ -328,13 +328,13 @@ def _server_name(cert: x509.Certificate) -> x509.DNSName | x509.IPAddress | None
     certificate with wildcards only is checked for one host the first wildcard covers.
     """
     sans = extension_value(cert.extensions, x509.SubjectAlternativeName)
-    names = [] if sans is None else [n for n in sans if isinstance(n, x509.IPAddress)]
+    addresses = [] if sans is None else [n for n in sans if isinstance(n, x509.IPAddress)]
     hosts = [] if sans is None else sans.get_values_for_type(x509.DNSName)
     exact = [host for host in hosts if not host.startswith("*.")]
     if exact:
         return x509.DNSName(exact[0])
-    if names:
-        return names[0]
+    if addresses:
+        return addresses[0]
     if hosts:
         return x509.DNSName(f"{_WILDCARD_STAND_IN}.{hosts[0].removeprefix('*.')}")
     return None

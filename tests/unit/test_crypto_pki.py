@@ -436,6 +436,15 @@ def test_a_good_chain_has_no_problems(root: Issued, intermediate: Issued, leaf: 
     assert verify_chain(leaf.cert, [intermediate.cert], now=NOW, trust=[root.cert]) == []
 
 
+def test_a_leaf_with_wildcards_or_addresses_only_is_checked_for_one_of_them(
+    root: Issued, intermediate: Issued
+) -> None:
+    # The web-PKI verifier checks a leaf for one server name; sslm picks one the leaf covers
+    for names in (["*.example.com"], ["192.0.2.10"], ["2001:db8::10", "*.example.org"]):
+        leaf = issue(names[0], names[1:], spec=P256, issuer=intermediate)
+        assert verify_chain(leaf.cert, [intermediate.cert, root.cert], now=NOW) == [], names
+
+
 def test_a_self_signed_leaf_is_valid_when_trusted() -> None:
     lone = issue("lone.example.com", [], spec=P256, issuer=None).cert
     assert verify_chain(lone, [lone], now=NOW) == []
