@@ -1,9 +1,9 @@
 """``sslm-verify``: validate a certificate directory's chain for real.
 
 Upstream only checked the certificate's signature against the first chain certificate and
-said "Verified" for chains OpenSSL rejects. This builds the path (names and key identifiers),
-checks every signature, validity date and CA flag, and ends at a trusted root: the chain's
-own self-signed root, or those in ``--ca-file``.
+said "Verified" for chains OpenSSL rejects. This validates the whole path with cryptography's
+X.509 verifier (see :func:`sslm_tasks.crypto.inspect.check_chain`): a leaf as a TLS server
+certificate, up to a trusted root: the chain's own self-signed root, or those in ``--ca-file``.
 
 Exit status: 0 verified, 1 failed or unreadable certificates, 2 usage error or missing files.
 """
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sslm_tasks.cli._common import DASH_LINE, block_header, cert_summary, error
-from sslm_tasks.crypto.inspect import load_certs, verify_chain
+from sslm_tasks.crypto.inspect import check_chain, load_certs
 from sslm_tasks.errors import CryptoError
 
 CERT_FILE = "cert.pem"
@@ -53,21 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     now = datetime.now(UTC)
-    problems = verify_chain(certs[0], chain, now=now, trust=trust)
+    verdict = check_chain(certs[0], chain, now=now, trust=trust)
     print(DASH_LINE)
-    if problems:
-        print("\tCertificate ** Failed **")
-        for problem in problems:
-            print(f"\t  {problem}")
-    else:
-        print("\tCertificate ** Verified **")
+    print(f"\tCertificate ** {'Failed' if verdict.problems else 'Verified'} **")
+    for problem in verdict.problems:
+        print(f"\t  {problem}")
+    for note in verdict.notes:
+        print(f"\t  note: {note}")
     print("Certificate Info:")
     for cert in certs:
         print("\n".join([*block_header(str(cert_path)), *cert_summary(cert, now)]))
     print("\n-------------------\nChain Info:")
     for cert in chain:
         print("\n".join([*block_header(str(chain_path)), *cert_summary(cert, now)]))
-    return 1 if problems else 0
+    return 1 if verdict.problems else 0
 
 
 if __name__ == "__main__":

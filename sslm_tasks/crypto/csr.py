@@ -27,7 +27,12 @@ _MAX_DNS_NAME = 253
 
 @dataclass(frozen=True)
 class SubjectSpec:
-    """Subject attributes of a request; empty strings mean "leave the attribute out"."""
+    """Subject attributes of a request; empty strings mean "leave the attribute out".
+
+    ``email`` is the ``[X509] email`` of the service, taken along so callers can hand over the
+    whole table; it is the ACME account contact and goes into no request or certificate
+    (RFC 5280 §4.1.2.6 deprecates emailAddress in subjects; see docs/decisions.md).
+    """
 
     CN: str
     O: str = ""  # noqa: E741 - the X.509 attribute is called O
@@ -83,15 +88,15 @@ def san_entries(cn: str, sans: Sequence[str]) -> list[x509.GeneralName]:
 def _subject_name(subject: SubjectSpec) -> x509.Name:
     # Upstream wrote all seven attributes, empty ones as empty strings; an empty RDN is
     # invalid for most of these types (RFC 5280 asks for at least one character) and
-    # shows up as "OU=, L=" in every tool, so we omit empty attributes instead.
+    # shows up as "OU=, L=" in every tool, so we omit empty attributes instead. The order is
+    # the conventional one, most general first (CA/B Forum BR 7.1.4.2); upstream put CN first.
     ordered = (
-        (NameOID.COMMON_NAME, subject.CN),
         (NameOID.COUNTRY_NAME, subject.C),
         (NameOID.STATE_OR_PROVINCE_NAME, subject.ST),
         (NameOID.LOCALITY_NAME, subject.L),
         (NameOID.ORGANIZATION_NAME, subject.O),
         (NameOID.ORGANIZATIONAL_UNIT_NAME, subject.OU),
-        (NameOID.EMAIL_ADDRESS, subject.email),
+        (NameOID.COMMON_NAME, subject.CN),
     )
     try:
         return x509.Name([x509.NameAttribute(oid, value) for oid, value in ordered if value])
@@ -106,19 +111,20 @@ def build_csr(
 
     Parameters:
       key(PrivateKey): the subject's key; signs the request (SHA-384, none for Ed25519).
-      subject(SubjectSpec): subject attributes, RDN order CN, C, ST, L, O, OU, emailAddress.
+      subject(SubjectSpec): subject attributes, RDN order C, ST, L, O, OU, CN.
       sans(Sequence[str]): host names and IP literals; see :func:`san_entries`.
       is_ca(bool): requested BasicConstraints CA flag.
 
     Returns:
-      A CSR with the SAN and BasicConstraints extensions only.
+      A CSR with the SAN and BasicConstraints extensions only. A leaf's SANs are the CN and
+      ``sans``; a CA's are ``sans`` alone, so a CA configured without SANs asks for none.
 
     Raises:
       CryptoError: a SAN or subject attribute is invalid.
     """
-    if is_ca and not is_san_value(subject.CN):
-        # Upstream put the CN into every SAN list (a CA without sans got DNS:<CN>). A CA needs
-        # no SAN, so a CN that is a description ("Example Root CA") is simply left out.
+    if is_ca:
+        # Upstream put the CN into every SAN list, so its CAs claimed DNS:<CN> ("my-root"): a
+        # host name nobody asked for, and an invalid one when the CN is a description.
         general_names = _unique(_general_name(name) for name in sans)
     else:
         general_names = san_entries(subject.CN, sans)

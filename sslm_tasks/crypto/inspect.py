@@ -1,7 +1,8 @@
 """Read certificates back: PEM splitting, summaries, and real chain validation.
 
-Shared by the status report, ``sslm-info``, ``sslm-verify`` and the renew policy, so that
-"when does this expire" and "is this chain valid" have one answer everywhere.
+Shared by the status report, ``sslm-info``, ``sslm-verify``, the renew policy and the build's
+last check, so that "when does this expire" and "is this chain valid" have one answer
+everywhere. Chain validation is cryptography's X.509 verifier, not our own path builder.
 """
 
 from __future__ import annotations
@@ -17,14 +18,57 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import SignatureAlgorithmOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from sslm_tasks.crypto.keys import PrivateKey, public_key_der, public_key_label
+from sslm_tasks.crypto.openssl_verify import openssl_verify
 from sslm_tasks.errors import CryptoError
 
 _BEGIN = re.compile(r"^-----BEGIN ([A-Z0-9 ]+)-----$")
 #: Longer paths than this are a loop or a hostile input, not a real PKI.
 _MAX_PATH = 10
+#: CA keys and signature algorithms of the web PKI (CA/B Forum BR 6.1.5, 7.1.3): all that
+#: cryptography's verifier accepts on an issuer or a signature.
+_WEB_PKI_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_WEB_PKI_MIN_RSA_BITS = 2048
+_WEB_PKI_SIGNATURES = frozenset(
+    {
+        SignatureAlgorithmOID.RSA_WITH_SHA256,
+        SignatureAlgorithmOID.RSA_WITH_SHA384,
+        SignatureAlgorithmOID.RSA_WITH_SHA512,
+        SignatureAlgorithmOID.RSASSA_PSS,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    }
+)
+#: A CA certificate checked on its own serves no purpose yet, so no EKU is asked of it or of
+#: the CAs above it; everything else is the web PKI's CA profile.
+_CA_ALONE = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+    x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None
+)
+#: The label a wildcard stands for when a certificate has no other name to be checked for.
+_WILDCARD_STAND_IN = "wildcard-check"
+#: The verifier's messages that read better in other words.
+_VERIFIER_WORDING = {
+    "all candidates exhausted with no interior errors": "no path to a trusted root",
+    "cert is not valid at validation time": "expired or not yet valid",
+    "required EKU not found": "its extended key usage does not include TLS server (serverAuth)",
+    "no permitted name constraints matched SAN": "a SAN is outside the name constraints of a CA",
+}
+#: The verifier names the certificate it was looking at this way, at the end of its message.
+_PROCESSING = re.compile(
+    r" \(encountered processing <Certificate\(subject=<Name\((.*)\)>, \.\.\.\)>\)$"
+)
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
@@ -229,17 +273,133 @@ def _name(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "<empty subject>"
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    constraints = extension_value(cert.extensions, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer
+
+
+# --------------------------------------------------------------------------- the web PKI
+
+
+def _web_pki_key(key: PublicKeyTypes) -> bool:
+    """Whether the CA/B Forum profile allows ``key`` (BR 6.1.5, 7.1.3.1)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.key_size >= _WEB_PKI_MIN_RSA_BITS
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.name in _WEB_PKI_CURVES
+    return False
+
+
+def _outside_web_pki(certs: Sequence[x509.Certificate]) -> list[str]:
+    """What in ``certs`` cryptography's verifier refuses to judge: CA keys and signatures of
+    algorithms outside the CA/B Forum profile (a self-issued certificate's own signature is
+    never checked, by it or by openssl)."""
+    reasons: list[str] = []
+    for cert in certs:
+        key = cert.public_key()
+        if _is_ca(cert) and not _web_pki_key(key):
+            reasons.append(f"{_name(cert)}: {public_key_label(key)} key")
+        if not _self_issued(cert) and cert.signature_algorithm_oid not in _WEB_PKI_SIGNATURES:
+            algorithm = signature_algorithm_name(cert.signature_algorithm_oid)
+            reasons.append(f"{_name(cert)}: {algorithm} signature")
+    return list(dict.fromkeys(reasons))
+
+
+def _key_notes(cert: x509.Certificate) -> list[str]:
+    """A warning for an end-entity key the web PKI does not allow (Ed25519, brainpool ...):
+    path validation does not look at it, TLS clients do."""
+    key = cert.public_key()
+    if _is_ca(cert) or _web_pki_key(key):
+        return []
+    return [
+        f"the certificate's {public_key_label(key)} key is outside the web PKI (CA/B Forum BR "
+        "6.1.5): browsers do not accept it in TLS, it fits private uses only"
+    ]
+
+
+def _server_name(cert: x509.Certificate) -> x509.DNSName | x509.IPAddress | None:
+    """A name the server verifier can check ``cert`` for: its first host name or address.
+
+    Any of them will do, since name constraints apply to every SAN whichever is asked for. A
+    certificate with wildcards only is checked for one host the first wildcard covers.
+    """
+    sans = extension_value(cert.extensions, x509.SubjectAlternativeName)
+    addresses = [] if sans is None else [n for n in sans if isinstance(n, x509.IPAddress)]
+    hosts = [] if sans is None else sans.get_values_for_type(x509.DNSName)
+    exact = [host for host in hosts if not host.startswith("*.")]
+    if exact:
+        return x509.DNSName(exact[0])
+    if addresses:
+        return addresses[0]
+    if hosts:
+        return x509.DNSName(f"{_WILDCARD_STAND_IN}.{hosts[0].removeprefix('*.')}")
+    return None
+
+
+def _verifier_reason(err: VerificationError) -> str:
+    """The verifier's message without its framing, naming the certificate when it says which."""
+    text = str(err).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+    subject = ""
+    processing = _PROCESSING.search(text)
+    if processing is not None:
+        subject, text = f"{processing.group(1)}: ", text[: processing.start()]
+    return f"rejected by the web-PKI verifier: {subject}{_VERIFIER_WORDING.get(text, text)}"
+
+
+def _web_pki_problems(
+    cert: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    now: datetime,
+) -> list[str]:
+    """cryptography's verdict: a leaf as a TLS server certificate, a CA certificate as a CA.
+
+    The verifier only sorts candidate issuers by key identifier; OpenSSL refuses a link whose
+    AKI is not its issuer's SKI (which is how upstream's chains broke), so the path the
+    verifier built is held to that too.
+    """
+    builder = PolicyBuilder().store(Store(anchors)).time(now)
+    try:
+        if _is_ca(cert):
+            builder = builder.extension_policies(ca_policy=_CA_ALONE, ee_policy=_CA_ALONE)
+            path = builder.build_client_verifier().verify(cert, intermediates).chain
+        else:
+            name = _server_name(cert)
+            if name is None:
+                return [f"{_name(cert)} names no host or address (subjectAltName) to check"]
+            path = builder.build_server_verifier(name).verify(cert, intermediates)
+    except VerificationError as err:
+        return [_verifier_reason(err)]
+    except ValueError as err:  # a SAN the verifier cannot take as a server name
+        return [f"cannot check {_name(cert)} as a server certificate: {err}"]
+    links = itertools.pairwise(path)
+    return [p for child, parent in links if (p := _key_id_problem(child, parent)) is not None]
+
+
+# --------------------------------------------------------------------------- explaining
+
+
 def _hex(key_id: bytes) -> str:
     return key_id.hex(":")
 
 
-def _key_ids(child: x509.Certificate, parent: x509.Certificate) -> tuple[bytes, bytes] | None:
-    """(child AKI, parent SKI) when both exist, else None (nothing to compare)."""
+def _key_id_problem(child: x509.Certificate, parent: x509.Certificate) -> str | None:
+    """Why ``child``'s AKI does not name ``parent``'s key (SKI), or None when it does or when
+    either is absent (nothing to compare)."""
     aki = extension_value(child.extensions, x509.AuthorityKeyIdentifier)
     ski = extension_value(parent.extensions, x509.SubjectKeyIdentifier)
     if aki is None or aki.key_identifier is None or ski is None:
         return None
-    return aki.key_identifier, ski.digest
+    if aki.key_identifier == ski.digest:
+        return None
+    return (
+        f"authority key id {_hex(aki.key_identifier)} of {_name(child)} does not match "
+        f"subject key id {_hex(ski.digest)} of issuer {_name(parent)}"
+    )
 
 
 def _signature_problem(child: x509.Certificate, parent: x509.Certificate) -> str | None:
@@ -253,17 +413,14 @@ def _signature_problem(child: x509.Certificate, parent: x509.Certificate) -> str
     return None
 
 
-def _build_path(
-    cert: x509.Certificate, pool: Sequence[x509.Certificate]
+def _walk(
+    cert: x509.Certificate, pool: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
 ) -> tuple[list[x509.Certificate], list[str]]:
-    """Walk from ``cert`` up through ``pool`` to a self-issued certificate.
-
-    An issuer must match by name *and*, when both sides carry key identifiers, by AKI = SKI:
-    a name match alone is how upstream's broken chains looked valid.
-    """
+    """Follow issuer names from ``cert`` through ``pool`` to an anchor or a self-issued
+    certificate, preferring the issuer whose SKI is the AKI; the problems met on the way."""
     path = [cert]
     current = cert
-    while current.subject != current.issuer:
+    while current not in anchors and not _self_issued(current):
         if len(path) >= _MAX_PATH:
             return path, [f"chain is longer than {_MAX_PATH} certificates"]
         named = [c for c in pool if c.subject == current.issuer and c not in path]
@@ -272,13 +429,10 @@ def _build_path(
                 f"no issuer certificate for {_name(current)} "
                 f"(issuer {current.issuer.rfc4514_string()})"
             ]
-        keyed = [c for c in named if (ids := _key_ids(current, c)) is None or ids[0] == ids[1]]
+        keyed = [c for c in named if _key_id_problem(current, c) is None]
         if not keyed:
-            aki, ski = _key_ids(current, named[0]) or (b"", b"")
-            return path, [
-                f"authority key id {_hex(aki)} of {_name(current)} does not match "
-                f"subject key id {_hex(ski)} of issuer {_name(named[0])}"
-            ]
+            mismatch = _key_id_problem(current, named[0])
+            return path, [] if mismatch is None else [mismatch]
         current = next((c for c in keyed if _signature_problem(current, c) is None), keyed[0])
         path.append(current)
     return path, []
@@ -294,20 +448,129 @@ def _validity_problem(cert: x509.Certificate, now: datetime) -> str | None:
     return None
 
 
-def _issuer_problems(issuer: x509.Certificate, below: int) -> list[str]:
-    """CA checks for a certificate that signed others; ``below`` = intermediates under it."""
+def _issuer_problems(issuer: x509.Certificate) -> list[str]:
     problems: list[str] = []
-    constraints = extension_value(issuer.extensions, x509.BasicConstraints)
-    if constraints is None or not constraints.ca:
+    if not _is_ca(issuer):
         problems.append(f"issuer {_name(issuer)} is not a CA (no BasicConstraints CA:TRUE)")
-    elif constraints.path_length is not None and below > constraints.path_length:
-        problems.append(
-            f"issuer {_name(issuer)} allows {constraints.path_length} intermediates, has {below}"
-        )
     usage = extension_value(issuer.extensions, x509.KeyUsage)
     if usage is not None and not usage.key_cert_sign:
         problems.append(f"issuer {_name(issuer)} lacks the keyCertSign key usage")
     return problems
+
+
+def _explain(
+    cert: x509.Certificate,
+    offered: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    now: datetime,
+) -> list[str]:
+    """What a reader following issuer names through every ``offered`` certificate finds wrong,
+    and the path it followed: context for the verifier's terse reason, never a verdict."""
+    path, problems = _walk(cert, offered, anchors)
+    problems += [p for link in path if (p := _validity_problem(link, now)) is not None]
+    problems += [
+        p for child, parent in itertools.pairwise(path) if (p := _signature_problem(child, parent))
+    ]
+    problems += [p for issuer in path[1:] for p in _issuer_problems(issuer)]
+    top = path[-1]
+    if top not in anchors and _self_issued(top):
+        problems.append(f"root {_name(top)} is not a trusted certificate")
+    problems.append("path followed: " + " < ".join(_name(link) for link in path))
+    return problems
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The verdict on a certificate's path.
+
+    ``problems`` is empty when the path is valid; ``notes`` say how it was judged when not by
+    the web-PKI verifier, and what a valid path still does not promise.
+    """
+
+    problems: list[str]
+    notes: list[str]
+
+
+def _trust(
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    trust: Sequence[x509.Certificate] | None,
+    *,
+    open_top: bool,
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(anchors, intermediates): the self-issued certificates of ``trust`` (default: of
+    ``chain``) are anchors, as for ``openssl verify``; with ``open_top`` so is each chain
+    certificate above ``cert`` whose issuer is not there. The others are candidates, except
+    self-issued ones: a root that is not trusted can only end a path that then fails."""
+    offered = [*chain] if trust is None else [*chain, *trust]
+    anchors = [c for c in (chain if trust is None else trust) if _self_issued(c)]
+    if open_top:
+        subjects = {c.subject for c in [cert, *offered]}
+        anchors += [
+            c
+            for c in chain
+            if c != cert and not _self_issued(c) and c.issuer not in subjects and c not in anchors
+        ]
+    return anchors, [c for c in offered if c not in anchors and not _self_issued(c)]
+
+
+def check_chain(
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    *,
+    now: datetime,
+    trust: Sequence[x509.Certificate] | None = None,
+    open_top: bool = False,
+) -> ChainCheck:
+    """Validate the path from ``cert`` through ``chain`` to a trusted root.
+
+    The judge is cryptography's web-PKI verifier (RFC 5280 path validation under the CA/B
+    Forum profile): names and key identifiers, signatures, validity at ``now``, basic
+    constraints, key usages, path lengths and name constraints. A leaf is checked as a TLS
+    server certificate (EKU serverAuth) for one of its own names; a CA certificate as a CA
+    with no purpose. A chain with a CA key or a signature that profile forbids (Ed25519 or
+    brainpool CAs, SHA-3 digests) is judged by ``openssl verify`` instead, and a note says so.
+    On a rejection, a walk along the issuer names adds which certificate is at fault.
+
+    Parameters:
+      cert(Certificate): the certificate to check (leaf or CA).
+      chain(Sequence[Certificate]): candidate issuers, any order (a root may be included).
+      now(datetime): timezone-aware time to check validity at.
+      trust(Sequence[Certificate] | None): trusted roots; default: the self-issued
+        certificates in ``chain`` (the "is this chain internally consistent" question). Only
+        self-issued ones are anchors, as for ``openssl verify``; others are candidates.
+      open_top(bool): accept a path that ends, after at least one issuer, in a certificate
+        whose issuer is not in ``chain`` (an ACME chain sent without its root); the links that
+        are there are checked all the same.
+
+    Returns:
+      The verdict; pure apart from the ``openssl verify`` run. Never raises for a bad chain.
+    """
+    anchors, intermediates = _trust(cert, chain, trust, open_top=open_top)
+    offered = [*chain, *(trust or [])]
+    notes = _key_notes(cert)
+    if not anchors:
+        problems = ["no trusted root: no self-signed certificate was given as one"]
+        return ChainCheck([*problems, *_explain(cert, offered, anchors, now)], notes)
+    misfits = _outside_web_pki([cert, *intermediates, *anchors])
+    if misfits:
+        notes.insert(
+            0,
+            "checked with openssl verify, since the web PKI (and with it browsers and "
+            f"cryptography's verifier) refuses this chain: {'; '.join(misfits)}",
+        )
+        purpose = None if _is_ca(cert) else "sslserver"
+        problems = openssl_verify(
+            cert, intermediates, anchors, at=now, purpose=purpose, partial_chain=open_top
+        )
+        return ChainCheck(problems, notes)
+    problems = _web_pki_problems(cert, intermediates, anchors, now)
+    if problems:
+        problems += _explain(cert, offered, anchors, now)
+    return ChainCheck(list(dict.fromkeys(problems)), notes)
 
 
 def verify_chain(
@@ -318,50 +581,5 @@ def verify_chain(
     trust: Sequence[x509.Certificate] | None = None,
     open_top: bool = False,
 ) -> list[str]:
-    """Validate the path from ``cert`` through ``chain`` to a trusted self-signed root.
-
-    Checks every link's issuer name, AKI/SKI and signature, every certificate's validity at
-    ``now``, CA flag / keyCertSign / pathLen of every issuer, and that the path ends in a
-    self-signed certificate from ``trust``. No hostname or EKU checks: callers know the
-    purpose, this function only knows the chain.
-
-    Parameters:
-      cert(Certificate): the end-entity certificate.
-      chain(Sequence[Certificate]): candidate issuers, any order (a root may be included).
-      now(datetime): timezone-aware time to check validity at.
-      trust(Sequence[Certificate] | None): trust anchors; default: the self-signed
-        certificates in ``chain`` (the "is this chain internally consistent" question).
-      open_top(bool): accept a path that ends, after at least one issuer, in a certificate
-        whose issuer is not in ``chain`` (an ACME chain sent without its root); the links that
-        are there are checked all the same.
-
-    Returns:
-      Human-readable problems, empty when the chain is valid. Pure; never raises for a bad
-      chain.
-    """
-    anchors = list(trust) if trust is not None else [c for c in chain if c.subject == c.issuer]
-    pool = [*chain, *anchors]
-    path, problems = _build_path(cert, pool)
-    top = path[-1]
-    if (
-        open_top
-        and len(path) >= 2
-        and top.subject != top.issuer
-        and not any(c.subject == top.issuer for c in pool)
-    ):
-        problems = []  # the one problem was "no issuer certificate" for the top
-    for link in path:
-        if (problem := _validity_problem(link, now)) is not None:
-            problems.append(problem)
-    for child, parent in itertools.pairwise(path):
-        if (problem := _signature_problem(child, parent)) is not None:
-            problems.append(problem)
-    for below, issuer in enumerate(path[1:]):
-        problems.extend(_issuer_problems(issuer, below))
-    root = path[-1]
-    if root.subject == root.issuer:
-        if (problem := _signature_problem(root, root)) is not None:
-            problems.append(problem)
-        if root not in anchors:
-            problems.append(f"root {_name(root)} is not a trusted certificate")
-    return problems
+    """The problems :func:`check_chain` finds, empty when the path is valid."""
+    return check_chain(cert, chain, now=now, trust=trust, open_top=open_top).problems

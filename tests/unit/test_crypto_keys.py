@@ -169,8 +169,10 @@ def test_san_entries_refuse_names_that_slipped_past_config(bad: str) -> None:
 # --------------------------------------------------------------------------- CSRs
 
 
-def test_csr_subject_keeps_upstream_order_and_omits_empty_attributes(p256: PrivateKey) -> None:
-    # Given a full subject and a sparse one
+def test_csr_subject_is_in_conventional_order_without_email_or_empty_attributes(
+    p256: PrivateKey,
+) -> None:
+    # Given a full subject with an e-mail address, and a sparse one
     full = SubjectSpec(
         CN="web.example.com", O="Example", OU="IT", L="Town", ST="State", C="US", email="a@b.c"
     )
@@ -178,14 +180,17 @@ def test_csr_subject_keeps_upstream_order_and_omits_empty_attributes(p256: Priva
     # When I build CSRs for both
     full_pem = csr_to_pem(build_csr(p256, full, [], is_ca=False))
     sparse_pem = csr_to_pem(build_csr(p256, sparse, [], is_ca=False))
-    # Then openssl shows the RDNs in CN, C, ST, L, O, OU, emailAddress order
+    # Then openssl shows the RDNs in C, ST, L, O, OU, CN order (CA/B BR 7.1.4.2), and the
+    # e-mail address is in neither the subject nor the SANs (docs/decisions.md)
     assert openssl("req", "-noout", "-subject", "-nameopt", "oneline", stdin=full_pem) == (
-        "subject=CN = web.example.com, C = US, ST = State, L = Town, O = Example, OU = IT, "
-        "emailAddress = a@b.c\n"
+        "subject=C = US, ST = State, L = Town, O = Example, OU = IT, CN = web.example.com\n"
     )
+    full_text = openssl("req", "-noout", "-text", stdin=full_pem)
+    assert "a@b.c" not in full_text
+    assert "DNS:web.example.com\n" in full_text
     # And empty attributes are left out rather than written empty
     assert openssl("req", "-noout", "-subject", "-nameopt", "oneline", stdin=sparse_pem) == (
-        "subject=CN = web.example.com, O = Example\n"
+        "subject=O = Example, CN = web.example.com\n"
     )
 
 
@@ -210,26 +215,28 @@ def test_ed25519_csr_is_signed_without_a_digest() -> None:
     assert "Signature Algorithm: ED25519" in openssl("req", "-noout", "-text", "-verify", stdin=pem)
 
 
-def test_ca_csr_without_sans_gets_its_cn_as_dns_name(p256: PrivateKey) -> None:
-    # Given a CA named like a host, as in upstream's example
+def test_ca_csr_without_sans_asks_for_no_san(p256: PrivateKey) -> None:
+    # Given a CA named like a host, as in upstream's example (upstream made it DNS:my-root)
     csr = build_csr(p256, SubjectSpec(CN="my-root"), [], is_ca=True)
-    # Then the request carries DNS:my-root and CA:TRUE
+    # Then the request carries CA:TRUE and no subjectAltName at all
     text = openssl("req", "-noout", "-text", stdin=csr_to_pem(csr))
-    assert "DNS:my-root" in text
     assert "CA:TRUE" in text
+    assert "Subject Alternative Name" not in text
+    assert "my-root" in text  # the CN is still there, in the subject
 
 
-def test_ca_csr_with_a_descriptive_cn_keeps_it_out_of_the_sans(p256: PrivateKey) -> None:
-    # Given a CA whose CN is a description, not a host name
-    subject = SubjectSpec(CN="Example Root CA")
+@pytest.mark.parametrize("cn", ["Example Root CA", "ca.example.com"])
+def test_ca_csr_sans_are_the_configured_ones_only(p256: PrivateKey, cn: str) -> None:
+    # Given a CA whose CN is a description, or a host name
+    subject = SubjectSpec(CN=cn)
     # When I build its CSR with and without sans
     bare = build_csr(p256, subject, [], is_ca=True)
-    named = build_csr(p256, subject, ["ca.example.com"], is_ca=True)
+    named = build_csr(p256, subject, ["pki.example.com"], is_ca=True)
     # Then it is built rather than refused, and the CN never becomes a SAN
     with pytest.raises(x509.ExtensionNotFound):
         bare.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     sans = named.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert list(sans) == [x509.DNSName("ca.example.com")]
+    assert list(sans) == [x509.DNSName("pki.example.com")]
 
 
 def test_leaf_csr_with_a_descriptive_cn_is_refused(p256: PrivateKey) -> None:

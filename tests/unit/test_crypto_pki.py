@@ -38,6 +38,8 @@ P256 = KeySpec("ec", ec_curve="secp256r1")
 P384 = KeySpec("ec", ec_curve="secp384r1")
 SANS = ["www.example.com", "*.example.com", "192.0.2.10", "2001:db8::10"]
 _KEY_ID = re.compile(r"(?:[0-9A-F]{2}:){19}[0-9A-F]{2}")
+LEAF_NAME = "CN=example.com,O=Example Certs,C=US"
+INT_NAME = "CN=my-int,O=Example Certs,C=US"
 
 
 @dataclass(frozen=True)
@@ -365,8 +367,8 @@ def test_compose_outputs_refuses_input_without_pem_blocks(leaf: Issued) -> None:
 
 def test_cert_info_summarises_a_leaf(leaf: Issued, intermediate: Issued) -> None:
     info = cert_info(leaf.cert)
-    assert info.subject == "O=Example Certs,C=US,CN=example.com"
-    assert info.issuer == "O=Example Certs,C=US,CN=my-int"
+    assert info.subject == "CN=example.com,O=Example Certs,C=US"
+    assert info.issuer == "CN=my-int,O=Example Certs,C=US"
     assert info.not_before == NOW
     assert info.not_before.tzinfo is not None
     assert info.lifetime_days == 30
@@ -434,6 +436,15 @@ def test_a_good_chain_has_no_problems(root: Issued, intermediate: Issued, leaf: 
     assert verify_chain(leaf.cert, [intermediate.cert], now=NOW, trust=[root.cert]) == []
 
 
+def test_a_leaf_with_wildcards_or_addresses_only_is_checked_for_one_of_them(
+    root: Issued, intermediate: Issued
+) -> None:
+    # The web-PKI verifier checks a leaf for one server name; sslm picks one the leaf covers
+    for names in (["*.example.com"], ["192.0.2.10"], ["2001:db8::10", "*.example.org"]):
+        leaf = issue(names[0], names[1:], spec=P256, issuer=intermediate)
+        assert verify_chain(leaf.cert, [intermediate.cert, root.cert], now=NOW) == [], names
+
+
 def test_a_self_signed_leaf_is_valid_when_trusted() -> None:
     lone = issue("lone.example.com", [], spec=P256, issuer=None).cert
     assert verify_chain(lone, [lone], now=NOW) == []
@@ -446,10 +457,12 @@ def test_an_expired_certificate_is_a_problem(
     old = issue(
         "example.com", SANS, spec=P256, issuer=intermediate, days=10, now=NOW - timedelta(40)
     )
-    # When / Then both sslm and openssl reject it
+    # When / Then both sslm and openssl reject it, and sslm says which certificate
     problems = verify_chain(old.cert, [intermediate.cert, root.cert], now=NOW)
-    assert len(problems) == 1
-    assert "CN=example.com expired at" in problems[0]
+    assert problems[:2] == [
+        f"rejected by the web-PKI verifier: {LEAF_NAME}: expired or not yet valid",
+        f"{LEAF_NAME} expired at {old.cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC",
+    ]
     assert "certificate has expired" in openssl_verify(tmp_path, old, intermediate, root=root)
 
 
@@ -459,8 +472,9 @@ def test_a_chain_from_another_ca_is_a_problem(
     other_int = issue("other-int", [], spec=P256, issuer=other_root, days=30, is_ca=True)
     problems = verify_chain(leaf.cert, [other_int.cert, other_root.cert], now=NOW)
     assert problems == [
-        "no issuer certificate for O=Example Certs,C=US,CN=example.com "
-        "(issuer O=Example Certs,C=US,CN=my-int)"
+        "rejected by the web-PKI verifier: no path to a trusted root",
+        f"no issuer certificate for {LEAF_NAME} (issuer CN=my-int,O=Example Certs,C=US)",
+        f"path followed: {LEAF_NAME}",
     ]
     assert ": OK" not in openssl_verify(tmp_path, leaf, other_int, root=other_root)
 
@@ -477,6 +491,7 @@ def craft_leaf(issuer: Issued, *, aki_key: PrivateKey | None, signer: PrivateKey
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW)
         .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("crafted.example.com")]), False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key((aki_key or key).public_key()),
@@ -492,11 +507,14 @@ def test_upstreams_aki_equals_own_ski_chain_is_a_problem(
 ) -> None:
     # Given a leaf signed by the intermediate but with AKI = its own SKI (upstream's bug)
     issued = craft_leaf(intermediate, aki_key=None, signer=intermediate.key)
-    # When / Then sslm reports the mismatch, as openssl does
+    int_ski = key_id(intermediate.cert, "subjectKeyIdentifier").lower()
+    # When / Then sslm reports the mismatch, as openssl does (the web-PKI verifier alone
+    # would accept it: it only sorts issuers by key id)
     problems = verify_chain(issued.cert, [intermediate.cert, root.cert], now=NOW)
-    assert len(problems) == 1
+    assert len(problems) == 2
     assert problems[0].startswith("authority key id ")
-    assert "does not match subject key id" in problems[0]
+    assert problems[0].endswith(f"does not match subject key id {int_ski} of issuer {INT_NAME}")
+    assert problems[1] == "path followed: CN=crafted.example.com"
     assert ": OK" not in openssl_verify(tmp_path, issued, intermediate, root=root)
 
 
@@ -507,8 +525,9 @@ def test_a_forged_signature_is_a_problem(
     issued = craft_leaf(intermediate, aki_key=intermediate.key, signer=root.key)
     problems = verify_chain(issued.cert, [intermediate.cert, root.cert], now=NOW)
     assert problems == [
-        "signature on CN=crafted.example.com does not verify with the key of "
-        "O=Example Certs,C=US,CN=my-int"
+        "rejected by the web-PKI verifier: signature does not match",
+        f"signature on CN=crafted.example.com does not verify with the key of {INT_NAME}",
+        f"path followed: CN=crafted.example.com < {INT_NAME} < CN=my-root,O=Example Certs,C=US",
     ]
     assert "certificate signature failure" in openssl_verify(
         tmp_path, issued, intermediate, root=root
@@ -528,7 +547,8 @@ def test_a_root_outside_the_trust_list_is_a_problem(
     problems = verify_chain(
         leaf.cert, [intermediate.cert, root.cert], now=NOW, trust=[other_root.cert]
     )
-    assert problems == ["root O=Example Certs,C=US,CN=my-root is not a trusted certificate"]
+    assert problems[0] == "rejected by the web-PKI verifier: no path to a trusted root"
+    assert "root CN=my-root,O=Example Certs,C=US is not a trusted certificate" in problems
 
 
 # --------------------------------------------------------------------------- TLSA

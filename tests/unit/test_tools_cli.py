@@ -143,8 +143,8 @@ def test_info_summarises_a_certificate_in_upstreams_layout(pki: Pki) -> None:
         rf"Issued   : {date} \(   0d \d\d:\d\d:\d\d ago\) \(30 day cert\)", lines[4]
     )
     assert lines[5:] == [
-        "Issuer   : O=Example Certs,CN=my-int",
-        "Subject  : O=Example Certs,CN=example.com",
+        "Issuer   : CN=my-int,O=Example Certs",
+        "Subject  : CN=example.com,O=Example Certs",
         "Sans     : example.com, www.example.com, *.example.com, 192.0.2.10,",
         "           2001:db8::10",
         "Pubkey   : pubkey-secp256r1",
@@ -158,9 +158,9 @@ def test_info_shows_one_block_per_certificate_of_a_chain(pki: Pki) -> None:
     assert done.stdout.count(DASHES) == 3
     subjects = re.findall(r"^Subject  : (.*)$", done.stdout, flags=re.MULTILINE)
     assert subjects == [
-        "O=Example Certs,CN=example.com",
-        "O=Example Certs,CN=my-int",
-        "O=Example Certs,CN=my-root",
+        "CN=example.com,O=Example Certs",
+        "CN=my-int,O=Example Certs",
+        "CN=my-root,O=Example Certs",
     ]
 
 
@@ -229,7 +229,7 @@ def test_verify_accepts_a_self_signed_certificate(pki: Pki) -> None:
 @pytest.mark.parametrize(
     ("which", "problem"),
     [
-        ("expired", "CN=example.com expired at"),
+        ("expired", "CN=example.com,O=Example Certs expired at"),
         # another CA of the same name: only the key identifiers tell them apart
         ("wrong_chain", "does not match subject key id"),
     ],
@@ -239,8 +239,11 @@ def test_verify_fails_bad_chains_with_a_reason(pki: Pki, which: str, problem: st
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     assert lines[1] == "\tCertificate ** Failed **"
-    assert lines[2].startswith("\t  ")
-    assert problem in lines[2]
+    # the verifier's verdict first, then what a walk along the issuer names found
+    assert lines[2].startswith("\t  rejected by the web-PKI verifier: ")
+    reasons = lines[2 : lines.index("Certificate Info:")]
+    assert all(line.startswith("\t  ") for line in reasons)
+    assert any(problem in line for line in reasons), reasons
 
 
 def test_verify_checks_against_a_given_ca_file(pki: Pki) -> None:
