@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any, Final, NoReturn, TypedDict
@@ -247,7 +247,7 @@ def walk(
     before = (read_link(ws.layout, ref, "curr"), read_link(ws.layout, ref, "next"))
     try:
         with _service_lock(ws, ref):
-            stuck = _walk_segment(ServiceContext(ws, ref), segment, progress)
+            stuck = _walk_segment(ServiceContext(ws, ref, workflow=_owner(self)), segment, progress)
     except PermanentError as err:
         if first:
             self.release(ref)
@@ -423,13 +423,19 @@ def clean(self: Task, *, group: str, service: str) -> list[str]:
     return verdict.detail.removeprefix("cleaned ").split(", ") if verdict.detail else []
 
 
+def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
+    """The services no workflow holds now: a scan leaves a running one alone."""
+    claims = _claims()
+    return [ref for ref in refs if claims is None or claims.holder(_claim_name(ref)) is None]
+
+
 @app.task(name=TaskName.RENEW_SCAN.value)  # type: ignore[untyped-decorator]
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
     ws = _workspace([], {})
     started = []
-    for ref in ws.config.services:
+    for ref in _unclaimed(ws.config.services):
         ctx = ServiceContext(ws, ref, repair=False)
         try:
             due = build.check_renew(ctx, record=False).build
@@ -450,7 +456,7 @@ def roll_scan() -> list[str]:
     now = utc_now()
     started = []
     retiring = []
-    for ref in ws.config.services:
+    for ref in _unclaimed(ws.config.services):
         record = ServiceContext(ws, ref, repair=False).record
         if record.phase == Phase.ISSUED and record.roll_due is not None and record.roll_due <= now:
             send_service(ws.config, ref, RunOptions(), renew=False, roll=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
@@ -72,9 +73,9 @@ def walk_segment(ctx: ServiceContext, segment: Segment, walk: Walk, *, wait_s: f
         start = index + 1
 
 
-def walk_service(ws: Workspace, ref: ServiceRef, request: RunRequest) -> Walk:
+def walk_service(ws: Workspace, ref: ServiceRef, request: RunRequest, *, run_id: str) -> Walk:
     """Every stage the request asks of one service, in order."""
-    ctx = ServiceContext(ws, ref)
+    ctx = ServiceContext(ws, ref, workflow=run_id)
     stages = pipeline.service_stages(
         renew_it=request.renew,
         roll_it=request.roll,
@@ -93,10 +94,15 @@ def _links(ws: Workspace, ref: ServiceRef) -> tuple[str | None, str | None]:
 
 
 def _service_turn(
-    ws: Workspace, ref: ServiceRef, outcome: ServiceOutcome, request: RunRequest, report: RunReport
+    ws: Workspace,
+    ref: ServiceRef,
+    outcome: ServiceOutcome,
+    request: RunRequest,
+    report: RunReport,
+    run_id: str,
 ) -> None:
     before = _links(ws, ref)
-    walk = walk_service(ws, ref, request)
+    walk = walk_service(ws, ref, request, run_id=run_id)
     for line in walk.said:
         if line.startswith(CLEANED):
             report.cleaned[str(ref)] = line.removeprefix(CLEANED).split(", ")
@@ -141,6 +147,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
         return RunReport([_dry_run_turn(ws, ref) for ref in refs])
     outcomes: list[ServiceOutcome] = []
     report = RunReport(outcomes)
+    run_id = f"run-{uuid.uuid4()}"
     failed: set[ServiceRef] = set()
     for ref in refs:
         outcome = ServiceOutcome(ref)
@@ -154,7 +161,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             ws,
             ref,
             outcome,
-            partial(_service_turn, ws, ref, outcome, request, report),
+            partial(_service_turn, ws, ref, outcome, request, report, run_id),
         ):
             failed.add(ref)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]

@@ -29,9 +29,9 @@ _MAX_DNS_NAME = 253
 class SubjectSpec:
     """Subject attributes of a request; empty strings mean "leave the attribute out".
 
-    ``email`` is the ``[X509] email`` of the service, taken along so callers can hand over the
-    whole table; it is the ACME account contact and goes into no request or certificate
-    (RFC 5280 §4.1.2.6 deprecates emailAddress in subjects; see docs/decisions.md).
+    The service's ``[X509] email`` is not among them: it is the ACME account contact and goes
+    into no request or certificate (RFC 5280 §4.1.2.6 deprecates emailAddress in subjects; see
+    docs/decisions.md).
     """
 
     CN: str
@@ -40,7 +40,6 @@ class SubjectSpec:
     L: str = ""
     ST: str = ""
     C: str = ""
-    email: str = ""
 
 
 def _general_name(name: str) -> x509.GeneralName:

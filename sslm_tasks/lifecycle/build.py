@@ -140,8 +140,10 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
     asked of the CA, and not with ``record=False`` (``-d``, the dry run).
     """
     stamp = in_progress(ctx)
-    force = ctx.ws.options.force
+    force = ctx.ws.options.force and not ctx.started_here()
     waiting = None if force else acme_timing.waiting(ctx)
+    if ctx.started_here() and stamp is None:
+        return RenewCheck(False, f"build {ctx.record.stamp} of this run is done")
     if stamp is not None:
         if force:
             return RenewCheck(True, f"forced: build {stamp} is replaced by a fresh one")
@@ -202,6 +204,7 @@ def start_build(ctx: ServiceContext) -> str:
     record.phase = Phase.RENEWING
     record.stamp = stamp
     record.build_signer = None if signing is None else signing[1]
+    record.build_workflow = ctx.workflow or None
     record.last_error = None
     ctx.save()
     return stamp
@@ -275,7 +278,7 @@ def write_new_key(ctx: ServiceContext, stamp: str) -> None:
 
 def _subject(svc: ServiceConfig) -> SubjectSpec:
     x = svc.x509
-    return SubjectSpec(CN=x.cn, O=x.o, OU=x.ou, L=x.l, ST=x.st, C=x.c, email=x.email)
+    return SubjectSpec(CN=x.cn, O=x.o, OU=x.ou, L=x.l, ST=x.st, C=x.c)
 
 
 def make_csr(ctx: ServiceContext) -> None:

@@ -33,11 +33,14 @@ class ServiceContext:
     Parameters:
       repair(bool): a record that cannot be read is set aside and the rebuilt one saved; with
         False (``-s``, ``-d``: they write nothing) it is only rebuilt in memory.
+      workflow(str): the id of the workflow the step belongs to (a worker chain's root task,
+        an in-process run); empty outside one.
     """
 
     ws: Workspace
     ref: ServiceRef
     repair: bool = True
+    workflow: str = ""
     _record: ServiceRecord | None = field(default=None, repr=False)
 
     @property
@@ -67,6 +70,11 @@ class ServiceContext:
         record.updated = self.now()
         write_state(self.layout, self.ref, record.to_json())
 
+    def started_here(self) -> bool:
+        """Whether the record's build was started by this very workflow (a step delivered
+        again after a crash must not start another)."""
+        return bool(self.workflow) and self.record.build_workflow == self.workflow
+
     def reload(self) -> ServiceRecord:
         """Read the record again: another writer (a deploy worker) may have changed it."""
         self._record = None
@@ -74,7 +82,7 @@ class ServiceContext:
 
     def of(self, other: ServiceRef) -> ServiceContext:
         """Another service of the same workspace (a zone's other services, a signing CA)."""
-        return ServiceContext(self.ws, other, repair=self.repair)
+        return ServiceContext(self.ws, other, repair=self.repair, workflow=self.workflow)
 
 
 def load_record(ws: Workspace, ref: ServiceRef, *, repair: bool = True) -> ServiceRecord:

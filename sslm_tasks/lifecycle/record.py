@@ -287,6 +287,9 @@ class ServiceRecord:
     #: A build resumed after the CA changed would sign against a chain that is gone: it
     #: starts afresh instead.
     build_signer: str | None = None
+    #: The workflow (a worker chain, an in-process run) that started the build: the same
+    #: workflow's step, delivered again after a crash, resumes it rather than forcing another.
+    build_workflow: str | None = None
     roll_due: datetime | None = None
     #: When production began to hold the current ``curr``: a server deploy that began later
     #: carries it (:mod:`sslm_tasks.lifecycle.deployment`).
@@ -306,6 +309,7 @@ class ServiceRecord:
             "phase": str(self.phase),
             "stamp": self.stamp,
             "build_signer": self.build_signer,
+            "build_workflow": self.build_workflow,
             "roll_due": _iso(self.roll_due),
             "prod_since": _iso(self.prod_since),
             "last_error": self.last_error,
@@ -344,6 +348,7 @@ class ServiceRecord:
             phase=_phase(data.get("phase", "idle")),
             stamp=_str_or_none(data.get("stamp"), "stamp"),
             build_signer=_str_or_none(data.get("build_signer"), "build_signer"),
+            build_workflow=_str_or_none(data.get("build_workflow"), "build_workflow"),
             roll_due=_time(data.get("roll_due"), "roll_due"),
             prod_since=_time(data.get("prod_since"), "prod_since"),
             last_error=_str_or_none(data.get("last_error"), "last_error"),

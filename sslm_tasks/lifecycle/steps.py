@@ -158,7 +158,7 @@ def dev_key(ctx: ServiceContext) -> Verdict:
     service has none.
     """
     steps = ctx.ws.options.dev
-    if steps.keys:
+    if steps.keys and not (ctx.started_here() and build.in_progress(ctx) is not None):
         stamp = build.start_build(ctx)
         build.write_new_key(ctx, stamp)
         return Verdict(True, f"new key in build {stamp}")

@@ -64,10 +64,17 @@ def test_cli_enqueues_renew_and_roll_and_workers_build_verifiable_chains(
     result = cli(topdir, redis_server.url(), "-renew", "-roll")
     # Then it succeeded for every service, CAs first, and the chains verify
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "example.com:web-ec" in result.stdout
-    assert re.search(r"curr is \d{8}-\d\d:\d\d:\d\d", result.stdout), result.stdout
+    assert "\n  web-ec\n" in result.stdout
+    assert re.search(r"rolled \d{8}-\d\d:\d\d:\d\d to curr", result.stdout), result.stdout
     for svc in LEAVES:
         assert chain_verifies(topdir, svc), svc
+    # and the work ran on the worker, not in the CLI: the worker logged every service's steps,
+    # and the CLI wrote no log of its own
+    log = worker.service.log_text()
+    for ref in ("ca:my-root", "ca:my-int", *(svc.replace("/", ":") for svc in LEAVES)):
+        for step in ("check", "keygen", "sign", "store", "roll", "production"):
+            assert f"{ref}: step {step}" in log, (ref, step)
+    assert not (topdir / "logs").exists()
     assert (topdir / "prod-certs/example.com/web-ec/curr/bundle.pem").is_file()
     # and -s reads state directly: no worker needed
     worker.terminate()
@@ -109,7 +116,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
             break
     assert process.wait(timeout=30) == 0, output.decode(errors="replace")
     text = output.decode(errors="replace")
-    assert "\x1b[2K" in text and "[####################] 8/8 done" in text
+    assert "\x1b[2K" in text and "[####################] 2/2 done" in text
     assert "example.com:mail-rsa" in text
     # --no-wait: one line per service with its task ids, and the work still happens
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
@@ -118,7 +125,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
     assert (
         len(line) == 1
         and line[0].startswith("example.com:web-ec ")
-        and len(line[0].split()) == 1 + 8
+        and len(line[0].split()) == 1 + 2
     )
     wait_for(
         "the --no-wait renew finishes",
@@ -128,8 +135,9 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
     assert chain_verifies(topdir, "example.com/web-ec", "next")
 
 
-def test_worker_killed_mid_step_redelivers_and_finishes_the_same_build(
-    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+@pytest.mark.parametrize("step", ["keygen", "sign", "roll"])
+def test_worker_killed_inside_a_step_redelivers_and_ends_with_one_new_version(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter, step: str
 ) -> None:
     # Given a tree with current certificates (in-process) and fast redelivery
     assert cli(topdir, None, "-renew").returncode == 0
@@ -139,63 +147,105 @@ def test_worker_killed_mid_step_redelivers_and_finishes_the_same_build(
         "slow@test",
         include=["slow_steps"],
         env=worker_env(
-            topdir, SLOW_STEP="sign", SLOW_S="60", SLOW_MARKER=str(marker), **FAST_REDELIVERY
+            topdir, SLOW_STEP=step, SLOW_S="60", SLOW_MARKER=str(marker), **FAST_REDELIVERY
         ),
     )
-    # When a forced renew is enqueued and its worker is SIGKILLed in the middle of "sign"
-    sent = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
+    # When a forced renew and roll is enqueued and its worker is SIGKILLed inside the step
+    sent = cli(
+        topdir,
+        redis_server.url(),
+        "-f",
+        "-renew",
+        "-roll",
+        "-roll-mins",
+        "0",
+        "example.com:web-ec",
+        "--no-wait",
+    )
     assert sent.returncode == 0
-    wait_for("the sign step starts", marker.exists, timeout_s=60)
+    wait_for(f"the {step} step starts", marker.exists, timeout_s=60)
     slow.kill()
     started = time.monotonic()
     # Then a second worker gets the step again within the visibility timeout and finishes
-    workers.start("spare@test", env=worker_env(topdir, **FAST_REDELIVERY))
+    spare = workers.start("spare@test", env=worker_env(topdir, **FAST_REDELIVERY))
+    curr = topdir / "certs/example.com/web-ec/curr"
     wait_for(
-        "the renew completes on the spare worker",
-        lambda: (topdir / "certs/example.com/web-ec/next").exists(),
+        "the roll completes on the spare worker",
+        lambda: (
+            os.readlink(curr).removeprefix("db/") not in before
+            and "step clean" in spare.service.log_text()
+        ),
         timeout_s=90,
+        log=spare.service.log,
     )
     assert time.monotonic() - started < 90
     new = versions(topdir, "example.com/web-ec") - before
-    assert len(new) == 1, new  # the same build, no second next
-    assert os.readlink(topdir / "certs/example.com/web-ec/next") == f"db/{new.pop()}"
-    assert chain_verifies(topdir, "example.com/web-ec", "next")
-
-
-def test_duplicate_delivery_of_finished_steps_changes_nothing(
-    topdir: Path, redis_server: RedisServer, workers: WorkerStarter
-) -> None:
-    workers.start("all@test", env=worker_env(topdir))
-    assert cli(topdir, None, "-renew").returncode == 0
-    assert cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec").returncode == 0
+    assert len(new) == 1, new  # the same build, no second one
+    assert os.readlink(curr) == f"db/{new.pop()}"
+    assert not (topdir / "certs/example.com/web-ec/next").exists()
+    assert chain_verifies(topdir, "example.com/web-ec")
     state = json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())
-    before = (
-        versions(topdir, "example.com/web-ec"),
-        os.readlink(topdir / "certs/example.com/web-ec/next"),
+    assert (state["phase"], state["last_error"]) == ("rolled", None)
+    assert (topdir / "prod-certs/example.com/web-ec/curr/cert.pem").read_bytes() == (
+        curr / "cert.pem"
+    ).read_bytes()
+    # and the workflow's claim is gone: a new trigger is not told "already in progress"
+    again = cli(topdir, redis_server.url(), "-renew", "example.com:web-ec")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_segment_delivered_twice_mid_build_builds_once(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given current certificates, and a worker that pauses right after its keygen step
+    assert cli(topdir, None, "-renew").returncode == 0
+    before = versions(topdir, "example.com/web-ec")
+    marker = tmp_path / "keygen-done"
+    workers.start(
+        "slow@test",
+        pool="prefork",
+        concurrency=2,
+        include=["slow_steps"],
+        env=worker_env(
+            topdir, SLOW_STEP="keygen", SLOW_AFTER="1", SLOW_S="3", SLOW_MARKER=str(marker)
+        ),
     )
-    # When every step of that chain is delivered once more (as after a lost ack)
+    # When a forced renew is enqueued, and while its walk is inside the build the very same
+    # message is delivered once more (as after a lost acknowledgement)
+    sent = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    first_id = sent.stdout.split()[1]
+    wait_for("the build is inside keygen", marker.exists, timeout_s=60)
     app = producer(redis_server.url())
-    prev = {
-        "service": "example.com:web-ec",
-        "build": True,
-        "reason": "forced",
-        "stamp": state["stamp"],
-        "workflow": "replayed",
-    }
-    for name in ("keygen", "csr", "sign", "store", "publish", "tlsa"):
-        prev = app.send_task(
-            f"sslm.issue.{name}", (prev, "example.com", "web-ec", {"force": True}), queue="issue"
-        ).get(timeout=30)
-    # Then nothing changed on disk, and the service is not marked failed
-    after = (
-        versions(topdir, "example.com/web-ec"),
-        os.readlink(topdir / "certs/example.com/web-ec/next"),
+    state = app.backend.get_task_meta(first_id)  # not done yet: the walk is paused
+    assert state["status"] == "PENDING"
+    options = {"force": True, "dev": {}, "min_roll_mins": None, "clean_keep": None}
+    replay = app.send_task(
+        "sslm.lifecycle.walk",
+        (None,),
+        {
+            "group": "example.com",
+            "service": "web-ec",
+            "options": options,
+            "plan": {"renew": True, "roll": False, "acme": False},
+            "index": 0,
+        },
+        queue="issue",
+        root_id=first_id,
     )
-    assert after == before
-    assert (
-        json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())["last_error"]
-        is None
+    replayed = replay.get(timeout=60)
+    # Then the replay waited for the build's lock and did not build again
+    assert "of this run is done" in " ".join(replayed["walk"]["said"]), replayed
+    wait_for(
+        "the first delivery finishes",
+        lambda: app.backend.get_task_meta(first_id)["status"] == "SUCCESS",
+        timeout_s=60,
     )
+    new = versions(topdir, "example.com/web-ec") - before
+    assert len(new) == 1, new
+    assert os.readlink(topdir / "certs/example.com/web-ec/next") == f"db/{new.pop()}"
+    state = json.loads((topdir / "certs/example.com/web-ec/state.json").read_text())
+    assert state["last_error"] is None
 
 
 def test_two_triggers_at_once_one_works_the_other_reports_in_progress(
@@ -240,7 +290,7 @@ def test_broker_down_or_wrong_password_is_one_line_and_nonzero(
     assert not (topdir / "certs").exists()
 
 
-def test_beat_emits_a_check_per_service_and_follows_conf_d(
+def test_beat_scans_every_service_and_follows_conf_d(
     tmp_path: Path,
     topdir: Path,
     services: Services,
@@ -250,12 +300,10 @@ def test_beat_emits_a_check_per_service_and_follows_conf_d(
     # Given a worker and beat with short intervals on a fresh tree
     main = topdir / "conf.d/ssl-mgr.conf"
     main.write_text(main.read_text().replace("min_roll_mins = 90", "min_roll_mins = 0"))
-    fast = {
-        "SSLM_RENEW_CHECK_EVERY_S": "2",
-        "SSLM_ROLL_CHECK_EVERY_S": "1",
-        "SSLM_BEAT_RELOAD_S": "1",
-    }
-    workers.start("all@test", pool="prefork", concurrency=2, env=worker_env(topdir, **fast))
+    fast = {"SSLM_RENEW_CHECK_EVERY_S": "2", "SSLM_ROLL_CHECK_EVERY_S": "1"}
+    worker = workers.start(
+        "all@test", pool="prefork", concurrency=2, env=worker_env(topdir, **fast)
+    )
     env = celery_env(redis_server.url(), SSL_MGR_TOPDIR=str(topdir), **fast)
     beat = services.spawn(
         "beat",
@@ -279,10 +327,15 @@ def test_beat_emits_a_check_per_service_and_follows_conf_d(
         timeout_s=120,
         log=beat.log,
     )
-    log = beat.log_text()
-    for svc in ("ca:my-root", "ca:my-int", "example.com:mail-ec", "example.com:web-ec"):
-        assert f"renew-check {svc}" in log
-    # When a service is added to conf.d, beat schedules it without a restart
+    # from the three scans: beat holds no entry per service
+    assert "sslm.renew.scan" in beat.log_text()
+    assert "renew-check" not in beat.log_text()
+    # and a scan with nothing due sends nothing: no walk starts once all are issued
+    time.sleep(3)
+    walks = worker.service.log_text().count("step check")
+    time.sleep(5)  # two more renew scans
+    assert worker.service.log_text().count("step check") == walks
+    # When a service is added to conf.d, the next scan issues it without a restart
     (topdir / "conf.d/example.com/web2").write_text(
         (topdir / "conf.d/example.com/web-ec")
         .read_text()
@@ -295,8 +348,7 @@ def test_beat_emits_a_check_per_service_and_follows_conf_d(
         timeout_s=60,
         log=beat.log,
     )
-    assert "renew-check example.com:web2" in beat.log_text()
-    # And a next with a due roll is rolled by beat's roll check (which may come before this
+    # And a next with a due roll is rolled by beat's roll scan (which may come before this
     # test could read next: the renewal alone never moves curr, so a new curr proves the roll)
     curr = topdir / "certs/example.com/mail-ec/curr"
     before = os.readlink(curr)
@@ -347,7 +399,7 @@ def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:mail-ec")
     # Then the restart ran once, on berlin's deploy worker, and the CLI reports it
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "deployed localhost" in result.stdout
+    assert "Deployed smtp:localhost" in result.stdout
     assert log.read_text().splitlines() == ["berlin smtp"]
     assert "sslm.deploy.server" in berlin.service.log_text()
 

@@ -169,24 +169,20 @@ def test_san_entries_refuse_names_that_slipped_past_config(bad: str) -> None:
 # --------------------------------------------------------------------------- CSRs
 
 
-def test_csr_subject_is_in_conventional_order_without_email_or_empty_attributes(
+def test_csr_subject_is_in_conventional_order_without_empty_attributes(
     p256: PrivateKey,
 ) -> None:
-    # Given a full subject with an e-mail address, and a sparse one
-    full = SubjectSpec(
-        CN="web.example.com", O="Example", OU="IT", L="Town", ST="State", C="US", email="a@b.c"
-    )
+    # Given a full subject, and a sparse one
+    full = SubjectSpec(CN="web.example.com", O="Example", OU="IT", L="Town", ST="State", C="US")
     sparse = SubjectSpec(CN="web.example.com", O="Example")
     # When I build CSRs for both
     full_pem = csr_to_pem(build_csr(p256, full, [], is_ca=False))
     sparse_pem = csr_to_pem(build_csr(p256, sparse, [], is_ca=False))
-    # Then openssl shows the RDNs in C, ST, L, O, OU, CN order (CA/B BR 7.1.4.2), and the
-    # e-mail address is in neither the subject nor the SANs (docs/decisions.md)
+    # Then openssl shows the RDNs in C, ST, L, O, OU, CN order (CA/B BR 7.1.4.2)
     assert openssl("req", "-noout", "-subject", "-nameopt", "oneline", stdin=full_pem) == (
         "subject=C = US, ST = State, L = Town, O = Example, OU = IT, CN = web.example.com\n"
     )
     full_text = openssl("req", "-noout", "-text", stdin=full_pem)
-    assert "a@b.c" not in full_text
     assert "DNS:web.example.com\n" in full_text
     # And empty attributes are left out rather than written empty
     assert openssl("req", "-noout", "-subject", "-nameopt", "oneline", stdin=sparse_pem) == (

@@ -17,6 +17,7 @@ from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.lookup import NsHost
 from sslm_tasks.dns.propagation import SerialTarget
 from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle import steps
 from sslm_tasks.lifecycle.context import ServiceContext, load_record
 from sslm_tasks.lifecycle.record import (
     AriPlan,
@@ -28,7 +29,7 @@ from sslm_tasks.lifecycle.record import (
     ServiceRecord,
     in_flight,
 )
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
 from sslm_tasks.store.layout import ServiceRef
 
 REF = ServiceRef("example.com", "mail-ec")
@@ -206,3 +207,25 @@ def test_in_flight_names_the_version_a_build_or_a_waiting_roll_needs() -> None:
     ]:
         record = ServiceRecord(phase=phase, stamp="20260101-00:00:00")
         assert (in_flight(record) is not None) is kept, phase
+
+
+def test_a_forced_check_delivered_again_in_its_workflow_starts_no_second_build(
+    ws: Workspace,
+) -> None:
+    # Given a forced renew of a self-signed service in workflow "w1", built to next
+    (ws.config.conf_dir / "example.com/mail-ec").write_text(
+        (ws.config.conf_dir / "example.com/mail-ec")
+        .read_text()
+        .replace("signing_ca = 'my-int'", "signing_ca = 'self'")
+    )
+    config, _ = load_config([str(REF)], conf_dir=ws.config.conf_dir)
+    forced = Workspace(config=config, options=RunOptions(force=True), clock=lambda: NOW)
+    ctx = ServiceContext(forced, REF, workflow="w1")
+    for step in (steps.check, steps.keygen, steps.csr, steps.sign, steps.store):
+        step(ServiceContext(forced, REF, workflow="w1"))
+    built = load_record(ws, REF).stamp
+    # When its check is delivered again (a worker died before acknowledging a later step)
+    again = steps.check(ctx)
+    # Then it starts nothing; another forced workflow does
+    assert not again.go and f"build {built} of this run is done" in again.detail
+    assert steps.check(ServiceContext(forced, REF, workflow="w2")).go
