@@ -46,6 +46,23 @@ def _redis_transport_options(settings: RuntimeSettings) -> dict[str, Any]:
     }
 
 
+#: Seconds between two tries to publish or to store a result while the broker is away: the
+#: first tries come quickly (a restart is often over in a second), then every few seconds.
+OUTAGE_FIRST_RETRY_S = 0.2
+OUTAGE_RETRY_STEP_S = 0.5
+OUTAGE_RETRY_MAX_S = 3.0
+
+
+def outage_retries(outage_s: float) -> int:
+    """How many tries at the outage intervals cover ``outage_s`` seconds."""
+    tries, waited, pause = 0, 0.0, OUTAGE_FIRST_RETRY_S
+    while waited < outage_s:
+        waited += pause
+        pause = min(pause + OUTAGE_RETRY_STEP_S, OUTAGE_RETRY_MAX_S)
+        tries += 1
+    return tries
+
+
 def celery_config(settings: RuntimeSettings) -> dict[str, Any]:
     """Return the Celery configuration for ``settings``; see the module docstring for why."""
     config: dict[str, Any] = {
@@ -72,6 +89,21 @@ def celery_config(settings: RuntimeSettings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # Workers outlive a broker outage of any length and resume when it comes back.
         "broker_connection_max_retries": None,
+        # Publishing the next step of a workflow (and the CLI's sends) keeps trying for as long
+        # as SSLM_BROKER_OUTAGE_S: Celery's default gives up after 3 tries in 0.2 s, which lost
+        # the rest of a workflow to a Redis restart of a few seconds.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": outage_retries(settings.broker_outage_s),
+            "interval_start": OUTAGE_FIRST_RETRY_S,
+            "interval_step": OUTAGE_RETRY_STEP_S,
+            "interval_max": OUTAGE_RETRY_MAX_S,
+        },
+        # Likewise storing a step's result: the CLI and the next step read it.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": outage_retries(settings.broker_outage_s),
+        "result_backend_base_sleep_between_retries_ms": int(OUTAGE_FIRST_RETRY_S * 1000),
+        "result_backend_max_sleep_between_retries_ms": int(OUTAGE_RETRY_MAX_S * 1000),
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "result_expires": settings.result_expires_s,

@@ -148,15 +148,30 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
     segment, refreshed by each, released by its last), and a failure recorded in the
     service's record, freeing the claim so the next trigger may try again."""
 
-    def claim(self, ref: ServiceRef, *, first: bool) -> str | None:
-        """Take (first segment) or refresh the workflow's claim; the other holder when busy."""
+    def claim(self, ws: Workspace, ref: ServiceRef, *, first: bool) -> str | None:
+        """Take (first segment) or refresh the workflow's claim; the other holder when busy.
+
+        A claim held by a workflow whose build the service's record shows failed is taken
+        over: that workflow is over (its failure was recorded, but the release of its claim
+        may not have reached Redis, say in a broker outage), and waiting for the claim to
+        expire would hold the service for minutes.
+        """
         claims = _claims()
         if claims is None:
             return None
-        if first:
-            return claims.claim(_claim_name(ref), _owner(self))
-        claims.refresh(_claim_name(ref), _owner(self))
-        return None
+        name, owner = _claim_name(ref), _owner(self)
+        if not first:
+            claims.refresh(name, owner)
+            return None
+        holder = claims.claim(name, owner)
+        if holder is None:
+            return None
+        record = ServiceContext(ws, ref, repair=False).record
+        dead = record.phase == Phase.FAILED and record.build_workflow == holder
+        if dead and claims.take_over(name, dead=holder, owner=owner):
+            log.warning("%s: took over the claim of workflow %s, which failed", ref, holder)
+            return None
+        return holder
 
     def release(self, ref: ServiceRef) -> None:
         claims = _claims()
@@ -239,7 +254,7 @@ def walk(
     )
     segment: Segment = chosen[index]
     first, last = index == 0, index == len(chosen) - 1
-    holder = self.claim(ref, first=first)
+    holder = self.claim(ws, ref, first=first)
     if holder is not None:
         busy = Walk(said=[f"already in progress (workflow {holder})"])
         return _segment_result(self, ws, ref, busy, busy=True, changed=False)

@@ -19,6 +19,9 @@ from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
 from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sslm_tasks.cli.run import RunReport, RunRequest, ServiceOutcome
 from sslm_tasks.config.load import Config, signer_of
@@ -31,6 +34,8 @@ from sslm_tasks.workflows import service_steps
 #: result backend for every chain at once (Redis: one MGET), so looking often costs little.
 POLL_S = 0.05
 _BAR = 20
+#: What a broker or result backend that went away raises while the CLI follows its workflows.
+BROKER_LOST = (RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
 _FAILED = frozenset({"FAILURE", "REVOKED"})
 _FINAL = _FAILED | {"SUCCESS"}
 
@@ -166,17 +171,39 @@ def _line(run: ServiceRun) -> str:
     )
 
 
-def wait(app: Any, runs: list[ServiceRun], *, timeout_s: float, out: TextIO = sys.stdout) -> bool:
+def wait(
+    app: Any,
+    runs: list[ServiceRun],
+    *,
+    timeout_s: float,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> bool:
     """Follow every chain (and the deploys it sent) to its end; False on timeout.
 
-    On a terminal each service has a progress bar that is redrawn in place.
+    On a terminal each service has a progress bar that is redrawn in place. A broker (or
+    result backend) that goes away is said once, on ``err``, and followed again when it is
+    back: the workers keep their work meanwhile.
     """
     live = out.isatty()
     deadline = time.monotonic() + timeout_s
     drawn = 0
+    lost = False
     while True:
-        _advance(app, runs)
-        _finish(app, runs)
+        try:
+            _advance(app, runs)
+            _finish(app, runs)
+        except BROKER_LOST as problem:
+            if not lost:
+                print(f"lost the broker ({problem}); following again when it is back", file=err)
+                lost = True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_S)
+            continue
+        if lost:
+            print("the broker is back; following", file=err)
+            lost = False
         lines = [_line(run) for run in runs]
         if live:
             if drawn:

@@ -121,6 +121,11 @@ class RuntimeSettings(BaseSettings):
     #: countdowns, in-process through short sleeps. One bound for both, so both give the same
     #: verdict; a real secondary can take minutes to catch up.
     acme_wait_s: float = Field(default=DEFAULT_ACME_WAIT_S, gt=0)
+    #: How long a broker (or result backend) that went away may take to come back: a worker
+    #: keeps trying to publish the next step of a workflow, and to store a result, this long
+    #: before the task fails; the CLI keeps following its workflows this long. A Redis restart
+    #: takes seconds; an upgrade of its host, minutes.
+    broker_outage_s: float = Field(default=300.0, gt=0, le=86_400)
 
     @field_validator("broker_url")
     @classmethod

@@ -23,6 +23,10 @@ KEY_PREFIX = "sslm:claim:"
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
+_REPLACE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 0"
+)
 _REFRESH = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -77,6 +81,14 @@ class WorkflowClaims:
             return bool(self.client.eval(_REFRESH, 1, KEY_PREFIX + name, owner, self.ttl_ms))
         except RedisError as err:
             raise TransientError(f"refreshing claim {name!r}: redis unreachable: {err}") from err
+
+    def take_over(self, name: str, *, dead: str, owner: str) -> bool:
+        """Give ``name`` to ``owner`` if the workflow ``dead`` still holds it; False when the
+        claim moved on meanwhile (someone else took it over, or it expired)."""
+        try:
+            return bool(self.client.eval(_REPLACE, 1, KEY_PREFIX + name, dead, owner, self.ttl_ms))
+        except RedisError as err:
+            raise TransientError(f"taking over claim {name!r}: redis unreachable: {err}") from err
 
     def drop(self, name: str) -> None:
         """Remove ``name`` whoever holds it: for job markers, cleared by the job that runs."""

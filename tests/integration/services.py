@@ -191,7 +191,7 @@ class Services:
 
 @dataclass
 class RedisServer:
-    """A private redis-server on 127.0.0.1 with a password and no persistence."""
+    """A private redis-server on 127.0.0.1 with a password (persistence only if asked for)."""
 
     port: int
     password: str
@@ -213,11 +213,17 @@ class RedisServer:
 
 
 def start_redis(
-    services: Services, *, port: int | None = None, password: str | None = None
+    services: Services,
+    *,
+    port: int | None = None,
+    password: str | None = None,
+    appendonly: bool = False,
 ) -> RedisServer:
     """Start redis-server on 127.0.0.1 and wait until it answers PING.
 
-    By default on a free port with a new password; pass both to bring a stopped one back.
+    By default on a free port with a new password and no persistence; pass both (and
+    ``appendonly``, which keeps every write in an append-only file, as a production broker
+    does) to bring a stopped one back with its data.
     """
     binary = require_binary("redis-server")
     directory = services.workdir / "redis"
@@ -237,7 +243,9 @@ def start_redis(
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if appendonly else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             str(directory),
             "--protected-mode",
