@@ -316,7 +316,7 @@ def fanout(
 ) -> FanoutResult:
     """After a service changed: refresh its zone if a change is pending there, then send one
     deploy task per server, on its site's queue, and one per ``post_copy_cmd`` of a host that
-    is no server.
+    is no server; with no server to wait for, retire its old TLSA records at once.
 
     Servers already waiting for a deploy are not sent another: the changes of one run (several
     services, renew then roll) coalesce into one restart per server.
@@ -356,6 +356,11 @@ def fanout(
                 shadow=f"post_copy {host}",
             )
             sent.append(task_id)
+    # A service no server uses has nothing to wait for: its old TLSA records go now (with
+    # servers, their deploy tasks retire them once they all took the new certificate).
+    if finish.retire(ws, [ref], trace=pipeline.trace):
+        for zone in finish.refresh_dns(ws, [group]):
+            pipeline.trace("dns_refresh", zone)
     return FanoutResult(service=str(ref), deploys=sent)
 
 
