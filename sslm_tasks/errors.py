@@ -8,7 +8,14 @@ CLI exit codes are both derived from that split, so a new error type must pick a
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+
+#: How values are shown in a ConfigError: a path or a name whole, a deeply nested or huge
+#: table cut short, so the error stays one readable line.
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 300
+_VALUE_REPR.maxlevel = 3
 
 
 class SslmError(Exception):
@@ -35,7 +42,7 @@ class ConfigError(PermanentError):
         self.key = key
         self.value = value
         self.problem = problem
-        shown = "" if value is None else f" = {value!r}"
+        shown = "" if value is None else f" = {_VALUE_REPR.repr(value)}"
         super().__init__(f"{self.file}: {key}{shown}: {problem}")
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import _ssl
 import ipaddress
 import itertools
-import re
 import socket
 import ssl
 import sys
@@ -56,6 +55,7 @@ from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.dns.lookup import QUERY_TIMEOUT_S, QUERY_TRIES, Nameserver, query_rrset
 from sslm_tasks.dns.tlsa import TlsaRecord
 from sslm_tasks.errors import ConfigError, CryptoError, PermanentError, TransientError
+from sslm_tasks.store.layout import host_name_problem
 
 Protocol = Literal["tls", "smtp", "imap"]
 #: The protocols by scheme, and the port each one uses when the value names none.
@@ -72,9 +72,6 @@ HOST_PLACEHOLDER: Final = "{host}"
 _MAX_LINE: Final = 8192
 #: Lines of one reply read before STARTTLS; more means a broken server.
 _MAX_LINES: Final = 100
-#: One host-name label (letters, digits, inner hyphens); a whole name has at most 253 chars.
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_MAX_NAME: Final = 253
 _IMAP_TAG: Final = "a1"
 #: TLSA usages checked here (RFC 7218 names); 0 and 1 (PKIX-TA, PKIX-EE) need a trust store.
 _DANE_TA: Final = 2
@@ -213,9 +210,7 @@ def _ip_literal(text: str) -> str | None:
 def _host_name(text: str) -> str | None:
     """``text`` as a lower-case host name without a final dot, or None when it is not one."""
     name = text.lower().removesuffix(".")
-    if len(name) > _MAX_NAME or not all(_LABEL.match(label) for label in name.split(".")):
-        return None
-    return name
+    return None if host_name_problem(name) else name
 
 
 def _bracketed(host: str) -> str:
