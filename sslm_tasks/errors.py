@@ -43,7 +43,13 @@ class ConfigError(PermanentError):
         self.value = value
         self.problem = problem
         shown = "" if value is None else f" = {_VALUE_REPR.repr(value)}"
-        super().__init__(f"{self.file}: {key}{shown}: {problem}")
+        super().__init__(_printable(f"{self.file}: {key}{shown}: {problem}"))
+
+
+def _printable(text: str) -> str:
+    """``text`` with what does not print escaped as in a repr: a file or key name holding a
+    newline, a terminal escape or an undecodable byte still makes one harmless line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class StoreError(PermanentError):
