@@ -324,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        # Looking for the files failed (a topdir path too long, say): still bad input, one line.
+        print(f"Error: reading the configuration: {err}", file=sys.stderr)
+        return EXIT_USAGE
     options = RunOptions(
         force=args.force,
         reuse=args.reuse,

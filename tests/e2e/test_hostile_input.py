@@ -357,6 +357,16 @@ def test_a_roll_wait_that_is_not_a_number_of_minutes_is_a_usage_error(
         assert tree_snapshot(issued) == before
 
 
+def test_a_topdir_that_cannot_be_looked_up_is_one_line(issued: Path) -> None:
+    # Given SSL_MGR_TOPDIR naming a path longer than the system takes
+    before = tree_snapshot(issued)
+    result = run_tool("sslm-mgr", "-renew", cwd=issued, env={"SSL_MGR_TOPDIR": "/" + "t" * 5000})
+    # Then the run stops with one line saying why
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Error: reading the configuration: [Errno 36] File name too long" in error_line(result)
+    assert tree_snapshot(issued) == before
+
+
 # --------------------------------------------------------------------------- the log
 
 
