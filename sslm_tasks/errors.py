@@ -8,7 +8,14 @@ CLI exit codes are both derived from that split, so a new error type must pick a
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+
+#: How values are shown in a ConfigError: a path or a name whole, a deeply nested or huge
+#: table cut short, so the error stays one readable line.
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 300
+_VALUE_REPR.maxlevel = 3
 
 
 class SslmError(Exception):
@@ -35,8 +42,14 @@ class ConfigError(PermanentError):
         self.key = key
         self.value = value
         self.problem = problem
-        shown = "" if value is None else f" = {value!r}"
-        super().__init__(f"{self.file}: {key}{shown}: {problem}")
+        shown = "" if value is None else f" = {_VALUE_REPR.repr(value)}"
+        super().__init__(_printable(f"{self.file}: {key}{shown}: {problem}"))
+
+
+def _printable(text: str) -> str:
+    """``text`` with what does not print escaped as in a repr: a file or key name holding a
+    newline, a terminal escape or an undecodable byte still makes one harmless line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class StoreError(PermanentError):

@@ -7,7 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,14 +32,28 @@ def tree_snapshot(top: Path) -> dict[str, str]:
     return found
 
 
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in the text file ``path`` by ``new``; ``old`` must be there."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
 def run_tool(
-    tool: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    tool: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``tool`` of this venv on the topdir ``cwd``, without the caller's ``SSLM_*``
+    variables; ``wrapper`` is a command that runs it (``sh -c 'umask 077; exec "$@"' sh``)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
     full_env["SSL_MGR_TOPDIR"] = str(cwd)
     full_env.update(env or {})
     return subprocess.run(
-        [str(BIN / tool), *args],
+        [*wrapper, str(BIN / tool), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from io import TextIOWrapper
 from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 from sslm_tasks.config.load import Config, load_config
+from sslm_tasks.config.models import MAX_ROLL_MINS
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.dns.refresh import zone_apexes
-from sslm_tasks.errors import ConfigError, LockBusy, SslmError, TransientError
+from sslm_tasks.errors import ConfigError, LockBusy, SslmError, StoreError, TransientError
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
@@ -39,6 +43,8 @@ DEFAULT_LOCK_WAIT_S = 120.0
 DEFAULT_WAIT_S = 1800.0
 #: Upstream's log rotation: 200 KiB, four old files.
 LOG_BYTES, LOG_BACKUPS = 204800, 4
+#: Mode of the log files sslm creates, whatever the umask: the group (adm, say) may read them.
+LOG_MODE = 0o640
 
 log = logging.getLogger("sslm")
 
@@ -49,6 +55,15 @@ def _flag(
     parser.add_argument(
         short, f"-{long}", dest=long.lstrip("-").replace("-", "_"), action="store_true", help=help
     )
+
+
+def _roll_minutes(text: str) -> float:
+    """``-roll-mins``: minutes within the bounds of the ``min_roll_mins`` setting (``nan``
+    would compare false with every age and so roll at once)."""
+    minutes = float(text)
+    if not 0 <= minutes <= MAX_ROLL_MINS:
+        raise argparse.ArgumentTypeError(f"{text!r}: minutes from 0 to {MAX_ROLL_MINS}")
+    return minutes
 
 
 def build_parser(*, dev: bool) -> argparse.ArgumentParser:
@@ -107,7 +122,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         "-roll-mins",
         "--min-roll-mins",
         dest="min_roll_mins",
-        type=float,
+        type=_roll_minutes,
         help="Only roll if next is older than this (config min_roll_mins)",
     )
     parser.add_argument(
@@ -173,11 +188,65 @@ def _dev_steps(args: argparse.Namespace) -> DevSteps:
     )
 
 
+def _open_log(path: str) -> int:
+    """Open ``path`` for appending, creating it at :data:`LOG_MODE`; never through a link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, LOG_MODE)
+    except FileExistsError:
+        return os.open(path, flags)
+    try:
+        os.fchmod(fd, LOG_MODE)  # the umask may have narrowed the mode given to open
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _LogFile(RotatingFileHandler):
+    """Upstream's rotating ``sslm`` log; every file of it is created 0640 whatever the umask,
+    and a line that cannot be written (a full disk) is reported once on stderr instead of as a
+    traceback per line: the run goes on, its result is still printed."""
+
+    def __init__(self, path: Path) -> None:
+        # delay: the file is opened at the first line, which a run writes under the run lock,
+        # so a run waiting for the lock never holds a file another run rotates away.
+        super().__init__(
+            path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8", delay=True
+        )
+        self._reported = False
+
+    def _open(self) -> TextIOWrapper:
+        # "a", as the handler's mode: it is never given another.
+        return open(_open_log(self.baseFilename), "a", encoding=self.encoding, errors=self.errors)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._reported:
+            self._reported = True
+            error = sys.exc_info()[1]
+            print(
+                f"Error: {self.baseFilename}: cannot write the log ({error}); "
+                "the run goes on without it",
+                file=sys.stderr,
+            )
+
+
 def _setup_logging(config: Config, *, verbose: bool) -> None:
-    """``<logdir>/sslm`` with upstream's rotation and line shape; stderr too with ``-v``."""
+    """``<logdir>/sslm`` with upstream's rotation and line shape; stderr too with ``-v``.
+
+    Raises:
+      ConfigError: ``logdir`` is not set and the default does not exist (see
+        :meth:`Config.log_dir`).
+      StoreError: the log directory or file cannot be created or opened for writing (a
+        read-only or full file system); nothing else has been written yet.
+    """
     handlers: list[logging.Handler] = []
-    logdir = ensure_dir(config.resolve(config.main.globals.logdir), mode=DIR_MODE_GROUP)
-    to_file = RotatingFileHandler(logdir / "sslm", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
+    logdir = ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)
+    to_file = _LogFile(logdir / "sslm")
+    try:
+        os.close(_open_log(to_file.baseFilename))
+    except OSError as err:
+        raise StoreError(f"{to_file.baseFilename}: cannot write the log: {err.strerror}") from None
     to_file.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
     handlers.append(to_file)
     if verbose:
@@ -274,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        # Looking for the files failed (a topdir path too long, say): still bad input, one line.
+        print(f"Error: reading the configuration: {err}", file=sys.stderr)
+        return EXIT_USAGE
     options = RunOptions(
         force=args.force,
         reuse=args.reuse,
@@ -358,6 +431,15 @@ def _locked_run(
     ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest, args: argparse.Namespace
 ) -> int:
     try:
+        # The log first: a log that cannot be written stops the run before it writes anything.
+        _setup_logging(ws.config, verbose=args.verb)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
         certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
         lease = FileLocker(certs).acquire(RUN_LOCK, ttl_s=3600, blocking_s=args.lock_wait)
     except LockBusy as err:
@@ -367,8 +449,14 @@ def _locked_run(
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
     with lease:
-        _setup_logging(ws.config, verbose=args.verb)
-        result = run_in_process(ws, refs, request)
+        try:
+            result = run_in_process(ws, refs, request)
+        except SslmError as err:
+            # Each service's errors stay with it; one that escapes (the disk filled up while the
+            # finish wrote the deploy ledger) ends the run with one line, its traceback in the log.
+            log.exception("run stopped")
+            print(f"Error: run stopped: {err}", file=sys.stderr)
+            return EXIT_FAILED
         print(report.run_text(result, remote=False))
         if args.status:
             _status(ws, refs, as_json=args.json, verbose=args.verb)

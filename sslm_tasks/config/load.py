@@ -1,7 +1,8 @@
 """Find, parse and validate a configuration tree before anything touches the disk.
 
 Every problem becomes one :class:`~sslm_tasks.errors.ConfigError` naming the file, the key and
-the value, so a run with bad input stops before it writes a byte.
+the value, so a run with bad input stops before it writes a byte: also a file that is not UTF-8,
+nests too deeply for the parser, or cannot be read.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
-from sslm_tasks.config.models import CA_GROUP, CaInfo, MainConfig, ServiceConfig
-from sslm_tasks.crypto.csr import is_san_value
-from sslm_tasks.errors import ConfigError, StoreError
+from sslm_tasks.config.models import ALL_SERVICES, CA_GROUP, CaInfo, MainConfig, ServiceConfig
+from sslm_tasks.crypto.csr import san_problem
+from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.confined import overlaps
-from sslm_tasks.store.layout import Layout, ServiceRef, check_name
+from sslm_tasks.store.layout import Layout, ServiceRef, group_problem, name_problem
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
@@ -54,6 +55,26 @@ class Config:
     def service_file(self, ref: ServiceRef) -> Path:
         return self.conf_dir / ref.group / ref.service
 
+    def log_dir(self) -> Path:
+        """Where the log goes: ``logdir`` as set, or the default only if it exists.
+
+        sslm never creates the default ``/var/log/ssl-mgr`` by itself: a topdir whose
+        ``ssl-mgr.conf`` does not name a ``logdir`` must not write outside itself unasked.
+
+        Raises:
+          ConfigError: ``logdir`` is not set and the default directory does not exist.
+        """
+        globals_ = self.main.globals
+        path = self.resolve(globals_.logdir)
+        if "logdir" not in globals_.model_fields_set and not path.is_dir():
+            raise ConfigError(
+                self.conf_dir / MAIN_FILE,
+                "globals.logdir",
+                None,
+                f"not set, and the default {path} does not exist: set logdir, or create {path}",
+            )
+        return path
+
 
 def find_conf_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The first existing of ``$SSL_MGR_TOPDIR/conf.d``, ``./conf.d``, ``/etc/ssl-mgr/conf.d``.
@@ -78,15 +99,33 @@ def find_conf_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one config file.
+
+    Raises:
+      ConfigError: the file is missing or unreadable, is not UTF-8 (naming the first bad bytes
+        and where they are), is not TOML, or nests deeper than the parser can follow.
+    """
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, "(file)", None, "missing") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(path, "(toml)", None, f"malformed TOML: {err}") from None
     except OSError as err:
         raise ConfigError(path, "(file)", None, f"unreadable: {err.strerror}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = data[err.start : err.end]
+        raise ConfigError(
+            path, "(encoding)", bad, f"not UTF-8 text (line {line}, column {column})"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "(toml)", None, f"malformed TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(path, "(toml)", None, "malformed TOML: nested too deeply") from None
 
 
 def _validate(model: type[M], raw: Any, path: Path, prefix: str = "") -> M:
@@ -95,12 +134,14 @@ def _validate(model: type[M], raw: Any, path: Path, prefix: str = "") -> M:
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = [str(part) for part in first["loc"] if part != "__root__"]
+        # "[key]": the error is about a table's key itself, which the key path already names.
+        about_key = "[key]" in first["loc"]
+        loc = [str(part) for part in first["loc"] if part not in ("__root__", "[key]")]
         key = ".".join(filter(None, [prefix, *loc])) or prefix or "(file)"
         problem = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             problem = "unknown key"
-        value = None if first["type"] == "missing" else first.get("input")
+        value = None if first["type"] == "missing" or about_key else first.get("input")
         if isinstance(value, dict):
             value = None
         raise ConfigError(path, key, value, problem) from None
@@ -108,13 +149,17 @@ def _validate(model: type[M], raw: Any, path: Path, prefix: str = "") -> M:
 
 def _expand_wildcard(conf_dir: Path, group: str, services: Iterable[str]) -> list[str]:
     names = list(services)
-    if not any(name in ("ALL", "*") for name in names):
+    if not any(name in ALL_SERVICES for name in names):
         return names
     return list_services(conf_dir / group)
 
 
 def list_services(group_dir: Path) -> list[str]:
-    """Service files of a group directory, recognised the way upstream recognises them."""
+    """Service files of a group directory, recognised the way upstream recognises them.
+
+    Raises:
+      ConfigError: a service file's name cannot be a service name (a control character, say).
+    """
     found = []
     for path in sorted(group_dir.iterdir()) if group_dir.is_dir() else []:
         if not path.is_file():
@@ -127,6 +172,9 @@ def list_services(group_dir: Path) -> list[str]:
             "".join(line.split()).lower() for line in lines if not line.lstrip().startswith("#")
         ]
         if all(any(line.startswith(marker) for line in squeezed) for marker in _SERVICE_MARKERS):
+            problem = name_problem(path.name)
+            if problem is not None:
+                raise ConfigError(path, "(file name)", path.name, f"not a service name: {problem}")
             found.append(path.name)
     return found
 
@@ -146,10 +194,12 @@ def load_main(conf_dir: Path) -> MainConfig:
 
 
 def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
-    """The trees sslm writes outside the store are apart from it and are not ``/``.
+    """The trees sslm writes outside the store are apart from it, are not ``/``, and are (or
+    can be made) directories.
 
     A production tree inside the store would mirror the store onto itself (and its clean-up
-    would reach the CA keys); one around the store would ship every key to every server.
+    would reach the CA keys); one around the store would ship every key to every server. A
+    tree at or under a file would fail at its first write, after other work was done.
     """
     store = topdir / "certs"
     dns = main.dns
@@ -167,6 +217,16 @@ def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
             raise ConfigError(
                 path, key, value, f"must not be inside the store {store} or contain it"
             )
+        blocker = _first_existing(resolved)
+        if not blocker.is_dir():
+            raise ConfigError(path, key, value, f"{blocker} exists and is not a directory")
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (links followed, as a write would)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
@@ -199,9 +259,10 @@ def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
         raise ConfigError(path, "group", svc.group, f"expected {ref.group!r} (the directory name)")
     if svc.service != ref.service:
         raise ConfigError(path, "service", svc.service, f"expected {ref.service!r} (the file name)")
-    if not svc.is_ca and not is_san_value(svc.x509.cn):
+    problem = None if svc.is_ca else san_problem(svc.x509.cn)
+    if problem is not None:
         # A CA's CN is a label; a service's CN goes into its SANs, so it must be a name.
-        raise ConfigError(path, "X509.CN", svc.x509.cn, "not a DNS name or IP address")
+        raise ConfigError(path, "X509.CN", svc.x509.cn, problem)
     return svc
 
 
@@ -224,17 +285,25 @@ def parse_selection(conf_dir: Path, specs: Iterable[str]) -> list[ServiceRef]:
     for spec in specs:
         group, _, services = spec.partition(":")
         names = [s.strip() for s in services.split(",") if s.strip()] or ["ALL"]
-        try:
-            check_name("group", group)
-            expanded = [
-                check_name("service", svc) for svc in _expand_wildcard(conf_dir, group, names)
-            ]
-        except StoreError as err:
-            raise ConfigError("command line", "grps_svcs", spec, str(err)) from None
+        problem = _selection_problem(group, names)
+        if problem is not None:
+            raise ConfigError("command line", "grps_svcs", spec, problem)
+        expanded = _expand_wildcard(conf_dir, group, names)
         if not expanded:
             raise ConfigError(conf_dir / group, "(command line)", spec, "no service files found")
         refs.extend(ServiceRef(group, svc) for svc in expanded)
     return list(dict.fromkeys(refs))
+
+
+def _selection_problem(group: str, services: Iterable[str]) -> str | None:
+    problem = group_problem(group)
+    if problem is not None:
+        return f"group {group!r}: {problem}"
+    for name in services:
+        problem = name_problem(name)
+        if problem is not None:
+            return f"service {name!r}: {problem}"
+    return None
 
 
 def load_config(

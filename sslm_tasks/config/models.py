@@ -5,7 +5,10 @@ ignored a key (``bits``, ``renew_expire_days``, the global ``preferred_acme_prof
 ``renew_target_<X>``) the key now does what its name says; where upstream crashed or guessed
 (unknown tables, an unknown ``ktype`` becoming EC, an unknown digest becoming sha256) the models
 refuse the value. Every model forbids unknown keys so that a typo is an error naming the key,
-not a setting that quietly does nothing.
+not a setting that quietly does nothing. Every value that is used later (a number of days, a
+name that becomes a path or a DNS owner) is bounded here, so that it cannot stop a run half-way,
+after other certificates were already renewed: no number is infinite or NaN, none is beyond
+the bounds below, and names follow :mod:`sslm_tasks.store.layout`'s rules.
 
 Paths in these models are kept as written; :mod:`sslm_tasks.config.load` resolves relative ones
 against the topdir.
@@ -15,23 +18,26 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from sslm_tasks.config.probes import parse_verify
-from sslm_tasks.crypto.csr import is_san_value
+from sslm_tasks.crypto.csr import san_problem, subject_value_problem
 from sslm_tasks.crypto.keys import ec_curve_names
 from sslm_tasks.crypto.signing import DIGESTS
 from sslm_tasks.errors import ConfigError
+from sslm_tasks.store.layout import group_problem, name_problem
 
 #: The group that holds the local CAs.
 CA_GROUP = "ca"
@@ -41,10 +47,73 @@ SERVER_CLASSES = ("smtp", "imap", "web", "other")
 
 #: Tags a server or the DNS section may depend on.
 DEPEND_TAGS = frozenset({"cert", "tlsa", "dns"})
+#: ``svc_depends`` domains that match every group.
+ANY_DOMAIN = frozenset({"*", "all", "any"})
+#: ``[[groups]] services`` entries that mean every service file of the group.
+ALL_SERVICES = frozenset({"ALL", "*"})
+
+#: The longest span of days a setting may name: 100 years. A root CA lives 10 to 30 years;
+#: more is a typo, and far more (``1e300``) overflows the date arithmetic of a renewal.
+MAX_DAYS: Final = 36_500
+#: The shortest certificate lifetime: 0.001 days (86 s). Less rounds to no validity at all.
+MIN_SIGN_DAYS: Final = 0.001
+#: ``min_roll_mins`` and ``-roll-mins``: at most a year. The wait is for DNS caches to drop
+#: old TLSA records; a longer one would outlast the certificates it is meant to roll.
+MAX_ROLL_MINS: Final = 525_600
+#: ``dns_check_delay``: at most a day either way (ssl-mgr read ``<= 0`` as "no delay").
+MAX_CHECK_DELAY_S: Final = 86_400
+#: The largest TTL (RFC 2181 §8): BIND refuses a whole zone with a TTL of 2^32 or more.
+MAX_TTL: Final = 2**31 - 1
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan: inf or nan in any number would only fail when it is used, mid-run.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+
+# Strict: a boolean is not a number (pydantic would read ``true`` as 1).
+Days = Annotated[float, Field(strict=True, ge=0, le=MAX_DAYS)]
+PositiveDays = Annotated[float, Field(strict=True, gt=0, le=MAX_DAYS)]
+RollMinutes = Annotated[float, Field(strict=True, ge=0, le=MAX_ROLL_MINS)]
+
+
+def _checked(problem: str | None) -> None:
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _group_or_any(name: str) -> str:
+    if name.lower() not in ANY_DOMAIN:
+        _checked(group_problem(name))
+    return name
+
+
+def _san(name: str) -> str:
+    _checked(san_problem(name))
+    return name
+
+
+def server_host_problem(host: str) -> str | None:
+    """Say why ``host`` cannot be a server ssh connects to, or return None.
+
+    The host is an argument of ssh and rsync: one that starts with ``-`` would be read as an
+    option, and one with a space or a control character is no host name nor ssh_config alias.
+    """
+    if not host or host.startswith("-") or not host.isprintable() or " " in host:
+        return "not a host name ssh can connect to"
+    return None
+
+
+def _server_host(host: str) -> str:
+    _checked(server_host_problem(host))
+    return host
+
+
+def _service_name(name: str) -> str:
+    _checked(name_problem(name))
+    return name
 
 
 def _as_list(value: Any) -> Any:
@@ -55,6 +124,15 @@ def _as_list(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
+#: SAN entries: host names (``*.`` allowed) and IP addresses; a bare string is a list of one.
+SanList = Annotated[list[Annotated[str, AfterValidator(_san)]], BeforeValidator(_as_list)]
+#: A group (a lower-case domain name, see :func:`~sslm_tasks.store.layout.group_problem`), or
+#: one of :data:`ANY_DOMAIN`.
+GroupOrAny = Annotated[str, AfterValidator(_group_or_any)]
+#: Service names, or ``ALL``/``*``; a bare string is a list of one.
+ServiceNames = Annotated[
+    list[Annotated[str, AfterValidator(_service_name)]], BeforeValidator(_as_list)
+]
 
 
 def _as_commands(value: Any) -> Any:
@@ -89,16 +167,19 @@ class Globals(_Model):
     prod_cert_dir: str = "/etc/ssl-mgr/prod-certs"
     logdir: str = "/var/log/ssl-mgr"
     clean_keep: int = 10
-    min_roll_mins: float = Field(default=90, ge=0)
-    dns_check_delay: float = 240
+    min_roll_mins: RollMinutes = 90
+    #: Seconds; ``<= 0``: no first wait.
+    dns_check_delay: float = Field(
+        default=240, strict=True, ge=-MAX_CHECK_DELAY_S, le=MAX_CHECK_DELAY_S
+    )
     #: Resolvers that must also show the new serial. Upstream defaulted to four public
     #: resolvers; sslm asks none unless they are named here, so nothing leaves the
     #: operator's own servers by default.
     dns_xtra_ns: StrList = Field(default_factory=list)
     post_copy_cmd: list[tuple[str, str]] = Field(default_factory=list)
     #: Renew when this many days are left (capped at half the lifetime).
-    renew_expire_days: float | None = Field(default=None, gt=0)
-    renew_expire_days_spread: float | None = Field(default=None, ge=0)
+    renew_expire_days: PositiveDays | None = None
+    renew_expire_days_spread: Days | None = None
     #: Default ACME profile for CAs that do not set ``ca_preferred_acme_profile``.
     preferred_acme_profile: str | None = None
 
@@ -115,41 +196,62 @@ class Globals(_Model):
         return max(1, value)
 
 
-class RenewInfo(_Model):
-    """``[renew_info]``: ``target_<days>`` and ``rand_adj_<days>`` points.
+#: A ``[renew_info]`` key: kind and lifetime. ASCII digits: ``\d`` would take any script's.
+_RENEW_POINT = re.compile(r"(?:renew_)?(target|rand_adj)_([0-9]+(?:\.[0-9]+)?)")
+
+
+def _renew_point_key(key: str) -> str:
+    match = _RENEW_POINT.fullmatch(key)
+    if match is None:
+        raise ValueError("unknown key (expected target_<days> or rand_adj_<days>)")
+    if float(match.group(2)) > MAX_DAYS:
+        raise ValueError(f"a lifetime of more than {MAX_DAYS} days")
+    return key
+
+
+class RenewInfo(RootModel[dict[Annotated[str, AfterValidator(_renew_point_key)], Days]]):
+    """``[renew_info]``: ``target_<days>`` and ``rand_adj_<days>`` points, in days.
 
     ``renew_target_<days>``, which upstream's example suggested but never read, is accepted as
     a spelling of ``target_<days>``.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
-    targets: dict[float, float] = Field(default_factory=dict)
-    spreads: dict[float, float] = Field(default_factory=dict)
+    root: dict[Annotated[str, AfterValidator(_renew_point_key)], Days] = Field(default_factory=dict)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _collect_points(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            return raw
-        targets: dict[float, float] = {}
-        spreads: dict[float, float] = {}
-        for key, value in raw.items():
-            match = re.fullmatch(r"(?:renew_)?(target|rand_adj)_(\d+(?:\.\d+)?)", key)
-            if match is None:
-                raise ValueError(f"unknown key {key!r} (expected target_<days> or rand_adj_<days>)")
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{key} = {value!r} is not a number of days >= 0")
-            table = targets if match.group(1) == "target" else spreads
-            table[float(match.group(2))] = float(value)
-        return {"targets": targets, "spreads": spreads}
+    @property
+    def targets(self) -> dict[float, float]:
+        """Days left at renewal, by certificate lifetime in days."""
+        return self._points("target")
+
+    @property
+    def spreads(self) -> dict[float, float]:
+        """Random spread in days, by certificate lifetime in days."""
+        return self._points("rand_adj")
+
+    def _points(self, kind: str) -> dict[float, float]:
+        points: dict[float, float] = {}
+        for key, days in self.root.items():
+            match = _RENEW_POINT.fullmatch(key)
+            if match is not None and match.group(1) == kind:
+                points[float(match.group(2))] = days
+        return points
 
 
 class GroupEntry(_Model):
     domain: str
-    services: StrList = Field(default_factory=list)
+    services: ServiceNames = Field(default_factory=list)
     #: Upstream treats a missing ``active`` as inactive; so do we.
     active: bool = False
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_name(cls, value: str) -> str:
+        # '' is left to load.py, which refuses it for an active group only, as upstream.
+        if value:
+            _checked(group_problem(value))
+        return value
 
 
 class DnsPrimary(_Model):
@@ -179,11 +281,13 @@ def _check_tags(value: list[str]) -> list[str]:
 
 
 class ServerSection(_Model):
-    servers: StrList = Field(default_factory=list)
+    servers: Annotated[
+        list[Annotated[str, AfterValidator(_server_host)]], BeforeValidator(_as_list)
+    ] = Field(default_factory=list)
     restart_cmd: Commands = Field(default_factory=list)
     depends: StrList = Field(default_factory=list)
     #: ``[[domain, [svc, ...]], ...]``; every entry counts (upstream kept only the last).
-    svc_depends: list[tuple[str, StrList]] = Field(default_factory=list)
+    svc_depends: list[tuple[GroupOrAny, ServiceNames]] = Field(default_factory=list)
     server_dir: str | None = None
     skip_prod_copy: bool = False
     #: Probes after deploy, ``{host}`` being each server: ``smtp://{host}:25``,
@@ -355,28 +459,21 @@ class X509Opts(_Model):
     l: str = Field(default="", alias="L")  # noqa: E741 - the X.509 attribute is called L
     st: str = Field(default="", alias="ST")
     email: str = ""
-    sans: StrList = Field(default_factory=list)
+    sans: SanList = Field(default_factory=list)
 
-    @field_validator("c")
+    @field_validator("cn", "o", "c", "ou", "l", "st")
     @classmethod
-    def _country_code(cls, value: str) -> str:
-        if value and len(value) != 2:
-            raise ValueError("a country code has two letters")
-        return value
-
-    @field_validator("sans")
-    @classmethod
-    def _names_or_addresses(cls, value: list[str]) -> list[str]:
-        for index, name in enumerate(value):
-            if not is_san_value(name):
-                raise ValueError(f"sans[{index}] = {name!r} is not a DNS name or IP address")
+    def _subject_value(cls, value: str, info: ValidationInfo) -> str:
+        # The check that builds the CSR's subject, so the CSR step cannot refuse it mid-run.
+        field = info.field_name or ""
+        _checked(subject_value_problem(cls.model_fields[field].alias or field, value))
         return value
 
 
 class CAOpts(_Model):
     #: Validity of every certificate this CA signs (itself too when self-signed). Upstream's
     #: default of -1 became one day through a floor; 90 days is what an operator expects.
-    sign_end_days: float = Field(default=90, gt=0)
+    sign_end_days: float = Field(default=90, strict=True, ge=MIN_SIGN_DAYS, le=MAX_DAYS)
     digest: str = "sha384"
 
     @field_validator("digest", mode="before")
@@ -428,9 +525,10 @@ class ServiceConfig(_Model):
     service: str = Field(min_length=1)
     signing_ca: str = ""
     dane_tls: list[DaneTls] = Field(default_factory=list)
-    dane_tls_ttl: int = 1800
-    renew_expire_days: float | None = Field(default=None, gt=0)
-    renew_expire_days_spread: float | None = Field(default=None, ge=0)
+    #: Seconds; 0 leaves the TTL out of the records (the zone's default applies).
+    dane_tls_ttl: int = Field(default=1800, strict=True, ge=0, le=MAX_TTL)
+    renew_expire_days: PositiveDays | None = None
+    renew_expire_days_spread: Days | None = None
     keyopts: KeyOpts = Field(default_factory=KeyOpts, alias="KeyOpts")
     x509: X509Opts = Field(alias="X509")
     ca: CAOpts | None = Field(default=None, alias="CA")

@@ -17,13 +17,13 @@ connects to that address instead of looking the name up. Running a probe is
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.errors import ConfigError
+from sslm_tasks.store.layout import host_name_problem
 
 Protocol = Literal["tls", "smtp", "imap"]
 #: The protocols by scheme, and the port each one uses when the value names none.
@@ -36,9 +36,6 @@ _SCHEMES: Final[dict[str, tuple[Protocol, int]]] = {
 CONFIG_KEY: Final = "verify"
 #: What ``{host}`` in a ``verify`` value stands for: each server of the class in turn.
 HOST_PLACEHOLDER: Final = "{host}"
-#: One host-name label (letters, digits, inner hyphens); a whole name has at most 253 chars.
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_MAX_NAME: Final = 253
 
 
 @dataclass(frozen=True)
@@ -157,9 +154,7 @@ def ip_literal(text: str) -> str | None:
 def _host_name(text: str) -> str | None:
     """``text`` as a lower-case host name without a final dot, or None when it is not one."""
     name = text.lower().removesuffix(".")
-    if len(name) > _MAX_NAME or not all(_LABEL.match(label) for label in name.split(".")):
-        return None
-    return name
+    return None if host_name_problem(name) else name
 
 
 def bracketed(host: str) -> str:

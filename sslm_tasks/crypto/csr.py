@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,9 +21,22 @@ from cryptography.x509.oid import NameOID
 
 from sslm_tasks.crypto.keys import PrivateKey
 from sslm_tasks.errors import CryptoError
+from sslm_tasks.store.layout import host_name_problem
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
-_MAX_DNS_NAME = 253
+#: The subject attributes a service's ``[X509]`` table sets, by their names there, in the RDN
+#: order of the subject.
+SUBJECT_ATTRIBUTES: Final = (
+    # The conventional order, most general first (CA/B Forum BR 7.1.4.2); upstream put CN
+    # first. No emailAddress: see SubjectSpec.
+    ("C", NameOID.COUNTRY_NAME),
+    ("ST", NameOID.STATE_OR_PROVINCE_NAME),
+    ("L", NameOID.LOCALITY_NAME),
+    ("O", NameOID.ORGANIZATION_NAME),
+    ("OU", NameOID.ORGANIZATIONAL_UNIT_NAME),
+    ("CN", NameOID.COMMON_NAME),
+)
+#: A country is two ASCII letters (ISO 3166); anything else cannot be a PrintableString code.
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
 
 
 @dataclass(frozen=True)
@@ -42,26 +56,59 @@ class SubjectSpec:
     C: str = ""
 
 
+def _ip_address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def san_problem(name: str) -> str | None:
+    """Say why ``name`` cannot be a SAN entry, or return None when it can.
+
+    A SAN entry is an IP literal or an LDH host name, ``*.`` allowed in front (see
+    :func:`~sslm_tasks.store.layout.host_name_problem`). An IPv6 address with a zone index
+    (``fe80::1%eth0``) is refused: the zone means something on one host only, and a
+    certificate cannot carry it.
+    """
+    address = _ip_address(name)
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return "is an IPv6 address with a zone index (%...), which a certificate cannot carry"
+    if address is not None:
+        return None
+    problem = host_name_problem(name, wildcard=True)
+    return None if problem is None else f"is neither an IP address nor a DNS name: it {problem}"
+
+
 def _general_name(name: str) -> x509.GeneralName:
     """One SAN entry: an IP literal becomes IPAddress, a host name (``*.`` allowed) DNSName."""
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    host = name.rstrip(".")
-    labels = host.removeprefix("*.").split(".")
-    if not host or len(host) > _MAX_DNS_NAME or not all(_LABEL.match(lbl) for lbl in labels):
-        raise CryptoError(f"{name!r} is neither an IP address nor a DNS name")
-    return x509.DNSName(host.lower())
+    problem = san_problem(name)
+    if problem is not None:
+        raise CryptoError(f"{name!r} {problem}")
+    address = _ip_address(name)
+    return x509.DNSName(name.lower()) if address is None else x509.IPAddress(address)
 
 
-def is_san_value(name: str) -> bool:
-    """Whether ``name`` can be a SAN entry: an IP literal or an LDH host name."""
+def subject_value_problem(attribute: str, value: str) -> str | None:
+    """Say why ``value`` cannot be the subject attribute ``attribute``, or return None.
+
+    The check is the one that builds the subject, run early: the configuration is checked with
+    it, so a value the CSR would refuse stops the run before anything is written.
+
+    Parameters:
+      attribute(str): a name of :data:`SUBJECT_ATTRIBUTES` (``CN``, ``C``, ...).
+      value(str): the value; ``''`` (the attribute left out) is always fine.
+    """
+    if not value:
+        return None
+    if attribute == "C" and not _COUNTRY.fullmatch(value):
+        return "a country code is two letters"
+    oid = dict(SUBJECT_ATTRIBUTES)[attribute]
     try:
-        _general_name(name)
-    except CryptoError:
-        return False
-    return True
+        x509.NameAttribute(oid, value)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _unique(entries: Iterable[x509.GeneralName]) -> list[x509.GeneralName]:
@@ -87,20 +134,18 @@ def san_entries(cn: str, sans: Sequence[str]) -> list[x509.GeneralName]:
 def _subject_name(subject: SubjectSpec) -> x509.Name:
     # Upstream wrote all seven attributes, empty ones as empty strings; an empty RDN is
     # invalid for most of these types (RFC 5280 asks for at least one character) and
-    # shows up as "OU=, L=" in every tool, so we omit empty attributes instead. The order is
-    # the conventional one, most general first (CA/B Forum BR 7.1.4.2); upstream put CN first.
-    ordered = (
-        (NameOID.COUNTRY_NAME, subject.C),
-        (NameOID.STATE_OR_PROVINCE_NAME, subject.ST),
-        (NameOID.LOCALITY_NAME, subject.L),
-        (NameOID.ORGANIZATION_NAME, subject.O),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, subject.OU),
-        (NameOID.COMMON_NAME, subject.CN),
+    # shows up as "OU=, L=" in every tool, so we omit empty attributes instead.
+    for attribute, _ in SUBJECT_ATTRIBUTES:
+        problem = subject_value_problem(attribute, getattr(subject, attribute))
+        if problem is not None:
+            raise CryptoError(f"invalid subject for CN={subject.CN!r}: {attribute}: {problem}")
+    return x509.Name(
+        [
+            x509.NameAttribute(oid, getattr(subject, attribute))
+            for attribute, oid in SUBJECT_ATTRIBUTES
+            if getattr(subject, attribute)
+        ]
     )
-    try:
-        return x509.Name([x509.NameAttribute(oid, value) for oid, value in ordered if value])
-    except ValueError as err:
-        raise CryptoError(f"invalid subject for CN={subject.CN!r}: {err}") from err
 
 
 def build_csr(

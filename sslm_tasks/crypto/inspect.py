@@ -33,7 +33,7 @@ from sslm_tasks.crypto.keys import PrivateKey, public_key_der, public_key_label
 from sslm_tasks.crypto.openssl_verify import openssl_verify
 from sslm_tasks.errors import CryptoError
 
-_BEGIN = re.compile(r"^-----BEGIN ([A-Z0-9 ]+)-----$")
+_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
 #: Longer paths than this are a loop or a hostile input, not a real PKI.
 _MAX_PATH = 10
 #: CA keys and signature algorithms of the web PKI (CA/B Forum BR 6.1.5, 7.1.3): all that
@@ -126,7 +126,7 @@ def split_pem_blocks(text: str) -> list[tuple[str, str]]:
         if line.startswith("#"):
             continue
         if label is None:
-            begin = _BEGIN.match(line)
+            begin = _BEGIN.fullmatch(line)
             if begin:
                 label, lines = begin.group(1), [line]
             continue

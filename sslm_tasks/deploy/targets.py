@@ -11,11 +11,10 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# ANY_DOMAIN is re-exported for the lifecycle; the config checks svc_depends with it.
+from sslm_tasks.config.models import ANY_DOMAIN as ANY_DOMAIN
 from sslm_tasks.config.models import MainConfig, ServerSection
 from sslm_tasks.store.layout import ServiceRef
-
-#: ``svc_depends`` domains that match every group.
-ANY_DOMAIN = frozenset({"*", "all", "any"})
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sslm_tasks.config.files import MAIN_FILE
-from sslm_tasks.config.models import CA_GROUP
+from sslm_tasks.config.models import CA_GROUP, server_host_problem
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings
 from sslm_tasks.deploy.commands import CommandResult, execute, run_command
 from sslm_tasks.deploy.targets import is_local_host
@@ -133,8 +133,9 @@ class SshTransport:
         connect_timeout_s: int = 10,
         rsync: str = "rsync",
     ) -> None:
-        if not host or host.startswith("-") or any(c.isspace() for c in host):
-            raise ConfigError(MAIN_FILE, "servers", host, "not a host name ssh can connect to")
+        problem = server_host_problem(host)
+        if problem is not None:
+            raise ConfigError(MAIN_FILE, "servers", host, problem)
         if not ssh_command:
             raise ConfigError(ENV_SOURCE, "SSLM_SSH_COMMAND", "", "must name the ssh program")
         self._host = host

@@ -41,10 +41,10 @@ CHALLENGE_DIR: Final = PurePosixPath(".well-known/acme-challenge")
 TOKEN_TIMEOUT_S: Final = 30.0
 
 #: A token is base64url (RFC 8555 §8.3); anything else could climb out of the directory.
-_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 #: A key authorization is ``<token>.<base64url thumbprint>`` (§8.1).
-_KEY_AUTHZ_RE: Final = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-_APEX_RE: Final = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
+_KEY_AUTHZ_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_APEX_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 # Arguments: triples of web root, token path, content. The web root must exist (a typo in
 # server_dir fails here, not as a failed authorization that counts against the CA's limits);
@@ -85,11 +85,11 @@ class TokenFile:
     def __post_init__(self) -> None:
         if not self.server_dir.is_absolute():
             raise ValueError(f"web root {self.server_dir} is not an absolute path")
-        if not _APEX_RE.match(self.apex):
+        if not _APEX_RE.fullmatch(self.apex):
             raise ValueError(f"apex {self.apex!r} is not a lower-case host name")
-        if not _TOKEN_RE.match(self.token):
+        if not _TOKEN_RE.fullmatch(self.token):
             raise ValueError(f"http-01 token {self.token!r} is not base64url")
-        if not _KEY_AUTHZ_RE.match(self.key_authorization):
+        if not _KEY_AUTHZ_RE.fullmatch(self.key_authorization):
             raise ValueError(f"key authorization {self.key_authorization!r} is malformed")
 
     @property
@@ -105,7 +105,7 @@ def is_token_path(path: str) -> bool:
         candidate.is_absolute()
         and ".." not in candidate.parts
         and candidate.parent.parts[-len(CHALLENGE_DIR.parts) :] == CHALLENGE_DIR.parts
-        and bool(_TOKEN_RE.match(candidate.name))
+        and bool(_TOKEN_RE.fullmatch(candidate.name))
     )
 
 

@@ -38,13 +38,14 @@ LOCK_PREFIX: Final = "dns-include:"
 #: Longest character-string in a TXT record (RFC 1035 §3.3.14); longer values are split.
 _TXT_STRING_MAX: Final = 255
 _LABEL: Final = "_acme-challenge"
-_HOST_RE: Final = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
+_HOST_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 #: A value we can put between double quotes unescaped: printable ASCII but space, ``"``, ``\``.
-_VALUE_RE: Final = re.compile(r"^[!#-\[\]-~]+$")
+_VALUE_RE: Final = re.compile(r"[!#-\[\]-~]+")
 #: An order id fits in a trailing comment: printable ASCII, no whitespace.
-_ORDER_RE: Final = re.compile(r"^[!-~]+$")
+_ORDER_RE: Final = re.compile(r"[!-~]+")
 _LINE_RE: Final = re.compile(
-    r'^(?P<owner>\S+) (?P<ttl>\d+) IN TXT (?P<strings>"[^"]*"(?: "[^"]*")*) ; order (?P<order>\S+)$'
+    r'(?P<owner>\S+) (?P<ttl>[0-9]+) IN TXT (?P<strings>"[^"]*"(?: "[^"]*")*)'
+    r" ; order (?P<order>\S+)"
 )
 _STRING_RE: Final = re.compile(r'"([^"]*)"')
 
@@ -71,7 +72,7 @@ def challenge_owner(name: str, *, apex: str) -> str:
     """
     zone = apex.rstrip(".").lower()
     host = name.rstrip(".").lower().removeprefix("*.")
-    if not _HOST_RE.match(host) or (host != zone and not host.endswith(f".{zone}")):
+    if not _HOST_RE.fullmatch(host) or (host != zone and not host.endswith(f".{zone}")):
         raise ValueError(f"dns-01 name {name!r} is not a host name in the zone {zone}")
     return f"{_LABEL}.{host}."
 
@@ -110,7 +111,7 @@ def parse_include_text(text: str, *, source: Path) -> list[ChallengeRecord]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith(";"):
             continue
-        match = _LINE_RE.match(line)
+        match = _LINE_RE.fullmatch(line)
         if match is None:
             raise StoreError(f"{source}:{number}: not a challenge record written by sslm: {line!r}")
         value = "".join(_STRING_RE.findall(match["strings"]))
@@ -160,7 +161,7 @@ class ChallengeFile:
           ValueError: ``apex`` is not a lower-case host name without a trailing dot (one zone
             must map to one file and one lock, whatever its spelling elsewhere).
         """
-        if not _HOST_RE.match(apex):
+        if not _HOST_RE.fullmatch(apex):
             raise ValueError(f"apex {apex!r} is not a lower-case host name without trailing dot")
         return self._layout.group_dir(apex) / f"acme-challenge.{apex}"
 
@@ -273,12 +274,12 @@ def _load(path: Path) -> list[ChallengeRecord]:
 
 
 def _check_value(value: str) -> str:
-    if not _VALUE_RE.match(value):
+    if not _VALUE_RE.fullmatch(value):
         raise ValueError(f"dns-01 value {value!r} is not printable ASCII without space, '\"', '\\'")
     return value
 
 
 def _check_order(order_id: str) -> str:
-    if not _ORDER_RE.match(order_id):
+    if not _ORDER_RE.fullmatch(order_id):
         raise ValueError(f"order id {order_id!r} is empty or has whitespace")
     return order_id

@@ -31,15 +31,15 @@ from sslm_tasks.config.models import DaneTls
 from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import write_atomic
-from sslm_tasks.store.layout import PUBLIC_MODE, check_name
+from sslm_tasks.store.layout import PUBLIC_MODE, check_group
 
 #: Hex digits per line of a multi-line record. 64 keeps a SHA-256 record on one line and every
 #: line of a longer one under 80 columns with the indent.
 HEX_PER_LINE: Final = 64
 _INDENT: Final = " " * 8
 #: An owner or SAN we can write unquoted: letters, digits, ``-`` and ``_`` labels.
-_HOST_RE: Final = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
-_HEX_RE: Final = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+_HOST_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_HEX_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
 #: ``phase`` label in the group file header, as upstream's.
 _PHASE_NORMAL: Final = "normal"
 _PHASE_ROLL: Final = "roll next to curr"
@@ -73,14 +73,14 @@ class TlsaRecord:
     data: str
 
     def __post_init__(self) -> None:
-        if not self.owner.endswith(".") or not _HOST_RE.match(self.owner[:-1].lower()):
+        if not self.owner.endswith(".") or not _HOST_RE.fullmatch(self.owner[:-1].lower()):
             raise ValueError(f"TLSA owner {self.owner!r} is not an absolute host name")
         if self.ttl is not None and self.ttl < 0:
             raise ValueError(f"TLSA TTL {self.ttl} is negative; use None to leave it out")
         for field in (self.usage, self.selector, self.matching):
             if not 0 <= field <= 255:
                 raise ValueError(f"TLSA field {field} is not an 8-bit value")
-        if not _HEX_RE.match(self.data):
+        if not _HEX_RE.fullmatch(self.data):
             raise ValueError(f"TLSA data {self.data[:16]!r}... is not whole bytes of hex")
 
     @property
@@ -164,7 +164,7 @@ def tlsa_owners(
             problem = "is a wildcard; list the concrete names as SANs to get their records"
         elif name != zone and not name.endswith(f".{zone}"):
             problem = f"is outside the zone {zone}; publish its records in its own zone"
-        elif not _HOST_RE.match(name):
+        elif not _HOST_RE.fullmatch(name):
             problem = "is not a host name"
         if problem:
             warnings.append(f"{where}: skipping {kind} {raw!r}: it {problem}")
@@ -358,7 +358,7 @@ def publish_group_file(
       StoreError: ``apex`` is not a safe file name part, or a copy could not be read or written
         (copies written before the failure stay written).
     """
-    name = f"tlsa.{check_name('apex', apex)}"
+    name = f"tlsa.{check_group(apex)}"
     digest = records_digest(text)
     changed = False
     for path in [store_path, *(directory / name for directory in tlsa_dirs)]:

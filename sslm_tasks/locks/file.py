@@ -91,7 +91,7 @@ class FileLocker(Locker):
         Raises:
           ValueError: ``ttl_s`` is not positive or ``name`` is empty.
           LockBusy: still held by another after ``blocking_s`` seconds.
-          StoreError: the directory or the lock file could not be created or opened.
+          StoreError: the directory or the lock file could not be created, opened or written.
         """
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
@@ -130,6 +130,10 @@ class FileLocker(Locker):
             note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, note, 0)
+        except OSError as err:
+            lease.release()
+            # A full disk, most often: one line naming the file, not a traceback.
+            raise StoreError(f"writing lock file {path}: {err.strerror or err}") from err
         except BaseException:
             lease.release()
             raise

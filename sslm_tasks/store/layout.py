@@ -10,10 +10,12 @@ The tree is upstream ssl-mgr's, unchanged, so an existing ``<topdir>`` keeps wor
     <topdir>/certs/<group>/<svc>/state.json            sslm's per-service step record
     <prod_dir>/<group>/<svc>/{curr,next}/              real directories, copies for the servers
 
-Names reach this module from config files and task messages, so every name is checked before it
-becomes a path component: nothing here can build a path outside the tree (certmagic's
-``KeyBuilder.Safe`` does the same job). Checks reject rather than rewrite, so two different
-names can never map to one directory.
+Names reach this module from config files, the command line and task messages, so every name
+is checked before it becomes a path component: nothing here can build a path outside the tree
+(certmagic's ``KeyBuilder.Safe`` does the same job). Checks reject rather than rewrite, so two
+different names can never map to one directory. The rules live here, once: a group is a DNS
+name (it is the zone apex of its services), checked by :func:`host_name_problem`, which also
+checks every SAN and service CN; a service is any printable file name.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ KEY_MODE: Final = 0o600
 PUBLIC_MODE: Final = 0o644
 
 #: A version directory name: ``YYYYmmdd-HH:MM:SS``, upstream's shape (sslm writes it in UTC).
-STAMP_RE: Final = re.compile(r"^\d{8}-\d{2}:\d{2}:\d{2}$")
+#: Matched whole (``fullmatch``), ASCII digits only: ``\d`` would take any Unicode digit.
+STAMP_RE: Final = re.compile(r"[0-9]{8}-[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 #: Name of the whole-tree run lock: a :class:`~sslm_tasks.locks.file.FileLocker` opened on
 #: :attr:`Layout.certs_dir` takes exactly :meth:`Layout.lock_file` for it.
@@ -60,34 +63,118 @@ RUN_LOCK: Final = "sslm"
 
 # Room for the ".lock" suffix and the leading dot under the usual 255-byte NAME_MAX.
 _LOCK_NAME_MAX: Final = 200
+#: The usual NAME_MAX: the longest file name, in bytes.
+_NAME_MAX: Final = 255
+#: The longest host name in text form (RFC 1035's 255 octets on the wire).
+MAX_HOST_NAME: Final = 253
+#: One LDH label (RFC 1123): ASCII letters and digits, inner hyphens, 1 to 63 characters.
+_LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 _DB: Final = "db"
 _CB: Final = "cb"
 _STATE: Final = "state.json"
 
 
+def host_name_problem(name: str, *, wildcard: bool = False) -> str | None:
+    """Say why ``name`` is not an LDH host name (RFC 1123), or return None when it is one.
+
+    A host name is dot-separated labels of ASCII letters, digits and inner hyphens, 1 to 63
+    characters each, at most 253 in all, with no empty label (so no trailing dot) and a last
+    label that is not all digits (``1.2.3.4.`` is not a name). Non-ASCII letters are refused
+    rather than case-folded: the long s (U+017F) and the dotted capital I (U+0130) would
+    otherwise pass as ``s`` and ``i``. An
+    internationalized name is written in its ``xn--`` form.
+
+    Parameters:
+      name(str): the name to check.
+      wildcard(bool): allow one leading ``*.`` label (a SAN; never a group).
+
+    Returns:
+      None for a host name, else the problem as a phrase ("has an empty label").
+    """
+    labels = (name.removeprefix("*.") if wildcard else name).split(".")
+    if not name:
+        return "is empty"
+    if not name.isascii():
+        return "has non-ASCII characters (write an internationalized name in its xn-- form)"
+    if len(name) > MAX_HOST_NAME:
+        return f"is longer than {MAX_HOST_NAME} characters"
+    if "" in labels:
+        return "ends with a dot" if name.endswith(".") else "has an empty label"
+    bad = next((label for label in labels if not _LDH_LABEL.fullmatch(label)), None)
+    if bad is not None:
+        return f"has the label {bad!r}: letters, digits and inner hyphens only, at most 63"
+    if labels[-1].isdigit():
+        return "ends with an all-numeric label (an IP address is written without a dot)"
+    return None
+
+
+def group_problem(name: str) -> str | None:
+    """Say why ``name`` cannot be a group, or return None when it can.
+
+    A group is the apex domain its services' names live in (DNS-01 and TLSA records are written
+    to its zone) or ``ca``: a lower-case host name (:func:`host_name_problem`). Lower case so
+    that one zone is one directory, one lock and one include file.
+    """
+    problem = host_name_problem(name)
+    if problem is None and name != name.lower():
+        problem = "has upper-case letters"
+    return None if problem is None else f"not a lower-case domain name: it {problem}"
+
+
+def check_group(name: str) -> str:
+    """Return ``name`` if it can be a group, else raise.
+
+    Raises:
+      StoreError: ``name`` is not a lower-case domain name (see :func:`group_problem`).
+    """
+    problem = group_problem(name)
+    if problem is not None:
+        raise StoreError(f"bad group name {name!r}: {problem}")
+    return name
+
+
+def name_problem(name: str) -> str | None:
+    """Say why ``name`` is unsafe as one path component (a service), or return None.
+
+    It must be 1 to 255 bytes, contain no ``/``, ``..``, NUL or any other character that does
+    not print (a control character, an undecodable byte of the command line), and must not
+    start with ``.`` (hidden names are reserved for the tree's own files, such as the run lock).
+    """
+    if (
+        not name
+        or "/" in name
+        or ".." in name
+        or name.startswith(".")
+        or not name.isprintable()
+        or len(name.encode()) > _NAME_MAX
+    ):
+        return (
+            f"must be 1 to {_NAME_MAX} bytes of printable characters, without '/' or '..', "
+            "and must not start with '.'"
+        )
+    return None
+
+
 def check_name(kind: str, name: str) -> str:
     """Return ``name`` if it is safe as one path component, else raise.
 
     Parameters:
-      kind(str): what the name is ("group", "service"), for the error message.
+      kind(str): what the name is ("service", "group"), for the error message.
       name(str): the name to check.
 
     Raises:
-      StoreError: the name is empty, contains ``/``, ``..`` or NUL, or starts with ``.``
-        (hidden names are reserved for the tree's own files, such as the run lock).
+      StoreError: the name is unsafe (see :func:`name_problem`).
     """
-    if not name or "/" in name or ".." in name or "\0" in name or name.startswith("."):
-        raise StoreError(
-            f"unsafe {kind} name {name!r}: must be non-empty, without '/', '..' "
-            "or NUL, and must not start with '.'"
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise StoreError(f"unsafe {kind} name {name!r}: {problem}")
     return name
 
 
 def check_stamp(stamp: str) -> str:
     """Return ``stamp`` if it names a version directory, else raise :class:`StoreError`."""
-    if not STAMP_RE.match(stamp):
+    if not STAMP_RE.fullmatch(stamp):
         raise StoreError(f"bad version stamp {stamp!r}: expected YYYYmmdd-HH:MM:SS")
     return stamp
 
@@ -116,14 +203,15 @@ class ServiceRef:
     """One service of one group; both names are checked on construction.
 
     Raises:
-      StoreError: either name is unsafe (see :func:`check_name`).
+      StoreError: the group is not a domain name (see :func:`check_group`) or the service
+        name is unsafe (see :func:`check_name`).
     """
 
     group: str
     service: str
 
     def __post_init__(self) -> None:
-        check_name("group", self.group)
+        check_group(self.group)
         check_name("service", self.service)
 
     def __str__(self) -> str:
@@ -147,7 +235,7 @@ class Layout:
         return self.topdir / "certs"
 
     def group_dir(self, group: str) -> Path:
-        return self.certs_dir / check_name("group", group)
+        return self.certs_dir / check_group(group)
 
     def service_dir(self, ref: ServiceRef) -> Path:
         return self.certs_dir / ref.group / ref.service
@@ -171,7 +259,7 @@ class Layout:
     def stamp_of_target(self, target: str) -> str | None:
         """Inverse of :meth:`link_target`: the stamp, or None if ``target`` is not of that form."""
         head, _, stamp = target.partition("/")
-        return stamp if head == _DB and STAMP_RE.match(stamp) else None
+        return stamp if head == _DB and STAMP_RE.fullmatch(stamp) else None
 
     def cb_dir(self, ref: ServiceRef) -> Path:
         return self.service_dir(ref) / _CB
@@ -183,7 +271,7 @@ class Layout:
         return self.group_dir(group) / f"tlsa.{group}"
 
     def prod_group_dir(self, group: str) -> Path:
-        return self.prod_dir / check_name("group", group)
+        return self.prod_dir / check_group(group)
 
     def prod_version_dir(self, ref: ServiceRef, which: ProdLinkName) -> Path:
         return self.prod_dir / ref.group / ref.service / which

@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import RunMgr, tree_snapshot
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
-
+from support import RunMgr, edit, tree_snapshot
 
 CASES = [
     # (file under conf.d, old text, new text, expected key, expected value fragment)

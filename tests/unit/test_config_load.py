@@ -115,3 +115,41 @@ def test_no_extra_resolver_is_asked_unless_named(conf: Path) -> None:
     main.write_text(main.read_text().replace("dns_xtra_ns = []", ""))
     config, _ = load_config([], conf_dir=conf)
     assert config.main.globals.dns_xtra_ns == []
+
+
+def test_renew_info_points_are_read_by_kind_and_lifetime(conf: Path) -> None:
+    main = conf / "ssl-mgr.conf"
+    main.write_text(
+        main.read_text().replace(
+            "target_90 = 30",
+            'target_90 = 30\n    "target_6.5" = 3\n    renew_rand_adj_45 = 2.5\n    target_0 = 0',
+        )
+    )
+    config, _ = load_config([], conf_dir=conf)
+    info = config.main.renew_info
+    assert info.targets == {90.0: 30, 6.5: 3, 0.0: 0}
+    assert info.spreads == {120.0: 5, 45.0: 2.5}
+
+
+def test_the_log_directory_is_the_setting_or_an_existing_default(
+    conf: Path, tmp_path: Path
+) -> None:
+    config, _ = load_config([], conf_dir=conf)
+    assert config.log_dir() == tmp_path / "logs"
+    main = conf / "ssl-mgr.conf"
+    main.write_text(main.read_text().replace("logdir = 'logs'", ""))
+    config, _ = load_config([], conf_dir=conf)
+    default = Path(config.main.globals.logdir)
+    if default.is_dir():
+        assert config.log_dir() == default
+    else:
+        with pytest.raises(ConfigError, match=r"globals\.logdir: not set, and the default"):
+            config.log_dir()
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_place(conf: Path) -> None:
+    (conf / "ca-info.conf").write_bytes(b"# ok\n[my-root]\n  ca_desc = 'caf\xe9'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], conf_dir=conf)
+    assert caught.value.key == "(encoding)" and caught.value.value == b"\xe9"
+    assert "line 3, column 17" in caught.value.problem

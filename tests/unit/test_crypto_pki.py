@@ -6,6 +6,7 @@ agree, because that is what the servers and their clients run.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from sslm_tasks.crypto.bundle import compose_outputs
-from sslm_tasks.crypto.csr import SubjectSpec, build_csr
+from sslm_tasks.crypto.csr import (
+    SubjectSpec,
+    build_csr,
+    san_entries,
+    san_problem,
+    subject_value_problem,
+)
 from sslm_tasks.crypto.inspect import (
     cert_info,
     key_matches_cert,
@@ -577,3 +584,35 @@ def test_tlsa_data_matches_the_openssl_pipeline(leaf: Issued, selector: int, mat
 def test_tlsa_data_refuses_unknown_types(leaf: Issued, selector: int, matching: int) -> None:
     with pytest.raises(CryptoError):
         tlsa_data(leaf.cert, selector, matching)
+
+
+def test_san_entries_are_lower_case_names_and_addresses_each_once() -> None:
+    names = ["*.example.com", "example.com", "2001:db8::1", "::ffff:1"]
+    entries = san_entries("Example.COM", names)
+    # The CN is in the SANs already (names compare in lower case), so it is not put first
+    assert entries == [
+        x509.DNSName("*.example.com"),
+        x509.DNSName("example.com"),
+        x509.IPAddress(ipaddress.ip_address("2001:db8::1")),
+        x509.IPAddress(ipaddress.ip_address("::ffff:1")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["www.example.com.", "www.example.com\n", "fe80::1%eth0", "1.2.3.4.", "256.1.2.3", "a_b.ex"],
+)
+def test_a_csr_refuses_what_the_configuration_refuses(bad: str) -> None:
+    # The CSR and the configuration check run the same rule: san_problem.
+    assert san_problem(bad) is not None
+    with pytest.raises(CryptoError, match=re.escape(repr(bad))):
+        build_csr(generate_private_key(P256), SubjectSpec(CN="x.example.com"), [bad], is_ca=False)
+
+
+def test_a_subject_the_certificate_cannot_carry_is_refused() -> None:
+    assert subject_value_problem("C", "U1") == "a country code is two letters"
+    assert "<= 64" in (subject_value_problem("CN", "c" * 65) or "")
+    assert subject_value_problem("O", "") is None
+    with pytest.raises(CryptoError, match="C: a country code"):
+        subject = SubjectSpec(CN="x.example.com", C="U\n")
+        build_csr(generate_private_key(P256), subject, [], is_ca=False)
