@@ -5,7 +5,7 @@ ACME, the store, rolls, cleaning) on ``issue``, zone include writes and nameserv
 ``dns``, and copying to servers on one ``deploy.<site>`` queue per site, so that a site's deploy
 workers run where that site's servers can be reached. Tasks never name a queue themselves
 (no ``queue=`` on decorators): routes live here only, and adding a queue means adding the
-worker that consumes it to ``docker-compose.yml`` and ``workers/``.
+worker that consumes it to ``docker-compose.yml`` and to ``sslm-worker`` (``cli/launch.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ class Queue(StrEnum):
     """The kinds of work, each with its own queue (deploy: one queue per site)."""
 
     #: Everything that builds or changes certificates: renew checks, keygen, CSR, ACME,
-    #: store, roll, clean. Consumed by ``workers/issue.sh``.
+    #: store, roll, clean. Consumed by ``sslm-worker``.
     ISSUE = "issue"
     #: Zone include writes, zone refreshes and propagation checks. Consumed by
-    #: ``workers/issue.sh`` too: it is quick work that the issue chain waits on.
+    #: ``sslm-worker`` too: it is quick work that the issue chain waits on.
     DNS = "dns"
     #: Prefix of the per-site deploy queues ``deploy.<site>``. Consumed by
-    #: ``workers/deploy.sh`` on a host of that site.
+    #: ``sslm-worker --site <site>`` on a host of that site.
     DEPLOY = "deploy"
 
 
