@@ -14,4 +14,5 @@ def test_the_log_file_lines_have_the_shared_shape(topdir: Path, mgr: RunMgr) -> 
     assert lines
     for line in lines:
         assert LOG_LINE.fullmatch(line), line
-    assert any(line.endswith("  ca:my-root: renewing: no current certificate") for line in lines)
+    # (the wording of the steps is the lifecycle's; the shape is what is shared)
+    assert any(line[19:].startswith("  ca:my-root: ") for line in lines), lines
