@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WheelInstall
 from support import REPO
+from wheel_install import WheelInstall
 
 ENTRYPOINT = REPO / "docker/entrypoint.sh"
 #: The image's unprivileged user (Dockerfile); it need not exist on this host.

@@ -9,8 +9,8 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from conftest import WheelInstall
 from support import REPO
+from wheel_install import WheelInstall
 
 from sslm_tasks import __version__
 
