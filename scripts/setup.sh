@@ -18,7 +18,8 @@ if $want_dev; then
            [sshd]=openssh-server [ssh]=openssh-client
            [named-checkzone]=bind9-utils
            [pebble]=pebble [named]=bind9 [rndc]=bind9-utils [dig]=bind9-dnsutils
-           [delv]=bind9-dnsutils [ldns-dane]=ldnsutils [ip]=iproute2)
+           [delv]=bind9-dnsutils [ldns-dane]=ldnsutils [ip]=iproute2
+           [systemd-analyze]=systemd)
 fi
 
 missing=()
@@ -50,6 +51,17 @@ stamp=".venv/.sslm-installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
   touch "$stamp"
+fi
+# The wheel tests (tests/e2e/conftest.py) install the built wheel into a fresh virtualenv of
+# the system's Python without the network: these are the wheels of every runtime dependency,
+# as that Python needs them (Debian 12's 3.11.2 needs one more than 3.11.3 and later).
+wheels=".venv/wheelhouse"
+if $want_dev && { [ ! -f "$wheels/.complete" ] || [ pyproject.toml -nt "$wheels/.complete" ]; }; then
+  fetcher=$(mktemp -d)
+  /usr/bin/python3 -m venv "$fetcher"
+  "$fetcher/bin/pip" download -q --disable-pip-version-check -d "$wheels" .
+  rm -rf "$fetcher"
+  touch "$wheels/.complete"
 fi
 # Byte-compile the package (an editable install does not): every sslm process (the CLI, each
 # worker, the tests' subprocesses) then starts without compiling it, also where

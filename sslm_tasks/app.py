@@ -13,12 +13,14 @@ and contacts no service.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any
 
 from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyped]
 
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.errors import ConfigError
+from sslm_tasks.logs import log_to_stream
 from sslm_tasks.routing import Queue, all_queues, configured_sites, route_task
 from sslm_tasks.schedule import beat_entries
 
@@ -171,6 +173,15 @@ def _consume_configured_queues(conf: Any, **kwargs: Any) -> None:
         # Celery logs and swallows exceptions from signal handlers, and the worker would go on
         # consuming the default queue only. SystemExit is not swallowed: stop, saying why.
         raise SystemExit(f"sslm worker: {err}") from err
+
+
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]
+def _log_sslm_lines(loglevel: int, logfile: str | None, **kwargs: Any) -> None:
+    # Workers and beat write the lines of the in-process log file, to stdout (where
+    # `docker compose logs` and journald read them) or to the file --logfile names. Connecting
+    # here replaces Celery's own logging set-up, in the main process and in each pool process.
+    stream = open(logfile, "a", encoding="utf-8") if logfile else sys.stdout  # noqa: SIM115
+    log_to_stream(stream, loglevel)
 
 
 @app.task(name="sslm.ping", bind=True)  # type: ignore[untyped-decorator]

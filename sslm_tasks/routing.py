@@ -5,7 +5,7 @@ ACME, the store, rolls, cleaning) on ``issue``, zone include writes and nameserv
 ``dns``, and copying to servers on one ``deploy.<site>`` queue per site, so that a site's deploy
 workers run where that site's servers can be reached. Tasks never name a queue themselves
 (no ``queue=`` on decorators): routes live here only, and adding a queue means adding the
-worker that consumes it to ``docker-compose.yml`` and ``workers/``.
+worker that consumes it to ``docker-compose.yml`` and to ``sslm-worker`` (``cli/launch.py``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ class Queue(StrEnum):
 
     #: Everything that builds or changes certificates: the walk of a service (renew, ACME,
     #: roll, production, TLSA), the fan-out of its deploys, the beat scans, clean. Consumed by
-    #: ``workers/issue.sh``.
+    #: ``sslm-worker``.
     ISSUE = "issue"
     #: Zone refreshes: ``-dns``, and the refresh that follows retired TLSA records. Consumed by
-    #: ``workers/issue.sh`` too: it is quick work.
+    #: ``sslm-worker`` too: it is quick work.
     DNS = "dns"
     #: Prefix of the per-site deploy queues ``deploy.<site>``. Consumed by
-    #: ``workers/deploy.sh`` on a host of that site.
+    #: ``sslm-worker --site <site>`` on a host of that site.
     DEPLOY = "deploy"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+#: A line of sslm's log, in the log file of an in-process run and on a worker's stdout alike:
+#: local time, two spaces, the level only from WARNING up, the message (sslm_tasks.logs).
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (?:(?:WARNING|ERROR|CRITICAL): )?\S.*")
 
 #: The ``mgr`` fixture: run sslm-mgr on the test's topdir.
 RunMgr = Callable[..., subprocess.CompletedProcess[str]]

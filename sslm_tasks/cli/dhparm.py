@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sslm_tasks.cli._common import error
+from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.dhparam import DH_SUBDIR, dh_file_name, refresh_dir
 from sslm_tasks.errors import CryptoError, SslmError
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sslm-dhparm", description="Generate DH parameter files under <dir>/dh/."
     )
+    add_version_flag(parser)
     parser.add_argument(
         "-k",
         "--keys",

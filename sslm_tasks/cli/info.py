@@ -23,6 +23,7 @@ from sslm_tasks.cli._common import (
     run_openssl,
     sans_lines,
 )
+from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import (
     load_certs,
     san_strings,
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sslm-info", description="Summarise PEM certificates, chains, CSRs and keys."
     )
+    add_version_flag(parser)
     parser.add_argument(
         "-v",
         "--verb",

@@ -28,13 +28,15 @@ from sslm_tasks.lifecycle.deployment import read_ledger
 from sslm_tasks.lifecycle.status import service_status
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
+from sslm_tasks.logs import LineFormatter
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
 
-from . import report
+from . import health, report
 from .local import run_in_process
 from .run import RunRequest
+from .version import add_version_flag
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 #: How long a run waits for another run on the same tree before giving up.
@@ -73,6 +75,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         allow_abbrev=False,
         epilog=None if dev else 'For dev options add "dev" as 1st argument',
     )
+    add_version_flag(parser)
     parser.add_argument("-v", "--verb", action="store_true", help="More verbose output")
     parser.add_argument(
         "-f",
@@ -161,6 +164,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         default=DEFAULT_WAIT_S,
         help="With a broker: seconds to follow the workflows (default %(default)s)",
     )
+    health.add_arguments(parser)
     if dev:
         group = parser.add_argument_group("dev")
         _flag(group, "-keys", "-new-keys", "Make next new keys")
@@ -247,7 +251,7 @@ def _setup_logging(config: Config, *, verbose: bool) -> None:
         os.close(_open_log(to_file.baseFilename))
     except OSError as err:
         raise StoreError(f"{to_file.baseFilename}: cannot write the log: {err.strerror}") from None
-    to_file.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
+    to_file.setFormatter(LineFormatter())
     handlers.append(to_file)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
@@ -338,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     dev = bool(args_in) and args_in[0] == "dev"
     args = build_parser(dev=dev).parse_args(args_in[1:] if dev else args_in)
+    if args.health:
+        return health.main(args)
     try:
         config, refs = load_config(args.grps_svcs)
     except ConfigError as err:

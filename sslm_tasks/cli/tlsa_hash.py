@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from sslm_tasks.cli._common import error, run_openssl
+from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.errors import CryptoError
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sslm-tlsa-hash", description="TLSA record data of <dir>/cert.pem."
     )
+    add_version_flag(parser)
     parser.add_argument("dir", nargs="?", default="./", type=Path, help="default: ./")
     parser.add_argument("-u", "--usage", type=int, choices=range(4), default=3)
     parser.add_argument("-s", "--selector", type=int, choices=range(2), default=1)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sslm_tasks.cli._common import DASH_LINE, block_header, cert_summary, error
+from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import check_chain, load_certs
 from sslm_tasks.errors import CryptoError
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="sslm-verify",
         description="Validate cert.pem against chain.pem in a certificate directory.",
     )
+    add_version_flag(parser)
     parser.add_argument("path", type=Path, help="the directory, or any file in it")
     parser.add_argument(
         "--ca-file", type=Path, help="trusted root certificates (default: chain.pem's own root)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -53,6 +53,59 @@ def is_redis_url(url: str | None) -> bool:
     return url is not None and url_scheme(url) in REDIS_SCHEMES
 
 
+def url_with_password(url: str, password: str) -> str:
+    """Return ``url`` with ``password`` (percent-encoded) as the password of its user part.
+
+    Raises:
+        ValueError: ``url`` holds a password already.
+    """
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ValueError("holds a password already")
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def read_secret(key: str, path: Path) -> str:
+    """Return the content of the secret file ``path`` that variable ``key`` names, without
+    the line end an editor or ``echo`` leaves.
+
+    Raises:
+        ConfigError: the file cannot be read or is empty; the error names the file, never
+            its content.
+    """
+    try:
+        secret = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(ENV_SOURCE, key, str(path), f"cannot read it: {err}") from err
+    if not secret:
+        raise ConfigError(ENV_SOURCE, key, str(path), "the file is empty")
+    return secret
+
+
+def _broker_url_from(path: Path) -> str:
+    url = read_secret("SSLM_BROKER_URL_FILE", path)
+    if url_scheme(url) not in REDIS_SCHEMES | AMQP_SCHEMES:
+        # Named by its file only: a password pasted there by mistake must not be shown.
+        raise ConfigError(ENV_SOURCE, "SSLM_BROKER_URL_FILE", str(path), "holds no broker URL")
+    return url
+
+
+def _with_password_from(url: str | None, path: Path) -> str:
+    if not url:
+        raise ConfigError(
+            ENV_SOURCE,
+            "SSLM_BROKER_PASSWORD_FILE",
+            str(path),
+            "needs SSLM_BROKER_URL (without the password) to put the password into",
+        )
+    password = read_secret("SSLM_BROKER_PASSWORD_FILE", path)
+    try:
+        return url_with_password(url, password)
+    except ValueError as err:
+        raise ConfigError(ENV_SOURCE, "SSLM_BROKER_URL", redact_url(url), str(err)) from err
+
+
 def _check_site(site: str) -> str:
     if not SITE_NAME.fullmatch(site):
         raise ValueError(
@@ -82,6 +135,11 @@ class RuntimeSettings(BaseSettings):
     #: ``None`` means no broker: the CLI runs the workflows in-process. Kept out of ``repr``
     #: (it holds the password), like the result backend.
     broker_url: str | None = Field(default=None, repr=False)
+    #: Docker's and systemd's way to keep the secret out of the environment: a file holding
+    #: the whole broker URL (``SSLM_BROKER_URL_FILE``) instead of ``SSLM_BROKER_URL``, or one
+    #: holding only the password (``SSLM_BROKER_PASSWORD_FILE``), which is put into the URL.
+    broker_url_file: Path | None = None
+    broker_password_file: Path | None = None
     #: Defaults to the broker when that is Redis, and to ``rpc://`` (replies over the broker)
     #: on RabbitMQ, so a caller can always wait for what it enqueued.
     result_backend: str | None = Field(default=None, repr=False)
@@ -126,6 +184,25 @@ class RuntimeSettings(BaseSettings):
     #: before the task fails; the CLI keeps following its workflows this long. A Redis restart
     #: takes seconds; an upgrade of its host, minutes.
     broker_outage_s: float = Field(default=300.0, gt=0, le=86_400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_secrets_from_files(cls, data: Any) -> Any:
+        # Before field validation, so a URL read from a file is checked like any other. A
+        # ConfigError is not a ValueError, so pydantic lets it through unwrapped.
+        if isinstance(data, dict) and data.get("broker_url_file"):
+            if data.get("broker_url"):
+                raise ConfigError(
+                    ENV_SOURCE,
+                    "SSLM_BROKER_URL_FILE",
+                    str(data["broker_url_file"]),
+                    "set SSLM_BROKER_URL or SSLM_BROKER_URL_FILE, not both",
+                )
+            data["broker_url"] = _broker_url_from(Path(data["broker_url_file"]))
+        if isinstance(data, dict) and data.get("broker_password_file"):
+            password_file = Path(data["broker_password_file"])
+            data["broker_url"] = _with_password_from(data.get("broker_url"), password_file)
+        return data
 
     @field_validator("broker_url")
     @classmethod

@@ -330,7 +330,7 @@ class WorkerStarter:
     ) -> Worker:
         """Start a worker named ``node`` (``name@host``) and, by default, wait until it works.
 
-        ``script`` runs one of the repository's launch files (``workers/issue.sh``) instead of
+        ``script`` runs one of the repository's launch wrappers (``workers/issue.sh``) instead of
         the bare command: its own queues, pool and node name then apply, so ``node`` must be
         the name the script gives. Readiness is a broadcast ping answered by this very node,
         then a ``sslm.ping`` task sent to ``ping_queue`` (default: the first of ``queues``,
@@ -378,21 +378,6 @@ class WorkerStarter:
         )
         result = app.send_task("sslm.ping", queue=ping_queue, expires=START_TIMEOUT_S)
         assert result.get(timeout=START_TIMEOUT_S) == worker.node, _tail(worker.service.log)
-
-
-def start_beat(services: Services, broker_url: str, schedule: Path) -> Service:
-    """Start ``beat/beat.sh`` (the compose service's command) with its schedule at ``schedule``."""
-    service = services.spawn(
-        "beat", ["sh", "beat/beat.sh"], env=celery_env(broker_url, SSLM_BEAT_SCHEDULE=str(schedule))
-    )
-    wait_for(
-        "beat starts",
-        lambda: "beat: Starting..." in service.log_text(),
-        timeout_s=START_TIMEOUT_S,
-        log=service.log,
-        alive=lambda: service.alive,
-    )
-    return service
 
 
 @contextmanager
