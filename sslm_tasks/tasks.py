@@ -30,11 +30,11 @@ from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
 from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import acme_sign, build, finish, pipeline, steps
+from sslm_tasks.lifecycle import acme_sign, build, deployment, failures, finish, pipeline, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
@@ -91,6 +91,8 @@ class SegmentResult(TypedDict):
     busy: bool
     #: ``curr`` or ``next`` changed during the workflow so far.
     changed: bool
+    #: The production copy was rewritten (a change, or a repair).
+    synced: bool
     curr: str | None
     next: str | None
 
@@ -187,7 +189,7 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
         try:
             ref = ServiceRef(group, service)
             ws = _workspace([str(ref)], {})
-            build.record_failure(ServiceContext(ws, ref), f"{self.name}: {exc}", error=exc)
+            failures.record_step_failure(ServiceContext(ws, ref), f"{self.name}: {exc}", error=exc)
             self.release(ref)
         except (SslmError, OSError) as err:
             log.warning("%s:%s: could not record the failure: %s", group, service, err)
@@ -257,7 +259,7 @@ def walk(
     holder = self.claim(ws, ref, first=first)
     if holder is not None:
         busy = Walk(said=[f"already in progress (workflow {holder})"])
-        return _segment_result(self, ws, ref, busy, busy=True, changed=False)
+        return _segment_result(self, ws, ref, busy, busy=True, changed=False, synced=False)
     progress = Walk.from_json(None if prev is None else prev["walk"])
     before = (read_link(ws.layout, ref, "curr"), read_link(ws.layout, ref, "next"))
     try:
@@ -276,7 +278,8 @@ def walk(
         read_link(ws.layout, ref, "curr"),
         read_link(ws.layout, ref, "next"),
     )
-    return _segment_result(self, ws, ref, progress, busy=False, changed=changed)
+    synced = (prev is not None and prev["synced"]) or PRODUCTION_UPDATED in progress.said
+    return _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
 
 
 def _walk_segment(
@@ -294,7 +297,14 @@ def _walk_segment(
 
 
 def _segment_result(
-    task: Task, ws: Workspace, ref: ServiceRef, progress: Walk, *, busy: bool, changed: bool
+    task: Task,
+    ws: Workspace,
+    ref: ServiceRef,
+    progress: Walk,
+    *,
+    busy: bool,
+    changed: bool,
+    synced: bool,
 ) -> SegmentResult:
     return SegmentResult(
         service=str(ref),
@@ -302,6 +312,7 @@ def _segment_result(
         walk=progress.to_json(),
         busy=busy,
         changed=changed,
+        synced=synced,
         curr=read_link(ws.layout, ref, "curr"),
         next=read_link(ws.layout, ref, "next"),
     )
@@ -324,30 +335,20 @@ def fanout(
     ref = ServiceRef(group, service)
     ws = _workspace([], options)
     dev = ws.options.dev
-    force = dev.force_restarts
-    if prev["busy"] or not (prev["changed"] or dev.certs_prod or force):
+    # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
+    touched = prev["changed"] or prev["synced"]
+    if prev["busy"] or not (touched or dev.certs_prod or dev.force_restarts):
         return FanoutResult(service=str(ref), deploys=[])
     for zone in finish.refresh_dns(ws, [group]):
         pipeline.trace("dns_refresh", zone)
-    changed = [ref] if prev["changed"] else []
+    changed = [ref] if touched else []
+    chosen = finish.targets(ws, changed, force=dev.force_restarts, everyone=dev.certs_prod)
+    sent = [task_id for target in chosen if (task_id := _send_deploy(target, changed))]
     claims = _claims()
-    sent = []
-    for target in finish.targets(ws, changed, force=force):
-        job = f"deploy:{target.server_class}:{target.host}"
-        if claims is None or claims.claim(job, self.request.id) is None:
-            task_id = str(uuid.uuid4())
-            deploy_server.apply_async(
-                (target.to_json(), [str(ref) for ref in changed]),
-                {"site": target.site},
-                countdown=DEPLOY_DEBOUNCE_S,
-                task_id=task_id,
-                shadow=f"deploy {target.server_class}:{target.host}",
-            )
-            sent.append(task_id)
     for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
-        if claims is None or claims.claim(job, self.request.id) is None:
-            task_id = str(uuid.uuid4())
+        task_id = str(uuid.uuid4())
+        if claims is None or claims.claim(job, task_id) is None:
             deploy_post_copy.apply_async(
                 (host, command),
                 {"site": ws.config.main.site_of(host)},
@@ -362,6 +363,24 @@ def fanout(
         for zone in finish.refresh_dns(ws, [group]):
             pipeline.trace("dns_refresh", zone)
     return FanoutResult(service=str(ref), deploys=sent)
+
+
+def _send_deploy(target: DeployTarget, changed: list[ServiceRef]) -> str | None:
+    """Send the deploy of ``target`` after the debounce, unless one is waiting already (it
+    will carry this change too); returns the task id sent, or None."""
+    claims = _claims()
+    job = f"deploy:{target.server_class}:{target.host}"
+    task_id = str(uuid.uuid4())
+    if claims is not None and claims.claim(job, task_id) is not None:
+        return None
+    deploy_server.apply_async(
+        (target.to_json(), [str(ref) for ref in changed]),
+        {"site": target.site},
+        countdown=DEPLOY_DEBOUNCE_S,
+        task_id=task_id,
+        shadow=f"deploy {target.server_class}:{target.host}",
+    )
+    return task_id
 
 
 def _job_started(job: str) -> None:
@@ -485,6 +504,10 @@ def roll_scan() -> list[str]:
             retiring.append(ref)
     for zone in finish.retire(ws, retiring, trace=pipeline.trace):
         dns_refresh_pending.delay(zone)
+    # A server whose deploy failed is tried again when its time comes, change or not.
+    retry = deployment.due_retries(ws)
+    for target in finish.targets(ws, [], retry=retry) if retry else []:
+        _send_deploy(target, [])
     return started
 
 

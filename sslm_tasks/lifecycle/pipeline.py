@@ -30,8 +30,8 @@ from enum import StrEnum
 from typing import Final
 
 from sslm_tasks.acme.network import AcmeTransientError
-from sslm_tasks.errors import PermanentError, TransientError
-from sslm_tasks.lifecycle import steps
+from sslm_tasks.errors import PermanentError, SslmError, TransientError
+from sslm_tasks.lifecycle import failures, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.steps import Verdict
 from sslm_tasks.lifecycle.workspace import DevSteps
@@ -229,14 +229,21 @@ def look(ctx: ServiceContext, step: Step) -> Verdict:
         return step.run(ctx)
     except AcmeTransientError as err:
         if err.code == "rateLimited":
-            raise PermanentError(f"{ctx.ref}: {step.name}: {err}") from err
+            limited = PermanentError(f"{ctx.ref}: {step.name}: {err}")
+            failures.mark_step(limited, step.name)
+            raise limited from err
         if not step.patient:
+            failures.mark_step(err, step.name)
             raise
         return Verdict(False, str(err))
     except TransientError as err:
         if not step.patient:
+            failures.mark_step(err, step.name)
             raise
         return Verdict(False, str(err))
+    except SslmError as err:
+        failures.mark_step(err, step.name)
+        raise
 
 
 def run_steps(
