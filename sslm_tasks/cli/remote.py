@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
-from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
+from celery.backends.base import BaseKeyValueStoreBackend  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -75,7 +75,7 @@ def task_states(app: Any, task_ids: Sequence[str]) -> list[tuple[str, Any]]:
     backend = app.backend
     if not task_ids:
         return []
-    if isinstance(backend, KeyValueStoreBackend):
+    if isinstance(backend, BaseKeyValueStoreBackend):
         values = backend.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
         metas = [
             backend.decode_result(value) if value else {"status": "PENDING", "result": None}
