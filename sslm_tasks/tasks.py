@@ -23,7 +23,7 @@ from typing import Any, Final, NoReturn, TypedDict
 from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
-from sslm_tasks.config.load import Config, load_config, signer_of
+from sslm_tasks.config.load import Config, load_config, load_settings_only, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
@@ -131,6 +131,13 @@ def _settings() -> RuntimeSettings:
 def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
     config, _ = load_config(refs)
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
+
+
+def _settings_workspace() -> Workspace:
+    """A workspace with ``ssl-mgr.conf`` and ``ca-info.conf`` only, for the tasks that work on
+    servers or zones: the services they meet are read on demand, not every service file."""
+    config = load_settings_only()
+    return Workspace(config=config, locker=_locker(config))
 
 
 def _locker(config: Config) -> Locker:
@@ -349,7 +356,7 @@ def fanout(
     services, renew then roll) coalesce into one restart per server.
     """
     ref = ServiceRef(group, service)
-    ws = _workspace([], options)
+    ws = _workspace([str(ref)], options)
     dev = ws.options.dev
     # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
     touched = prev["changed"] or prev["synced"]
@@ -413,7 +420,7 @@ def deploy_server(
     A failed deploy fails the task (transient failures are retried)."""
     deploy_target = DeployTarget.from_json(target, site=site)
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
-    ws = _workspace([], {})
+    ws = _settings_workspace()
     refs = [ServiceRef(*name.split(":", 1)) for name in changed]
     outcome = finish.deploy(ws, deploy_target, refs)
     if outcome.error is not None:
@@ -444,7 +451,7 @@ def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Deplo
 @app.task(name=TaskName.DNS_REFRESH.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     """``-dns``: refresh the zones ``apexes`` (``[dns] restart_cmd --serial_bump ...``)."""
-    config, _ = load_config([])
+    config = load_settings_only()
     settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
     with _locker(config).acquire("dns:refresh", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
@@ -455,7 +462,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
 @app.task(name=TaskName.DNS_REFRESH_PENDING.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh_pending(self: Task, group: str) -> list[str]:
     """Refresh the zone ``group`` if a change is pending there (one refresh for many)."""
-    return finish.refresh_dns(_workspace([], {}), [group])
+    return finish.refresh_dns(_settings_workspace(), [group])
 
 
 # --------------------------------------------------------------------------- beat
