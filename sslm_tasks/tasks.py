@@ -251,7 +251,15 @@ def _not_yet(
     raise task.retry(countdown=pause)
 
 
-@app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+#: A walk retries itself while a wait is not ready (within SSLM_ACME_WAIT_S, which it checks)
+#: and while the chain it follows runs; the retry limit is only a backstop above that.
+WALK_TASK: Final[dict[str, Any]] = {
+    **SERVICE_TASK,
+    "max_retries": pipeline.max_retries(load_settings().acme_wait_s),
+}
+
+
+@app.task(name=TaskName.WALK.value, base=ServiceTask, **WALK_TASK)  # type: ignore[untyped-decorator]
 def walk(
     self: ServiceTask,
     prev: SegmentResult | None,
@@ -261,16 +269,22 @@ def walk(
     options: dict[str, Any],
     plan: WalkPlan,
     index: int,
+    after: str | None = None,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
     The first segment claims the service for this workflow (a second trigger meanwhile gets
-    ``busy``), the last releases it. A wait that is not ready retries this task with a
-    countdown; the chain's next segment runs only once this one is through.
+    ``busy``), the last releases it. With ``after`` (the last walk of the signing CA's workflow
+    in the same run), the first segment starts once that one succeeded, so the service is
+    signed by the CA's new certificate; it fails if that one failed. A wait that is not ready
+    retries this task with a countdown; the chain's next segment runs only once this one is
+    through.
     """
     ref = ServiceRef(group, service)
     if prev is not None and prev["busy"]:
         return prev
+    if after is not None:
+        _follow(self, ref, after)
     ws = _workspace([str(ref)], options)
     chosen = pipeline.segments(
         pipeline.service_stages(
@@ -303,6 +317,17 @@ def walk(
     )
     synced = (prev is not None and prev["synced"]) or PRODUCTION_UPDATED in progress.said
     return _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
+
+
+def _follow(task: Task, ref: ServiceRef, after: str) -> None:
+    """Start only once the workflow step ``after`` succeeded: ask again after a countdown while
+    it has not ended; fail when it failed."""
+    state = task.AsyncResult(after).state
+    if state == "SUCCESS":
+        return
+    if state in ("FAILURE", "REVOKED"):
+        raise PermanentError(f"{ref}: not started: the signing CA's workflow failed ({after})")
+    raise task.retry(countdown=pipeline.countdown(int(task.request.retries or 0)))
 
 
 def _walk_segment(
@@ -489,9 +514,10 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    ws = _workspace([], {})
-    started = []
-    for ref in _unclaimed(ws.config.services):
+    config, refs = load_config([])
+    ws = Workspace(config=config, locker=_locker(config))
+    started: dict[ServiceRef, str] = {}
+    for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
         try:
             due = build.check_renew(ctx, record=False).build
@@ -499,9 +525,12 @@ def renew_scan() -> list[str]:
             log.warning("%s: renew check: %s", ref, err)
             continue
         if due:
-            send_service(ws.config, ref, RunOptions(), renew=True, roll=False)
-            started.append(str(ref))
-    return started
+            signer = signer_of(config, ref)
+            after = None if signer is None else started.get(signer)
+            started[ref] = send_service(
+                config, ref, RunOptions(), renew=True, roll=False, after=after
+            )
+    return [str(ref) for ref in started]
 
 
 @app.task(name=TaskName.ROLL_SCAN.value)  # type: ignore[untyped-decorator]
