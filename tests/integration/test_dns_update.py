@@ -357,7 +357,62 @@ def test_tlsa_by_update_through_a_full_dane_roll(dane_top: Path, dns_lab: DnsLab
     wait_tlsa(dns_lab, {new})
     wait_tlsa(dns_lab, {new}, "_25._tcp.mx2.example.test")
     delv_validates(dns_lab, new)
-    # and no refresh command was ever run
+    # and no refresh command was ever run, also not for -dns (the server re-signs by itself)
+    refreshed = mgr(dane_top, "-dns", "example.test")
+    assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
+    assert dns_lab.refresh_calls() == []
+
+
+def test_an_update_whose_recording_was_lost_is_recognised(dane_top: Path, dns_lab: DnsLab) -> None:
+    # Given the first certificate's records, published and recorded
+    assert mgr(dane_top, "-renew").returncode == 0
+    published = dane_top / "certs/example.test/tlsa.example.test.published"
+    recorded = published.read_text()
+    # and a renewal whose update the server applied, but whose recording a kill prevented
+    assert mgr(dane_top, "-f", "-renew", "example.test:mail").returncode == 0
+    old, new = spki(dane_top, "curr"), spki(dane_top, "next")
+    wait_tlsa(dns_lab, {old, new})
+    published.write_text(recorded)
+
+    # When the next run brings the zone in line again
+    again = mgr(dane_top, "-renew", "example.test:mail")
+
+    # Then it finds the zone holding what it wants, records that, and reports no hand edit
+    assert again.returncode == 0, again.stdout + again.stderr
+    records = json.loads(published.read_text())["records"]
+    assert {r["data"] for r in records if r["owner"] == f"{OWNER}."} == {
+        old.split()[-1],
+        new.split()[-1],
+    }
+    wait_tlsa(dns_lab, {old, new})
+
+
+def test_the_dane_roll_by_update_through_workers(
+    dane_top: Path, dns_lab: DnsLab, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a worker serving every queue of this tree
+    workers.start(
+        "dane@update", pool="prefork", concurrency=2, env={"SSL_MGR_TOPDIR": str(dane_top)}
+    )
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        broker = {"SSLM_BROKER_URL": redis_server.url()}
+        return run_tool("sslm-mgr", *args, cwd=dane_top, env=broker, timeout=180)
+
+    # When the first certificate and a renewal are issued, their records are added by update
+    assert remote("-renew").returncode == 0
+    old = spki(dane_top, "curr")
+    wait_tlsa(dns_lab, {old})
+    assert remote("-f", "-renew", "example.test:mail").returncode == 0
+    new = spki(dane_top, "next")
+    wait_tlsa(dns_lab, {old, new})
+    # Then the roll waits for the name servers, rolls, and the old records are deleted
+    early = remote("-roll", "example.test:mail")
+    assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
+    time.sleep(2.2)
+    rolled = remote("-roll", "example.test:mail")
+    assert rolled.returncode == 0 and "rolled" in rolled.stdout, rolled.stdout
+    wait_tlsa(dns_lab, {new})
     assert dns_lab.refresh_calls() == []
 
 
