@@ -223,7 +223,8 @@ def _not_yet(
         over_dns=acme_sign.validates_over_dns(ctx),
     )
     log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, verdict.detail, pause)
-    raise task.retry(countdown=pause)
+    # The task's own max_retries (8) is for transient errors; a wait is bounded by its time.
+    raise task.retry(countdown=pause, max_retries=pipeline.max_retries(_settings().acme_wait_s))
 
 
 @app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]

@@ -196,6 +196,36 @@ def test_a_wrong_key_is_reported_by_name_and_nothing_is_published(
         assert secret_of(key) not in out + texts_under(topdir)
 
 
+def test_a_secondary_that_never_catches_up_holds_the_order_for_the_whole_bound_and_is_named(
+    topdir: Path, dns_lab: DnsLab, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a secondary that answers but no longer transfers the zones, and a worker whose
+    # bound (12 s) takes more looks than a task's own retries for errors (8)
+    dns_lab.start_secondary(lagging=True)
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text().replace("dns_xtra_ns = []", "dns_xtra_ns = []\n    dns_check_delay = 0")
+    )
+    env = {"SSL_MGR_TOPDIR": str(topdir), "SSLM_ACME_WAIT_S": "12"}
+    workers.start("update@lagging", pool="prefork", concurrency=2, env=env)
+
+    # When the renewal goes through the worker
+    done = run_tool(
+        "sslm-mgr",
+        "-renew",
+        "example.test:web",
+        cwd=topdir,
+        env={"SSLM_BROKER_URL": redis_server.url()},
+        timeout=180,
+    )
+
+    # Then the propagation step gives up at the bound (the first look past 12 s), naming the
+    # secondary that lacks the serial the updates made
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "acme_propagated: not done after 16.5 s" in done.stdout, done.stdout
+    assert f"ns2.example.test ({dns_lab.secondary}): serial" in done.stdout, done.stdout
+
+
 def test_ten_orders_of_one_zone_through_workers_keep_each_others_records(
     tmp_path: Path,
     dns_lab: DnsLab,
