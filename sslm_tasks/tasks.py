@@ -23,22 +23,32 @@ from typing import Any, Final, NoReturn, TypedDict
 from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
-from sslm_tasks.config.load import Config, load_config, signer_of
+from sslm_tasks.config.load import Config, load_config, load_settings_only, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
-from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import acme_sign, build, finish, pipeline, steps
+from sslm_tasks.errors import LockBusy, PermanentError, SslmError, TransientError
+from sslm_tasks.lifecycle import (
+    acme_sign,
+    build,
+    deployment,
+    failures,
+    finish,
+    notify,
+    pipeline,
+    steps,
+)
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
 from sslm_tasks.locks.select import claims_for, locker_for
+from sslm_tasks.logs import trace
 from sslm_tasks.routing import TaskName
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, ServiceRef
@@ -66,6 +76,9 @@ SERVICE_TASK: Final[dict[str, Any]] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (TransientError,),
+    # An expected failure (bad input, a refusing server) is one warning line of ours, not a
+    # traceback: Celery logs what a task "throws" without one.
+    "throws": (PermanentError,),
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "max_retries": 8,
@@ -91,6 +104,8 @@ class SegmentResult(TypedDict):
     busy: bool
     #: ``curr`` or ``next`` changed during the workflow so far.
     changed: bool
+    #: The production copy was rewritten (a change, or a repair).
+    synced: bool
     curr: str | None
     next: str | None
 
@@ -116,6 +131,13 @@ def _settings() -> RuntimeSettings:
 def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
     config, _ = load_config(refs)
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
+
+
+def _settings_workspace() -> Workspace:
+    """A workspace with ``ssl-mgr.conf`` and ``ca-info.conf`` only, for the tasks that work on
+    servers or zones: the services they meet are read on demand, not every service file."""
+    config = load_settings_only()
+    return Workspace(config=config, locker=_locker(config))
 
 
 def _locker(config: Config) -> Locker:
@@ -184,10 +206,13 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
         group, service = kwargs.get("group"), kwargs.get("service")
         if group is None or service is None:
             return
+        log.warning(
+            "%s:%s: FAILED: %s", group, service, exc, extra={"service": f"{group}:{service}"}
+        )
         try:
             ref = ServiceRef(group, service)
             ws = _workspace([str(ref)], {})
-            build.record_failure(ServiceContext(ws, ref), f"{self.name}: {exc}", error=exc)
+            failures.record_step_failure(ServiceContext(ws, ref), f"{self.name}: {exc}", error=exc)
             self.release(ref)
         except (SslmError, OSError) as err:
             log.warning("%s:%s: could not record the failure: %s", group, service, err)
@@ -223,11 +248,18 @@ def _not_yet(
         over_dns=acme_sign.validates_over_dns(ctx),
     )
     log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, verdict.detail, pause)
-    # The task's own max_retries (8) is for transient errors; a wait is bounded by its time.
-    raise task.retry(countdown=pause, max_retries=pipeline.max_retries(_settings().acme_wait_s))
+    raise task.retry(countdown=pause)
 
 
-@app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+#: A walk retries itself while a wait is not ready (within SSLM_ACME_WAIT_S, which it checks)
+#: and while the chain it follows runs; the retry limit is only a backstop above that.
+WALK_TASK: Final[dict[str, Any]] = {
+    **SERVICE_TASK,
+    "max_retries": pipeline.max_retries(load_settings().acme_wait_s),
+}
+
+
+@app.task(name=TaskName.WALK.value, base=ServiceTask, **WALK_TASK)  # type: ignore[untyped-decorator]
 def walk(
     self: ServiceTask,
     prev: SegmentResult | None,
@@ -237,16 +269,22 @@ def walk(
     options: dict[str, Any],
     plan: WalkPlan,
     index: int,
+    after: str | None = None,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
     The first segment claims the service for this workflow (a second trigger meanwhile gets
-    ``busy``), the last releases it. A wait that is not ready retries this task with a
-    countdown; the chain's next segment runs only once this one is through.
+    ``busy``), the last releases it. With ``after`` (the last walk of the signing CA's workflow
+    in the same run), the first segment starts once that one succeeded, so the service is
+    signed by the CA's new certificate; it fails if that one failed. A wait that is not ready
+    retries this task with a countdown; the chain's next segment runs only once this one is
+    through.
     """
     ref = ServiceRef(group, service)
     if prev is not None and prev["busy"]:
         return prev
+    if after is not None:
+        _follow(self, ref, after)
     ws = _workspace([str(ref)], options)
     chosen = pipeline.segments(
         pipeline.service_stages(
@@ -258,7 +296,7 @@ def walk(
     holder = self.claim(ws, ref, first=first)
     if holder is not None:
         busy = Walk(said=[f"already in progress (workflow {holder})"])
-        return _segment_result(self, ws, ref, busy, busy=True, changed=False)
+        return _segment_result(self, ws, ref, busy, busy=True, changed=False, synced=False)
     progress = Walk.from_json(None if prev is None else prev["walk"])
     before = (read_link(ws.layout, ref, "curr"), read_link(ws.layout, ref, "next"))
     try:
@@ -277,7 +315,19 @@ def walk(
         read_link(ws.layout, ref, "curr"),
         read_link(ws.layout, ref, "next"),
     )
-    return _segment_result(self, ws, ref, progress, busy=False, changed=changed)
+    synced = (prev is not None and prev["synced"]) or PRODUCTION_UPDATED in progress.said
+    return _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
+
+
+def _follow(task: Task, ref: ServiceRef, after: str) -> None:
+    """Start only once the workflow step ``after`` succeeded: ask again after a countdown while
+    it has not ended; fail when it failed."""
+    state = task.AsyncResult(after).state
+    if state == "SUCCESS":
+        return
+    if state in ("FAILURE", "REVOKED"):
+        raise PermanentError(f"{ref}: not started: the signing CA's workflow failed ({after})")
+    raise task.retry(countdown=pipeline.countdown(int(task.request.retries or 0)))
 
 
 def _walk_segment(
@@ -295,7 +345,14 @@ def _walk_segment(
 
 
 def _segment_result(
-    task: Task, ws: Workspace, ref: ServiceRef, progress: Walk, *, busy: bool, changed: bool
+    task: Task,
+    ws: Workspace,
+    ref: ServiceRef,
+    progress: Walk,
+    *,
+    busy: bool,
+    changed: bool,
+    synced: bool,
 ) -> SegmentResult:
     return SegmentResult(
         service=str(ref),
@@ -303,6 +360,7 @@ def _segment_result(
         walk=progress.to_json(),
         busy=busy,
         changed=changed,
+        synced=synced,
         curr=read_link(ws.layout, ref, "curr"),
         next=read_link(ws.layout, ref, "next"),
     )
@@ -323,32 +381,21 @@ def fanout(
     services, renew then roll) coalesce into one restart per server.
     """
     ref = ServiceRef(group, service)
-    ws = _workspace([], options)
+    ws = _workspace([str(ref)], options)
     dev = ws.options.dev
-    force = dev.force_restarts
-    if prev["busy"] or not (prev["changed"] or dev.certs_prod or force):
+    # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
+    touched = prev["changed"] or prev["synced"]
+    if prev["busy"] or not (touched or dev.certs_prod or dev.force_restarts):
         return FanoutResult(service=str(ref), deploys=[])
-    for zone in finish.refresh_dns(ws, [group]):
-        pipeline.trace("dns_refresh", zone)
-    changed = [ref] if prev["changed"] else []
+    finish.refresh_dns(ws, [group])
+    changed = [ref] if touched else []
+    chosen = finish.targets(ws, changed, force=dev.force_restarts, everyone=dev.certs_prod)
+    sent = [task_id for target in chosen if (task_id := _send_deploy(target, changed))]
     claims = _claims()
-    sent = []
-    for target in finish.targets(ws, changed, force=force):
-        job = f"deploy:{target.server_class}:{target.host}"
-        if claims is None or claims.claim(job, self.request.id) is None:
-            task_id = str(uuid.uuid4())
-            deploy_server.apply_async(
-                (target.to_json(), [str(ref) for ref in changed]),
-                {"site": target.site},
-                countdown=DEPLOY_DEBOUNCE_S,
-                task_id=task_id,
-                shadow=f"deploy {target.server_class}:{target.host}",
-            )
-            sent.append(task_id)
     for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
-        if claims is None or claims.claim(job, self.request.id) is None:
-            task_id = str(uuid.uuid4())
+        task_id = str(uuid.uuid4())
+        if claims is None or claims.claim(job, task_id) is None:
             deploy_post_copy.apply_async(
                 (host, command),
                 {"site": ws.config.main.site_of(host)},
@@ -359,10 +406,27 @@ def fanout(
             sent.append(task_id)
     # A service no server uses has nothing to wait for: its old TLSA records go now (with
     # servers, their deploy tasks retire them once they all took the new certificate).
-    if finish.retire(ws, [ref], trace=pipeline.trace):
-        for zone in finish.refresh_dns(ws, [group]):
-            pipeline.trace("dns_refresh", zone)
+    if finish.retire(ws, [ref]):
+        finish.refresh_dns(ws, [group])
     return FanoutResult(service=str(ref), deploys=sent)
+
+
+def _send_deploy(target: DeployTarget, changed: list[ServiceRef]) -> str | None:
+    """Send the deploy of ``target`` after the debounce, unless one is waiting already (it
+    will carry this change too); returns the task id sent, or None."""
+    claims = _claims()
+    job = f"deploy:{target.server_class}:{target.host}"
+    task_id = str(uuid.uuid4())
+    if claims is not None and claims.claim(job, task_id) is not None:
+        return None
+    deploy_server.apply_async(
+        (target.to_json(), [str(ref) for ref in changed]),
+        {"site": target.site},
+        countdown=DEPLOY_DEBOUNCE_S,
+        task_id=task_id,
+        shadow=f"deploy {target.server_class}:{target.host}",
+    )
+    return task_id
 
 
 def _job_started(job: str) -> None:
@@ -381,14 +445,14 @@ def deploy_server(
     A failed deploy fails the task (transient failures are retried)."""
     deploy_target = DeployTarget.from_json(target, site=site)
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
-    ws = _workspace([], {})
+    ws = _settings_workspace()
     refs = [ServiceRef(*name.split(":", 1)) for name in changed]
-    outcome = finish.deploy(ws, deploy_target, refs, trace=pipeline.trace)
+    outcome = finish.deploy(ws, deploy_target, refs)
     if outcome.error is not None:
         if isinstance(outcome.error, TransientError):
             raise outcome.error
         raise PermanentError(outcome.detail)
-    for zone in finish.retire(ws, refs, trace=pipeline.trace):
+    for zone in finish.retire(ws, refs):
         dns_refresh_pending.delay(zone)
     return DeployResult(
         server=f"{deploy_target.server_class}:{deploy_target.host}",
@@ -412,7 +476,7 @@ def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Deplo
 @app.task(name=TaskName.DNS_REFRESH.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     """``-dns``: refresh the zones ``apexes`` (``[dns] restart_cmd --serial_bump ...``)."""
-    config, _ = load_config([])
+    config = load_settings_only()
     settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
     with _locker(config).acquire("dns:refresh", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
@@ -423,11 +487,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
 @app.task(name=TaskName.DNS_REFRESH_PENDING.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh_pending(self: Task, group: str) -> list[str]:
     """Refresh the zone ``group`` if a change is pending there (one refresh for many)."""
-    ws = _workspace([], {})
-    zones = finish.refresh_dns(ws, [group])
-    for zone in zones:
-        pipeline.trace("dns_refresh", zone)
-    return zones
+    return finish.refresh_dns(_settings_workspace(), [group])
 
 
 # --------------------------------------------------------------------------- beat
@@ -440,7 +500,7 @@ def clean(self: Task, *, group: str, service: str) -> list[str]:
     ws = _workspace([str(ref)], {})
     with _service_lock(ws, ref):
         verdict = steps.clean(ServiceContext(ws, ref))
-    pipeline.trace("clean", str(ref), verdict.detail)
+    trace("clean", str(ref), verdict.detail)
     return verdict.detail.removeprefix("cleaned ").split(", ") if verdict.detail else []
 
 
@@ -454,9 +514,10 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    ws = _workspace([], {})
-    started = []
-    for ref in _unclaimed(ws.config.services):
+    config, refs = load_config([])
+    ws = Workspace(config=config, locker=_locker(config))
+    started: dict[ServiceRef, str] = {}
+    for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
         try:
             due = build.check_renew(ctx, record=False).build
@@ -464,9 +525,12 @@ def renew_scan() -> list[str]:
             log.warning("%s: renew check: %s", ref, err)
             continue
         if due:
-            send_service(ws.config, ref, RunOptions(), renew=True, roll=False)
-            started.append(str(ref))
-    return started
+            signer = signer_of(config, ref)
+            after = None if signer is None else started.get(signer)
+            started[ref] = send_service(
+                config, ref, RunOptions(), renew=True, roll=False, after=after
+            )
+    return [str(ref) for ref in started]
 
 
 @app.task(name=TaskName.ROLL_SCAN.value)  # type: ignore[untyped-decorator]
@@ -484,9 +548,29 @@ def roll_scan() -> list[str]:
             started.append(str(ref))
         elif record.dane.retire_prev:
             retiring.append(ref)
-    for zone in finish.retire(ws, retiring, trace=pipeline.trace):
+    for zone in finish.retire(ws, retiring):
         dns_refresh_pending.delay(zone)
+    # A server whose deploy failed is tried again when its time comes, change or not.
+    ledger = deployment.read_ledger(ws)
+    retry = deployment.due_retries(ws, ledger)
+    for target in finish.targets(ws, [], retry=retry) if retry else []:
+        _send_deploy(target, [])
+    _announce(ws, ledger)
     return started
+
+
+def _announce(ws: Workspace, ledger: dict[str, deployment.ServerOutcome]) -> None:
+    """The notifications the services' health calls for, one scan at a time (a scan that
+    finds another running leaves the announcing to it)."""
+    try:
+        with _locker(ws.config).acquire(
+            "notify", ttl_s=_settings().task_time_limit_s, blocking_s=0
+        ):
+            notify.announce(ws, list(ws.config.services), ledger)
+    except LockBusy:
+        log.info("notifications: another scan is announcing")
+    except SslmError as err:
+        log.warning("notifications: %s", err)
 
 
 @app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]

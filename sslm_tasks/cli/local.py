@@ -24,11 +24,22 @@ from typing import Final
 from sslm_tasks.config.load import signer_of
 from sslm_tasks.config.settings import load_settings
 from sslm_tasks.errors import PermanentError, SslmError
-from sslm_tasks.lifecycle import acme_sign, build, dry_run, finish, pipeline, steps
+from sslm_tasks.lifecycle import (
+    acme_sign,
+    build,
+    deployment,
+    dry_run,
+    failures,
+    finish,
+    notify,
+    pipeline,
+    steps,
+)
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Step, Walk
-from sslm_tasks.lifecycle.steps import CLEANED, Verdict
+from sslm_tasks.lifecycle.steps import CLEANED, PRODUCTION_UPDATED, Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import read_link
 
@@ -109,7 +120,7 @@ def _service_turn(
         else:
             outcome.note(line)
     outcome.changed = _links(ws, ref) != before
-    outcome.synced = "production updated" in walk.said
+    outcome.synced = PRODUCTION_UPDATED in walk.said
 
 
 def _isolated(
@@ -135,7 +146,7 @@ def _record(
     that cannot be written (a full disk, a read-only tree) is reported too, never raised."""
     outcome.fail(message)
     try:
-        build.record_failure(ServiceContext(ws, ref), message, error=error)
+        failures.record_step_failure(ServiceContext(ws, ref), message, error=error)
     except (SslmError, OSError) as err:
         outcome.note(f"the failure could not be recorded: {err}")
 
@@ -166,6 +177,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             failed.add(ref)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     _finish(ws, report, request)
+    _announce(ws, [o.ref for o in outcomes])
     walked = {o.ref for o in outcomes}
     for ref in request.clean_refs or ():
         if ref not in walked:  # --clean-all reaches services this run did not select
@@ -178,25 +190,38 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
 def _finish(ws: Workspace, report: RunReport, request: RunRequest) -> None:
     """DNS refresh → deploy and verify each server → retire old TLSA → DNS refresh."""
     outcomes = report.outcomes
-    changed = [o.ref for o in outcomes if o.ok and o.changed]
+    # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
+    changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     groups = sorted({o.ref.group for o in outcomes})
     # New TLSA records go out before the servers change, so a deploy's DANE check finds them.
     dev = ws.options.dev
     _refresh_dns(ws, report, groups, everything=request.refreshes_dns(ws.config, dev))
     force = dev.force_restarts
-    if changed or dev.certs_prod or force:
-        for target in finish.targets(ws, changed, force=force):
-            deployed = finish.deploy(ws, target, changed, trace=pipeline.trace)
+    # A server whose deploy failed is tried again when its time comes, change or not.
+    retry = deployment.due_retries(ws)
+    if changed or dev.certs_prod or force or retry:
+        chosen = finish.targets(ws, changed, force=force, everyone=dev.certs_prod, retry=retry)
+        for target in chosen:
+            deployed = finish.deploy(ws, target, changed)
             if not deployed.ok:
                 report.deploy_failures.append(deployed.detail)
-        report.deploy_failures += finish.post_copies(ws)
+        if changed or dev.certs_prod or force:
+            report.deploy_failures += finish.post_copies(ws)
     try:
-        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok], trace=pipeline.trace)
+        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok])
     except SslmError as err:
         report.deploy_failures.append(f"TLSA: {err}")
         retired = []
     if retired:
         _refresh_dns(ws, report, groups, everything=False)
+
+
+def _announce(ws: Workspace, refs: Sequence[ServiceRef]) -> None:
+    """The notifications the run's outcome calls for; they never fail the run."""
+    try:
+        notify.announce(ws, refs, deployment.read_ledger(ws))
+    except SslmError as err:
+        log.warning("notifications: %s", err)
 
 
 def _refresh_dns(
@@ -209,14 +234,12 @@ def _refresh_dns(
     except SslmError as err:
         report.deploy_failures.append(f"DNS refresh: {err}")
         return
-    for zone in zones:
-        pipeline.trace("dns_refresh", zone)
     report.dns_refreshed += zones
 
 
 def _clean(ws: Workspace, ref: ServiceRef, report: RunReport) -> None:
     verdict = steps.clean(ServiceContext(ws, ref))
-    pipeline.trace("clean", str(ref), verdict.detail)
+    trace("clean", str(ref), verdict.detail)
     if verdict.detail:
         report.cleaned[str(ref)] = verdict.detail.removeprefix(CLEANED).split(", ")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,7 @@ def load_main(conf_dir: Path) -> MainConfig:
     main = _validate(MainConfig, read_toml(path), path)
     _check_trees(path, main, topdir=conf_dir.parent)
     _check_dns_update(path, main, topdir=conf_dir.parent)
+    _check_notify(path, main)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
             raise ConfigError(
@@ -301,6 +303,20 @@ def _first_existing(path: Path) -> Path:
     return path
 
 
+def _check_notify(path: Path, main: MainConfig) -> None:
+    """Every ``[notify] urls`` entry is one apprise knows, so a typo stops the run here rather
+    than when the first failure should have been announced."""
+    if main.notify is None or not main.notify.urls:
+        return
+    # apprise takes half a second to import: only configurations that notify pay for it.
+    import apprise
+
+    for index, url in enumerate(main.notify.urls):
+        if not apprise.Apprise().add(url):
+            shown = url.split("://", 1)[0] + "://..."  # the rest may hold a password
+            raise ConfigError(path, f"notify.urls[{index}]", shown, "not a URL apprise knows")
+
+
 def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
     path = conf_dir / CA_FILE
     if not path.exists():
@@ -378,6 +394,21 @@ def _selection_problem(group: str, services: Iterable[str]) -> str | None:
     return None
 
 
+def load_settings_only(conf_dir: Path | None = None) -> Config:
+    """``ssl-mgr.conf`` and ``ca-info.conf`` without any service file: what a task that works on
+    zones or servers, not on services, needs (a service it meets is read on demand,
+    ``Workspace.service``).
+
+    Raises:
+      ConfigError: as :func:`load_config`.
+    """
+    conf_dir = (conf_dir or find_conf_dir()).absolute()
+    main = load_main(conf_dir)
+    return Config(
+        topdir=conf_dir.parent, conf_dir=conf_dir, main=main, cas=load_cas(conf_dir, main)
+    )
+
+
 def load_config(
     selection: Iterable[str] = (), *, conf_dir: Path | None = None
 ) -> tuple[Config, list[ServiceRef]]:
@@ -393,9 +424,9 @@ def load_config(
         parse_selection(conf_dir, selection) if selection else configured_refs(conf_dir, main)
     )
     services: dict[ServiceRef, ServiceConfig] = {}
-    pending = list(selected)
+    pending = deque(selected)
     while pending:
-        ref = pending.pop(0)
+        ref = pending.popleft()
         if ref in services:
             continue
         svc = load_service(conf_dir, ref)
@@ -539,10 +570,11 @@ def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceR
     A CA and its leaves renewed in one run then sign with the fresh CA certificate.
     """
     ordered: list[ServiceRef] = []
-    wanted = list(dict.fromkeys(refs))
+    placed: set[ServiceRef] = set()
+    wanted = dict.fromkeys(refs)
 
     def visit(ref: ServiceRef, trail: tuple[ServiceRef, ...]) -> None:
-        if ref in ordered:
+        if ref in placed:
             return
         if ref in trail:
             raise ConfigError(
@@ -555,6 +587,7 @@ def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceR
         if signer is not None and signer in wanted:
             visit(signer, (*trail, ref))
         ordered.append(ref)
+        placed.add(ref)
 
     for ref in sorted(wanted, key=lambda r: r.group != CA_GROUP):
         visit(ref, ())

@@ -396,25 +396,3 @@ def store(ctx: ServiceContext) -> str:
 
 def roll_due(not_before: datetime, min_roll_mins: float) -> datetime:
     return not_before + timedelta(minutes=min_roll_mins)
-
-
-def record_failure(
-    ctx: ServiceContext, message: str, *, error: BaseException | None = None
-) -> None:
-    """Keep the build's stamp so the next run resumes it, and say what went wrong.
-
-    A failed build of an ACME service is also counted, with the CA's Retry-After if ``error``
-    (or its cause) carries one, so the next check waits (``acme_timing``).
-
-    Raises:
-      StoreError: the record could not be written (a full disk, a read-only tree).
-    """
-    if not ctx.layout.service_dir(ctx.ref).is_dir():
-        return  # nothing was written for this service; keep it that way
-    record = ctx.reload()
-    if in_progress(ctx) is not None:
-        acme_timing.note_failure(ctx, error)
-    if record.phase == Phase.RENEWING:
-        record.phase = Phase.FAILED
-    record.last_error = message
-    ctx.save()

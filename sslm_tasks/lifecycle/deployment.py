@@ -17,7 +17,7 @@ its ``curr`` once a deploy that began after production got that ``curr``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
+from sslm_tasks.acme.renewal_info import retry_time_after_failure
 from sslm_tasks.config.load import list_services
 from sslm_tasks.config.models import MainConfig, ServerSection
 from sslm_tasks.config.probes import parse_verify
@@ -37,6 +38,7 @@ from sslm_tasks.dns.lookup import Nameserver, primary_for
 from sslm_tasks.errors import SslmError, StoreError, TransientError
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import PUBLIC_MODE, ServiceRef
@@ -45,8 +47,6 @@ from sslm_tasks.store.versions import read_link
 #: Longest detail kept per server: enough for the reason, short enough for a status line.
 _DETAIL_KEPT: Final = 300
 _LEDGER: Final = ".deploys.json"
-#: A step name and the server it ran for, as the walkers trace it.
-Trace = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class ServerOutcome:
       ok(bool): copy, commands and every probe succeeded.
       detail(str): what ran, or what failed.
       failures(int): failed deploys in a row (0 after a success).
+      retry_at(datetime | None): after a failure, when it is tried again (1 min, 10 min,
+        100 min, then daily), whether or not anything changes meanwhile.
     """
 
     started: datetime | None
@@ -67,6 +69,7 @@ class ServerOutcome:
     ok: bool
     detail: str
     failures: int = 0
+    retry_at: datetime | None = None
     #: The error that failed it, for the caller to raise; never stored.
     error: SslmError | None = field(default=None, compare=False, repr=False)
 
@@ -78,17 +81,21 @@ class ServerOutcome:
             "ok": self.ok,
             "detail": self.detail,
             "failures": self.failures,
+            "retry_at": None
+            if self.retry_at is None
+            else self.retry_at.astimezone(UTC).isoformat(),
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ServerOutcome:
-        started = raw.get("started")
+        started, retry_at = raw.get("started"), raw.get("retry_at")
         return cls(
             started=None if started is None else datetime.fromisoformat(str(started)),
             at=datetime.fromisoformat(str(raw["at"])),
             ok=bool(raw["ok"]),
             detail=str(raw.get("detail", "")),
             failures=int(raw.get("failures", 0 if raw["ok"] else 1)),
+            retry_at=None if retry_at is None else datetime.fromisoformat(str(retry_at)),
         )
 
 
@@ -133,7 +140,6 @@ def deploy_to(
     target: DeployTarget,
     changed: Sequence[ServiceRef],
     *,
-    trace: Trace,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ServerOutcome:
     """Deploy ``target`` (copy, ``post_copy_cmd``, restarts when due), then its ``verify``
@@ -148,9 +154,9 @@ def deploy_to(
     error: SslmError | None = None
     try:
         ran = deploy(ws.config.main, target, prod_dir=ws.layout.prod_dir, timeout_s=timeout_s)
-        trace("deploy", key)
+        trace("deploy", key, field="server")
         problems = check_server(ws, target, changed, timeout_s=timeout_s)
-        trace("verify", key)
+        trace("verify", key, field="server")
         shown = [" ".join(result.argv) for result in ran]
         detail = "; ".join(problems) or "deployed" + "".join(f"; ran {c}" for c in shown)
         if problems:
@@ -160,7 +166,11 @@ def deploy_to(
         detail = f"[{target.server_class}] {target.host}: {err}"
     before = read_ledger(ws).get(key)
     failures = 0 if error is None else (before.failures if before is not None else 0) + 1
-    outcome = ServerOutcome(started, ws.clock(), error is None, detail[-_DETAIL_KEPT:], failures)
+    ended = ws.clock()
+    retry_at = None if error is None else retry_time_after_failure(failures, now=ended)
+    outcome = ServerOutcome(
+        started, ended, error is None, detail[-_DETAIL_KEPT:], failures, retry_at
+    )
     _record(ws, key, outcome)
     return replace(outcome, error=error)
 
@@ -245,6 +255,17 @@ def servers_using(main: MainConfig, ref: ServiceRef) -> list[str]:
         if depends_on(section, [ref], ["cert"])
         for host in section.servers
     ]
+
+
+def due_retries(ws: Workspace, ledger: dict[str, ServerOutcome] | None = None) -> list[str]:
+    """The servers whose last deploy failed and whose retry time has come."""
+    ledger = read_ledger(ws) if ledger is None else ledger
+    now = ws.clock()
+    return sorted(
+        key
+        for key, outcome in ledger.items()
+        if not outcome.ok and (outcome.retry_at is None or outcome.retry_at <= now)
+    )
 
 
 def lacking(ctx: ServiceContext, ledger: dict[str, ServerOutcome] | None = None) -> list[str]:

@@ -14,7 +14,8 @@ published, and only those.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from typing import Final
 
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
@@ -23,8 +24,15 @@ from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_p
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.deployment import ServerOutcome, Trace, deploy_to, lacking, read_ledger
+from sslm_tasks.lifecycle.deployment import (
+    ServerOutcome,
+    deploy_to,
+    lacking,
+    read_ledger,
+    server_key,
+)
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
 
 log = logging.getLogger("sslm")
@@ -43,15 +51,41 @@ def refresh_dns(
     Raises:
       SslmError: the refresh failed; its zones stay pending for the next one.
     """
-    return dane.refresh_pending(ws, groups, everything=everything, wait_s=wait_s)
+    zones = dane.refresh_pending(ws, groups, everything=everything, wait_s=wait_s)
+    for zone in zones:
+        trace("dns_refresh", zone, field="zone")
+    return zones
 
 
 def targets(
-    ws: Workspace, changed: Sequence[ServiceRef], *, force: bool = False
+    ws: Workspace,
+    changed: Sequence[ServiceRef],
+    *,
+    force: bool = False,
+    everyone: bool = False,
+    retry: Collection[str] = (),
 ) -> list[DeployTarget]:
-    """Every server to deploy to; each restarts when the change concerns its class (always,
-    with ``force``: ``dev -fsr``)."""
-    return deploy_targets(ws.config.main, changed, ["cert"] if changed else [], force=force)
+    """The servers to deploy to: with a change, ``force`` (``dev -fsr``) or ``everyone``
+    (``dev -certs-prod``), every server, restarting those whose class the change concerns (all
+    with ``force``); and the servers of ``retry`` (``<class>:<host>`` whose last deploy failed
+    and is due again), restarting them as their failed deploy should have.
+    """
+    every = deploy_targets(ws.config.main, changed, ["cert"] if changed else [], force=force)
+    if changed or force or everyone:
+        chosen = every
+    else:
+        chosen = [t for t in every if server_key(t.server_class, t.host) in retry]
+    return [
+        replace(target, restart=target.restart or _restarts(ws, target))
+        if server_key(target.server_class, target.host) in retry
+        else target
+        for target in chosen
+    ]
+
+
+def _restarts(ws: Workspace, target: DeployTarget) -> bool:
+    section = getattr(ws.config.main, target.server_class, None)
+    return section is not None and bool(section.restart_cmd)
 
 
 def deploy(
@@ -59,11 +93,10 @@ def deploy(
     target: DeployTarget,
     changed: Sequence[ServiceRef],
     *,
-    trace: Trace,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ServerOutcome:
     """Deploy to one server and verify what it serves (see ``deployment.deploy_to``)."""
-    outcome = deploy_to(ws, target, changed, trace=trace, timeout_s=timeout_s)
+    outcome = deploy_to(ws, target, changed, timeout_s=timeout_s)
     if outcome.ok:
         log.info("[%s] %s: %s", target.server_class, target.host, outcome.detail)
     else:
@@ -82,7 +115,7 @@ def post_copies(ws: Workspace, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[
     return failures
 
 
-def retire(ws: Workspace, refs: Iterable[ServiceRef], *, trace: Trace) -> list[str]:
+def retire(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
     """Drop the old TLSA records of each of ``refs`` whose servers all hold its new ``curr``;
     returns the zones whose TLSA file changed (a refresh is then pending for them).
 

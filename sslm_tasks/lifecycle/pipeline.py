@@ -30,11 +30,12 @@ from enum import StrEnum
 from typing import Final
 
 from sslm_tasks.acme.network import AcmeTransientError
-from sslm_tasks.errors import PermanentError, TransientError
-from sslm_tasks.lifecycle import steps
+from sslm_tasks.errors import PermanentError, SslmError, TransientError
+from sslm_tasks.lifecycle import failures, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.steps import Verdict
 from sslm_tasks.lifecycle.workspace import DevSteps
+from sslm_tasks.logs import trace
 
 log = logging.getLogger("sslm")
 
@@ -204,11 +205,6 @@ class Walk:
             self.said.append(verdict.detail)
 
 
-def trace(step: str, where: str, detail: str = "") -> None:
-    """The log line of a step that ran: the same words in-process and on workers."""
-    log.info("%s: step %s%s", where, step, f": {detail}" if detail else "")
-
-
 def pending(segment: Segment, walk: Walk) -> tuple[str, Step] | None:
     """The segment's wait, unless a decision already ended its stage."""
     if segment.wait is None or segment.wait[0] in walk.skipped:
@@ -229,14 +225,21 @@ def look(ctx: ServiceContext, step: Step) -> Verdict:
         return step.run(ctx)
     except AcmeTransientError as err:
         if err.code == "rateLimited":
-            raise PermanentError(f"{ctx.ref}: {step.name}: {err}") from err
+            limited = PermanentError(f"{ctx.ref}: {step.name}: {err}")
+            failures.mark_step(limited, step.name)
+            raise limited from err
         if not step.patient:
+            failures.mark_step(err, step.name)
             raise
         return Verdict(False, str(err))
     except TransientError as err:
         if not step.patient:
+            failures.mark_step(err, step.name)
             raise
         return Verdict(False, str(err))
+    except SslmError as err:
+        failures.mark_step(err, step.name)
+        raise
 
 
 def run_steps(

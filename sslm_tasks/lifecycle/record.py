@@ -11,6 +11,8 @@ the rest, in one place per concern, each written by the step that owns it:
 - the DANE roll: when every NS was first seen serving ``next``, and whether old records wait
   for the servers;
 - ACME timing: the CA's renewal window (ARI) and the backoff after failed builds;
+- what is failing now (a build, a roll, the production copy, a DNS publication), since when,
+  how often, why, and the health last announced;
 - when production began to hold ``curr``: a server deploy that began later carries it. (The
   deploys themselves are recorded once per server, not per service, since one deploy carries
   every service: :mod:`sslm_tasks.lifecycle.deployment`.)
@@ -342,6 +344,62 @@ class Backoff:
         return cls(failures=failures, retry_at=retry_at, ca_asked=bool(raw.get("ca_asked")))
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One thing that is failing for the service: since when, how often in a row, why, and
+    when it is tried again (None: with the next run or check)."""
+
+    since: datetime
+    last: datetime
+    reason: str
+    attempts: int = 1
+    retry_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": _iso(self.since),
+            "last": _iso(self.last),
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "retry_at": _iso(self.retry_at),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Failure:
+        since, last = (
+            _time(raw.get("since"), "failures.since"),
+            _time(raw.get("last"), "failures.last"),
+        )
+        if since is None or last is None:
+            raise BadRecord("failures: since and last are required")
+        return cls(
+            since=since,
+            last=last,
+            reason=_of(raw.get("reason", ""), str, "failures.reason"),
+            attempts=_of(raw.get("attempts", 1), int, "failures.attempts"),
+            retry_at=_time(raw.get("retry_at"), "failures.retry_at"),
+        )
+
+
+@dataclass(frozen=True)
+class Notified:
+    """The health last announced for the service, and when (notifications go out once per
+    change, and as reminders while it lasts)."""
+
+    health: str
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"health": self.health, "at": _iso(self.at)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Notified:
+        at = _time(raw.get("at"), "notified.at")
+        if at is None:
+            raise BadRecord("notified.at is missing")
+        return cls(health=_of(raw.get("health"), str, "notified.health"), at=at)
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -374,6 +432,10 @@ class ServiceRecord:
     dane: DaneRoll = field(default_factory=DaneRoll)
     ari: AriPlan | None = None
     backoff: Backoff | None = None
+    #: What is failing now, by kind (``build``, ``roll``, ``production``, ``dns``, ``clean``);
+    #: a kind's entry goes when that kind next succeeds.
+    failures: dict[str, Failure] = field(default_factory=dict)
+    notified: Notified | None = None
     notice: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -393,6 +455,8 @@ class ServiceRecord:
             "dane": self.dane.to_json(),
             "ari": None if self.ari is None else self.ari.to_json(),
             "backoff": None if self.backoff is None else self.backoff.to_json(),
+            "failures": {kind: failure.to_json() for kind, failure in self.failures.items()},
+            "notified": None if self.notified is None else self.notified.to_json(),
             "notice": self.notice,
         }
 
@@ -433,6 +497,11 @@ class ServiceRecord:
             dane=DaneRoll.from_json(_of(data.get("dane", {}), dict, "dane")),
             ari=_part(data.get("ari"), AriPlan.from_json, "ari"),
             backoff=_part(data.get("backoff"), Backoff.from_json, "backoff"),
+            failures={
+                str(kind): Failure.from_json(_of(entry, dict, f"failures.{kind}"))
+                for kind, entry in _of(data.get("failures", {}), dict, "failures").items()
+            },
+            notified=_part(data.get("notified"), Notified.from_json, "notified"),
             notice=_str_or_none(data.get("notice"), "notice"),
         )
 

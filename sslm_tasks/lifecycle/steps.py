@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sslm_tasks.errors import StoreError
-from sslm_tasks.lifecycle import acme_sign, build, dane, production
+from sslm_tasks.lifecycle import acme_sign, build, dane, failures, production
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import in_flight
@@ -32,6 +32,8 @@ class Verdict:
 DONE = Verdict()
 #: How the clean step's line starts, before the stamps it deleted.
 CLEANED = "cleaned "
+#: What the production step says when it rewrote the service's production copy.
+PRODUCTION_UPDATED = "production updated"
 
 
 # --------------------------------------------------------------------------- renew
@@ -41,6 +43,8 @@ def check(ctx: ServiceContext) -> Verdict:
     """Is a new version needed? If so, start the build (or resume the one in progress)."""
     found = build.check_renew(ctx)
     if not found.build:
+        if found.stamp is None:  # nothing to build, nothing waiting to be resumed
+            failures.clear(ctx, failures.BUILD)
         return Verdict(False, found.reason)
     if found.stamp is None:
         if build.in_progress(ctx) is not None and ctx.record.order is not None:
@@ -92,7 +96,9 @@ def acme_finalize(ctx: ServiceContext) -> Verdict:
 
 
 def store(ctx: ServiceContext) -> Verdict:
-    return Verdict(True, f"next is {build.store(ctx)}")
+    stamp = build.store(ctx)
+    failures.clear(ctx, failures.BUILD)
+    return Verdict(True, f"next is {stamp}")
 
 
 # --------------------------------------------------------------------------- roll
@@ -112,12 +118,15 @@ def roll_gate(ctx: ServiceContext) -> Verdict:
     """May ``next`` become ``curr`` now? Its age, and for DANE what every NS serves."""
     options = ctx.ws.options
     result = rolling.check_roll(ctx, force=options.force or options.dev.ntoc)
+    if read_link(ctx.layout, ctx.ref, "next") is None:  # nothing (left) to roll
+        failures.clear(ctx, "roll")
     return Verdict(result.rolled, result.reason)
 
 
 def roll(ctx: ServiceContext) -> Verdict:
     """Make ``next`` the new ``curr`` (the gate just let it)."""
     stamp = rolling.flip(ctx)
+    failures.clear(ctx, "roll")
     return Verdict(True, f"rolled {stamp} to curr")
 
 
@@ -128,13 +137,15 @@ def to_production(ctx: ServiceContext) -> Verdict:
     """Bring the service's production copy in line; also when nothing changed: that repairs
     drift, the integrity check upstream ran on every start."""
     changed = production.sync_service(ctx)
-    return Verdict(True, "production updated" if changed else "")
+    failures.clear(ctx, "production")
+    return Verdict(True, PRODUCTION_UPDATED if changed else "")
 
 
 def tlsa(ctx: ServiceContext) -> Verdict:
     """Bring the zone's TLSA file in line: also when nothing was due, so a ``dane_tls`` edit
     takes effect without waiting for a renewal."""
     dane.publish_for_service(ctx)
+    failures.clear(ctx, "dns")
     return DONE
 
 
@@ -143,6 +154,7 @@ def clean(ctx: ServiceContext) -> Verdict:
     removed = clean_service(
         ctx.layout, ctx.ref, keep=ctx.ws.clean_keep, in_flight=in_flight(ctx.record)
     )
+    failures.clear(ctx, "clean")
     return Verdict(True, f"{CLEANED}{', '.join(removed)}" if removed else "")
 
 

@@ -24,7 +24,7 @@ from sslm_tasks.acme.renewal_info import (
 )
 from sslm_tasks.config.load import load_config
 from sslm_tasks.errors import PermanentError
-from sslm_tasks.lifecycle import acme_timing, build
+from sslm_tasks.lifecycle import acme_timing, build, failures
 from sslm_tasks.lifecycle.acme_timing import after_failure, ari_verdict, backoff_waiting, merge_plan
 from sslm_tasks.lifecycle.context import ServiceContext, load_record
 from sslm_tasks.lifecycle.record import AriPlan, Backoff
@@ -225,7 +225,7 @@ def fail_build(ws: Workspace, *, retry_after: datetime | None) -> str:
     """A build that started and failed with a rate limit."""
     stamp = build.start_build(web(ws))
     error = AcmeTransientError("creating the order: rateLimited", retry_after=retry_after)
-    build.record_failure(web(ws), str(error), error=error)
+    failures.record_step_failure(web(ws), str(error), error=error)
     return stamp
 
 
@@ -250,7 +250,7 @@ def test_failures_count_up_and_a_stored_version_resets_them(ws: Workspace) -> No
     # Given two failed attempts of the same build without a Retry-After
     fail_build(ws, retry_after=None)
     error = PermanentError("acme_propagated: not done after 120 s")
-    build.record_failure(at(ws, NOW + timedelta(minutes=2)), str(error), error=error)
+    failures.record_step_failure(at(ws, NOW + timedelta(minutes=2)), str(error), error=error)
     backoff = load_record(ws, WEB).backoff
     assert backoff is not None and backoff.failures == 2
     assert backoff.retry_at == NOW + timedelta(minutes=12)
@@ -267,7 +267,7 @@ def test_failures_count_up_and_a_stored_version_resets_them(ws: Workspace) -> No
 def test_a_failure_outside_a_build_is_not_counted(ws: Workspace) -> None:
     ws.layout.service_dir(WEB).mkdir(parents=True)
 
-    build.record_failure(web(ws), "deploy failed", error=PermanentError("deploy failed"))
+    failures.record_step_failure(web(ws), "deploy failed", error=PermanentError("deploy failed"))
 
     assert load_record(ws, WEB).backoff is None
 

@@ -1,0 +1,90 @@
+"""A service's health in one word, and why: what ``-s``, the monitoring check, the metrics and
+the notifications all say, read from the same records.
+
+- ``failing``: something is failing now: a build, a roll, the production copy, a DNS
+  publication (the service's record), or the deploy or verify of a server that uses it (the
+  deploy ledger);
+- ``expiring``: ``curr`` is past its renew point and no new version is waiting;
+- ``pending``: work is under way: no certificate yet, a ``next`` waiting for its roll, a server
+  that has not taken ``curr`` yet;
+- ``ok``: none of these.
+
+Reading only: nothing here changes a file or asks the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Literal
+
+from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
+from sslm_tasks.store.versions import read_link
+
+Word = Literal["ok", "pending", "failing", "expiring"]
+#: The words from best to worst; a set of services is as healthy as its worst.
+ORDER: Final[tuple[Word, ...]] = ("ok", "pending", "expiring", "failing")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One current failure: what (``build``, ``roll``, ``deploy``, ...), where (the service, or
+    a server ``<class>:<host>``), since when, how many attempts, why, and the next try."""
+
+    what: str
+    where: str
+    since: datetime | None
+    attempts: int
+    reason: str
+    retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Health:
+    word: Word
+    problems: list[Problem] = field(default_factory=list)
+    #: Servers that use the service and have not taken its ``curr`` yet.
+    pending_servers: list[str] = field(default_factory=list)
+    #: When ``curr`` expires; None without one.
+    expires: datetime | None = None
+    #: Days until then (negative once expired).
+    days_left: float | None = None
+
+
+def worst(words: list[Word]) -> Word:
+    return max(words, key=ORDER.index, default="ok")
+
+
+def health(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Health:
+    """The service's health now (by ``ctx``'s clock), from its record and the deploy ledger."""
+    record = ctx.record
+    problems = [
+        Problem(kind, str(ctx.ref), f.since, f.attempts, f.reason, f.retry_at)
+        for kind, f in sorted(record.failures.items())
+    ]
+    servers = servers_using(ctx.ws.config.main, ctx.ref)
+    for key in servers:
+        outcome = ledger.get(key)
+        if outcome is not None and not outcome.ok:
+            since = outcome.started or outcome.at
+            problems.append(
+                Problem("deploy", key, since, outcome.failures, outcome.detail, outcome.retry_at)
+            )
+    pending = lacking(ctx, ledger) if read_link(ctx.layout, ctx.ref, "curr") else []
+    curr = load_version_cert(ctx, "curr")
+    expires = None if curr is None else curr.not_valid_after_utc
+    now = ctx.now()
+    days_left = None if expires is None else (expires - now).total_seconds() / 86400
+    waiting = read_link(ctx.layout, ctx.ref, "next") is not None
+    word: Word
+    if problems:
+        word = "failing"
+    elif curr is not None and renew_decision(ctx).due and not waiting:
+        word = "expiring"
+    elif curr is None or waiting or pending:
+        word = "pending"
+    else:
+        word = "ok"
+    return Health(word, problems, pending, expires, days_left)
