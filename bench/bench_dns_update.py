@@ -8,7 +8,9 @@ The set-up is bench_acme's (imported, not copied): the integration tests' BIND l
 primary, one redis-server and one ``celery worker --pool prefork --concurrency 2`` per method.
 The lab serves four zones: ``example.test`` and ``other.test`` with includes, ``update.test``
 and ``update-other.test`` taking updates under an ``update-policy`` that grants the key the
-challenge names of the N services only. Certificate ``i`` names ``svcI.<first>``,
+challenge names of the N services only. The include zones are warmed up first, as bench_acme
+does (BIND was seen to drop the first change of a zone it is still signing for the first
+time). Certificate ``i`` names ``svcI.<first>``,
 ``*.svcI.<first>`` and ``svcI.<second>`` of its method's two zones: three challenges in two
 zones. Every chain is checked, and every challenge record must be gone again afterwards
 (from the include files; from both servers for the updated zones).
@@ -33,7 +35,7 @@ from bench_acme import (
     APEXES,
     DNS_POLL_S,
     DNS_WAIT_S,
-    busy_in,
+    DirectClient,
     issue_with_sslm,
     names_of,
     stop_on_sigterm,
@@ -75,8 +77,6 @@ def row(label: str, text: str) -> None:
 
 def report(label: str, seconds: float, refreshes: int, worker_log: Path) -> None:
     row(label, f"{seconds:6.2f} s  ({refreshes} DNS refreshes)")
-    busy = busy_in(worker_log)
-    row("  worker task time", f"{sum(s for _, s in busy.values()):.2f} s in all")
     for step, countdowns in sorted(waits_in(worker_log).items()):
         row(f"  {step}", f"{len(countdowns)} retries, {sum(countdowns):g} s of countdowns")
 
@@ -105,6 +105,9 @@ def main() -> None:
         try:
             pebble = start_pebble(services, work / "pebble", dns_server=f"{lab.primary}:53")
             issuer = x509.load_pem_x509_certificate(pebble.intermediates_pem()).subject
+            # BIND drops the first change of a zone it is still signing for the first time
+            # (bench_acme's warm-up): one record through the include zones before the clock.
+            DirectClient(lab, pebble).warm_up()
             include_s, _, include_refreshes, include_log = issue_with_sslm(
                 services, lab, pebble, work / "include", count, issuer
             )
