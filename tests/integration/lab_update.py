@@ -16,6 +16,7 @@ import dns.rcode
 import dns.tsigkeyring
 import dns.update
 from lab_dns import DnsLab
+from redis import Redis
 
 
 def dns_update_tables(lab: DnsLab, zones: Iterable[str], *, key_file: Path | None = None) -> str:
@@ -83,3 +84,23 @@ def texts_under(top: Path) -> str:
         if path.is_file() and not path.is_symlink():
             parts.append(path.read_bytes().decode("utf-8", "replace"))
     return "\n".join(parts)
+
+
+def redis_texts(url: str) -> str:
+    """Every value the broker and result backend at ``url`` hold (messages not yet taken,
+    task results, locks), joined: what a secret must never be part of."""
+    client = Redis.from_url(url)
+    parts: list[bytes] = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"list":
+            parts.extend(client.lrange(key, 0, -1))
+        elif kind == b"hash":
+            parts.extend(v for pair in client.hgetall(key).items() for v in pair)
+        elif kind == b"set":
+            parts.extend(client.smembers(key))
+        elif kind == b"zset":
+            parts.extend(client.zrange(key, 0, -1))
+    return b"\n".join(parts).decode("utf-8", "replace")

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
+import dns.query
 import pytest
 from lab_acme import SVC, mgr, ordered_build, service_text, use_pebble, write_topdir
 from lab_dane import write_topdir as write_dane_topdir
@@ -23,6 +25,7 @@ from lab_dns import DnsLab, start_dns_lab
 from lab_pebble import Pebble
 from lab_update import (
     drop_dns_section,
+    redis_texts,
     secret_of,
     texts_under,
     update_by_hand,
@@ -295,6 +298,11 @@ def test_ten_orders_of_one_zone_through_workers_keep_each_others_records(
     for i in range(1, CONCURRENT + 1):
         assert state(top, f"example.test/svc{i:02d}")["dns_updates"]["records"] == []  # type: ignore[index]
     assert dns_lab.refresh_calls() == []
+    # and the secret is in no log, state record, task result or message
+    secret = secret_of(dns_lab.update_key_file)
+    assert secret not in log + done.stdout + done.stderr + texts_under(top)
+    held = redis_texts(redis_server.url())
+    assert "example.test" in held and secret not in held
 
 
 # --------------------------------------------------------------------------- TLSA
@@ -444,6 +452,22 @@ def test_the_dane_roll_by_update_through_workers(
     assert rolled.returncode == 0 and "rolled" in rolled.stdout, rolled.stdout
     wait_tlsa(dns_lab, {new})
     assert dns_lab.refresh_calls() == []
+
+
+def test_records_without_a_ttl_get_the_zones_soa_ttl(dane_top: Path, dns_lab: DnsLab) -> None:
+    # Given dane_tls_ttl = 0: upstream's "leave the TTL out, the zone's $TTL applies"
+    svc = dane_top / "conf.d/example.test/mail"
+    svc.write_text(svc.read_text().replace("dane_tls_ttl = 1", "dane_tls_ttl = 0"))
+    # When the records are published by update
+    assert mgr(dane_top, "-renew").returncode == 0
+    # Then they carry the TTL of the zone's SOA record (the lab's $TTL, 300 s)
+    published = json.loads(
+        (dane_top / "certs/example.test/tlsa.example.test.published").read_text()
+    )
+    assert {record["ttl"] for record in published["records"]} == {300}
+    wait_tlsa(dns_lab, {spki(dane_top, "curr")})
+    answer = dns.query.tcp(dns.message.make_query(OWNER, "TLSA"), dns_lab.primary, timeout=5)
+    assert [rrset.ttl for rrset in answer.answer] == [300]
 
 
 def test_a_record_added_by_hand_is_reported_and_kept(dane_top: Path, dns_lab: DnsLab) -> None:
