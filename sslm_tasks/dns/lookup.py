@@ -235,6 +235,35 @@ def query_rrset(
     )
 
 
+def cacheable_ttl(
+    server: Nameserver,
+    name: str,
+    rdtype: str,
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> int:
+    """How long a resolver may cache ``server``'s answer for ``name``/``rdtype``: the RRset's
+    TTL, or for a name without such records the negative-caching TTL (RFC 2308 §5: the SOA of
+    the authority section, its TTL capped by its MINIMUM).
+
+    Raises:
+      DnsNoAnswer / DnsAnswerError: as :func:`query`; DnsAnswerError also for a negative
+        answer without an SOA (the server is not authoritative for ``name``).
+    """
+    response = query(server, name, rdtype, timeout_s=timeout_s, tries=tries)
+    rrset = response.get_rrset(
+        response.answer, _name(name), dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+    )
+    if rrset is not None:
+        return int(rrset.ttl)
+    for authority in response.authority:
+        for rdata in authority:
+            if isinstance(rdata, SOA):
+                return int(min(authority.ttl, rdata.minimum))
+    raise DnsAnswerError(f"{name} {rdtype} at {server.label}: no records and no SOA")
+
+
 def soa_serial(
     server: Nameserver, zone: str, *, timeout_s: float = QUERY_TIMEOUT_S, tries: int = QUERY_TRIES
 ) -> int:

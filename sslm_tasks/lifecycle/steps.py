@@ -142,9 +142,10 @@ def to_production(ctx: ServiceContext) -> Verdict:
 
 
 def tlsa(ctx: ServiceContext) -> Verdict:
-    """Bring the zone's TLSA file in line: also when nothing was due, so a ``dane_tls`` edit
-    takes effect without waiting for a renewal."""
+    """Bring the zone's TLSA file in line, and its production copy: also when nothing was due,
+    so a ``dane_tls`` edit takes effect without waiting for a renewal."""
     dane.publish_for_service(ctx)
+    production.sync_group_tlsa(ctx.ws, ctx.ref.group)
     failures.clear(ctx, "dns")
     return DONE
 

@@ -78,7 +78,16 @@ def full_record() -> ServiceRecord:
             ),
         ),
         web_tokens={"web1": ["/srv/www/example.com/.well-known/acme-challenge/tok"]},
-        dane=DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True),
+        dane=DaneRoll(
+            next_seen=NOW,
+            next_ns="2 of 2",
+            retire_prev=True,
+            next_stamp="20260101-00:00:00",
+            ttl_before=60,
+            ttl_served=4,
+            retire_after=NOW + timedelta(minutes=2),
+            retire_ttl=60,
+        ),
         ari=AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b"),
         backoff=Backoff(failures=2, retry_at=NOW + timedelta(minutes=10), ca_asked=True),
     )
@@ -98,7 +107,7 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # Then it comes back equal, stamped with the save time, in a 0600 file
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
     assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o600
-    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == 2
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == 3
 
 
 def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> None:
@@ -138,10 +147,21 @@ def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> No
     expected = full_record()
     assert loaded.order == expected.order
     assert loaded.web_tokens == expected.web_tokens
-    assert loaded.dane == expected.dane
+    assert loaded.dane == DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True)
     assert loaded.ari == expected.ari and loaded.backoff == expected.backoff
     assert (loaded.phase, loaded.stamp) == (Phase.RENEWING, "20260101-00:00:00")
     assert loaded.notice is None
+
+
+def test_a_roll_due_time_of_release_two_gives_way_to_the_setting(ws: Workspace) -> None:
+    # Given a record of the release before, which recorded min_roll_mins as it was at the renew
+    old = {**full_record().to_json(), "version": 2}
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(old))
+    # When it is loaded, that time goes (the roll follows min_roll_mins as set now), the rest stays
+    loaded = load_record(ws, REF)
+    assert loaded.roll_due is None
+    assert loaded.order == full_record().order and loaded.notice is None
 
 
 def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace) -> None:
@@ -171,7 +191,8 @@ def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace)
         {"extra": []},
         {"extra": {"mystery": 1}},
         [],
-        {"version": 2, "roll_due": "yesterday"},
+        {"version": 3, "roll_due": "yesterday"},
+        {"version": 3, "dane": {"ttl_before": "60"}},
     ],
 )
 def test_a_malformed_record_is_treated_as_corrupt(ws: Workspace, content: object) -> None:
