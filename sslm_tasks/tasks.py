@@ -40,6 +40,7 @@ from sslm_tasks.lifecycle import (
     pipeline,
     steps,
 )
+from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
@@ -483,6 +484,10 @@ def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
     ws = _workspace([], {})
+    for line in ws.config.strays:
+        log.warning("%s", line)
+    for ref, problem in ws.config.broken.items():
+        log.warning("%s: fails alone: %s", ref, problem)
     started = []
     for ref in _unclaimed(ws.config.services):
         ctx = ServiceContext(ws, ref, repair=False)
@@ -506,8 +511,10 @@ def roll_scan() -> list[str]:
     started = []
     retiring = []
     for ref in _unclaimed(ws.config.services):
-        record = ServiceContext(ws, ref, repair=False).record
-        if record.phase == Phase.ISSUED and record.roll_due is not None and record.roll_due <= now:
+        ctx = ServiceContext(ws, ref, repair=False)
+        record = ctx.record
+        due = rolling.due_time(ctx)
+        if record.phase == Phase.ISSUED and due is not None and due <= now:
             send_service(ws.config, ref, RunOptions(), renew=False, roll=True)
             started.append(str(ref))
         elif record.dane.retire_prev:
