@@ -227,22 +227,35 @@ def _wait_for_signer(ws: Workspace, ref: ServiceRef, err: PermanentError) -> NoR
 
 
 def _not_yet(
-    task: Task, ws: Workspace, ref: ServiceRef, step: pipeline.Step, verdict: Verdict
+    task: Task,
+    ws: Workspace,
+    ref: ServiceRef,
+    step: pipeline.Step,
+    verdict: Verdict,
+    *,
+    waited_s: float,
 ) -> NoReturn:
-    """A wait (or a patient step) is not done: ask again after a countdown, within the bound."""
+    """A wait (or a patient step) is not done: ask again after a countdown (or the CA's
+    Retry-After, when later), until the pauses add up to the bound. The retry carries the
+    pauses so far, since with the CA's they are no longer a function of the count of looks."""
     looks = int(task.request.retries or 0)
-    spent = pipeline.waited(looks)
-    if spent >= _settings().acme_wait_s:
-        raise PermanentError(f"{ref}: {step.name}: not done after {spent:g} s: {verdict.detail}")
+    wait_s = _settings().acme_wait_s
+    if waited_s >= wait_s:
+        raise PermanentError(f"{ref}: {step.name}: not done after {waited_s:g} s: {verdict.detail}")
     ctx = ServiceContext(ws, ref)
-    pause = pipeline.first_pause(
+    own = pipeline.first_pause(
         step,
         looks,
         dns_check_delay=ws.config.main.globals.dns_check_delay,
         over_dns=acme_sign.validates_over_dns(ctx),
     )
+    pause = pipeline.pause(own, verdict, left_s=wait_s - waited_s)
     log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, verdict.detail, pause)
-    raise task.retry(countdown=pause)
+    raise task.retry(
+        countdown=pause,
+        kwargs={**task.request.kwargs, "waited_s": waited_s + pause},
+        max_retries=pipeline.max_retries(wait_s),
+    )
 
 
 @app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
@@ -255,12 +268,14 @@ def walk(
     options: dict[str, Any],
     plan: WalkPlan,
     index: int,
+    waited_s: float = 0.0,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
     The first segment claims the service for this workflow (a second trigger meanwhile gets
     ``busy``), the last releases it. A wait that is not ready retries this task with a
-    countdown; the chain's next segment runs only once this one is through.
+    countdown (``waited_s``: the pauses of its retries so far); the chain's next segment runs
+    only once this one is through.
     """
     ref = ServiceRef(group, service)
     if prev is not None and prev["busy"]:
@@ -288,7 +303,7 @@ def walk(
             _wait_for_signer(ws, ref, err)
         raise
     if stuck is not None:
-        _not_yet(self, ws, ref, *stuck)
+        _not_yet(self, ws, ref, *stuck, waited_s=waited_s)
     if last:
         self.release(ref)
     changed = (prev is not None and prev["changed"]) or before != (
