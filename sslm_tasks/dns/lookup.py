@@ -235,6 +235,40 @@ def query_rrset(
     )
 
 
+def zone_cut(
+    server: Nameserver,
+    name: str,
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> str | None:
+    """The zone ``server`` serves that holds ``name`` (a wildcard counts as its base name): the
+    first name, walking up from ``name``, at which it answers an SOA query with the SOA itself,
+    as lego and cert-manager find the zone of a dns-01 record. Top-level domains are not asked.
+
+    Returns None when ``server`` serves no zone that holds ``name``: it refuses every name on
+    the way (an authoritative-only server refuses names outside its zones), or it hands out a
+    delegation first (the name is in a child zone that other servers serve).
+
+    Raises:
+      DnsNoAnswer: a query got no answer in time, or SERVFAIL (transient).
+    """
+    labels = name.strip().rstrip(".").lower().removeprefix("*.").split(".")
+    for start in range(len(labels) - 1):
+        candidate = ".".join(labels[start:])
+        try:
+            response = query(server, candidate, "SOA", timeout_s=timeout_s, tries=tries)
+        except DnsAnswerError:
+            continue
+        kind = dns.rdatatype.SOA
+        if response.get_rrset(response.answer, _name(candidate), dns.rdataclass.IN, kind):
+            return candidate
+        delegated = any(rrset.rdtype == dns.rdatatype.NS for rrset in response.authority)
+        if delegated and not response.flags & dns.flags.AA:
+            return None
+    return None
+
+
 def cacheable_ttl(
     server: Nameserver,
     name: str,

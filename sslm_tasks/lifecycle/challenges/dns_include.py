@@ -4,7 +4,8 @@ The operator's zone ``$INCLUDE``s ``<acme_dir>/acme-challenge.<apex>`` (``dns.ch
 a change is counted in the zone's refresh ledger (``dns.refresh``) and the refresh itself
 (``[dns] restart_cmd --serial_bump``) is left to the first look of :meth:`served`, so orders
 publishing at the same time share one refresh. A name's records go into the longest zone among
-the configured groups and ``[[dns_primary]]`` domains.
+the configured groups and ``[[dns_primary]]`` domains, or else into the zone the primary serves
+it in, found by SOA queries at the primary.
 
 "Served" means: the primary serves every TXT value, and every NS of the zone (and each
 ``dns_xtra_ns``) serves the SOA serial the primary served once it had them, or a later one
@@ -24,7 +25,7 @@ from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.models import CA_GROUP, ChallengeKind
 from sslm_tasks.dns.challenges import ChallengeFile
-from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for
+from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for, zone_cut
 from sslm_tasks.dns.propagation import check_serial, check_txt, serial_target
 from sslm_tasks.errors import ConfigError, LockBusy
 from sslm_tasks.lifecycle.context import ServiceContext
@@ -46,10 +47,13 @@ def order_tag(order: OrderState) -> str:
 
 def apex_of(ctx: ServiceContext, name: str) -> str:
     """The zone a name's challenge record goes into: the longest suffix among the configured
-    groups, the non-default ``[[dns_primary]]`` domains and the service's group.
+    groups, the non-default ``[[dns_primary]]`` domains and the service's group; for a name in
+    none of them, the zone the primary serves it in, found by asking it (``dns.lookup.zone_cut``).
 
     Raises:
-      ConfigError: the name is in none of them (its record would be out of every zone).
+      ConfigError: the name is in none of them, and the primary serves no zone that holds it
+        (its record would be out of every zone).
+      DnsNoAnswer (transient): the primary did not answer.
     """
     main = ctx.ws.config.main
     host = name.rstrip(".").lower().removeprefix("*.")
@@ -61,7 +65,7 @@ def apex_of(ctx: ServiceContext, name: str) -> str:
     }
     zones.discard(CA_GROUP)
     zones.add(ctx.ref.group)
-    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))]
+    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))] or _served(ctx, host)
     if not found:
         where = ctx.ws.config.conf_dir / MAIN_FILE
         raise ConfigError(
@@ -71,6 +75,19 @@ def apex_of(ctx: ServiceContext, name: str) -> str:
             f"no zone for {name!r} (of {ctx.ref}): add a [[dns_primary]] entry with its domain",
         )
     return max(found, key=len)
+
+
+def _served(ctx: ServiceContext, host: str) -> list[str]:
+    """The zone the configured primary serves ``host`` in, when there is a primary to ask and
+    it serves one; else nothing (the caller's error then asks for a ``[[dns_primary]]``)."""
+    try:
+        primary = primary_for(ctx.ws.config, host)
+    except ConfigError:
+        return []
+    zone = zone_cut(primary, host)
+    if zone is not None:
+        log.info("%s: the zone of %s is %s (its primary serves it)", ctx.ref, host, zone)
+    return [] if zone is None else [zone]
 
 
 class DnsIncludePublisher:
