@@ -337,6 +337,12 @@ def _look(ctx: ServiceContext, which: LinkName) -> _Sighting:
     return _Sighting(lagging, ttl, f"{len(serving_all or ())} of {len(asked)}")
 
 
+def _note(ctx: ServiceContext) -> None:
+    """Keep what a look saw, unless the look is read-only (``-d`` writes nothing)."""
+    if ctx.repair:
+        ctx.save()
+
+
 def roll_gate(ctx: ServiceContext) -> Gate:
     """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
     records do not change (``-r`` kept the key), or when every authoritative NS has served the
@@ -365,14 +371,14 @@ def roll_gate(ctx: ServiceContext) -> Gate:
     dane.next_ns = sighting.counts
     if sighting.lagging:
         dane.next_seen = None
-        ctx.save()
+        _note(ctx)
         return Gate(False, "waiting for DNS: " + "; ".join(sighting.lagging))
     now = ctx.now()
     if dane.next_seen is None:
         dane.next_seen = now
     dane.ttl_served = sighting.ttl
     seen = dane.next_seen
-    ctx.save()
+    _note(ctx)
     ready = seen + timedelta(seconds=2 * max(dane.ttl_before or 0, sighting.ttl))
     if now < ready:
         return Gate(
@@ -426,4 +432,4 @@ def retire_gate(ctx: ServiceContext) -> Gate:
         ctx.save()
     if now < dane.retire_after:
         return Gate(False, f"caches may hold the old records until {dane.retire_after:%H:%M:%S}")
-    return Gate(True, f"every NS has served the new records since before {dane.retire_after}")
+    return Gate(True, f"no cache holds an RRset without the new key since {dane.retire_after}")
