@@ -19,6 +19,7 @@ if $want_dev; then
            [named-checkzone]=bind9-utils
            [pebble]=pebble [named]=bind9 [rndc]=bind9-utils [dig]=bind9-dnsutils
            [delv]=bind9-dnsutils [ldns-dane]=ldnsutils [ip]=iproute2
+           [unbound]=unbound
            [systemd-analyze]=systemd)
 fi
 

@@ -40,6 +40,7 @@ from sslm_tasks.lifecycle import (
     pipeline,
     steps,
 )
+from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
@@ -233,22 +234,31 @@ def _wait_for_signer(ws: Workspace, ref: ServiceRef, err: PermanentError) -> NoR
 
 
 def _not_yet(
-    task: Task, ws: Workspace, ref: ServiceRef, step: pipeline.Step, verdict: Verdict
+    task: Task,
+    ws: Workspace,
+    ref: ServiceRef,
+    step: pipeline.Step,
+    verdict: Verdict,
+    *,
+    waited_s: float,
 ) -> NoReturn:
-    """A wait (or a patient step) is not done: ask again after a countdown, within the bound."""
+    """A wait (or a patient step) is not done: ask again after a countdown (or the CA's
+    Retry-After, when later), until the pauses add up to the bound. The retry carries the
+    pauses so far, since with the CA's they are no longer a function of the count of looks."""
     looks = int(task.request.retries or 0)
-    spent = pipeline.waited(looks)
-    if spent >= _settings().acme_wait_s:
-        raise PermanentError(f"{ref}: {step.name}: not done after {spent:g} s: {verdict.detail}")
+    wait_s = _settings().acme_wait_s
+    if waited_s >= wait_s:
+        raise PermanentError(f"{ref}: {step.name}: not done after {waited_s:g} s: {verdict.detail}")
     ctx = ServiceContext(ws, ref)
-    pause = pipeline.first_pause(
+    own = pipeline.first_pause(
         step,
         looks,
         dns_check_delay=ws.config.main.globals.dns_check_delay,
         over_dns=acme_sign.validates_over_dns(ctx),
     )
+    pause = pipeline.pause(own, verdict, left_s=wait_s - waited_s)
     log.info("%s: %s: not yet (%s); again in %g s", ref, step.name, verdict.detail, pause)
-    raise task.retry(countdown=pause)
+    raise task.retry(countdown=pause, kwargs={**task.request.kwargs, "waited_s": waited_s + pause})
 
 
 #: A walk retries itself while a wait is not ready (within SSLM_ACME_WAIT_S, which it checks)
@@ -270,6 +280,7 @@ def walk(
     plan: WalkPlan,
     index: int,
     after: str | None = None,
+    waited_s: float = 0.0,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
@@ -277,8 +288,8 @@ def walk(
     ``busy``), the last releases it. With ``after`` (the last walk of the signing CA's workflow
     in the same run), the first segment starts once that one succeeded, so the service is
     signed by the CA's new certificate; it fails if that one failed. A wait that is not ready
-    retries this task with a countdown; the chain's next segment runs only once this one is
-    through.
+    retries this task with a countdown (``waited_s``: the pauses of its retries so far); the
+    chain's next segment runs only once this one is through.
     """
     ref = ServiceRef(group, service)
     if prev is not None and prev["busy"]:
@@ -308,7 +319,7 @@ def walk(
             _wait_for_signer(ws, ref, err)
         raise
     if stuck is not None:
-        _not_yet(self, ws, ref, *stuck)
+        _not_yet(self, ws, ref, *stuck, waited_s=waited_s)
     if last:
         self.release(ref)
     changed = (prev is not None and prev["changed"]) or before != (
@@ -516,6 +527,10 @@ def renew_scan() -> list[str]:
     renew workflow only for a service that needs one (due, or a build to resume)."""
     config, refs = load_config([])
     ws = Workspace(config=config, locker=_locker(config))
+    for line in config.strays:
+        log.warning("%s", line)
+    for broken, problem in config.broken.items():
+        log.warning("%s: fails alone: %s", broken, problem)
     started: dict[ServiceRef, str] = {}
     for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
@@ -542,8 +557,10 @@ def roll_scan() -> list[str]:
     started = []
     retiring = []
     for ref in _unclaimed(ws.config.services):
-        record = ServiceContext(ws, ref, repair=False).record
-        if record.phase == Phase.ISSUED and record.roll_due is not None and record.roll_due <= now:
+        ctx = ServiceContext(ws, ref, repair=False)
+        record = ctx.record
+        due = rolling.due_time(ctx)
+        if record.phase == Phase.ISSUED and due is not None and due <= now:
             send_service(ws.config, ref, RunOptions(), renew=False, roll=True)
             started.append(str(ref))
         elif record.dane.retire_prev:

@@ -231,7 +231,8 @@ def ensure_account(
       now(datetime | None): creation time for ``meta.json``; the clock when None.
 
     Raises:
-      AcmeTransientError: the server was unreachable or rate-limited the registration.
+      AcmeTransientError: the server was unreachable.
+      AcmeRateLimited: the server rate-limited the registration.
       AcmePermanentError: the server refused it (``invalidContact``, external account binding
         required, ...).
       StoreError: the account files cannot be read or written.

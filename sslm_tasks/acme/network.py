@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: RFC 8555 §6.7: problem types are URNs under this prefix.
 _PROBLEM_PREFIX: Final = "urn:ietf:params:acme:error:"
+#: The problem code of a rate limit: neither transient (a retry within the wait would only be
+#: refused again) nor like other permanent errors (it says when to try again).
+RATE_LIMITED: Final = "rateLimited"
 
 #: Problem codes where the same request may succeed later, and why.
 TRANSIENT_CODES: Final = frozenset(
@@ -44,8 +47,6 @@ TRANSIENT_CODES: Final = frozenset(
         # The library already retried once with a fresh nonce; a storm of them (Pebble's
         # PEBBLE_WFE_NONCEREJECT, a CA behind a load balancer) passes.
         "badNonce",
-        # A token bucket refills; the response's Retry-After says when.
-        "rateLimited",
         # The CA's own failure, usually brief (Let's Encrypt also answers 503 with Retry-After).
         "serverInternal",
         # Finalize came before the CA finished validating; the order becomes ready by itself.
@@ -58,7 +59,7 @@ class AcmeTransientError(TransientError):
     """An ACME request failed in a way that may pass: retry, no sooner than ``retry_after``.
 
     Attributes:
-      code(str | None): the RFC 8555 problem code (``rateLimited``, ``badNonce``...), None for
+      code(str | None): the RFC 8555 problem code (``badNonce``, ``orderNotReady``...), None for
         transport failures.
       retry_after(datetime | None): the server's ``Retry-After`` as an aware UTC time, when it
         sent one.
@@ -82,6 +83,29 @@ class AcmePermanentError(PermanentError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AcmeRateLimited(AcmePermanentError):
+    """The CA's rate limit (``rateLimited``): permanent for this attempt, since a retry within
+    seconds would only be refused again and count against the limit; the next attempt waits
+    for ``retry_after`` (the backoff of ``lifecycle.acme_timing``, the ARI recheck).
+
+    Attributes:
+      retry_after(datetime | None): the server's ``Retry-After`` as an aware UTC time.
+    """
+
+    def __init__(self, message: str, *, retry_after: datetime | None = None) -> None:
+        # A default for every keyword: Celery hands a worker's on_failure the error itself
+        # only when a pickled copy of it loads (a copy is rebuilt from the message alone).
+        super().__init__(message, code=RATE_LIMITED)
+        self.retry_after = retry_after
+
+
+def suggested_retry(error: BaseException) -> datetime | None:
+    """The CA's ``Retry-After`` that ``error`` carries (a transient error, a rate limit)."""
+    if isinstance(error, AcmeTransientError | AcmeRateLimited):
+        return error.retry_after
+    return None
 
 
 class AcmeNetwork(acme.client.ClientNetwork):
@@ -150,22 +174,26 @@ def describe_problem(problem: acme.messages.Error) -> str:
     return text
 
 
-def _is_transient(problem: acme.messages.Error) -> bool:
+def _all_of(problem: acme.messages.Error, codes: frozenset[str]) -> bool:
+    """Whether the problem's code is one of ``codes``; a compound one's subproblems all are."""
     code = problem_code(problem)
     if code == "compound":
         subs = problem.subproblems or ()
-        return bool(subs) and all(_is_transient(sub) for sub in subs)
-    return code in TRANSIENT_CODES
+        return bool(subs) and all(_all_of(sub, codes) for sub in subs)
+    return code in codes
 
 
 def classify(
     step: str, problem: acme.messages.Error, *, retry_after: datetime | None = None
 ) -> AcmeTransientError | AcmePermanentError:
-    """Our error for a problem document the server sent while doing ``step``."""
+    """Our error for a problem document the server sent while doing ``step``: the one place
+    where a problem is sorted (transient, a rate limit, or permanent)."""
     code = problem_code(problem)
     message = f"{step}: {describe_problem(problem)}"
-    if _is_transient(problem):
+    if _all_of(problem, TRANSIENT_CODES):
         return AcmeTransientError(message, code=code, retry_after=retry_after)
+    if _all_of(problem, frozenset({RATE_LIMITED})):
+        return AcmeRateLimited(message, retry_after=retry_after)
     return AcmePermanentError(message, code=code)
 
 
@@ -190,12 +218,13 @@ def translate(step: str, net: acme.client.ClientNetwork | None = None) -> Iterat
       step(str): what was being done, in domain words ("creating the order"); every message
         starts with it.
       net(ClientNetwork | None): the network the request used; when it is an
-        :class:`AcmeNetwork`, a transient error carries its ``Retry-After``.
+        :class:`AcmeNetwork`, a transient error or a rate limit carries its ``Retry-After``.
 
     Raises:
-      AcmeTransientError: ``badNonce`` after the library's own retry, ``rateLimited``,
-        ``serverInternal``, ``orderNotReady``, a connection failure or timeout, a 5xx that was
-        not a problem document, a missing nonce.
+      AcmeTransientError: ``badNonce`` after the library's own retry, ``serverInternal``,
+        ``orderNotReady``, a connection failure or timeout, a 5xx that was not a problem
+        document, a missing nonce; with the response's ``Retry-After`` when it had one.
+      AcmeRateLimited: ``rateLimited``, with its ``Retry-After``.
       AcmePermanentError: every other problem code (``malformed``, ``unauthorized``,
         ``rejectedIdentifier``, ``caa``...), a TLS verification failure (the configured
         ``ca_acme_ca_bundle`` does not match the server), a reply that cannot be parsed.

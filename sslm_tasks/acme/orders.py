@@ -426,7 +426,8 @@ def create_order(
         again would leave an order behind at the CA for every failed read.
 
     Raises:
-      AcmeTransientError: rate limits (with ``retry_after``), badNonce storms, server trouble.
+      AcmeTransientError: badNonce storms, server trouble.
+      AcmeRateLimited: the CA's rate limit (with ``retry_after``).
       AcmePermanentError: the CA refuses the names (``rejectedIdentifier``, ``caa``,
         ``malformed``...).
       CryptoError: ``csr_pem`` is not a PEM CSR (checked before any request).
@@ -643,8 +644,8 @@ def finalize(client: acme.client.ClientV2, order: OrderState, csr_pem: bytes) ->
       ``valid``.
 
     Raises:
-      AcmeTransientError: authorizations are still being validated (code ``orderNotReady``),
-        or the server is unreachable or failing.
+      AcmeTransientError: authorizations are still being validated (code ``orderNotReady``,
+        with the CA's ``Retry-After``), or the server is unreachable or failing.
       OrderFailed: the order is invalid.
       AcmePermanentError: the CA rejects the CSR (``badCSR``).
     """
@@ -664,6 +665,7 @@ def finalize(client: acme.client.ClientV2, order: OrderState, csr_pem: bytes) ->
         raise AcmeTransientError(
             f"finalizing order {order.url}: authorizations are not all valid yet",
             code="orderNotReady",
+            retry_after=retry_after_of(client.net),
         )
     return current
 

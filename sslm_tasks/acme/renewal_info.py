@@ -31,8 +31,10 @@ from cryptography import x509
 from sslm_tasks.acme.directory import has_resource
 from sslm_tasks.acme.network import (
     AcmePermanentError,
+    AcmeRateLimited,
     AcmeTransientError,
     parse_retry_after,
+    suggested_retry,
     translate,
 )
 from sslm_tasks.errors import CryptoError, SslmError, TransientError
@@ -136,8 +138,8 @@ def fetch_renewal_info(
     Read-only, one request.
 
     Raises:
-      AcmeTransientError: timeout, connection failure, 5xx, ``rateLimited`` (with
-        ``retry_after``).
+      AcmeTransientError: timeout, connection failure, 5xx (with ``retry_after`` when sent).
+      AcmeRateLimited: ``rateLimited`` (with ``retry_after``).
       AcmePermanentError: any other error answer, or a body that is no valid RenewalInfo
         (RFC 9773 §4.2: a window whose end is not after its start counts as no answer).
       CryptoError: the certificate has no Authority Key Identifier.
@@ -182,10 +184,9 @@ def fallback_plan(err: SslmError, *, now: datetime, lifetime_renew_at: datetime)
     no ACME directory) in 6 hours. Also for a failed directory fetch before any ARI request,
     so the caller treats every way of not getting an answer alike.
     """
-    if isinstance(err, TransientError):
+    if isinstance(err, TransientError | AcmeRateLimited):
         log.warning("no renewal info, using the lifetime rule: %s", err)
-        retry_after = err.retry_after if isinstance(err, AcmeTransientError) else None
-        recheck = _clamp_recheck(retry_after, now=now, default=TEMPORARY_RECHECK)
+        recheck = _clamp_recheck(suggested_retry(err), now=now, default=TEMPORARY_RECHECK)
     else:
         log.warning("unusable renewal info, using the lifetime rule: %s", err)
         recheck = now + LONG_TERM_RECHECK
@@ -250,7 +251,7 @@ def retry_time_after_failure(
 ) -> datetime:
     """When to try a new order after ``failures`` failed ones in a row (1 for the first).
 
-    The CA's ``Retry-After`` (from :class:`AcmeTransientError.retry_after`) wins when it was
+    The CA's ``Retry-After`` (``network.suggested_retry`` of the error) wins when it was
     given; otherwise 1 minute, 10 minutes, 100 minutes, then daily.
 
     Raises:

@@ -47,8 +47,9 @@ from .run import RunReport, RunRequest, ServiceOutcome
 
 log = logging.getLogger("sslm")
 
-#: The pause between two looks of a wait. In one process a look costs a DNS pass or one
-#: request, so a short fixed pause beats the workers' growing countdowns (each a message).
+#: The pause between two looks of a wait, unless the CA asked for a longer one (its
+#: Retry-After, ``pipeline.pause``). In one process a look costs a DNS pass or one request, so
+#: a short fixed pause beats the workers' growing countdowns (each a message).
 POLL_S: Final = 0.5
 
 
@@ -63,11 +64,12 @@ def _until_ready(ctx: ServiceContext, step: Step, wait_s: float) -> Verdict:
         verdict = pipeline.look(ctx, step)
         if verdict.go:
             return verdict
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise PermanentError(
                 f"{ctx.ref}: {step.name}: not done after {wait_s:g} s: {verdict.detail}"
             )
-        time.sleep(POLL_S)
+        time.sleep(pipeline.pause(POLL_S, verdict, left_s=left))
 
 
 def walk_segment(ctx: ServiceContext, segment: Segment, walk: Walk, *, wait_s: float) -> None:

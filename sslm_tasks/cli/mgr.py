@@ -289,6 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Looking for the files failed (a topdir path too long, say): still bad input, one line.
         print(f"Error: reading the configuration: {err}", file=sys.stderr)
         return EXIT_USAGE
+    for line in config.strays:
+        print(f"Warning: {line}", file=sys.stderr)
+    for ref, problem in config.broken.items():
+        print(f"Error: {ref} fails alone: {problem}", file=sys.stderr)
+    code = _run(config, refs, args)
+    # A service a wildcard found but whose file does not load failed; the others ran.
+    return EXIT_FAILED if config.broken and code == EXIT_OK else code
+
+
+def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -> int:
     options = RunOptions(
         force=args.force,
         reuse=args.reuse,

@@ -52,6 +52,10 @@ class Config:
     main: MainConfig
     cas: Mapping[str, CaInfo]
     services: Mapping[ServiceRef, ServiceConfig] = field(default_factory=dict)
+    #: Services a wildcard found whose files do not load: each fails alone, the run goes on.
+    broken: Mapping[ServiceRef, ConfigError] = field(default_factory=dict)
+    #: One line for each file of a group directory that looks like a service but is none.
+    strays: tuple[str, ...] = ()
 
     def resolve(self, path: str) -> Path:
         """Relative paths in the config are relative to the topdir, as upstream."""
@@ -157,36 +161,89 @@ def _validate(model: type[M], raw: Any, path: Path, prefix: str = "") -> M:
         raise ConfigError(path, key, value, problem) from None
 
 
-def _expand_wildcard(conf_dir: Path, group: str, services: Iterable[str]) -> list[str]:
+@dataclass
+class _Found:
+    """What a selection's wildcards found: the services (each fails alone if its file does
+    not load) and the files that look like a service but are none."""
+
+    services: set[ServiceRef] = field(default_factory=set)
+    strays: list[str] = field(default_factory=list)
+
+
+def _expand_wildcard(
+    conf_dir: Path, group: str, services: Iterable[str], found: _Found
+) -> list[str]:
     names = list(services)
     if not any(name in ALL_SERVICES for name in names):
         return names
-    return list_services(conf_dir / group)
+    files = scan_group(conf_dir / group)
+    found.services |= {ServiceRef(group, name) for name in files.services}
+    found.strays += files.strays
+    return files.services
+
+
+@dataclass(frozen=True)
+class GroupFiles:
+    """A group directory: its service files, and one line for each file that looks like a
+    service file but is not one (ignored)."""
+
+    services: list[str]
+    strays: list[str]
 
 
 def list_services(group_dir: Path) -> list[str]:
-    """Service files of a group directory, recognised the way upstream recognises them.
+    """Service files of a group directory (see :func:`scan_group`)."""
+    return scan_group(group_dir).services
+
+
+def scan_group(group_dir: Path) -> GroupFiles:
+    """Service files of a group directory, recognised the way upstream recognises them (the
+    five markers ``name=``, ``group=``, ``service=``, ``[KeyOpts]``, ``[X509]``), with two
+    exceptions: a hidden file is never a service (hidden names are the tree's own), and a file
+    whose ``service`` names another file is a copy (``web-ec.bak``, ``web-ec.orig``) and is
+    ignored with a warning line, rather than stopping every group as a service that does not
+    load would.
 
     Raises:
       ConfigError: a service file's name cannot be a service name (a control character, say).
     """
-    found = []
+    services: list[str] = []
+    strays: list[str] = []
     for path in sorted(group_dir.iterdir()) if group_dir.is_dir() else []:
-        if not path.is_file():
+        if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            text = path.read_text(errors="replace")
         except OSError:
             continue
         squeezed = [
-            "".join(line.split()).lower() for line in lines if not line.lstrip().startswith("#")
+            "".join(line.split()).lower()
+            for line in text.splitlines()
+            if not line.lstrip().startswith("#")
         ]
-        if all(any(line.startswith(marker) for line in squeezed) for marker in _SERVICE_MARKERS):
-            problem = name_problem(path.name)
-            if problem is not None:
-                raise ConfigError(path, "(file name)", path.name, f"not a service name: {problem}")
-            found.append(path.name)
-    return found
+        if not all(any(line.startswith(m) for line in squeezed) for m in _SERVICE_MARKERS):
+            continue
+        problem = name_problem(path.name)
+        if problem is not None:
+            raise ConfigError(path, "(file name)", path.name, f"not a service name: {problem}")
+        declared = _declared_service(text)
+        if declared is not None and declared != path.name:
+            strays.append(
+                f"{path}: says service = {declared!r}, so it is no service file of its own "
+                "(a copy?): ignored"
+            )
+            continue
+        services.append(path.name)
+    return GroupFiles(services, strays)
+
+
+def _declared_service(text: str) -> str | None:
+    """The ``service`` a file declares; None when it is no TOML that says (its load fails)."""
+    try:
+        declared = tomllib.loads(text).get("service")
+    except tomllib.TOMLDecodeError:
+        return None
+    return declared if isinstance(declared, str) else None
 
 
 def load_main(conf_dir: Path) -> MainConfig:
@@ -354,16 +411,18 @@ def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
     return svc
 
 
-def configured_refs(conf_dir: Path, main: MainConfig) -> list[ServiceRef]:
+def configured_refs(conf_dir: Path, main: MainConfig, found: _Found) -> list[ServiceRef]:
     """Services of the active groups in ``ssl-mgr.conf``; a later duplicate domain wins."""
     by_domain: dict[str, list[str]] = {}
     for group in main.groups:
         if group.active and group.domain:
-            by_domain[group.domain] = _expand_wildcard(conf_dir, group.domain, group.services)
+            by_domain[group.domain] = _expand_wildcard(
+                conf_dir, group.domain, group.services, found
+            )
     return [ServiceRef(domain, svc) for domain, services in by_domain.items() for svc in services]
 
 
-def parse_selection(conf_dir: Path, specs: Iterable[str]) -> list[ServiceRef]:
+def parse_selection(conf_dir: Path, specs: Iterable[str], found: _Found) -> list[ServiceRef]:
     """``group:svc1,svc2`` and ``group:ALL`` from the command line.
 
     A bare ``group`` means ``group:ALL``. Upstream silently ignored it, so that
@@ -376,7 +435,7 @@ def parse_selection(conf_dir: Path, specs: Iterable[str]) -> list[ServiceRef]:
         problem = _selection_problem(group, names)
         if problem is not None:
             raise ConfigError("command line", "grps_svcs", spec, problem)
-        expanded = _expand_wildcard(conf_dir, group, names)
+        expanded = _expand_wildcard(conf_dir, group, names, found)
         if not expanded:
             raise ConfigError(conf_dir / group, "(command line)", spec, "no service files found")
         refs.extend(ServiceRef(group, svc) for svc in expanded)
@@ -415,31 +474,86 @@ def load_config(
     """Load and validate everything a run over ``selection`` needs.
 
     Returns the config and the selected services in dependency order: local CAs first, each
-    after the CA that signs it, then the other groups in config order.
+    after the CA that signs it, then the other groups in config order. A service that a
+    wildcard (``*``, ``ALL``, a bare group) found, and whose file does not load, is not
+    selected: it is in ``Config.broken`` and fails alone; a service named explicitly must load.
+
+    Raises:
+      ConfigError: the main files, or a service named explicitly (or a CA one needs), do not
+        load.
     """
     conf_dir = (conf_dir or find_conf_dir()).absolute()
     main = load_main(conf_dir)
     cas = load_cas(conf_dir, main)
+    found = _Found()
     selected = (
-        parse_selection(conf_dir, selection) if selection else configured_refs(conf_dir, main)
+        parse_selection(conf_dir, selection, found)
+        if selection
+        else configured_refs(conf_dir, main, found)
     )
     services: dict[ServiceRef, ServiceConfig] = {}
+    signers: dict[ServiceRef, ServiceRef] = {}
+    broken: dict[ServiceRef, ConfigError] = {}
     pending = deque(selected)
     while pending:
         ref = pending.popleft()
-        if ref in services:
+        if ref in services or ref in broken:
             continue
-        svc = load_service(conf_dir, ref)
+        try:
+            svc = load_service(conf_dir, ref)
+            signer = _signing_ca_ref(conf_dir, ref, svc, cas)
+        except ConfigError as err:
+            if ref not in found.services:
+                raise
+            broken[ref] = err
+            continue
         services[ref] = svc
-        signer = _signing_ca_ref(conf_dir, ref, svc, cas)
         if signer is not None:
+            signers[ref] = signer
             pending.append(signer)
+    _break_dependents(conf_dir, services, signers, broken, found.services)
     config = Config(
-        topdir=conf_dir.parent, conf_dir=conf_dir, main=main, cas=cas, services=services
+        topdir=conf_dir.parent,
+        conf_dir=conf_dir,
+        main=main,
+        cas=cas,
+        services=services,
+        broken=broken,
+        strays=tuple(found.strays),
     )
-    for ref in services:
-        _check_acme(config, ref)
-    return config, order_by_signer(config, selected)
+    for ref in list(services):
+        try:
+            _check_acme(config, ref)
+        except ConfigError as err:
+            if ref not in found.services:
+                raise
+            broken[ref] = err
+            del services[ref]
+    chosen = [ref for ref in selected if ref in services]
+    return config, order_by_signer(config, chosen)
+
+
+def _break_dependents(
+    conf_dir: Path,
+    services: dict[ServiceRef, ServiceConfig],
+    signers: Mapping[ServiceRef, ServiceRef],
+    broken: dict[ServiceRef, ConfigError],
+    found: set[ServiceRef],
+) -> None:
+    """A service whose local CA does not load fails with it (its own error when a wildcard
+    found it; the CA's, stopping the run, when it was named)."""
+    while failing := [ref for ref in services if signers.get(ref) in broken]:
+        for ref in failing:
+            ca = signers[ref]
+            if ref not in found:
+                raise broken[ca]
+            broken[ref] = ConfigError(
+                conf_dir / ref.group / ref.service,
+                "signing_ca",
+                ca.service,
+                f"the CA's service file does not load: {broken[ca]}",
+            )
+            del services[ref]
 
 
 def _signing_ca_ref(

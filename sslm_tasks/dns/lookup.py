@@ -234,6 +234,69 @@ def query_rrset(
     )
 
 
+def zone_cut(
+    server: Nameserver,
+    name: str,
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> str | None:
+    """The zone ``server`` serves that holds ``name`` (a wildcard counts as its base name): the
+    first name, walking up from ``name``, at which it answers an SOA query with the SOA itself,
+    as lego and cert-manager find the zone of a dns-01 record. Top-level domains are not asked.
+
+    Returns None when ``server`` serves no zone that holds ``name``: it refuses every name on
+    the way (an authoritative-only server refuses names outside its zones), or it hands out a
+    delegation first (the name is in a child zone that other servers serve).
+
+    Raises:
+      DnsNoAnswer: a query got no answer in time, or SERVFAIL (transient).
+    """
+    labels = name.strip().rstrip(".").lower().removeprefix("*.").split(".")
+    for start in range(len(labels) - 1):
+        candidate = ".".join(labels[start:])
+        try:
+            response = query(server, candidate, "SOA", timeout_s=timeout_s, tries=tries)
+        except DnsAnswerError:
+            continue
+        kind = dns.rdatatype.SOA
+        if response.get_rrset(response.answer, _name(candidate), dns.rdataclass.IN, kind):
+            return candidate
+        delegated = any(rrset.rdtype == dns.rdatatype.NS for rrset in response.authority)
+        if delegated and not response.flags & dns.flags.AA:
+            return None
+    return None
+
+
+def cacheable_ttl(
+    server: Nameserver,
+    name: str,
+    rdtype: str,
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> int:
+    """How long a resolver may cache ``server``'s answer for ``name``/``rdtype``: the RRset's
+    TTL, or for a name without such records the negative-caching TTL (RFC 2308 §5: the SOA of
+    the authority section, its TTL capped by its MINIMUM).
+
+    Raises:
+      DnsNoAnswer / DnsAnswerError: as :func:`query`; DnsAnswerError also for a negative
+        answer without an SOA (the server is not authoritative for ``name``).
+    """
+    response = query(server, name, rdtype, timeout_s=timeout_s, tries=tries)
+    rrset = response.get_rrset(
+        response.answer, _name(name), dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+    )
+    if rrset is not None:
+        return int(rrset.ttl)
+    for authority in response.authority:
+        for rdata in authority:
+            if isinstance(rdata, SOA):
+                return int(min(authority.ttl, rdata.minimum))
+    raise DnsAnswerError(f"{name} {rdtype} at {server.label}: no records and no SOA")
+
+
 def soa_serial(
     server: Nameserver, zone: str, *, timeout_s: float = QUERY_TIMEOUT_S, tries: int = QUERY_TRIES
 ) -> int:

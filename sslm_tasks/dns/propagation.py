@@ -35,6 +35,7 @@ from sslm_tasks.dns.lookup import (
     DnsNoAnswer,
     Nameserver,
     NsHost,
+    cacheable_ttl,
     nameservers,
     query_rrset,
     soa_serial,
@@ -335,3 +336,42 @@ def check_records(
 
     seen = [*_ask_all(servers, probe), *_unresolved(hosts, primary)]
     return _result(f"{_owner(name)} {rdtype}: {len(expected)} record(s)", seen)
+
+
+def cached_ttls(
+    apex: str,
+    primary: Nameserver,
+    rdtype: str,
+    names: Iterable[str],
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    tries: int = QUERY_TRIES,
+) -> PropagationResult:
+    """How long resolvers may hold what every authoritative NS of ``apex`` serves now at
+    ``names`` (:func:`~sslm_tasks.dns.lookup.cacheable_ttl`): ``ttl`` in the result is the
+    largest, over every name and every NS that answered. Taken before records are published at
+    those names, it says how long a cache may still hand out the answer they change.
+
+    ``ok`` is whether every NS answered for every name; one that did not is in ``lagging``.
+    Idempotent, no side effects.
+
+    Raises:
+      DnsNoAnswer: the primary gave no answer in time or SERVFAIL (transient).
+      DnsAnswerError: the primary refused, or serves no NS at ``apex`` (permanent).
+    """
+    owners = sorted({_owner(name) for name in names})
+    hosts = nameservers(primary, apex, timeout_s=timeout_s, tries=tries)
+    servers = _unique(s for host in hosts for s in host.servers())
+
+    def probe(server: Nameserver) -> _Seen:
+        ttl = max(
+            (
+                cacheable_ttl(server, owner, rdtype, timeout_s=timeout_s, tries=tries)
+                for owner in owners
+            ),
+            default=0,
+        )
+        return _Seen(server.label, True, f"TTL {ttl}", ttl=ttl)
+
+    seen = [*_ask_all(servers, probe), *_unresolved(hosts, primary)]
+    return _result(f"TTL of {len(owners)} {rdtype} owner(s) of {apex}", seen)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import acme.client
@@ -32,7 +33,7 @@ import acme.client
 from sslm_tasks.acme import orders
 from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import AcmeServer, server_for
-from sslm_tasks.acme.network import AcmePermanentError
+from sslm_tasks.acme.network import AcmePermanentError, retry_after_of
 from sslm_tasks.acme.orders import ChallengeToPublish, OrderFailed, OrderState
 from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.config.models import CaInfo
@@ -212,8 +213,9 @@ def answer(ctx: ServiceContext) -> None:
             orders.answer(step.client, chall.url)
 
 
-def validated(ctx: ServiceContext) -> tuple[bool, str]:
-    """Step 5, one poll of the authorizations that are not valid yet.
+def validated(ctx: ServiceContext) -> tuple[bool, str, datetime | None]:
+    """Step 5, one poll of the authorizations that are not valid yet: whether all are, what is
+    pending, and the ``Retry-After`` the CA sent with the last poll (when to poll again).
 
     Raises:
       OrderFailed: an authorization is invalid; what was published is withdrawn first.
@@ -221,7 +223,7 @@ def validated(ctx: ServiceContext) -> tuple[bool, str]:
     """
     step = _begin(ctx)
     if step is None:
-        return True, "certificate already issued"
+        return True, "certificate already issued", None
     current = step.current()
     try:
         polled = orders.authorization_states(step.client, current)
@@ -232,7 +234,9 @@ def validated(ctx: ServiceContext) -> tuple[bool, str]:
     valid = sum(1 for authz in polled.authorizations if authz.status == orders.VALID)
     pending = [authz.identifier for authz in polled.authorizations if authz.status != orders.VALID]
     detail = f"{valid} of {len(polled.authorizations)} authorizations valid"
-    return polled.all_valid, detail + (f"; pending: {', '.join(pending)}" if pending else "")
+    if pending:
+        detail += f"; pending: {', '.join(pending)}"
+    return polled.all_valid, detail, None if polled.all_valid else retry_after_of(step.client.net)
 
 
 def finalize(ctx: ServiceContext) -> tuple[bool, str]:

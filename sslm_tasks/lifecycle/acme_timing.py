@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from sslm_tasks.acme.directory import connect, has_resource, server_for
-from sslm_tasks.acme.network import AcmeTransientError
+from sslm_tasks.acme.network import suggested_retry
 from sslm_tasks.acme.renewal_info import (
     RenewalPlan,
     fallback_plan,
@@ -189,8 +189,9 @@ def after_failure(
 def retry_after_in(error: BaseException | None) -> datetime | None:
     """The CA's Retry-After carried by ``error`` or an error it was raised from."""
     while error is not None:
-        if isinstance(error, AcmeTransientError) and error.retry_after is not None:
-            return error.retry_after
+        suggested = suggested_retry(error)
+        if suggested is not None:
+            return suggested
         error = error.__cause__
     return None
 

@@ -91,24 +91,32 @@ def renew_decision(ctx: ServiceContext) -> RenewDecision:
     )
 
 
-def _signer_rekeyed(ctx: ServiceContext) -> bool:
-    """True when the local CA that signed ``curr`` now has a different key.
+def _signer_changed(ctx: ServiceContext) -> str | None:
+    """Why ``curr`` no longer chains to the local CA that signs the service, or None.
 
-    This is how a CA renewal avoids orphaning its leaves: they become due at once.
+    The CA may have a new key (its subject key id is not ``curr``'s authority key id: only
+    ``sslm-mgr dev -keys`` re-keys a CA) or a new subject (``curr``'s issuer name is not the
+    CA's subject: a CA that upstream made gets sslm's subject at its first re-issue, and a
+    certificate names its issuer by subject). Either way ``curr`` is due at once, so a CA
+    renewal never orphans its leaves.
     """
     signer = signer_of(ctx.ws.config, ctx.ref)
     curr = load_version_cert(ctx, "curr")
     if signer is None or curr is None:
-        return False
+        return None
     ca_cert = load_version_cert(ctx.of(signer), "curr")
     if ca_cert is None:
-        return False
+        return None
+    if curr.issuer != ca_cert.subject:
+        return "signing CA has a new subject"
     try:
         aki = curr.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return False
-    return aki.key_identifier != ski.digest
+        return None
+    if aki.key_identifier != ski.digest:
+        return "signing CA has a new key (curr's authority key id is not its key id)"
+    return None
 
 
 def in_progress(ctx: ServiceContext) -> str | None:
@@ -156,15 +164,15 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
     if force:
         return RenewCheck(True, "forced", decision)
     due, reason = acme_timing.due(ctx, decision, record=record)
-    rekeyed = _signer_rekeyed(ctx)
-    if not due and not rekeyed:
+    signer_changed = _signer_changed(ctx)
+    if not due and signer_changed is None:
         return RenewCheck(False, reason, decision)
     pending = read_link(ctx.layout, ctx.ref, "next")
     if pending is not None and is_complete(ctx.layout, ctx.ref, pending):
         return RenewCheck(False, f"next {pending} is waiting to be rolled", decision)
     if waiting is not None:
         return RenewCheck(False, waiting, decision)
-    return RenewCheck(True, "signing CA has a new key" if rekeyed else reason, decision)
+    return RenewCheck(True, signer_changed or reason, decision)
 
 
 def signing_ca_curr(ctx: ServiceContext) -> tuple[ServiceRef, str] | None:
@@ -377,7 +385,10 @@ def store(ctx: ServiceContext) -> str:
     acme_signed = not svc.self_signed and signer_of(ctx.ws.config, ctx.ref) is None
     problems = verify_chain(cert, load_certs(outputs.chain), now=ctx.now(), open_top=acme_signed)
     if problems:
-        raise PermanentError(f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}")
+        raise PermanentError(
+            f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}"
+            + _signer_advice(ctx)
+        )
     write_atomic(
         version_file(ctx, stamp, files.FULLCHAIN), outputs.fullchain, mode=files.PUBLIC_MODE
     )
@@ -387,11 +398,33 @@ def store(ctx: ServiceContext) -> str:
     record.phase = Phase.ISSUED
     record.stamp = stamp
     record.build_signer = None
-    record.roll_due = roll_due(cert.not_valid_before_utc, ctx.ws.min_roll_mins)
+    # Only a -roll-mins given to this renew is kept; else the roll goes by min_roll_mins as set
+    # when it is tried, so a changed setting moves a waiting next too (lifecycle.roll).
+    given = ctx.ws.options.min_roll_mins
+    record.roll_due = None if given is None else roll_due(cert.not_valid_before_utc, given)
     record.last_error = None
     record.backoff = None
     ctx.save()
     return stamp
+
+
+def _signer_advice(ctx: ServiceContext) -> str:
+    """What to do when the local CA that signed a new certificate does not verify itself (a CA
+    that ssl-mgr made carries its own key id as authority key id): re-issue it first; this
+    build then starts afresh (``check_renew``). Empty when the CA is not the problem."""
+    signing = signing_ca_curr(ctx)
+    if signing is None:
+        return ""
+    signer, stamp = signing
+    ca = ctx.of(signer)
+    ca_cert = load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0]
+    ca_chain = load_certs(version_file(ca, stamp, files.CHAIN).read_bytes())
+    if not verify_chain(ca_cert, ca_chain, now=ctx.now()):
+        return ""
+    return (
+        f"; its signing CA {signer} does not verify itself: re-issue it first "
+        f"(sslm-mgr -f -renew -roll {signer}), then this build starts afresh"
+    )
 
 
 def roll_due(not_before: datetime, min_roll_mins: float) -> datetime:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sslm_tasks.config.models import ServiceConfig
-from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.lifecycle.record import BadRecord, Phase, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store import layout as files
 from sslm_tasks.store.layout import Layout, ServiceRef
 from sslm_tasks.store.state import CorruptState, read_state, set_aside, write_state
 from sslm_tasks.store.versions import is_complete, read_link
@@ -115,16 +113,14 @@ def load_record(ws: Workspace, ref: ServiceRef, *, repair: bool = True) -> Servi
 
 
 def rebuilt(ws: Workspace, ref: ServiceRef) -> ServiceRecord:
-    """What the files show: a complete ``next`` waits for its roll (due ``min_roll_mins`` after
-    its certificate's notBefore), else ``curr`` was rolled, else nothing was issued. Anything
-    only the lost record knew (an ACME order, a DANE sighting, a backoff) starts afresh."""
+    """What the files show: a complete ``next`` waits for its roll (by ``min_roll_mins``), else
+    ``curr`` was rolled, else nothing was issued. Anything only the lost record knew (an ACME
+    order, a DANE sighting, a ``-roll-mins`` given to the renew, a backoff) starts afresh."""
     layout = ws.layout
     curr = read_link(layout, ref, "curr")
     pending = read_link(layout, ref, "next")
     if pending is not None and pending != curr and is_complete(layout, ref, pending):
-        cert = load_certs((layout.version_dir(ref, pending) / files.CERT).read_bytes())[0]
-        due = cert.not_valid_before_utc + timedelta(minutes=ws.min_roll_mins)
-        return ServiceRecord(phase=Phase.ISSUED, stamp=pending, roll_due=due)
+        return ServiceRecord(phase=Phase.ISSUED, stamp=pending)
     if curr is not None:
         return ServiceRecord(phase=Phase.ROLLED, stamp=curr)
     return ServiceRecord()

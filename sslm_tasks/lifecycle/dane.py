@@ -12,15 +12,19 @@ once for all pending zones, so many changes cost one ``--serial_bump``, and a cr
 loses nothing.
 
 The roll is gated on observation, not on a timer alone (field notes, "safe key change"): every
-authoritative NS of the apex must serve the ``next`` records, and at least twice their TTL must
-have passed since that was first seen. The first sighting is recorded in the service state.
+authoritative NS of the apex must serve the ``next`` records, and at least twice the largest
+TTL a cache may hold must have passed since that was first seen: the TTL they are served with,
+and the one of what the NS served at their owners before they were published (asked just
+before, :func:`observe_before`), since a resolver that cached the old RRset knows nothing of
+the new key until it expires. The old records are retired no sooner either. Both sightings and
+TTLs are recorded in the service state (``DaneRoll``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,8 +34,8 @@ from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import list_services
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
-from sslm_tasks.dns.lookup import mx_hosts, primary_for, soa_serial
-from sslm_tasks.dns.propagation import check_records
+from sslm_tasks.dns.lookup import DnsNoAnswer, mx_hosts, primary_for, soa_serial
+from sslm_tasks.dns.propagation import cached_ttls, check_records
 from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.dns.tlsa import (
     TlsaRecord,
@@ -130,7 +134,7 @@ def _publish_group(ws: Workspace, group: str) -> bool:
         ctx = ServiceContext(ws, ref)
         if not ctx.service.dane_tls:
             continue
-        wanted: list[LinkName] = ["curr", "next"]
+        wanted: list[LinkName] = ["curr", "next"] if _next_publishable(ctx) else ["curr"]
         if ctx.record.dane.retire_prev:
             wanted.append("prev")
         entries = [(which, version_records(ctx, which)) for which in wanted]
@@ -168,6 +172,7 @@ def publish_for_service(ctx: ServiceContext) -> None:
         ctx.layout.group_tlsa(ref.group)
     ):
         return
+    observe_before(ctx)
     publish_group(ctx.ws, ref.group)
 
 
@@ -248,31 +253,94 @@ def _keys(records: Iterable[TlsaRecord]) -> set[tuple[str, int, int, int, str]]:
     return {record.key for record in records}
 
 
-def roll_gate(ctx: ServiceContext) -> Gate:
-    """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
-    records do not change (``-r`` kept the key), or when every authoritative NS has served the
-    ``next`` records for twice their TTL.
+def _changes_records(ctx: ServiceContext, upcoming: LinkName, going: LinkName) -> bool:
+    """Whether the records of ``upcoming`` include one that ``going`` does not have."""
+    return not _keys(version_records(ctx, upcoming)) <= _keys(version_records(ctx, going))
 
-    Each call makes one pass over the name servers and records the first time all served them.
+
+def _next_publishable(ctx: ServiceContext) -> bool:
+    """Whether ``next``'s records may go into the zone: once :func:`observe_before` recorded
+    what caches may hold (only the service's own ``tlsa`` step does, right before it publishes
+    them), or at once when they add no key, nothing is served yet, or there is no ``[dns]`` to
+    ask (the roll gate then stops the roll)."""
+    layout, ref = ctx.layout, ctx.ref
+    pending = read_link(layout, ref, "next")
+    if pending is None or ctx.record.dane.next_stamp == pending:
+        return True
+    if ctx.ws.config.main.dns is None or read_link(layout, ref, "curr") is None:
+        return True
+    return not _changes_records(ctx, "next", "curr")
+
+
+def observe_before(ctx: ServiceContext) -> None:
+    """Before ``next``'s records are first published beside ``curr``'s: ask every
+    authoritative NS how long caches may hold what it serves at their owners now (the RRset's
+    TTL, or the negative-caching TTL where there is none), and record the largest as
+    ``ttl_before`` for ``next``. That is the old RRset, and a resolver that cached it knows
+    only the old key until it expires, however short the new records' TTL (issue 13: a TTL
+    lowered with a renewal, 60 s to 4 s, let the roll come while resolvers held the old RRset).
+
+    Once per ``next``; nothing to do without ``dane_tls``, ``[dns]``, a ``curr`` (a first
+    certificate rolls at once), or when the key did not change. A ``next`` that replaces one
+    that never rolled keeps the larger TTL: caches may still hold what preceded both.
 
     Raises:
+      DnsNoAnswer (transient): the primary, or every NS, did not answer: the records wait.
+      DnsAnswerError / ConfigError: the primary refused, or no ``[[dns_primary]]`` fits.
+    """
+    svc, ref, layout, config = ctx.service, ctx.ref, ctx.layout, ctx.ws.config
+    if not svc.dane_tls or config.main.dns is None:
+        return
+    pending, current = read_link(layout, ref, "next"), read_link(layout, ref, "curr")
+    if pending is None or current is None or pending == current:
+        return
+    if not is_complete(layout, ref, pending) or ctx.record.dane.next_stamp == pending:
+        return
+    if not _changes_records(ctx, "next", "curr"):
+        return
+    owners = {record.owner for record in version_records(ctx, "next")}
+    look = cached_ttls(ref.group, primary_for(config, ref.group), "TLSA", owners)
+    if look.ttl is None:
+        raise DnsNoAnswer(f"{ref}: what caches may hold: no NS answered: {look.summary()}")
+    dane = ctx.record.dane
+    carried = dane.ttl_before if dane.next_stamp is not None else None
+    ctx.record.dane = replace(
+        dane,
+        next_stamp=pending,
+        ttl_before=max(look.ttl, carried or 0),
+        ttl_served=None,
+        next_seen=None,
+        next_ns=None,
+    )
+    ctx.save()
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """One pass over every authoritative NS for the records of a version."""
+
+    lagging: list[str]
+    ttl: int
+    counts: str
+
+
+def _look(ctx: ServiceContext, which: LinkName) -> _Sighting:
+    """Does every authoritative NS of the apex serve every record of ``which``? The largest
+    TTL served (observed: with ``dane_tls_ttl = 0`` it is the zone's default).
+
+    Raises:
+      ConfigError: ``dane_tls`` without a ``[dns]`` section, or no ``[[dns_primary]]`` fits.
       DnsNoAnswer (transient): the primary did not answer.
     """
-    svc, ref, config = ctx.service, ctx.ref, ctx.ws.config
-    if not svc.dane_tls:
-        return Gate(True, "no DANE records")
-    upcoming = version_records(ctx, "next")
-    if _keys(upcoming) <= _keys(version_records(ctx, "curr")):
-        return Gate(True, "TLSA records unchanged")
+    ref, config = ctx.ref, ctx.ws.config
     if config.main.dns is None and config.main.update_of(ref.group) is None:
         where = config.conf_dir / MAIN_FILE
         raise ConfigError(
             where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs, or [[dns_update]]"
         )
     primary = primary_for(config, ref.group)
-    dane = ctx.record.dane
     by_owner: dict[str, list[str]] = {}
-    for record in upcoming:
+    for record in version_records(ctx, which):
         text = f"{record.usage} {record.selector} {record.matching} {record.data}"
         by_owner.setdefault(record.owner, []).append(text)
     lagging = []
@@ -281,35 +349,108 @@ def roll_gate(ctx: ServiceContext) -> Gate:
     asked: set[str] = set()
     for owner, expected in by_owner.items():
         result = check_records(ref.group, primary, "TLSA", owner, expected)
-        ttl = max(ttl, result.ttl or svc.dane_tls_ttl)
+        ttl = max(ttl, result.ttl or 0)
         serving = set(result.caught_up)
         asked |= serving | {line.split(": ", 1)[0] for line in result.lagging}
         serving_all = serving if serving_all is None else serving_all & serving
         if not result.ok:
             lagging.append(result.summary())
-    now = ctx.now()
-    dane.next_ns = f"{len(serving_all or ())} of {len(asked)}"
-    if lagging:
-        dane.next_seen = None
+    return _Sighting(lagging, ttl, f"{len(serving_all or ())} of {len(asked)}")
+
+
+def _note(ctx: ServiceContext) -> None:
+    """Keep what a look saw, unless the look is read-only (``-d`` writes nothing)."""
+    if ctx.repair:
         ctx.save()
-        return Gate(False, "waiting for DNS: " + "; ".join(lagging))
+
+
+def roll_gate(ctx: ServiceContext) -> Gate:
+    """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
+    records do not change (``-r`` kept the key), or when every authoritative NS has served the
+    ``next`` records for twice the largest TTL a cache may hold: theirs, or that of what the NS
+    served before they were published (``ttl_before``, :func:`observe_before`), so that no
+    resolver still hands out an RRset without the new key.
+
+    Each call makes one pass over the name servers and records the first time all served them.
+
+    Raises:
+      ConfigError: ``dane_tls`` without a ``[dns]`` section, or no ``[[dns_primary]]`` fits.
+      DnsNoAnswer (transient): the primary did not answer.
+    """
+    if not ctx.service.dane_tls:
+        return Gate(True, "no DANE records")
+    if not _changes_records(ctx, "next", "curr"):
+        return Gate(True, "TLSA records unchanged")
+    dane = ctx.record.dane
+    if dane.next_stamp != read_link(ctx.layout, ctx.ref, "next"):
+        return Gate(
+            False,
+            "the next TLSA records are not published yet: the tlsa step publishes them once "
+            "the name servers said how long caches may hold the records there now",
+        )
+    sighting = _look(ctx, "next")
+    dane.next_ns = sighting.counts
+    if sighting.lagging:
+        dane.next_seen = None
+        _note(ctx)
+        return Gate(False, "waiting for DNS: " + "; ".join(sighting.lagging))
+    now = ctx.now()
     if dane.next_seen is None:
         dane.next_seen = now
+    dane.ttl_served = sighting.ttl
     seen = dane.next_seen
-    ctx.save()
-    ready = seen + timedelta(seconds=2 * ttl)
+    _note(ctx)
+    ready = seen + timedelta(seconds=2 * max(dane.ttl_before or 0, sighting.ttl))
     if now < ready:
         return Gate(
             False,
-            f"every NS serves the next TLSA records; waiting until {ready:%H:%M:%S} "
-            f"(2 x TTL {ttl} s after {seen.isoformat()})",
+            f"every NS serves the next TLSA records; waiting until {ready:%H:%M:%S} (2 x the "
+            f"largest TTL: {sighting.ttl} s now, {dane.ttl_before} s before the change; "
+            f"served since {seen.isoformat()})",
         )
     return Gate(True, f"every NS has served the next TLSA records since {seen.isoformat()}")
 
 
 def rolled(ctx: ServiceContext) -> None:
     """After a roll: keep the old records published until the servers took the new certificate
-    (the caller saves the record)."""
+    and until twice the TTLs the roll gate saw have passed since every NS served the new ones
+    (the caller saves the record). A first certificate replaced nothing: nothing to retire."""
     if not ctx.service.dane_tls:
         return
-    ctx.record.dane = DaneRoll(retire_prev=True)
+    if read_link(ctx.layout, ctx.ref, "prev") is None:
+        ctx.record.dane = DaneRoll()
+        return
+    dane = ctx.record.dane
+    ttl = max(dane.ttl_before or 0, dane.ttl_served or 0)
+    seen = dane.next_seen if dane.next_stamp == read_link(ctx.layout, ctx.ref, "curr") else None
+    ctx.record.dane = DaneRoll(
+        retire_prev=True,
+        retire_after=None if seen is None else seen + timedelta(seconds=2 * ttl),
+        retire_ttl=ttl,
+    )
+
+
+def retire_gate(ctx: ServiceContext) -> Gate:
+    """Whether the old ``curr``'s records (now ``prev``'s) may go, as far as DNS goes (the
+    servers are the caller's part): when ``curr``'s records are all of them anyway, or once
+    ``retire_after`` has come. After a roll that did not wait for DNS (``-f``), ``retire_after``
+    is set by the first look that sees every NS serve ``curr``'s records: twice the larger of
+    the roll's TTLs and the one served then.
+
+    Raises:
+      ConfigError, DnsNoAnswer: as :func:`roll_gate`.
+    """
+    dane = ctx.record.dane
+    if not _changes_records(ctx, "prev", "curr"):
+        return Gate(True, "no old TLSA records to retire")
+    now = ctx.now()
+    if dane.retire_after is None:
+        sighting = _look(ctx, "curr")
+        if sighting.lagging:
+            return Gate(False, "waiting for DNS: " + "; ".join(sighting.lagging))
+        wait = 2 * max(dane.retire_ttl or 0, sighting.ttl)
+        dane.retire_after = now + timedelta(seconds=wait)
+        ctx.save()
+    if now < dane.retire_after:
+        return Gate(False, f"caches may hold the old records until {dane.retire_after:%H:%M:%S}")
+    return Gate(True, f"no cache holds an RRset without the new key since {dane.retire_after}")

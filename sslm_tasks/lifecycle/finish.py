@@ -22,7 +22,7 @@ from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.errors import SslmError
-from sslm_tasks.lifecycle import dane
+from sslm_tasks.lifecycle import dane, production
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import (
     ServerOutcome,
@@ -116,11 +116,13 @@ def post_copies(ws: Workspace, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[
 
 
 def retire(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
-    """Drop the old TLSA records of each of ``refs`` whose servers all hold its new ``curr``;
-    returns the zones whose TLSA file changed (a refresh is then pending for them).
+    """Drop the old TLSA records of each of ``refs`` whose servers all hold its new ``curr``
+    and whose DNS gate lets them go (``dane.retire_gate``: no cache may still hold an RRset
+    without the new key); returns the zones whose TLSA file changed (a refresh is then pending
+    for them).
 
-    Idempotent: a service with nothing to retire, or with a server still lacking its ``curr``,
-    is left as it is.
+    Idempotent: a service with nothing to retire, with a server still lacking its ``curr``, or
+    whose gate is closed (or could not ask DNS: it is tried again later) is left as it is.
     """
     ledger = read_ledger(ws)
     groups: set[str] = set()
@@ -132,8 +134,20 @@ def retire(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
         if missing:
             log.info("%s: old TLSA records stay until %s take the new certificate", ref, missing)
             continue
-        ctx.record.dane.retire_prev = False
+        try:
+            gate = dane.retire_gate(ctx)
+        except SslmError as err:
+            log.warning("%s: old TLSA records stay: %s", ref, err)
+            continue
+        if not gate.open:
+            log.info("%s: old TLSA records stay: %s", ref, gate.reason)
+            continue
+        retired = ctx.record.dane
+        retired.retire_prev, retired.retire_after, retired.retire_ttl = False, None, None
         ctx.save()
         trace("retire_tlsa", str(ref))
         groups.add(ref.group)
-    return sorted(group for group in groups if dane.publish_group(ws, group))
+    changed = sorted(group for group in groups if dane.publish_group(ws, group))
+    for group in changed:
+        production.sync_group_tlsa(ws, group)
+    return changed

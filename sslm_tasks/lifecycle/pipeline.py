@@ -26,11 +26,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from sslm_tasks.acme.network import AcmeTransientError
-from sslm_tasks.errors import PermanentError, SslmError, TransientError
+from sslm_tasks.acme.network import suggested_retry
+from sslm_tasks.errors import SslmError, TransientError
 from sslm_tasks.lifecycle import failures, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.steps import Verdict
@@ -226,30 +227,21 @@ def pending(segment: Segment, walk: Walk) -> tuple[str, Step] | None:
 
 
 def look(ctx: ServiceContext, step: Step) -> Verdict:
-    """One try of ``step``. For a patient step, a transient error is one more "not yet".
+    """One try of ``step``. For a patient step, a transient error is one more "not yet", with
+    the CA's Retry-After when it sent one.
 
     Raises:
-      PermanentError: the CA's rate limit (a ``rateLimited`` error, carrying its Retry-After):
-        its wait is for the next build to honour (``acme_timing``); a retry within seconds would
-        only be refused again and count against the limit.
-      SslmError: anything else the step raised (a transient one when the step is not patient).
+      SslmError: anything else the step raised (a transient one when the step is not patient;
+        the CA's rate limit is permanent, ``acme.network.classify``: its Retry-After is for the
+        next build to honour, ``acme_timing``).
     """
     try:
         return step.run(ctx)
-    except AcmeTransientError as err:
-        if err.code == "rateLimited":
-            limited = PermanentError(f"{ctx.ref}: {step.name}: {err}")
-            failures.mark_step(limited, step.name)
-            raise limited from err
-        if not step.patient:
-            failures.mark_step(err, step.name)
-            raise
-        return Verdict(False, str(err))
     except TransientError as err:
         if not step.patient:
             failures.mark_step(err, step.name)
             raise
-        return Verdict(False, str(err))
+        return Verdict(False, str(err), suggested_retry(err))
     except SslmError as err:
         failures.mark_step(err, step.name)
         raise
@@ -308,14 +300,20 @@ def first_pause(step: Step, looks: int, *, dns_check_delay: float, over_dns: boo
     return countdown(looks)
 
 
-def waited(looks: int) -> float:
-    """Seconds of countdowns behind a wait that looked ``looks`` times."""
-    return sum(countdown(n) for n in range(looks))
+def pause(own_s: float, verdict: Verdict, *, left_s: float) -> float:
+    """The pause before the next look of a wait that said ``verdict``: the walker's own
+    (``own_s``: its countdown, or the in-process poll), or until the CA's Retry-After when that
+    is later, the CA's wait cut at the wait bound (``left_s`` of it remain): both walkers honour
+    what the CA asked, and neither asks more often than it would on its own."""
+    if verdict.retry_after is None:
+        return own_s
+    asked = (verdict.retry_after - datetime.now(UTC)).total_seconds()
+    return max(own_s, min(asked, left_s))
 
 
 def max_retries(wait_s: float) -> int:
     """A backstop above the looks ``wait_s`` takes (20 for the default 600 s, so 46); the bound
-    itself is checked by the walker."""
+    itself is checked by the walker, on the clock (a CA's Retry-After makes the looks fewer)."""
     looks, total = 0, 0.0
     while total < wait_s:
         total += countdown(looks)

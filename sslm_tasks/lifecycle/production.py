@@ -1,4 +1,6 @@
-"""The production tree: ``<prod_cert_dir>/<group>/<svc>/{curr,next}/`` as real directories.
+"""The production tree: ``<prod_cert_dir>/<group>/<svc>/{curr,next}/`` as real directories, and
+``<prod_cert_dir>/<group>/tlsa.<group>``, the group's TLSA file (operators push it from there to
+a DNS host of their own, as with upstream).
 
 It mirrors what the servers should use, in upstream's layout, with three differences:
 
@@ -166,3 +168,40 @@ def sync_service(ctx: ServiceContext) -> bool:
                 ctx.save()
             changed |= switched
     return changed
+
+
+def sync_group_tlsa(ws: Workspace, group: str) -> bool:
+    """Copy the group's TLSA file (``certs/<group>/tlsa.<group>``) to production when it
+    differs there, or remove the production copy when the group has no such file; True when
+    anything changed. Idempotent; written whole in one step and through no link, like the
+    versions. A group that has the file in neither place costs two ``stat`` calls and no lock.
+
+    Holds the apex's TLSA lock (``tlsa:<group>``), which the file's writer holds too, so two
+    services of one zone never leave an older copy behind.
+
+    Raises:
+      StoreError: the production tree overlaps the store, something on the way (or the copy
+        itself) is a link or not what sslm writes there, or a write failed.
+    """
+    layout = ws.layout
+    source = layout.group_tlsa(group)
+    copy = layout.prod_dir / group / source.name
+    if not source.exists() and not copy.exists() and not copy.is_symlink():
+        return False
+    if confined.overlaps(layout.prod_dir, layout.certs_dir):
+        raise StoreError(
+            f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
+            "refusing to mirror"
+        )
+    with (
+        ws.lock(f"tlsa:{group}"),
+        confined.open_root(layout.prod_dir, mode=PROD_DIR_MODE) as root,
+        confined.open_subdir(root, files.check_name("group", group), mode=PROD_DIR_MODE) as grp,
+    ):
+        wanted = source.read_bytes() if source.is_file() else None
+        if wanted is None:
+            return confined.remove_file(grp, source.name)
+        if confined.read_file(grp, source.name) == wanted:
+            return False
+        confined.replace_file(grp, source.name, wanted, mode=files.PUBLIC_MODE)
+        return True

@@ -8,8 +8,8 @@ the rest, in one place per concern, each written by the step that owns it:
   refresh tickets and serial targets of the propagation check);
 - the http-01 token files written, by host (kept until removed, whatever the build);
 - the dns-01 records added by RFC 2136 update, with their zone and server (likewise);
-- the DANE roll: when every NS was first seen serving ``next``, and whether old records wait
-  for the servers;
+- the DANE roll: the TTLs caches may hold, when every NS was first seen serving ``next``, and
+  whether (and until when) old records wait for the servers;
 - ACME timing: the CA's renewal window (ARI) and the backoff after failed builds;
 - what is failing now (a build, a roll, the production copy, a DNS publication), since when,
   how often, why, and the health last announced;
@@ -44,7 +44,8 @@ from sslm_tasks.errors import StoreError
 log = logging.getLogger(__name__)
 
 #: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts;
-#: 3: ``dns_updates`` (a release that does not know it must not drop it).
+#: 3: ``dns_updates`` and the DANE roll's observed TTLs (a release that does not know them
+#: must not drop them).
 RECORD_VERSION: Final = 3
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ class Phase(StrEnum):
     IDLE = "idle"
     #: Building version ``stamp``: key, CSR, order. The version dir is not complete yet.
     RENEWING = "renewing"
-    #: Version ``stamp`` is complete and ``next`` points at it; the roll is due at ``roll_due``.
+    #: Version ``stamp`` is complete and ``next`` points at it, waiting for its roll.
     ISSUED = "issued"
     #: Version ``stamp`` became ``curr``.
     ROLLED = "rolled"
@@ -94,6 +95,12 @@ def _of(raw: object, kind: type[T], what: str) -> T:
 
 def _str_or_none(raw: object, what: str) -> str | None:
     return None if raw is None else _of(raw, str, what)
+
+
+def _int_or_none(raw: object, what: str) -> int | None:
+    if isinstance(raw, bool):
+        raise BadRecord(f"{what} = {raw!r}: expected int")
+    return None if raw is None else _of(raw, int, what)
 
 
 # --------------------------------------------------------------------------- the parts
@@ -235,19 +242,39 @@ class OrderRecord:
 
 @dataclass
 class DaneRoll:
-    """The DANE side of a roll: when every authoritative NS was first seen serving ``next``'s
-    TLSA records (and how many did at the last look), and whether the old ``curr``'s records
-    stay published until the servers took the new certificate."""
+    """The DANE side of a roll, in two parts.
+
+    The roll of ``next`` (``next_stamp``): the largest TTL a cache may hold for its owners
+    from before its records were published (``ttl_before``: what every NS served there then,
+    records or a negative answer), when every authoritative NS was first seen serving its
+    records (and how many did at the last look), and the TTL they serve them with. A new
+    ``next`` starts these over.
+
+    The retirement of the old ``curr``'s records (``retire_prev``): they stay published until
+    the servers took the new certificate and until ``retire_after``, twice the largest of
+    those TTLs after every NS served the new records (None: not seen yet, after a forced roll;
+    the retirement looks first, and waits twice ``retire_ttl`` or what it sees then).
+    """
 
     next_seen: datetime | None = None
     next_ns: str | None = None
     retire_prev: bool = False
+    next_stamp: str | None = None
+    ttl_before: int | None = None
+    ttl_served: int | None = None
+    retire_after: datetime | None = None
+    retire_ttl: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "next_seen": _iso(self.next_seen),
             "next_ns": self.next_ns,
             "retire_prev": self.retire_prev,
+            "next_stamp": self.next_stamp,
+            "ttl_before": self.ttl_before,
+            "ttl_served": self.ttl_served,
+            "retire_after": _iso(self.retire_after),
+            "retire_ttl": self.retire_ttl,
         }
 
     @classmethod
@@ -256,6 +283,11 @@ class DaneRoll:
             next_seen=_time(raw.get("next_seen"), "dane.next_seen"),
             next_ns=_str_or_none(raw.get("next_ns"), "dane.next_ns"),
             retire_prev=bool(raw.get("retire_prev", False)),
+            next_stamp=_str_or_none(raw.get("next_stamp"), "dane.next_stamp"),
+            ttl_before=_int_or_none(raw.get("ttl_before"), "dane.ttl_before"),
+            ttl_served=_int_or_none(raw.get("ttl_served"), "dane.ttl_served"),
+            retire_after=_time(raw.get("retire_after"), "dane.retire_after"),
+            retire_ttl=_int_or_none(raw.get("retire_ttl"), "dane.retire_ttl"),
         )
 
 
@@ -420,6 +452,8 @@ class ServiceRecord:
     #: The workflow (a worker chain, an in-process run) that started the build: the same
     #: workflow's step, delivered again after a crash, resumes it rather than forcing another.
     build_workflow: str | None = None
+    #: When ``next`` may roll, fixed by a ``-roll-mins`` given to the renew that built it;
+    #: None: ``min_roll_mins`` after its notBefore, as set when the roll is tried.
     roll_due: datetime | None = None
     #: When production began to hold the current ``curr``: a server deploy that began later
     #: carries it (:mod:`sslm_tasks.lifecycle.deployment`).
@@ -487,7 +521,9 @@ class ServiceRecord:
             stamp=_str_or_none(data.get("stamp"), "stamp"),
             build_signer=_str_or_none(data.get("build_signer"), "build_signer"),
             build_workflow=_str_or_none(data.get("build_workflow"), "build_workflow"),
-            roll_due=_time(data.get("roll_due"), "roll_due"),
+            # Before version 3 every renew recorded min_roll_mins as it was then; now only a
+            # -roll-mins given to the renew is kept (lifecycle.roll): an older one goes.
+            roll_due=_time(data.get("roll_due"), "roll_due") if version >= 3 else None,
             prod_since=_time(data.get("prod_since"), "prod_since"),
             last_error=_str_or_none(data.get("last_error"), "last_error"),
             updated=_time(data.get("updated"), "updated"),

@@ -1,7 +1,8 @@
 """Making ``next`` the new ``curr``.
 
-The roll waits ``min_roll_mins`` after the new certificate's notBefore so that DNS can publish
-the new TLSA records beside the old ones first. A service that has no ``curr`` yet rolls at
+The roll waits ``min_roll_mins`` (as set when the roll is tried, or the ``-roll-mins`` given to the
+renew or to the roll) after the new certificate's notBefore so that DNS can publish the new TLSA
+records beside the old ones first. A service that has no ``curr`` yet rolls at
 once: nothing is served, so no cache can hold an old record.
 
 Re-running a roll is safe at any point: the link flip itself is crash-safe
@@ -11,8 +12,9 @@ version before it becomes ``curr``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import dane
@@ -50,25 +52,53 @@ def check_roll(ctx: ServiceContext, *, force: bool) -> RollResult:
     age_mins = (ctx.now() - cert.not_valid_before_utc).total_seconds() / 60
     wait_mins = _wait_mins(ctx, cert.not_valid_before_utc)
     if age_mins < wait_mins:
-        shown = max(1, int(age_mins))
-        return RollResult(False, f"too soon to roll: cert is {shown} mins old < {wait_mins:g} mins")
+        age, wait = age_and_wait(age_mins, wait_mins)
+        return RollResult(False, f"too soon to roll: cert is {age} old < {wait}")
     gate = dane.roll_gate(ctx)
     if not gate.open:
         return RollResult(False, f"not rolling yet: {gate.reason}")
-    return RollResult(
-        True, f"okay to roll: cert is {int(age_mins)} mins old; {gate.reason}", pending
-    )
+    age, _ = age_and_wait(age_mins, wait_mins)
+    return RollResult(True, f"okay to roll: cert is {age} old; {gate.reason}", pending)
+
+
+def age_and_wait(age_mins: float, wait_mins: float) -> tuple[str, str]:
+    """The age of ``next`` and the wait it must reach, in words: in seconds when the wait is
+    under a minute, else in minutes; the age rounded down and the wait up, so the words never
+    say "1 min < 1 min" (upstream printed "cert is 1 mins old < 0.1 mins")."""
+    if wait_mins < 1:
+        return f"{math.floor(age_mins * 60)} s", f"{math.ceil(wait_mins * 60)} s"
+    age, wait = math.floor(age_mins), math.ceil(wait_mins)
+    return _minutes(age), _minutes(wait)
+
+
+def _minutes(count: int) -> str:
+    return f"{count} min" if count == 1 else f"{count} mins"
 
 
 def _wait_mins(ctx: ServiceContext, not_before: datetime) -> float:
-    """Minutes ``next`` must age: ``-roll-mins`` given now wins; else the due time the renew
-    recorded (it knew the ``-roll-mins`` it was run with); else ``min_roll_mins``."""
+    """Minutes ``next`` must age: ``-roll-mins`` given now wins; else the one given to the
+    renew that built it (recorded as the due time); else ``min_roll_mins`` as set now, so a
+    changed setting moves a ``next`` that is already waiting."""
     if ctx.ws.options.min_roll_mins is not None:
         return ctx.ws.options.min_roll_mins
     due = ctx.record.roll_due
     if due is not None:
         return max(0.0, (due - not_before).total_seconds() / 60)
     return ctx.ws.min_roll_mins
+
+
+def due_time(ctx: ServiceContext) -> datetime | None:
+    """When the waiting ``next`` may roll, by its age alone (DANE may hold it longer); None
+    without a complete ``next``."""
+    layout, ref = ctx.layout, ctx.ref
+    pending = read_link(layout, ref, "next")
+    if pending is None or pending == read_link(layout, ref, "curr"):
+        return None
+    cert = load_version_cert(ctx, "next")
+    if cert is None or not is_complete(layout, ref, pending):
+        return None
+    not_before = cert.not_valid_before_utc
+    return not_before + timedelta(minutes=_wait_mins(ctx, not_before))
 
 
 def roll(ctx: ServiceContext, *, force: bool = False) -> RollResult:

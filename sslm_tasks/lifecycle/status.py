@@ -14,6 +14,7 @@ from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
+from sslm_tasks.lifecycle.roll import due_time
 from sslm_tasks.renewal import format_renew_in
 from sslm_tasks.store.layout import LinkName
 from sslm_tasks.store.versions import read_link
@@ -126,7 +127,7 @@ def service_status(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Ser
         renew_due=decision.due,
         ari=acme_timing.plan_text(ctx),
         next_attempt=acme_timing.waiting(ctx),
-        roll_due=None if record.roll_due is None else record.roll_due.isoformat(),
+        roll_due=None if (due := due_time(ctx)) is None else due.isoformat(),
         tlsa_next_seen=None if dane.next_seen is None else dane.next_seen.isoformat(),
         tlsa_retiring_prev=dane.retire_prev,
         tlsa_next_ns=dane.next_ns,

@@ -10,6 +10,7 @@ the modules they call (:mod:`.build`, :mod:`.acme_sign`, :mod:`.roll`, ...).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import acme_sign, build, dane, failures, production
@@ -23,10 +24,13 @@ from sslm_tasks.store.versions import read_link
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a step says: go on (or not, for a decision or a wait), and why, in one line."""
+    """What a step says: go on (or not, for a decision or a wait), and why, in one line; for a
+    wait that is not ready, the time the CA asked not to be asked again before (its
+    ``Retry-After``), which both walkers honour (``pipeline.pause``)."""
 
     go: bool = True
     detail: str = ""
+    retry_after: datetime | None = None
 
 
 DONE = Verdict()
@@ -88,7 +92,8 @@ def acme_answer(ctx: ServiceContext) -> Verdict:
 
 
 def acme_validated(ctx: ServiceContext) -> Verdict:
-    return Verdict(*acme_sign.validated(ctx))
+    ready, detail, retry_after = acme_sign.validated(ctx)
+    return Verdict(ready, detail, retry_after)
 
 
 def acme_finalize(ctx: ServiceContext) -> Verdict:
@@ -142,9 +147,10 @@ def to_production(ctx: ServiceContext) -> Verdict:
 
 
 def tlsa(ctx: ServiceContext) -> Verdict:
-    """Bring the zone's TLSA file in line: also when nothing was due, so a ``dane_tls`` edit
-    takes effect without waiting for a renewal."""
+    """Bring the zone's TLSA file in line, and its production copy: also when nothing was due,
+    so a ``dane_tls`` edit takes effect without waiting for a renewal."""
     dane.publish_for_service(ctx)
+    production.sync_group_tlsa(ctx.ws, ctx.ref.group)
     failures.clear(ctx, "dns")
     return DONE
 

@@ -23,7 +23,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -163,6 +163,60 @@ def write_new_files(directory: Dir, files: Mapping[str, tuple[bytes, int]]) -> N
         finally:
             os.close(fd)
     sync(directory)
+
+
+def replace_file(directory: Dir, name: str, data: bytes, *, mode: int) -> None:
+    """Make ``name`` in ``directory`` a regular file holding ``data`` (exact ``mode``), in one
+    step: a hidden new file is written whole and renamed over it, so a reader sees the old
+    content or the new, never a part. A link or a directory in its place is left alone.
+
+    Raises:
+      StoreError: ``name`` is a link or not a regular file, or a write failed.
+    """
+    _regular_or_absent(directory, name)
+    prepared = temp_name(name, "new")
+    try:
+        write_new_files(directory, {prepared: (data, mode)})
+        rename(directory, prepared, name)
+    except StoreError:
+        with suppress(OSError):
+            os.unlink(prepared, dir_fd=directory.fd)
+        raise
+    sync(directory)
+
+
+def remove_file(directory: Dir, name: str) -> bool:
+    """Remove regular file ``name`` from ``directory``; True when it was there.
+
+    Raises:
+      StoreError: ``name`` is a link or not a regular file (sslm removes only what it wrote),
+        or the removal failed.
+    """
+    if not _regular_or_absent(directory, name):
+        return False
+    try:
+        os.unlink(name, dir_fd=directory.fd)
+    except OSError as err:
+        raise _error("removing", directory.path / name, err) from err
+    sync(directory)
+    return True
+
+
+def _regular_or_absent(directory: Dir, name: str) -> bool:
+    """Whether ``name`` is a regular file (False: absent).
+
+    Raises:
+      StoreError: it is something else, such as a link.
+    """
+    status = lstat(directory, name)
+    if status is None:
+        return False
+    if not stat.S_ISREG(status.st_mode):
+        raise StoreError(
+            f"{directory.path / name} is a link or not a regular file; sslm replaces or removes "
+            "only the files it writes there (move it away)"
+        )
+    return True
 
 
 def sync(directory: Dir) -> None:

@@ -348,7 +348,7 @@ def test_a_roll_wait_that_is_not_a_number_of_minutes_is_a_usage_error(
     # Given a renewed next waiting for its roll
     assert mgr("-f", "-renew", "example.com:web-ec").returncode == 0
     before = tree_snapshot(issued)
-    for minutes in ("nan", "inf", "-1", "1e300"):
+    for minutes in ("nan", "inf", "-1", "-5", "1e300"):
         # When the roll is given that wait (nan compared false with every age: it rolled at once)
         result = mgr("-roll", "-roll-mins", minutes, "example.com:web-ec")
         # Then argparse refuses it, naming the value, and nothing changed

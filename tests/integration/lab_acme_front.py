@@ -1,5 +1,6 @@
 """An HTTPS front for the lab's Pebble that adds what Pebble 2.4 lacks: ARI (RFC 9773) with a
-window each test chooses, and a rate limit (429 ``rateLimited`` with ``Retry-After``) on newOrder.
+window each test chooses, a rate limit (429 ``rateLimited`` with ``Retry-After``) on newOrder,
+and ``Retry-After`` on authorizations and orders that are not done yet (Pebble sends none).
 
 Every request is passed on to Pebble with its ``Host`` header unchanged. Pebble writes the URLs
 in its answers (directory, order, authorization, ``Location``) and checks each JWS ``url``
@@ -12,7 +13,12 @@ What the front adds:
 * with :attr:`AcmeFront.ari` set, the directory lists ``renewalInfo`` on the front, and
   ``GET <renewalInfo>/<cert ID>`` answers :attr:`AcmeFront.renewal_reply`;
 * :attr:`AcmeFront.limit_orders` newOrder requests in a row are answered 429 with
-  :attr:`AcmeFront.limit_retry_after`, never reaching Pebble.
+  :attr:`AcmeFront.limit_retry_after`, never reaching Pebble;
+* once a challenge was answered, the next :attr:`AcmeFront.hold_authorizations` reads of an
+  authorization are answered ``pending`` (whatever Pebble says) with
+  ``Retry-After: <hold_retry_after>``, and the next :attr:`AcmeFront.hold_orders` answers of a
+  finalized order (its finalize, its reads) say ``processing`` with it: a CA still busy,
+  asking to be polled no sooner.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import base64
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +42,10 @@ from lab_pebble import Pebble
 RENEWAL_INFO_PATH: Final = "/renewal-info"
 #: Pebble 2.4's newOrder path.
 NEW_ORDER_PATH: Final = "/order-plz"
+#: Pebble 2.4's paths of an authorization, a challenge, an order and its finalize.
+AUTHORIZATION_PATH: Final = "/authZ/"
+CHALLENGE_PATH: Final = "/chalZ/"
+ORDER_PATHS: Final = ("/my-order/", "/finalize-order/")
 #: Headers that belong to one HTTP connection, not to the answer passed on.
 _HOP_BY_HOP: Final = frozenset({"connection", "transfer-encoding", "content-length", "keep-alive"})
 HTTP_TIMEOUT_S: Final = 10.0
@@ -49,11 +60,14 @@ class Reply:
 
 @dataclass(frozen=True)
 class Seen:
-    """One request the front received: method, path, and a POST's JWS payload (decoded)."""
+    """One request the front received: method, path, a POST's JWS payload (decoded), when it
+    arrived (``time.monotonic``) and whether the front held its answer back."""
 
     method: str
     path: str
     payload: dict[str, Any] | None = None
+    at: float = 0.0
+    held: bool = False
 
 
 @dataclass
@@ -65,6 +79,9 @@ class AcmeFront:
     renewal_reply: Reply = field(default_factory=lambda: Reply(404))
     limit_orders: int = 0
     limit_retry_after: str = "3600"
+    hold_authorizations: int = 0
+    hold_orders: int = 0
+    hold_retry_after: str = "2"
     seen: list[Seen] = field(default_factory=list)
 
     def window(self, start: datetime, end: datetime, *, retry_after: str | None = None) -> None:
@@ -79,6 +96,19 @@ class AcmeFront:
         """The certificate IDs renewal information was asked for, in order."""
         prefix = RENEWAL_INFO_PATH + "/"
         return [s.path.removeprefix(prefix) for s in self.seen if s.path.startswith(prefix)]
+
+    def held_then_next(self, prefixes: tuple[str, ...]) -> tuple[Seen, Seen]:
+        """The last request to a path of ``prefixes`` whose answer was held back, and the first
+        such request after it.
+
+        Raises:
+            AssertionError: none was held, or none came after.
+        """
+        asked = [s for s in self.seen if s.path.startswith(prefixes)]
+        held = [i for i, s in enumerate(asked) if s.held]
+        assert held, f"no answer to {prefixes} was held: {asked}"
+        assert held[-1] + 1 < len(asked), f"nothing asked after the held answers: {asked}"
+        return asked[held[-1]], asked[held[-1] + 1]
 
     def new_orders(self) -> list[dict[str, Any]]:
         """The payload of every newOrder the front received (rate-limited ones included)."""
@@ -98,6 +128,15 @@ def _jws_payload(body: bytes) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError):
         return None
     return decoded if isinstance(decoded, dict) else None
+
+
+def _with_status(reply: Reply, status: str, retry_after: str) -> Reply:
+    """``reply`` saying ``status`` (and no certificate yet), with ``Retry-After``."""
+    body = json.loads(reply.body)
+    body["status"] = status
+    body.pop("certificate", None)
+    headers = {**reply.headers, "Retry-After": retry_after}
+    return Reply(reply.status, headers, json.dumps(body).encode())
 
 
 def _rate_limited(retry_after: str) -> Reply:
@@ -144,11 +183,30 @@ def acme_front(pebble: Pebble) -> Iterator[AcmeFront]:
             kept = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
             return Reply(response.status_code, kept, response.content)
 
+        def _hold(self, reply: Reply) -> Reply | None:
+            """The held-back answer for this request, or None to pass Pebble's on."""
+            if reply.status != 200:
+                return None
+            answered = any(seen.path.startswith(CHALLENGE_PATH) for seen in front.seen)
+            polled = self.path.startswith(AUTHORIZATION_PATH) and answered
+            if polled and front.hold_authorizations > 0:
+                front.hold_authorizations -= 1
+                return _with_status(reply, "pending", front.hold_retry_after)
+            if (
+                self.path.startswith(ORDER_PATHS)
+                and front.hold_orders > 0
+                and json.loads(reply.body).get("status") in ("processing", "valid")
+            ):
+                front.hold_orders -= 1
+                return _with_status(reply, "processing", front.hold_retry_after)
+            return None
+
         def _handle(self) -> None:
+            at = time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             payload = None if body is None else _jws_payload(body)
-            front.seen.append(Seen(self.command, self.path, payload))
+            held = None
             if self.path.startswith(RENEWAL_INFO_PATH + "/"):
                 reply = front.renewal_reply
             elif self.path == NEW_ORDER_PATH and front.limit_orders > 0:
@@ -156,11 +214,13 @@ def acme_front(pebble: Pebble) -> Iterator[AcmeFront]:
                 reply = _rate_limited(front.limit_retry_after)
             else:
                 reply = self._forward(body)
+                held = self._hold(reply)
                 if self.path == "/dir" and front.ari and reply.status == 200:
                     directory = json.loads(reply.body)
                     directory["renewalInfo"] = f"https://{self.headers['Host']}{RENEWAL_INFO_PATH}"
                     reply = Reply(200, reply.headers, json.dumps(directory).encode())
-            self._answer(reply)
+            front.seen.append(Seen(self.command, self.path, payload, at, held is not None))
+            self._answer(reply if held is None else held)
 
         do_GET = do_POST = do_HEAD = _handle
 

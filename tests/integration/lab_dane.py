@@ -1,13 +1,16 @@
 """The DANE lab's topdir: the example CAs signing ``example.test:mail``, whose TLSA records go
-through the lab's BIND (``dane_tls_ttl`` 1 s, ``min_roll_mins`` 0): what the DANE tests share."""
+through the lab's BIND (``dane_tls_ttl`` 1 s, ``min_roll_mins`` 0), and a mail server on this
+host that serves its production certificate: what the DANE tests share."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab_dns import DnsLab
-from support import REPO
+from support import REPO, edit, free_port
 
 SERVICE = """name = 'Mail'
 group = 'example.test'
@@ -54,3 +57,78 @@ def write_topdir(top: Path, dns_lab: DnsLab) -> Path:
 """
     )
     return top
+
+
+RESTART = """#!/bin/sh
+# Restart the test's TLS server with the production certificate (or, when {wrong} exists,
+# with a certificate of another key), leaving the pid for the test to stop it.
+[ -f {pid} ] && kill "$(cat {pid})" 2>/dev/null
+cert={prod}/curr/cert.pem
+key={prod}/curr/privkey.pem
+if [ -f {wrong} ]; then cert={wrong}; key={wrong_key}; fi
+setsid openssl s_server -quiet -www -accept 127.0.0.1:{port} -cert "$cert" -key "$key" \\
+    </dev/null >/dev/null 2>&1 &
+echo $! > {pid}
+sleep 0.5
+echo "restarted $cert" >> {log}
+"""
+
+
+@dataclass(frozen=True)
+class MailServer:
+    """A TLS listener (``openssl s_server``) on 127.0.0.1:``port`` that the ``[smtp]`` server
+    ``localhost`` restarts with ``example.test:mail``'s production ``curr`` (or with ``wrong``
+    and ``wrong_key`` while ``wrong`` exists)."""
+
+    port: int
+    pid: Path
+    log: Path
+    wrong: Path
+    wrong_key: Path
+
+    def stop(self) -> None:
+        if self.pid.exists():
+            subprocess.run(["kill", self.pid.read_text().strip()], capture_output=True, check=False)
+
+
+def serve_mail(topdir: Path, workdir: Path, *, verify: bool) -> MailServer:
+    """Make ``example.test:mail`` publish DANE records for a port of this host under its MX
+    names, served by a :class:`MailServer` that its deploys restart (and, with ``verify``,
+    probe). The caller stops it."""
+    server = MailServer(
+        port=free_port(),
+        pid=workdir / "s_server.pid",
+        log=workdir / "restarts.log",
+        wrong=workdir / "wrong.pem",
+        wrong_key=workdir / "wrong.key",
+    )
+    script = workdir / "restart.sh"
+    script.write_text(
+        RESTART.format(
+            prod=topdir / "prod-certs/example.test/mail",
+            pid=server.pid,
+            log=server.log,
+            port=server.port,
+            wrong=server.wrong,
+            wrong_key=server.wrong_key,
+        )
+    )
+    script.chmod(0o755)
+    edit(
+        topdir / "conf.d/example.test/mail",
+        "[[25, 'tcp', 3, 1, 1]]",
+        f"[[{server.port}, 'tcp', 3, 1, 1, 'MX']]",
+    )
+    probe = f"verify = ['tls://mx1.example.test:{server.port}?connect=127.0.0.1']" if verify else ""
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"""
+[smtp]
+    servers = ['localhost']
+    restart_cmd = '{script}'
+    svc_depends = [['example.test', ['mail']]]
+    {probe}
+"""
+    )
+    return server

@@ -288,9 +288,10 @@ def test_a_secondary_that_never_catches_up_fails_on_workers_after_the_bound(
     # When a forced renewal goes through the worker
     result = enqueue(acme_topdir, redis_server, "-f", "-renew", SERVICE)
 
-    # Then the propagation step gives up after the bound, naming the lagging server
+    # Then the propagation step gives up after the bound, naming the lagging server (the pauses:
+    # dns_check_delay, then 0.25, 0.25, 0.25, 0.5, 1, 2 s)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "acme_propagated: not done after 8.5 s" in result.stdout, result.stdout
+    assert "acme_propagated: not done after 5.25 s" in result.stdout, result.stdout
     assert dns_lab.secondary in result.stdout, result.stdout
     assert dns_lab.secondary in status(acme_topdir)
     # and curr is as it was, the order kept for the next run

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_dane import SERVICE, write_topdir
+from lab_dane import SERVICE, MailServer, serve_mail, write_topdir
 from lab_dns import DnsLab
-from services import RedisServer, WorkerStarter, free_port
+from services import RedisServer, WorkerStarter
 from support import chain_verifies, run_tool
 
 
@@ -80,7 +80,13 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     new = spki_record(topdir, "next")
     assert new != old
     wait_served(dns_lab, owner, {old, new})
-    # Then the first roll only observes: both servers serve next, twice the TTL must pass
+    # Then a dry run says what the roll would wait for, and records nothing
+    state = topdir / "certs/example.test/mail/state.json"
+    recorded = state.read_bytes()
+    dry = mgr(topdir, "-d", "-roll", "example.test:mail")
+    assert dry.returncode == 0 and "every NS serves the next TLSA records" in dry.stdout, dry.stdout
+    assert state.read_bytes() == recorded
+    # and the first roll only observes: both servers serve next, twice the TTL must pass
     early = mgr(topdir, "-roll", "example.test:mail")
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
     assert (topdir / "certs/example.test/mail/next").exists()
@@ -140,61 +146,21 @@ def test_reusing_the_key_needs_no_dns_wait(topdir: Path, dns_lab: DnsLab) -> Non
     assert not (topdir / "certs/example.test/mail/next").exists()
 
 
-RESTART = """#!/bin/sh
-# Restart the test's TLS server with the production certificate (or, when {wrong} exists,
-# with a certificate of another key), leaving the pid for the test to stop it.
-[ -f {pid} ] && kill "$(cat {pid})" 2>/dev/null
-cert={prod}/curr/cert.pem
-key={prod}/curr/privkey.pem
-if [ -f {wrong} ]; then cert={wrong}; key={wrong_key}; fi
-setsid openssl s_server -quiet -www -accept 127.0.0.1:{port} -cert "$cert" -key "$key" \\
-    </dev/null >/dev/null 2>&1 &
-echo $! > {pid}
-sleep 0.5
-echo "restarted $cert" >> {log}
-"""
-
-
 @pytest.fixture
-def served_mx(topdir: Path, tmp_path: Path) -> Iterator[dict[str, Path | int]]:
+def served_mx(topdir: Path, tmp_path: Path) -> Iterator[MailServer]:
     """An [smtp] server on this host whose restart command (re)starts a real TLS listener, and a
     verify probe for it; DANE records for its port under the MX names."""
-    port = free_port()
-    paths: dict[str, Path | int] = {
-        "pid": tmp_path / "s_server.pid",
-        "log": tmp_path / "restarts.log",
-        "port": port,
-        "wrong": tmp_path / "wrong.pem",
-        "wrong_key": tmp_path / "wrong.key",
-    }
-    script = tmp_path / "restart.sh"
-    script.write_text(RESTART.format(prod=topdir / "prod-certs/example.test/mail", **paths))
-    script.chmod(0o755)
-    svc = topdir / "conf.d/example.test/mail"
-    svc.write_text(
-        svc.read_text().replace("[[25, 'tcp', 3, 1, 1]]", f"[[{port}, 'tcp', 3, 1, 1, 'MX']]")
-    )
-    main = topdir / "conf.d/ssl-mgr.conf"
-    main.write_text(
-        main.read_text()
-        + f"""
-[smtp]
-    servers = ['localhost']
-    restart_cmd = '{script}'
-    svc_depends = [['example.test', ['mail']]]
-    verify = ['tls://mx1.example.test:{port}?connect=127.0.0.1']
-"""
-    )
-    yield paths
-    pid_file = Path(str(paths["pid"]))
-    if pid_file.exists():
-        subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+    server = serve_mail(topdir, tmp_path, verify=True)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_records(
-    topdir: Path, dns_lab: DnsLab, served_mx: dict[str, Path | int]
+    topdir: Path, dns_lab: DnsLab, served_mx: MailServer
 ) -> None:
-    owner = f"_{served_mx['port']}._tcp.mx1.example.test"
+    owner = f"_{served_mx.port}._tcp.mx1.example.test"
     # Given a first certificate: deployed, served, matching its published TLSA record
     first = mgr(topdir, "-renew")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -218,9 +184,9 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
             "-subj",
             "/CN=wrong",
             "-keyout",
-            str(served_mx["wrong_key"]),
+            str(served_mx.wrong_key),
             "-out",
-            str(served_mx["wrong"]),
+            str(served_mx.wrong),
             "-days",
             "1",
         ],
@@ -238,7 +204,7 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     assert status["tlsa_retiring_prev"] is True
     assert status["servers"][0]["ok"] is False and "verify" in status["servers"][0]["detail"]
     # When the server serves the right certificate again, a deploy passes and retires them
-    Path(str(served_mx["wrong"])).unlink()
+    served_mx.wrong.unlink()
     fixed = mgr(topdir, "dev", "-fsr", "example.test:mail")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     wait_served(dns_lab, owner, {old}, present=False)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sslm_tasks.acme.directory import AcmeServer, new_network
-from sslm_tasks.acme.network import AcmeTransientError
+from sslm_tasks.acme.network import AcmeRateLimited, AcmeTransientError
 from sslm_tasks.acme.renewal_info import (
     LONG_TERM_RECHECK,
     MAX_RECHECK,
@@ -252,7 +252,7 @@ def test_invalid_window_falls_back(ari: AriServer) -> None:
     assert plan.next_check == NOW + LONG_TERM_RECHECK
 
 
-def test_rate_limited_answer_is_transient_with_its_retry_after(ari: AriServer) -> None:
+def test_rate_limited_answer_says_when_to_come_back(ari: AriServer) -> None:
     # Given a CA that rate-limits renewal-info requests
     problem = {
         "type": "urn:ietf:params:acme:error:rateLimited",
@@ -261,10 +261,10 @@ def test_rate_limited_answer_is_transient_with_its_retry_after(ari: AriServer) -
     headers = {"Content-Type": "application/problem+json", "Retry-After": "1800"}
     ari.reply = Reply(429, headers, problem)
 
-    # When it is asked directly, Then the error is transient and says when to come back
-    # (Retry-After in seconds counts from when the answer arrived: the real clock.)
+    # When it is asked directly, Then the error is the CA's rate limit and says when to come
+    # back (Retry-After in seconds counts from when the answer arrived: the real clock.)
     asked = datetime.now(UTC)
-    with pytest.raises(AcmeTransientError, match="too many") as raised:
+    with pytest.raises(AcmeRateLimited, match="too many") as raised:
         fetch_renewal_info(_ari_client(ari), _certificate(), now=NOW)
     answered = datetime.now(UTC)
     assert raised.value.code == "rateLimited"

@@ -27,9 +27,11 @@ from sslm_tasks.acme.directory import (
 )
 from sslm_tasks.acme.network import (
     AcmePermanentError,
+    AcmeRateLimited,
     AcmeTransientError,
     classify,
     parse_retry_after,
+    suggested_retry,
 )
 from sslm_tasks.acme.orders import choose_profile
 from sslm_tasks.config.models import CaInfo
@@ -113,7 +115,7 @@ def test_accounts_dir_never_leaves_cb(url: str) -> None:
 # --------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("code", ["badNonce", "rateLimited", "serverInternal", "orderNotReady"])
+@pytest.mark.parametrize("code", ["badNonce", "serverInternal", "orderNotReady"])
 def test_transient_problems(code: str) -> None:
     retry = NOW + timedelta(minutes=5)
     error = classify("creating the order", _problem(code, "try later"), retry_after=retry)
@@ -131,13 +133,26 @@ def test_permanent_problems(code: str) -> None:
     assert isinstance(error, AcmePermanentError) and error.code == code
 
 
+def test_a_rate_limit_is_its_own_kind_carrying_its_retry_after() -> None:
+    retry = NOW + timedelta(hours=1)
+    error = classify("creating the order", _problem("rateLimited", "slow down"), retry_after=retry)
+    # Permanent for this attempt (retrying within the wait would only be refused again), with
+    # the time the next one may come
+    assert isinstance(error, AcmeRateLimited) and isinstance(error, AcmePermanentError)
+    assert (error.code, error.retry_after, suggested_retry(error)) == ("rateLimited", retry, retry)
+    assert str(error) == "creating the order: rateLimited: slow down"
+
+
 def test_unknown_problem_is_permanent_and_compound_looks_at_its_parts() -> None:
     assert isinstance(classify("x", _problem("somethingNew")), AcmePermanentError)
+    nonce = [{"type": "urn:ietf:params:acme:error:badNonce", "detail": "again"}]
+    assert isinstance(classify("x", _problem("compound", subproblems=nonce)), AcmeTransientError)
     sub = [{"type": "urn:ietf:params:acme:error:rateLimited", "detail": "slow down"}]
-    assert isinstance(classify("x", _problem("compound", subproblems=sub)), AcmeTransientError)
+    assert isinstance(classify("x", _problem("compound", subproblems=sub)), AcmeRateLimited)
     sub.append({"type": "urn:ietf:params:acme:error:caa", "detail": "CAA forbids"})
     error = classify("x", _problem("compound", subproblems=sub))
-    assert isinstance(error, AcmePermanentError) and "CAA forbids" in str(error)
+    assert isinstance(error, AcmePermanentError) and not isinstance(error, AcmeRateLimited)
+    assert "CAA forbids" in str(error)
 
 
 @pytest.mark.parametrize(

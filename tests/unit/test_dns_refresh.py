@@ -134,7 +134,8 @@ def test_concurrent_writers_share_refreshes_and_none_is_left_uncovered(tmp_path:
         assert process.exitcode == 0
     ran = runs(tmp_path)
     # One refresh per writer would be WRITERS runs; the ledger needs one for the changes
-    # before the first run and one for those that arrived while it ran (a slow start of a
-    # process on a loaded machine may add one more).
-    assert 1 <= len(ran) <= 3, (ran, time.monotonic() - began)
+    # before the first run and one for those that arrived while it ran. A writer the loaded
+    # machine leaves unscheduled for longer than a reload adds one more each (seen: 4 runs at
+    # a load of 8 on 2 cores), so the bound is half the writers: sharing, not timing.
+    assert 1 <= len(ran) <= WRITERS // 2, (ran, time.monotonic() - began)
     assert refresher_for(config).pending(["example.com"]) == []

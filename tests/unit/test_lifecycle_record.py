@@ -95,7 +95,16 @@ def full_record() -> ServiceRecord:
             order=ORDER.url,
             serials={"example.com": SerialTarget(43, [NsHost("ns1.example.com.", ["127.0.0.53"])])},
         ),
-        dane=DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True),
+        dane=DaneRoll(
+            next_seen=NOW,
+            next_ns="2 of 2",
+            retire_prev=True,
+            next_stamp="20260101-00:00:00",
+            ttl_before=60,
+            ttl_served=4,
+            retire_after=NOW + timedelta(minutes=2),
+            retire_ttl=60,
+        ),
         ari=AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b"),
         backoff=Backoff(failures=2, retry_at=NOW + timedelta(minutes=10), ca_asked=True),
     )
@@ -171,10 +180,21 @@ def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> No
     expected = full_record()
     assert loaded.order == expected.order
     assert loaded.web_tokens == expected.web_tokens
-    assert loaded.dane == expected.dane
+    assert loaded.dane == DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True)
     assert loaded.ari == expected.ari and loaded.backoff == expected.backoff
     assert (loaded.phase, loaded.stamp) == (Phase.RENEWING, "20260101-00:00:00")
     assert loaded.notice is None
+
+
+def test_a_roll_due_time_of_release_two_gives_way_to_the_setting(ws: Workspace) -> None:
+    # Given a record of the release before, which recorded min_roll_mins as it was at the renew
+    old = {**full_record().to_json(), "version": 2}
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(old))
+    # When it is loaded, that time goes (the roll follows min_roll_mins as set now), the rest stays
+    loaded = load_record(ws, REF)
+    assert loaded.roll_due is None
+    assert loaded.order == full_record().order and loaded.notice is None
 
 
 def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace) -> None:
@@ -204,9 +224,10 @@ def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace)
         {"extra": []},
         {"extra": {"mystery": 1}},
         [],
-        {"version": 2, "roll_due": "yesterday"},
+        {"version": 3, "roll_due": "yesterday"},
         {"version": 3, "dns_updates": {"records": [{"apex": "example.com"}]}},
         {"version": 3, "dns_updates": {"serials": {"example.com": {"serial": 1}}}},
+        {"version": 3, "dane": {"ttl_before": "60"}},
     ],
 )
 def test_a_malformed_record_is_treated_as_corrupt(ws: Workspace, content: object) -> None:

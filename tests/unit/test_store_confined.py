@@ -72,3 +72,26 @@ def test_overlap_is_seen_through_links(tmp_path: Path) -> None:
     assert confined.overlaps(tmp_path / "alias/ca", store)
     assert confined.overlaps(tmp_path, store)
     assert not confined.overlaps(tmp_path / "prod-certs", store)
+
+
+def test_a_file_is_replaced_whole_and_a_link_in_its_place_is_left_alone(tmp_path: Path) -> None:
+    with confined.open_root(tmp_path / "root", mode=0o750) as root:
+        # Given a file, then its replacement
+        confined.replace_file(root, "tlsa.example.com", b"old", mode=0o644)
+        confined.replace_file(root, "tlsa.example.com", b"new", mode=0o644)
+        # Then it holds the new content at its mode, and no temporary file is left
+        assert confined.read_file(root, "tlsa.example.com") == b"new"
+        assert confined.entries(root) == ["tlsa.example.com"]
+        assert (tmp_path / "root/tlsa.example.com").stat().st_mode & 0o777 == 0o644
+        # When a link stands where the file goes, neither a write nor a removal follows it
+        (tmp_path / "target").write_text("theirs")
+        (tmp_path / "root/tlsa.other.com").symlink_to(tmp_path / "target")
+        with pytest.raises(StoreError, match="is a link"):
+            confined.replace_file(root, "tlsa.other.com", b"mine", mode=0o644)
+        with pytest.raises(StoreError, match="is a link"):
+            confined.remove_file(root, "tlsa.other.com")
+        # and a file is removed once, then found absent
+        assert confined.remove_file(root, "tlsa.example.com") is True
+        assert confined.remove_file(root, "tlsa.example.com") is False
+    assert (tmp_path / "target").read_text() == "theirs"
+    assert (tmp_path / "root/tlsa.other.com").is_symlink()

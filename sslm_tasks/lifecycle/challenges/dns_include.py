@@ -4,7 +4,8 @@ The operator's zone ``$INCLUDE``s ``<acme_dir>/acme-challenge.<apex>`` (``dns.ch
 a change is counted in the zone's refresh ledger (``dns.refresh``) and the refresh itself
 (``[dns] restart_cmd --serial_bump``) is left to the first look of :meth:`served`, so orders
 publishing at the same time share one refresh. A name's records go into the longest zone among
-the configured groups, ``[[dns_primary]]`` and ``[[dns_update]]`` domains.
+the configured groups, ``[[dns_primary]]`` and ``[[dns_update]]`` domains, or else into the zone
+the primary serves it in, found by SOA queries at the primary.
 
 "Served" means: the primary serves every TXT value, and every NS of the zone (and each
 ``dns_xtra_ns``) serves the SOA serial the primary served once it had them, or a later one
@@ -25,7 +26,7 @@ from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import zone_of
 from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.dns.challenges import ChallengeFile
-from sslm_tasks.dns.lookup import extra_nameservers, primary_for
+from sslm_tasks.dns.lookup import extra_nameservers, primary_for, zone_cut
 from sslm_tasks.dns.propagation import look_txt
 from sslm_tasks.errors import ConfigError, LockBusy
 from sslm_tasks.lifecycle.context import ServiceContext
@@ -46,12 +47,18 @@ def order_tag(order: OrderState) -> str:
 
 
 def apex_of(ctx: ServiceContext, name: str) -> str:
-    """The zone a name's challenge record goes into (``config.load.zone_of``).
+    """The zone a name's challenge record goes into: the longest configured one
+    (``config.load.zone_of``); for a name in none of them, the zone the primary serves it in,
+    found by asking it (``dns.lookup.zone_cut``).
 
     Raises:
-      ConfigError: the name is in no configured zone (its record would be out of every zone).
+      ConfigError: the name is in none of them, and the primary serves no zone that holds it
+        (its record would be out of every zone).
+      DnsNoAnswer (transient): the primary did not answer.
     """
-    zone = zone_of(ctx.ws.config, ctx.ref.group, name)
+    zone = zone_of(ctx.ws.config, ctx.ref.group, name) or _served(
+        ctx, name.rstrip(".").lower().removeprefix("*.")
+    )
     if zone is None:
         where = ctx.ws.config.conf_dir / MAIN_FILE
         raise ConfigError(
@@ -60,6 +67,19 @@ def apex_of(ctx: ServiceContext, name: str) -> str:
             None,
             f"no zone for {name!r} (of {ctx.ref}): add a [[dns_primary]] entry with its domain",
         )
+    return zone
+
+
+def _served(ctx: ServiceContext, host: str) -> str | None:
+    """The zone the configured primary serves ``host`` in, when there is a primary to ask and
+    it serves one; else nothing (the caller's error then asks for a ``[[dns_primary]]``)."""
+    try:
+        primary = primary_for(ctx.ws.config, host)
+    except ConfigError:
+        return None
+    zone = zone_cut(primary, host)
+    if zone is not None:
+        log.info("%s: the zone of %s is %s (its primary serves it)", ctx.ref, host, zone)
     return zone
 
 
