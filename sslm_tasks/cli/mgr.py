@@ -35,6 +35,7 @@ from sslm_tasks.store.versions import read_link
 
 from . import health, report
 from .local import run_in_process
+from .console import console_script
 from .run import RunRequest
 from .version import add_version_flag
 
@@ -338,6 +339,7 @@ def _would(ctx: ServiceContext, request: RunRequest) -> list[str]:
     return lines
 
 
+@console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     dev = bool(args_in) and args_in[0] == "dev"
