@@ -69,8 +69,9 @@ def health(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Health:
         outcome = ledger.get(key)
         if outcome is not None and not outcome.ok:
             since = outcome.started or outcome.at
+            what = outcome.failed_step or "deploy"
             problems.append(
-                Problem("deploy", key, since, outcome.failures, outcome.detail, outcome.retry_at)
+                Problem(what, key, since, outcome.failures, outcome.detail, outcome.retry_at)
             )
     pending = lacking(ctx, ledger) if read_link(ctx.layout, ctx.ref, "curr") else []
     curr = load_version_cert(ctx, "curr")

@@ -85,8 +85,8 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
     assert (topdir / "certs/example.test/mail/next").exists()
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert status["phase"] == "issued" and status["tlsa_next_seen"] is not None
-    assert status["tlsa_next_ns"] == "2 of 2"
+    assert status["phase"] == "issued" and status["dane"]["next_seen"] is not None
+    assert (status["dane"]["next_ns_serving"], status["dane"]["next_ns_asked"]) == (2, 2)
     # and the records validate against the signed zone's key (DNSSEC) on both servers
     for server in dns_lab.servers:
         delv = subprocess.run(
@@ -201,7 +201,8 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     old = spki_record(topdir, "curr")
     wait_served(dns_lab, owner, {old})
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert [(s["server"], s["ok"]) for s in status["servers"]] == [("smtp:localhost", True)]
+    deployed = [(s["server"], s["last_deploy"]["ok"]) for s in status["servers"]]
+    assert deployed == [("smtp:localhost", True)]
     # When a new key is renewed (deployed and verified: the server still serves curr)
     assert mgr(topdir, "-f", "-renew", "example.test:mail").returncode == 0
     # When the server is made to serve another key at the next roll
@@ -235,8 +236,10 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     assert "verify tls://mx1.example.test" in rolled.stdout and "expected" in rolled.stdout
     assert old in served(dns_lab, dns_lab.primary, owner)
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert status["tlsa_retiring_prev"] is True
-    assert status["servers"][0]["ok"] is False and "verify" in status["servers"][0]["detail"]
+    assert status["dane"]["retiring_prev"] is True
+    last_deploy = status["servers"][0]["last_deploy"]
+    assert last_deploy["ok"] is False and last_deploy["failed_step"] == "verify"
+    assert "verify" in last_deploy["detail"]
     # When the server serves the right certificate again, a deploy passes and retires them
     Path(str(served_mx["wrong"])).unlink()
     fixed = mgr(topdir, "dev", "-fsr", "example.test:mail")
