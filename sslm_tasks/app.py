@@ -13,16 +13,20 @@ and contacts no service.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from typing import Any
 
 from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyped]
 
+from sslm_tasks.config.load import load_config
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
-from sslm_tasks.errors import ConfigError
-from sslm_tasks.logs import log_to_stream
+from sslm_tasks.errors import ConfigError, SslmError
+from sslm_tasks.logs import open_log_file, send_to
 from sslm_tasks.routing import Queue, all_queues, configured_sites, route_task
 from sslm_tasks.schedule import beat_entries
+from sslm_tasks.store.atomic import ensure_dir
+from sslm_tasks.store.layout import DIR_MODE_GROUP
 
 #: Modules that hold tasks. The task layer may not exist yet in a checkout: a worker must
 #: still start (and answer ``sslm.ping``) without it, rather than die on an ImportError.
@@ -177,11 +181,21 @@ def _consume_configured_queues(conf: Any, **kwargs: Any) -> None:
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]
 def _log_sslm_lines(loglevel: int, logfile: str | None, **kwargs: Any) -> None:
-    # Workers and beat write the lines of the in-process log file, to stdout (where
-    # `docker compose logs` and journald read them) or to the file --logfile names. Connecting
-    # here replaces Celery's own logging set-up, in the main process and in each pool process.
+    # Workers and beat write the lines of the in-process run, to stdout (where `docker compose
+    # logs` and journald read them) or to the file --logfile names, and to <logdir>/sslm, the
+    # in-process run's own log file. Connecting here replaces Celery's own logging set-up.
     stream = open(logfile, "a", encoding="utf-8") if logfile else sys.stdout  # noqa: SIM115
-    log_to_stream(stream, loglevel)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
+    problem = None
+    try:
+        config, _ = load_config([])
+        handlers.append(open_log_file(ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)))
+    except SslmError as err:
+        problem = err
+    settings = load_settings()
+    send_to(handlers, loglevel, settings.log_format)
+    if problem is not None:
+        logging.getLogger("sslm").warning("no log file, stdout only: %s", problem)
 
 
 @app.task(name="sslm.ping", bind=True)  # type: ignore[untyped-decorator]

@@ -29,8 +29,17 @@ from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones
-from sslm_tasks.errors import PermanentError, SslmError, TransientError
-from sslm_tasks.lifecycle import acme_sign, build, deployment, failures, finish, pipeline, steps
+from sslm_tasks.errors import LockBusy, PermanentError, SslmError, TransientError
+from sslm_tasks.lifecycle import (
+    acme_sign,
+    build,
+    deployment,
+    failures,
+    finish,
+    notify,
+    pipeline,
+    steps,
+)
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
@@ -39,6 +48,7 @@ from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
 from sslm_tasks.locks.select import claims_for, locker_for
+from sslm_tasks.logs import trace
 from sslm_tasks.routing import TaskName
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, ServiceRef
@@ -66,6 +76,9 @@ SERVICE_TASK: Final[dict[str, Any]] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (TransientError,),
+    # An expected failure (bad input, a refusing server) is one warning line of ours, not a
+    # traceback: Celery logs what a task "throws" without one.
+    "throws": (PermanentError,),
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "max_retries": 8,
@@ -186,6 +199,9 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery has no type hints
         group, service = kwargs.get("group"), kwargs.get("service")
         if group is None or service is None:
             return
+        log.warning(
+            "%s:%s: FAILED: %s", group, service, exc, extra={"service": f"{group}:{service}"}
+        )
         try:
             ref = ServiceRef(group, service)
             ws = _workspace([str(ref)], {})
@@ -339,8 +355,7 @@ def fanout(
     touched = prev["changed"] or prev["synced"]
     if prev["busy"] or not (touched or dev.certs_prod or dev.force_restarts):
         return FanoutResult(service=str(ref), deploys=[])
-    for zone in finish.refresh_dns(ws, [group]):
-        pipeline.trace("dns_refresh", zone)
+    finish.refresh_dns(ws, [group])
     changed = [ref] if touched else []
     chosen = finish.targets(ws, changed, force=dev.force_restarts, everyone=dev.certs_prod)
     sent = [task_id for target in chosen if (task_id := _send_deploy(target, changed))]
@@ -359,9 +374,8 @@ def fanout(
             sent.append(task_id)
     # A service no server uses has nothing to wait for: its old TLSA records go now (with
     # servers, their deploy tasks retire them once they all took the new certificate).
-    if finish.retire(ws, [ref], trace=pipeline.trace):
-        for zone in finish.refresh_dns(ws, [group]):
-            pipeline.trace("dns_refresh", zone)
+    if finish.retire(ws, [ref]):
+        finish.refresh_dns(ws, [group])
     return FanoutResult(service=str(ref), deploys=sent)
 
 
@@ -401,12 +415,12 @@ def deploy_server(
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
     ws = _workspace([], {})
     refs = [ServiceRef(*name.split(":", 1)) for name in changed]
-    outcome = finish.deploy(ws, deploy_target, refs, trace=pipeline.trace)
+    outcome = finish.deploy(ws, deploy_target, refs)
     if outcome.error is not None:
         if isinstance(outcome.error, TransientError):
             raise outcome.error
         raise PermanentError(outcome.detail)
-    for zone in finish.retire(ws, refs, trace=pipeline.trace):
+    for zone in finish.retire(ws, refs):
         dns_refresh_pending.delay(zone)
     return DeployResult(
         server=f"{deploy_target.server_class}:{deploy_target.host}",
@@ -441,11 +455,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
 @app.task(name=TaskName.DNS_REFRESH_PENDING.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh_pending(self: Task, group: str) -> list[str]:
     """Refresh the zone ``group`` if a change is pending there (one refresh for many)."""
-    ws = _workspace([], {})
-    zones = finish.refresh_dns(ws, [group])
-    for zone in zones:
-        pipeline.trace("dns_refresh", zone)
-    return zones
+    return finish.refresh_dns(_workspace([], {}), [group])
 
 
 # --------------------------------------------------------------------------- beat
@@ -458,7 +468,7 @@ def clean(self: Task, *, group: str, service: str) -> list[str]:
     ws = _workspace([str(ref)], {})
     with _service_lock(ws, ref):
         verdict = steps.clean(ServiceContext(ws, ref))
-    pipeline.trace("clean", str(ref), verdict.detail)
+    trace("clean", str(ref), verdict.detail)
     return verdict.detail.removeprefix("cleaned ").split(", ") if verdict.detail else []
 
 
@@ -502,13 +512,29 @@ def roll_scan() -> list[str]:
             started.append(str(ref))
         elif record.dane.retire_prev:
             retiring.append(ref)
-    for zone in finish.retire(ws, retiring, trace=pipeline.trace):
+    for zone in finish.retire(ws, retiring):
         dns_refresh_pending.delay(zone)
     # A server whose deploy failed is tried again when its time comes, change or not.
-    retry = deployment.due_retries(ws)
+    ledger = deployment.read_ledger(ws)
+    retry = deployment.due_retries(ws, ledger)
     for target in finish.targets(ws, [], retry=retry) if retry else []:
         _send_deploy(target, [])
+    _announce(ws, ledger)
     return started
+
+
+def _announce(ws: Workspace, ledger: dict[str, deployment.ServerOutcome]) -> None:
+    """The notifications the services' health calls for, one scan at a time (a scan that
+    finds another running leaves the announcing to it)."""
+    try:
+        with _locker(ws.config).acquire(
+            "notify", ttl_s=_settings().task_time_limit_s, blocking_s=0
+        ):
+            notify.announce(ws, list(ws.config.services), ledger)
+    except LockBusy:
+        log.info("notifications: another scan is announcing")
+    except SslmError as err:
+        log.warning("notifications: %s", err)
 
 
 @app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]

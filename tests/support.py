@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +17,10 @@ BIN = Path(sys.executable).parent
 
 #: A line of sslm's log, in the log file of an in-process run and on a worker's stdout alike:
 #: local time, two spaces, the level only from WARNING up, the message (sslm_tasks.logs).
-LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (?:(?:WARNING|ERROR|CRITICAL): )?\S.*")
+#: One line of sslm's log: UTC ISO 8601 time, the level, the message.
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S.*"
+)
 
 #: The ``mgr`` fixture: run sslm-mgr on the test's topdir.
 RunMgr = Callable[..., subprocess.CompletedProcess[str]]
@@ -96,3 +100,10 @@ def verify_against(root: Path, version: Path) -> str:
 def chain_verifies(topdir: Path, svc: str, which: str = "curr") -> bool:
     """Whether ``certs/<svc>/<which>`` verifies to the example's root with openssl."""
     return verify_output(topdir, topdir / "certs" / svc / which).strip().endswith("OK")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -31,6 +31,7 @@ from sslm_tasks.lifecycle import (
     dry_run,
     failures,
     finish,
+    notify,
     pipeline,
     steps,
 )
@@ -38,6 +39,7 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Step, Walk
 from sslm_tasks.lifecycle.steps import CLEANED, PRODUCTION_UPDATED, Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import read_link
 
@@ -175,6 +177,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             failed.add(ref)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]
     _finish(ws, report, request)
+    _announce(ws, [o.ref for o in outcomes])
     walked = {o.ref for o in outcomes}
     for ref in request.clean_refs or ():
         if ref not in walked:  # --clean-all reaches services this run did not select
@@ -199,18 +202,26 @@ def _finish(ws: Workspace, report: RunReport, request: RunRequest) -> None:
     if changed or dev.certs_prod or force or retry:
         chosen = finish.targets(ws, changed, force=force, everyone=dev.certs_prod, retry=retry)
         for target in chosen:
-            deployed = finish.deploy(ws, target, changed, trace=pipeline.trace)
+            deployed = finish.deploy(ws, target, changed)
             if not deployed.ok:
                 report.deploy_failures.append(deployed.detail)
         if changed or dev.certs_prod or force:
             report.deploy_failures += finish.post_copies(ws)
     try:
-        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok], trace=pipeline.trace)
+        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok])
     except SslmError as err:
         report.deploy_failures.append(f"TLSA: {err}")
         retired = []
     if retired:
         _refresh_dns(ws, report, groups, everything=False)
+
+
+def _announce(ws: Workspace, refs: Sequence[ServiceRef]) -> None:
+    """The notifications the run's outcome calls for; they never fail the run."""
+    try:
+        notify.announce(ws, refs, deployment.read_ledger(ws))
+    except SslmError as err:
+        log.warning("notifications: %s", err)
 
 
 def _refresh_dns(
@@ -223,14 +234,12 @@ def _refresh_dns(
     except SslmError as err:
         report.deploy_failures.append(f"DNS refresh: {err}")
         return
-    for zone in zones:
-        pipeline.trace("dns_refresh", zone)
     report.dns_refreshed += zones
 
 
 def _clean(ws: Workspace, ref: ServiceRef, report: RunReport) -> None:
     verdict = steps.clean(ServiceContext(ws, ref))
-    pipeline.trace("clean", str(ref), verdict.detail)
+    trace("clean", str(ref), verdict.detail)
     if verdict.detail:
         report.cleaned[str(ref)] = verdict.detail.removeprefix(CLEANED).split(", ")
 

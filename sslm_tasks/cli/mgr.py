@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from io import TextIOWrapper
-from logging.handlers import RotatingFileHandler
-from pathlib import Path
 
 from sslm_tasks.config.load import Config, load_config
 from sslm_tasks.config.models import MAX_ROLL_MINS
@@ -25,7 +21,7 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
-from sslm_tasks.logs import LineFormatter
+from sslm_tasks.logs import LogFormat, open_log_file, send_to
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
@@ -41,10 +37,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 DEFAULT_LOCK_WAIT_S = 120.0
 #: How long the CLI follows the workflows it enqueued before giving up waiting.
 DEFAULT_WAIT_S = 1800.0
-#: Upstream's log rotation: 200 KiB, four old files.
-LOG_BYTES, LOG_BACKUPS = 204800, 4
-#: Mode of the log files sslm creates, whatever the umask: the group (adm, say) may read them.
-LOG_MODE = 0o640
 
 log = logging.getLogger("sslm")
 
@@ -191,51 +183,8 @@ def _dev_steps(args: argparse.Namespace) -> DevSteps:
     )
 
 
-def _open_log(path: str) -> int:
-    """Open ``path`` for appending, creating it at :data:`LOG_MODE`; never through a link."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, LOG_MODE)
-    except FileExistsError:
-        return os.open(path, flags)
-    try:
-        os.fchmod(fd, LOG_MODE)  # the umask may have narrowed the mode given to open
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-class _LogFile(RotatingFileHandler):
-    """Upstream's rotating ``sslm`` log; every file of it is created 0640 whatever the umask,
-    and a line that cannot be written (a full disk) is reported once on stderr instead of as a
-    traceback per line: the run goes on, its result is still printed."""
-
-    def __init__(self, path: Path) -> None:
-        # delay: the file is opened at the first line, which a run writes under the run lock,
-        # so a run waiting for the lock never holds a file another run rotates away.
-        super().__init__(
-            path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8", delay=True
-        )
-        self._reported = False
-
-    def _open(self) -> TextIOWrapper:
-        # "a", as the handler's mode: it is never given another.
-        return open(_open_log(self.baseFilename), "a", encoding=self.encoding, errors=self.errors)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        if not self._reported:
-            self._reported = True
-            error = sys.exc_info()[1]
-            print(
-                f"Error: {self.baseFilename}: cannot write the log ({error}); "
-                "the run goes on without it",
-                file=sys.stderr,
-            )
-
-
-def _setup_logging(config: Config, *, verbose: bool) -> None:
-    """``<logdir>/sslm`` with upstream's rotation and line shape; stderr too with ``-v``.
+def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat) -> None:
+    """``<logdir>/sslm``, the log workers write too; stderr as well with ``-v``.
 
     Raises:
       ConfigError: ``logdir`` is not set and the default does not exist (see
@@ -243,25 +192,12 @@ def _setup_logging(config: Config, *, verbose: bool) -> None:
       StoreError: the log directory or file cannot be created or opened for writing (a
         read-only or full file system); nothing else has been written yet.
     """
-    handlers: list[logging.Handler] = []
     logdir = ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)
-    to_file = _LogFile(logdir / "sslm")
-    try:
-        os.close(_open_log(to_file.baseFilename))
-    except OSError as err:
-        raise StoreError(f"{to_file.baseFilename}: cannot write the log: {err.strerror}") from None
-    to_file.setFormatter(LineFormatter())
-    handlers.append(to_file)
+    send_to([open_log_file(logdir)], logging.INFO, kind)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
-        handlers.append(console)
-    # "sslm" is the run's own story; "sslm_tasks" catches what the modules log by __name__.
-    for name in ("sslm", "sslm_tasks"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-        logger.handlers[:] = handlers
+        logging.getLogger().addHandler(console)
 
 
 def _clean_refs(
@@ -379,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws.locker = locker_for(settings, ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP))
     elif settings.broker_url:
         return _enqueue(settings.broker_url, config, refs, options, request, args)
-    return _locked_run(ws, refs, request, args)
+    return _locked_run(ws, refs, request, args, log_format=settings.log_format)
 
 
 def _enqueue(
@@ -424,11 +360,16 @@ def _enqueue(
 
 
 def _locked_run(
-    ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest, args: argparse.Namespace
+    ws: Workspace,
+    refs: Sequence[ServiceRef],
+    request: RunRequest,
+    args: argparse.Namespace,
+    *,
+    log_format: LogFormat,
 ) -> int:
     try:
         # The log first: a log that cannot be written stops the run before it writes anything.
-        _setup_logging(ws.config, verbose=args.verb)
+        _setup_logging(ws.config, verbose=args.verb, kind=log_format)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -185,6 +185,7 @@ def load_main(conf_dir: Path) -> MainConfig:
         raise ConfigError(path, "(file)", None, "missing")
     main = _validate(MainConfig, read_toml(path), path)
     _check_trees(path, main, topdir=conf_dir.parent)
+    _check_notify(path, main)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
             raise ConfigError(
@@ -227,6 +228,20 @@ def _first_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
+
+
+def _check_notify(path: Path, main: MainConfig) -> None:
+    """Every ``[notify] urls`` entry is one apprise knows, so a typo stops the run here rather
+    than when the first failure should have been announced."""
+    if main.notify is None or not main.notify.urls:
+        return
+    # apprise takes half a second to import: only configurations that notify pay for it.
+    import apprise
+
+    for index, url in enumerate(main.notify.urls):
+        if not apprise.Apprise().add(url):
+            shown = url.split("://", 1)[0] + "://..."  # the rest may hold a password
+            raise ConfigError(path, f"notify.urls[{index}]", shown, "not a URL apprise knows")
 
 
 def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -319,6 +319,21 @@ SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 DEFAULT_SITE = "default"
 
 
+#: What a notification may be sent for (``[notify] on``).
+NotifyEvent = Literal["failure", "recovery", "expiring"]
+
+
+class NotifySection(_Model):
+    """``[notify]``: sslm's addition, messages through apprise when a service's health changes."""
+
+    #: apprise URLs (``mailto://...``, ``json://...``, ``ntfy://...``, ...): checked when the
+    #: configuration loads.
+    urls: StrList = Field(default_factory=list)
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(get_args(NotifyEvent)))
+    #: A reminder while a service stays failing or expiring, this often; 0: none.
+    remind_hours: float = Field(default=24, ge=0, le=8760, allow_inf_nan=False)
+
+
 class MainConfig(_Model):
     """``conf.d/ssl-mgr.conf``."""
 
@@ -333,6 +348,7 @@ class MainConfig(_Model):
     other: ServerSection | None = None
     #: sslm's addition: ``site = [host, ...]``. Each site has its own deploy queue and workers.
     sites: dict[str, StrList] = Field(default_factory=dict)
+    notify: NotifySection | None = None
 
     @field_validator("sites")
     @classmethod

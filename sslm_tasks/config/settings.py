@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sslm_tasks.config.models import DEFAULT_SITE, SITE_NAME
 from sslm_tasks.errors import ConfigError
+from sslm_tasks.logs import LogFormat
 
 #: Where configuration errors about these settings say they came from.
 ENV_SOURCE = "environment"
@@ -184,6 +185,9 @@ class RuntimeSettings(BaseSettings):
     #: before the task fails; the CLI keeps following its workflows this long. A Redis restart
     #: takes seconds; an upgrade of its host, minutes.
     broker_outage_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: ``text`` (one line per record) or ``json`` (one JSON object per line), for the log file
+    #: and the workers' stdout alike.
+    log_format: LogFormat = "text"
 
     @model_validator(mode="before")
     @classmethod

@@ -17,7 +17,7 @@ its ``curr`` once a deploy that began after production got that ``curr``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from sslm_tasks.dns.lookup import Nameserver, primary_for
 from sslm_tasks.errors import SslmError, StoreError, TransientError
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import PUBLIC_MODE, ServiceRef
@@ -46,8 +47,6 @@ from sslm_tasks.store.versions import read_link
 #: Longest detail kept per server: enough for the reason, short enough for a status line.
 _DETAIL_KEPT: Final = 300
 _LEDGER: Final = ".deploys.json"
-#: A step name and the server it ran for, as the walkers trace it.
-Trace = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,6 @@ def deploy_to(
     target: DeployTarget,
     changed: Sequence[ServiceRef],
     *,
-    trace: Trace,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ServerOutcome:
     """Deploy ``target`` (copy, ``post_copy_cmd``, restarts when due), then its ``verify``
@@ -163,10 +161,10 @@ def deploy_to(
     step = "deploy"
     try:
         ran = deploy(ws.config.main, target, prod_dir=ws.layout.prod_dir, timeout_s=timeout_s)
-        trace("deploy", key)
+        trace("deploy", key, field="server")
         step = "verify"
         problems = check_server(ws, target, changed, timeout_s=timeout_s)
-        trace("verify", key)
+        trace("verify", key, field="server")
         shown = [" ".join(result.argv) for result in ran]
         detail = "; ".join(problems) or "deployed" + "".join(f"; ran {c}" for c in shown)
         if problems:

@@ -26,13 +26,13 @@ from sslm_tasks.lifecycle import dane
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import (
     ServerOutcome,
-    Trace,
     deploy_to,
     lacking,
     read_ledger,
     server_key,
 )
 from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
 
 log = logging.getLogger("sslm")
@@ -51,7 +51,10 @@ def refresh_dns(
     Raises:
       SslmError: the refresh failed; its zones stay pending for the next one.
     """
-    return dane.refresh_pending(ws, groups, everything=everything, wait_s=wait_s)
+    zones = dane.refresh_pending(ws, groups, everything=everything, wait_s=wait_s)
+    for zone in zones:
+        trace("dns_refresh", zone, field="zone")
+    return zones
 
 
 def targets(
@@ -90,11 +93,10 @@ def deploy(
     target: DeployTarget,
     changed: Sequence[ServiceRef],
     *,
-    trace: Trace,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ServerOutcome:
     """Deploy to one server and verify what it serves (see ``deployment.deploy_to``)."""
-    outcome = deploy_to(ws, target, changed, trace=trace, timeout_s=timeout_s)
+    outcome = deploy_to(ws, target, changed, timeout_s=timeout_s)
     if outcome.ok:
         log.info("[%s] %s: %s", target.server_class, target.host, outcome.detail)
     else:
@@ -113,7 +115,7 @@ def post_copies(ws: Workspace, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[
     return failures
 
 
-def retire(ws: Workspace, refs: Iterable[ServiceRef], *, trace: Trace) -> list[str]:
+def retire(ws: Workspace, refs: Iterable[ServiceRef]) -> list[str]:
     """Drop the old TLSA records of each of ``refs`` whose servers all hold its new ``curr``;
     returns the zones whose TLSA file changed (a refresh is then pending for them).
 

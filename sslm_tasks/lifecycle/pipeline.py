@@ -35,6 +35,7 @@ from sslm_tasks.lifecycle import failures, steps
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.steps import Verdict
 from sslm_tasks.lifecycle.workspace import DevSteps
+from sslm_tasks.logs import trace
 
 log = logging.getLogger("sslm")
 
@@ -202,11 +203,6 @@ class Walk:
         trace(step, str(ctx.ref), verdict.detail)
         if verdict.detail:
             self.said.append(verdict.detail)
-
-
-def trace(step: str, where: str, detail: str = "") -> None:
-    """The log line of a step that ran: the same words in-process and on workers."""
-    log.info("%s: step %s%s", where, step, f": {detail}" if detail else "")
 
 
 def pending(segment: Segment, walk: Walk) -> tuple[str, Step] | None:

@@ -153,3 +153,22 @@ def test_without_an_atomic_exchange_the_switch_still_leaves_one_whole_version(
     assert key_matches_cert(prod / "next")
     assert sorted(os.listdir(prod)) == ["curr", "next"]
     assert production.sync_service(ctx) is False
+
+
+def test_a_corrupt_state_record_stays_with_its_service(topdir: Path, mgr: RunMgr) -> None:
+    # Given an issued tree where one service's record is garbage
+    assert mgr("-renew", "-roll").returncode == 0
+    state = topdir / "certs/example.com/mail-ec/state.json"
+    state.write_text('{"phase": "issu')
+    # When every service is forced to renew
+    result = mgr("-f", "-renew", "-roll", "-roll-mins", "0")
+    # Then the run goes through all of them, the bad record kept aside and rebuilt
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    kept = list(state.parent.glob("state.json.corrupt-*"))
+    assert [path.read_text() for path in kept] == ['{"phase": "issu']
+    for svc in ("example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"):
+        assert len(list((topdir / "certs" / svc / "db").iterdir())) == 2, svc
+    # and -s says what happened to it
+    status = mgr("-s", "example.com:mail-ec")
+    assert "state record was unreadable" in status.stdout, status.stdout

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import RedisError
+from support import free_port
 
 from sslm_tasks.app import create_app
 from sslm_tasks.config.settings import RuntimeSettings
@@ -66,13 +66,6 @@ def require_binary(name: str) -> str:
     if path is None:
         unavailable(f"{name} is not installed (Debian: apt-get install {name})")
     return path
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(

@@ -1,28 +1,48 @@
-"""One shape of log line for the in-process log file and the workers' stdout."""
+"""One log for both paths: one line shape (or JSON lines), one file, set up once per process."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import LOG_LINE
 
-from sslm_tasks.logs import LineFormatter, log_to_stream
+from sslm_tasks.errors import StoreError
+from sslm_tasks.logs import JsonFormatter, LineFormatter, open_log_file, send_to
 
 
-def record(level: int, message: str) -> logging.LogRecord:
-    return logging.LogRecord("sslm_tasks.test", level, __file__, 1, message, None, None)
+def record(level: int, message: str, **extra: str) -> logging.LogRecord:
+    made = logging.LogRecord("sslm", level, __file__, 1, message, None, None)
+    made.created = 1796326890.0  # 2026-12-03T19:41:30Z
+    made.__dict__.update(extra)
+    return made
 
 
-def test_routine_lines_keep_upstreams_shape_and_problems_name_their_level() -> None:
+def test_a_line_is_utc_time_level_and_message() -> None:
     formatter = LineFormatter()
-    info = formatter.format(record(logging.INFO, "example.com:mail-ec: renewing: forced"))
+    info = formatter.format(record(logging.INFO, "example.com:mail-ec: step keygen"))
     warning = formatter.format(record(logging.WARNING, "lock 'x' not released"))
+    assert info == "2026-12-03T19:41:30Z INFO    example.com:mail-ec: step keygen"
+    assert warning == "2026-12-03T19:41:30Z WARNING lock 'x' not released"
     assert LOG_LINE.fullmatch(info) and LOG_LINE.fullmatch(warning)
-    assert info[19:] == "  example.com:mail-ec: renewing: forced"
-    assert warning[19:] == "  WARNING: lock 'x' not released"
+
+
+def test_json_lines_carry_the_steps_fields() -> None:
+    line = JsonFormatter().format(
+        record(logging.INFO, "smtp:mx1: step deploy", server="smtp:mx1", step="deploy")
+    )
+    assert json.loads(line) == {
+        "time": "2026-12-03T19:41:30Z",
+        "level": "INFO",
+        "logger": "sslm",
+        "message": "smtp:mx1: step deploy",
+        "server": "smtp:mx1",
+        "step": "deploy",
+    }
 
 
 @pytest.fixture
@@ -38,12 +58,20 @@ def root_handlers() -> Iterator[None]:
 def test_setting_up_again_writes_each_line_once() -> None:
     # Given the set-up run twice, as Celery does in the main and in each pool process
     first, second = io.StringIO(), io.StringIO()
-    log_to_stream(first, "INFO")
-    log_to_stream(second, logging.INFO)
+    send_to([logging.StreamHandler(first)], "INFO", "text")
+    send_to([logging.StreamHandler(second)], logging.INFO, "text")
 
     # When a module logs, Then the line is written once, in sslm's shape, where it now goes
     logging.getLogger("sslm_tasks.deploy").info("deployed smtp1")
     logging.getLogger("celery.worker").debug("below the level")
     assert first.getvalue() == ""
     (line,) = second.getvalue().splitlines()
-    assert LOG_LINE.fullmatch(line) and line.endswith("  deployed smtp1")
+    assert LOG_LINE.fullmatch(line) and line.endswith(" deployed smtp1")
+
+
+def test_a_log_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text("theirs\n")
+    (tmp_path / "sslm").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StoreError, match="not a regular file"):
+        open_log_file(tmp_path)
+    assert (tmp_path / "elsewhere").read_text() == "theirs\n"
