@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from cryptography import x509
+
 from sslm_tasks.config.load import acme_ca_of
-from sslm_tasks.crypto.inspect import cert_info
-from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from sslm_tasks.crypto.inspect import cert_info, load_certs
+from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
 from sslm_tasks.renewal import RenewDecision
-from sslm_tasks.store.layout import LinkName, ServiceRef
+from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
 from sslm_tasks.store.versions import STAMP_FORMAT, read_link
 
 #: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
@@ -119,9 +122,27 @@ class ServiceStatus:
         return self.renew.renew_at
 
 
-def _version(ctx: ServiceContext, which: LinkName, *, details: bool) -> VersionStatus | None:
+def published_cert(ctx: ServiceContext, which: LinkName) -> x509.Certificate | None:
+    """The certificate the production tree holds for ``which``: what servers are given, and
+    what a reader that may not enter the store's version directories (the metrics, running
+    without access to private keys) can read. None when production has no copy (it never
+    holds ``prev``)."""
+    if which == "prev":
+        return None
+    path = ctx.layout.prod_version_dir(ctx.ref, which) / CERT
+    try:
+        return load_certs(path.read_bytes())[0]
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StoreError(f"reading {path}: {err.strerror or err}") from err
+
+
+def _version(
+    ctx: ServiceContext, which: LinkName, load: CertLoader, *, details: bool
+) -> VersionStatus | None:
     stamp = read_link(ctx.layout, ctx.ref, which)
-    cert = load_version_cert(ctx, which)
+    cert = load(ctx, which)
     if stamp is None or cert is None:
         return None
     described = None
@@ -173,18 +194,23 @@ def pending_since(
 
 
 def service_status(
-    ctx: ServiceContext, ledger: dict[str, ServerOutcome], *, details: bool = True
+    ctx: ServiceContext,
+    ledger: dict[str, ServerOutcome],
+    *,
+    details: bool = True,
+    load: CertLoader = load_version_cert,
 ) -> ServiceStatus:
     """The status of the service of ``ctx`` (a read-only context: ``repair=False``; its
     workspace's random source a :class:`MiddleOfSpread`). ``details``: also the names and
-    algorithms of the certificates, for people.
+    algorithms of the certificates, for people; ``load`` reads the certificates (from the
+    store, or :func:`published_cert`).
 
     Raises:
       StoreError: a link, the record or the ledger is unreadable.
     """
     record = ctx.record
-    judged = health(ctx, ledger)
-    curr = _version(ctx, "curr", details=details)
+    judged = health(ctx, ledger, load=load)
+    curr = _version(ctx, "curr", load, details=details)
     lacking = set(judged.pending_servers)
     servers = [
         ServerStatus(key, key not in lacking, ledger.get(key))
@@ -197,8 +223,8 @@ def service_status(
         health=judged,
         phase=record.phase,
         curr=curr,
-        next=_version(ctx, "next", details=details),
-        renew=renew_decision(ctx),
+        next=_version(ctx, "next", load, details=details),
+        renew=renew_decision(ctx, load=load),
         ari=_ari_for(record.ari, curr),
         backoff=record.backoff if acme_ca_of(ctx.ws.config, ctx.ref) else None,
         roll_due=record.roll_due,
