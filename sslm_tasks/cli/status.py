@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, read_ledger
-from sslm_tasks.lifecycle.status import MiddleOfSpread, ServiceStatus, service_status
+from sslm_tasks.lifecycle.status import ReadingWorkspace, ServiceStatus, service_status
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 
@@ -43,7 +43,7 @@ def read_statuses(
     """Each service's status in turn, read when asked for (nothing is held for the others);
     first the ledger's problem, if it cannot be read (every service is then judged without
     it). The statuses judge by the renew target (:class:`MiddleOfSpread`)."""
-    reading = replace(ws, rng=MiddleOfSpread())
+    reading = ReadingWorkspace(config=ws.config, options=ws.options, clock=ws.clock)
     ledger: dict[str, ServerOutcome] = {}
     try:
         ledger = read_ledger(reading)

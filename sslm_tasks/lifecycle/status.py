@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Final
 
 from cryptography import x509
@@ -26,8 +27,9 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
-from sslm_tasks.renewal import RenewDecision
-from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.renewal import RenewDecision, RenewTable
+from sslm_tasks.store.layout import CERT, Layout, LinkName, ServiceRef
 from sslm_tasks.store.versions import STAMP_FORMAT, read_link
 
 #: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
@@ -40,6 +42,25 @@ class MiddleOfSpread(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return (a + b) / 2
+
+
+@dataclass
+class ReadingWorkspace(Workspace):
+    """The workspace of a status: it draws with :class:`MiddleOfSpread`, and makes its layout
+    and renew table once, since it only reads (a run's workspace makes them at each use)."""
+
+    rng: random.Random = field(default_factory=MiddleOfSpread)
+
+    @cached_property
+    def layout(self) -> Layout:
+        return self.config.layout(test=self.options.test)
+
+    @cached_property
+    def _renew_table(self) -> RenewTable:
+        return super().renew_table()
+
+    def renew_table(self) -> RenewTable:
+        return self._renew_table
 
 
 @dataclass(frozen=True)
