@@ -141,6 +141,9 @@ PER_SERVICE: Final[tuple[Family, ...]] = (
     ROLL_DUE,
 )
 _CONDITIONS: Final = ("True", "False", "Unknown")
+#: Services rendered together: prometheus_client renders a batch in one pass, and the
+#: samples of one batch at a time are held (10,000 services' would take 100 MB).
+_BATCH: Final = 500
 #: The steps a service fails in itself; deploy and verify are counted by server.
 _SERVER_STEPS: Final = ("deploy", "verify")
 
@@ -152,8 +155,11 @@ class _Service:
 
     ref: ServiceRef
     record: str
-    links: tuple[str, str]
-    certificates: tuple[str, str]
+    curr: str
+    next: str
+    #: The service's production folder: a new ``curr`` or ``next`` there is swapped in whole
+    #: (``store.confined``), which changes the folder itself.
+    production: str
     servers: tuple[str, ...]
 
     def inputs(
@@ -166,11 +172,13 @@ class _Service:
         record, which a new ``curr`` brings, could), so the ledger's times of such a server
         are left out: a routine deploy does not render every service it carries anew.
         """
+        deploys = tuple([_deploy_key(ledger.get(key), key in carrying) for key in self.servers])
         return (
             _file_key(self.record),
-            *map(_link, self.links),
-            *map(_file_key, self.certificates),
-            tuple(_deploy_key(ledger.get(key), key in carrying) for key in self.servers),
+            _link(self.curr),
+            _link(self.next),
+            _file_key(self.production),
+            deploys,
         )
 
 
@@ -213,10 +221,11 @@ def _link(path: str) -> str | None:
         return None
 
 
-def _conf_fingerprint(conf_dir: Path) -> tuple[tuple[str, int, int], ...]:
-    """Every file of the configuration tree, with its size and time: changed when a file or a
-    service is added, removed or edited."""
-    found: list[tuple[str, int, int]] = []
+def _conf_fingerprint(conf_dir: Path) -> tuple[int, int]:
+    """A digest of every file of the configuration tree with its size and time, and their
+    count: it changes when a file or a service is added, removed or edited. (A sum of hashes:
+    10,000 service files need no sorted list at every scrape.)"""
+    digest = count = 0
     pending = [str(conf_dir)]
     while pending:
         with os.scandir(pending.pop()) as entries:
@@ -225,8 +234,9 @@ def _conf_fingerprint(conf_dir: Path) -> tuple[tuple[str, int, int], ...]:
                     pending.append(entry.path)
                 else:
                     info = entry.stat(follow_symlinks=True)
-                    found.append((entry.path, info.st_size, info.st_mtime_ns))
-    return tuple(sorted(found))
+                    digest += hash((entry.path, info.st_size, info.st_mtime_ns))
+                    count += 1
+    return digest, count
 
 
 class _Families(Collector):
@@ -249,16 +259,15 @@ def render(families: Sequence[Metric]) -> str:
     return generate_latest(_Families(families)).decode()
 
 
-def _split(text: str) -> dict[str, str]:
+def _split(text: str) -> dict[str, list[str]]:
     """The sample lines of each family of rendered ``text``, without HELP and TYPE."""
-    found: dict[str, str] = {}
-    current = ""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
     for line in text.splitlines(keepends=True):
         if line.startswith("# TYPE "):
-            current = line.split(" ", 3)[2]
-            found[current] = ""
+            current = found.setdefault(line.split(" ", 3)[2], [])
         elif not line.startswith("#"):
-            found[current] += line
+            current.append(line)
     return found
 
 
@@ -309,7 +318,7 @@ def render_services(statuses: Sequence[ServiceStatus]) -> list[dict[str, str]]:
         _add_service(families, status)
         counts.append([len(m.samples) - n for m, n in zip(families.values(), before, strict=True)])
     rendered = _split(render(list(families.values())))
-    lines = [rendered[name].splitlines(keepends=True) for name, _, _ in PER_SERVICE]
+    lines = [rendered[name] for name, _, _ in PER_SERVICE]
     offsets = [0] * len(PER_SERVICE)
     found: list[dict[str, str]] = []
     for added in counts:
@@ -377,7 +386,7 @@ def _unknown_lines(ref: ServiceRef) -> str:
     ready = gauge(READY)
     for condition in _CONDITIONS:
         ready.add_metric([ref.group, ref.service, condition], float(condition == "Unknown"))
-    return _split(render([ready]))[READY[0]]
+    return "".join(_split(render([ready]))[READY[0]])
 
 
 class Survey:
@@ -396,7 +405,7 @@ class Survey:
         self._clock = clock
         self._lock = threading.Lock()
         self._config: Config | None = None
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._fingerprint = (0, 0)
         self._reload_ok = True
         self._reloaded_at = 0.0
         self._services: list[_Service] = []
@@ -404,6 +413,8 @@ class Survey:
         self._rendered: dict[ServiceRef, _Rendered] = {}
         self._errors: dict[str, str] = {}
         self._certificates = _ProductionCertificates()
+        #: The services' part of the last output: it stands while no service changed.
+        self._services_text: str | None = None
         self._headers = {
             name: render([gauge((name, doc, labels))]) for name, doc, labels in PER_SERVICE
         }
@@ -432,13 +443,11 @@ class Survey:
         self._services = [
             _Service(
                 ref,
-                str(layout.state_file(ref)),
-                (str(layout.link(ref, "curr")), str(layout.link(ref, "next"))),
-                (
-                    str(layout.prod_version_dir(ref, "curr") / CERT),
-                    str(layout.prod_version_dir(ref, "next") / CERT),
-                ),
-                tuple(servers_using(main, ref)),
+                record=str(layout.state_file(ref)),
+                curr=str(layout.link(ref, "curr")),
+                next=str(layout.link(ref, "next")),
+                production=str(layout.prod_version_dir(ref, "curr").parent),
+                servers=tuple(servers_using(main, ref)),
             )
             for ref in refs
         ]
@@ -449,6 +458,7 @@ class Survey:
         ]
         self._rendered.clear()
         self._certificates.forget()
+        self._services_text = None
 
     # -- one scrape ---------------------------------------------------------------------
 
@@ -461,8 +471,9 @@ class Survey:
             ws = ReadingWorkspace(config=self._config, clock=self._clock)
             ledger, ledger_ok = self._ledger(ws)
             now = self._clock()
-            stale: list[tuple[_Service, ServiceStatus]] = []
+            batch: list[tuple[_Service, ServiceStatus]] = []
             unknown: list[str] = []
+            fresh = 0
             for service in self._services:
                 found = self._rendered.get(service.ref)
                 carrying = frozenset() if found is None else found.carrying
@@ -471,25 +482,41 @@ class Survey:
                 if found is not None and found.inputs == inputs and not expired:
                     continue
                 try:
-                    stale.append((service, self._status(ws, service, ledger)))
+                    batch.append((service, self._status(ws, service, ledger)))
                 except SslmError as err:
                     self._failed(str(service.ref), str(err))
                     self._rendered.pop(service.ref, None)
                     unknown.append(_unknown_lines(service.ref))
-            statuses = [status for _, status in stale]
-            for (service, status), lines in zip(stale, render_services(statuses), strict=True):
-                self._rendered[service.ref] = _rendered(service, status, lines, ledger)
+                if len(batch) == _BATCH:
+                    fresh += self._keep(batch, ledger)
+                    batch = []
+            fresh += self._keep(batch, ledger)
             kept = [self._rendered[s.ref] for s in self._services if s.ref in self._rendered]
-            parts = []
-            for name, _, _ in PER_SERVICE:
-                text = "".join(entry.lines.get(name, "") for entry in kept)
-                if name == READY[0]:
-                    text += "".join(unknown)
-                if text:
-                    parts.append(self._headers[name] + text)
-            summary = _Summary(kept, ledger, ledger_ok, len(unknown), len(stale), now, started)
-            parts.append(render(list(self._server_families(summary))))
-            return "".join(parts).encode()
+            if fresh or unknown or self._services_text is None:
+                self._services_text = self._assemble(kept, unknown)
+            summary = _Summary(kept, ledger, ledger_ok, len(unknown), fresh, now, started)
+            server_text = render(list(self._server_families(summary)))
+            return (self._services_text + server_text).encode()
+
+    def _keep(
+        self, batch: list[tuple[_Service, ServiceStatus]], ledger: dict[str, ServerOutcome]
+    ) -> int:
+        """Render ``batch`` and keep each service's lines; returns how many."""
+        rendered = render_services([status for _, status in batch])
+        for (service, status), lines in zip(batch, rendered, strict=True):
+            self._rendered[service.ref] = _rendered(service, status, lines, ledger)
+        return len(batch)
+
+    def _assemble(self, kept: list[_Rendered], unknown: list[str]) -> str:
+        """Every service's lines, family by family, each family under its HELP and TYPE."""
+        parts = []
+        for name, _, _ in PER_SERVICE:
+            text = "".join(entry.lines.get(name, "") for entry in kept)
+            if name == READY[0]:
+                text += "".join(unknown)
+            if text:
+                parts.append(self._headers[name] + text)
+        return "".join(parts)
 
     def _ledger(self, ws: Workspace) -> tuple[dict[str, ServerOutcome], bool]:
         try:
