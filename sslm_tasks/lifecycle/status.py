@@ -222,7 +222,7 @@ def service_status(
     load: CertLoader = load_version_cert,
 ) -> ServiceStatus:
     """The status of the service of ``ctx`` (a read-only context: ``repair=False``; its
-    workspace's random source a :class:`MiddleOfSpread`). ``details``: also the names and
+    workspace a :class:`ReadingWorkspace`). ``details``: also the names and
     algorithms of the certificates, for people; ``load`` reads the certificates (from the
     store, or :func:`published_cert`).
 
