@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyped]
 
-from sslm_tasks.config.load import load_config
+from sslm_tasks.config.load import load_settings_only
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.errors import ConfigError, SslmError
 from sslm_tasks.logs import open_log_file, send_to
@@ -188,7 +188,7 @@ def _log_sslm_lines(loglevel: int, logfile: str | None, **kwargs: Any) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
     problem = None
     try:
-        config, _ = load_config([])
+        config = load_settings_only()
         handlers.append(open_log_file(ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)))
     except SslmError as err:
         problem = err

@@ -23,7 +23,7 @@ from typing import Any, Final, NoReturn, TypedDict
 from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
-from sslm_tasks.config.load import Config, load_config, signer_of
+from sslm_tasks.config.load import Config, load_config, load_settings_only, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
@@ -131,6 +131,13 @@ def _settings() -> RuntimeSettings:
 def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
     config, _ = load_config(refs)
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
+
+
+def _settings_workspace() -> Workspace:
+    """A workspace with ``ssl-mgr.conf`` and ``ca-info.conf`` only, for the tasks that work on
+    servers or zones: the services they meet are read on demand, not every service file."""
+    config = load_settings_only()
+    return Workspace(config=config, locker=_locker(config))
 
 
 def _locker(config: Config) -> Locker:
@@ -244,7 +251,15 @@ def _not_yet(
     raise task.retry(countdown=pause)
 
 
-@app.task(name=TaskName.WALK.value, base=ServiceTask, **SERVICE_TASK)  # type: ignore[untyped-decorator]
+#: A walk retries itself while a wait is not ready (within SSLM_ACME_WAIT_S, which it checks)
+#: and while the chain it follows runs; the retry limit is only a backstop above that.
+WALK_TASK: Final[dict[str, Any]] = {
+    **SERVICE_TASK,
+    "max_retries": pipeline.max_retries(load_settings().acme_wait_s),
+}
+
+
+@app.task(name=TaskName.WALK.value, base=ServiceTask, **WALK_TASK)  # type: ignore[untyped-decorator]
 def walk(
     self: ServiceTask,
     prev: SegmentResult | None,
@@ -254,16 +269,22 @@ def walk(
     options: dict[str, Any],
     plan: WalkPlan,
     index: int,
+    after: str | None = None,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
     The first segment claims the service for this workflow (a second trigger meanwhile gets
-    ``busy``), the last releases it. A wait that is not ready retries this task with a
-    countdown; the chain's next segment runs only once this one is through.
+    ``busy``), the last releases it. With ``after`` (the last walk of the signing CA's workflow
+    in the same run), the first segment starts once that one succeeded, so the service is
+    signed by the CA's new certificate; it fails if that one failed. A wait that is not ready
+    retries this task with a countdown; the chain's next segment runs only once this one is
+    through.
     """
     ref = ServiceRef(group, service)
     if prev is not None and prev["busy"]:
         return prev
+    if after is not None:
+        _follow(self, ref, after)
     ws = _workspace([str(ref)], options)
     chosen = pipeline.segments(
         pipeline.service_stages(
@@ -296,6 +317,17 @@ def walk(
     )
     synced = (prev is not None and prev["synced"]) or PRODUCTION_UPDATED in progress.said
     return _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
+
+
+def _follow(task: Task, ref: ServiceRef, after: str) -> None:
+    """Start only once the workflow step ``after`` succeeded: ask again after a countdown while
+    it has not ended; fail when it failed."""
+    state = task.AsyncResult(after).state
+    if state == "SUCCESS":
+        return
+    if state in ("FAILURE", "REVOKED"):
+        raise PermanentError(f"{ref}: not started: the signing CA's workflow failed ({after})")
+    raise task.retry(countdown=pipeline.countdown(int(task.request.retries or 0)))
 
 
 def _walk_segment(
@@ -349,7 +381,7 @@ def fanout(
     services, renew then roll) coalesce into one restart per server.
     """
     ref = ServiceRef(group, service)
-    ws = _workspace([], options)
+    ws = _workspace([str(ref)], options)
     dev = ws.options.dev
     # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
     touched = prev["changed"] or prev["synced"]
@@ -413,7 +445,7 @@ def deploy_server(
     A failed deploy fails the task (transient failures are retried)."""
     deploy_target = DeployTarget.from_json(target, site=site)
     _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
-    ws = _workspace([], {})
+    ws = _settings_workspace()
     refs = [ServiceRef(*name.split(":", 1)) for name in changed]
     outcome = finish.deploy(ws, deploy_target, refs)
     if outcome.error is not None:
@@ -444,7 +476,7 @@ def deploy_post_copy(self: Task, host: str, command: str, *, site: str) -> Deplo
 @app.task(name=TaskName.DNS_REFRESH.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     """``-dns``: refresh the zones ``apexes`` (``[dns] restart_cmd --serial_bump ...``)."""
-    config, _ = load_config([])
+    config = load_settings_only()
     settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
     with _locker(config).acquire("dns:refresh", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
@@ -455,7 +487,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
 @app.task(name=TaskName.DNS_REFRESH_PENDING.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
 def dns_refresh_pending(self: Task, group: str) -> list[str]:
     """Refresh the zone ``group`` if a change is pending there (one refresh for many)."""
-    return finish.refresh_dns(_workspace([], {}), [group])
+    return finish.refresh_dns(_settings_workspace(), [group])
 
 
 # --------------------------------------------------------------------------- beat
@@ -482,9 +514,10 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    ws = _workspace([], {})
-    started = []
-    for ref in _unclaimed(ws.config.services):
+    config, refs = load_config([])
+    ws = Workspace(config=config, locker=_locker(config))
+    started: dict[ServiceRef, str] = {}
+    for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
         try:
             due = build.check_renew(ctx, record=False).build
@@ -492,9 +525,12 @@ def renew_scan() -> list[str]:
             log.warning("%s: renew check: %s", ref, err)
             continue
         if due:
-            send_service(ws.config, ref, RunOptions(), renew=True, roll=False)
-            started.append(str(ref))
-    return started
+            signer = signer_of(config, ref)
+            after = None if signer is None else started.get(signer)
+            started[ref] = send_service(
+                config, ref, RunOptions(), renew=True, roll=False, after=after
+            )
+    return [str(ref) for ref in started]
 
 
 @app.task(name=TaskName.ROLL_SCAN.value)  # type: ignore[untyped-decorator]

@@ -13,6 +13,7 @@ from task names only, so sending a workflow needs the app, not the task module.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Signature, chain  # type: ignore[import-untyped]
@@ -26,9 +27,17 @@ from sslm_tasks.store.layout import ServiceRef
 
 
 def service_steps(
-    config: Config, ref: ServiceRef, options: RunOptions, *, renew: bool, roll: bool
+    config: Config,
+    ref: ServiceRef,
+    options: RunOptions,
+    *,
+    renew: bool,
+    roll: bool,
+    after: str | None = None,
 ) -> list[Signature]:
-    """The chain of one service's workflow, first segment first, fan-out last."""
+    """The chain of one service's workflow, first segment first, fan-out last. With ``after``
+    (a task id: the last walk of the signing CA's workflow in the same run) the workflow starts
+    once that task succeeded."""
     acme = acme_ca_of(config, ref) is not None
     plan = {"renew": renew, "roll": roll, "acme": acme}
     stages = pipeline.service_stages(renew_it=renew, roll_it=roll, wanted=options.dev, acme=acme)
@@ -36,14 +45,13 @@ def service_steps(
     steps: list[Signature] = []
     for index, segment in enumerate(pipeline.segments(stages)):
         kwargs = {**names, "options": options.to_json(), "plan": plan, "index": index}
+        if index == 0 and after is not None:
+            kwargs["after"] = after
         steps.append(
             app.signature(
                 TaskName.WALK.value,
-                # The first takes no previous result: linked behind a CA's chain it must not
-                # receive the CA's.
                 args=(None,) if index == 0 else (),
                 kwargs=kwargs,
-                immutable=index == 0,
                 shadow=f"{segment.name} {ref}",
             )
         )
@@ -53,11 +61,21 @@ def service_steps(
 
 
 def send_service(
-    config: Config, ref: ServiceRef, options: RunOptions, *, renew: bool, roll: bool
+    config: Config,
+    ref: ServiceRef,
+    options: RunOptions,
+    *,
+    renew: bool,
+    roll: bool,
+    after: str | None = None,
 ) -> str:
-    """Send one service's workflow; returns the id of its first task."""
-    result = chain(*service_steps(config, ref, options, renew=renew, roll=roll)).apply_async()
-    return str(result.id)
+    """Send one service's workflow; returns the id of its last walk task (what a service it
+    signs waits for)."""
+    steps = service_steps(config, ref, options, renew=renew, roll=roll, after=after)
+    last_walk = str(uuid.uuid4())
+    steps[-2].set(task_id=last_walk)
+    chain(*steps).apply_async()
+    return last_walk
 
 
 def dns_refresh(apexes: list[str]) -> Signature:

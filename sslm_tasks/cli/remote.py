@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from celery import Signature, chain  # type: ignore[import-untyped]
-from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
+from celery.backends.base import BaseKeyValueStoreBackend  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -75,7 +75,7 @@ def task_states(app: Any, task_ids: Sequence[str]) -> list[tuple[str, Any]]:
     backend = app.backend
     if not task_ids:
         return []
-    if isinstance(backend, KeyValueStoreBackend):
+    if isinstance(backend, BaseKeyValueStoreBackend):
         values = backend.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
         metas = [
             backend.decode_result(value) if value else {"status": "PENDING", "result": None}
@@ -142,24 +142,22 @@ def _assign_ids(steps: list[Signature]) -> list[str]:
 def enqueue(
     config: Config, refs: Sequence[ServiceRef], options: RunOptions, request: RunRequest
 ) -> list[ServiceRun]:
-    """Send one chain per service (``refs`` in signing order); returns what to follow."""
-    runs: dict[ServiceRef, tuple[ServiceRun, list[Signature]]] = {}
-    roots = []
+    """Send one chain per service (``refs`` in signing order), each its own small message; a
+    service whose local CA is in the run starts once the CA's workflow walked (its first task
+    waits for the CA's last walk, ``tasks.walk(after=...)``). Returns what to follow."""
+    runs: dict[ServiceRef, ServiceRun] = {}
     for ref in refs:
-        steps = service_steps(config, ref, options, renew=request.renew, roll=request.roll)
         signer = signer_of(config, ref)
         parent = runs.get(signer) if signer is not None else None
+        after = None if parent is None else parent.ids[-2]
+        steps = service_steps(
+            config, ref, options, renew=request.renew, roll=request.roll, after=after
+        )
         names = [str(step.options["shadow"]).split(" ", 1)[0] for step in steps]
-        run = ServiceRun(ref, names, _assign_ids(steps))
-        if parent is None:
-            roots.append(chain(*steps))
-        else:
-            run.after = parent[0]
-            parent[1][-1].link(chain(*steps))
-        runs[ref] = (run, steps)
-    for canvas in roots:
-        canvas.apply_async()
-    return [run for run, _ in runs.values()]
+        run = ServiceRun(ref, names, _assign_ids(steps), after=parent)
+        chain(*steps).apply_async()
+        runs[ref] = run
+    return list(runs.values())
 
 
 def _line(run: ServiceRun) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,21 @@ def _selection_problem(group: str, services: Iterable[str]) -> str | None:
     return None
 
 
+def load_settings_only(conf_dir: Path | None = None) -> Config:
+    """``ssl-mgr.conf`` and ``ca-info.conf`` without any service file: what a task that works on
+    zones or servers, not on services, needs (a service it meets is read on demand,
+    ``Workspace.service``).
+
+    Raises:
+      ConfigError: as :func:`load_config`.
+    """
+    conf_dir = (conf_dir or find_conf_dir()).absolute()
+    main = load_main(conf_dir)
+    return Config(
+        topdir=conf_dir.parent, conf_dir=conf_dir, main=main, cas=load_cas(conf_dir, main)
+    )
+
+
 def load_config(
     selection: Iterable[str] = (), *, conf_dir: Path | None = None
 ) -> tuple[Config, list[ServiceRef]]:
@@ -336,9 +352,9 @@ def load_config(
         parse_selection(conf_dir, selection) if selection else configured_refs(conf_dir, main)
     )
     services: dict[ServiceRef, ServiceConfig] = {}
-    pending = list(selected)
+    pending = deque(selected)
     while pending:
-        ref = pending.pop(0)
+        ref = pending.popleft()
         if ref in services:
             continue
         svc = load_service(conf_dir, ref)
@@ -479,10 +495,11 @@ def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceR
     A CA and its leaves renewed in one run then sign with the fresh CA certificate.
     """
     ordered: list[ServiceRef] = []
-    wanted = list(dict.fromkeys(refs))
+    placed: set[ServiceRef] = set()
+    wanted = dict.fromkeys(refs)
 
     def visit(ref: ServiceRef, trail: tuple[ServiceRef, ...]) -> None:
-        if ref in ordered:
+        if ref in placed:
             return
         if ref in trail:
             raise ConfigError(
@@ -495,6 +512,7 @@ def order_by_signer(config: Config, refs: Iterable[ServiceRef]) -> list[ServiceR
         if signer is not None and signer in wanted:
             visit(signer, (*trail, ref))
         ordered.append(ref)
+        placed.add(ref)
 
     for ref in sorted(wanted, key=lambda r: r.group != CA_GROUP):
         visit(ref, ())

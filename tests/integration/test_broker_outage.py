@@ -12,10 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from services import FAST_REDELIVERY, REPO, Services, WorkerStarter, start_redis, wait_for
+from services import REPO, Services, WorkerStarter, start_redis, wait_for
 from support import chain_verifies
 
 EXTRA = [f"web{n:02d}" for n in range(1, 10)]
+#: A step that finishes while Redis is away waits, inside its time limit, to publish the next
+#: one; a task the outage cut off comes back after the visibility timeout.
+OUTAGE_LIMITS = {
+    "SSLM_VISIBILITY_TIMEOUT_S": "30",
+    "SSLM_TASK_TIME_LIMIT_S": "25",
+    "SSLM_TASK_SOFT_TIME_LIMIT_S": "20",
+}
 
 
 def topdir_with_a_dozen_services(top: Path) -> Path:
@@ -39,12 +46,22 @@ def test_a_broker_restart_mid_run_loses_no_workflow(tmp_path: Path, services: Se
     # Given a persistent Redis, two worker processes and a tree of 14 services
     redis = start_redis(services, appendonly=True)
     top = topdir_with_a_dozen_services(tmp_path / "top")
+    # and workers whose "tlsa" step takes 2 s: Redis goes away while steps run, so they end,
+    # and publish what follows them, during the outage
+    marker = tmp_path / "slow-step"
     workers = WorkerStarter(services, redis.url())
     workers.start(
         "all@outage",
         pool="prefork",
         concurrency=2,
-        env={"SSL_MGR_TOPDIR": str(top), **FAST_REDELIVERY},
+        include=["slow_steps"],
+        env={
+            "SSL_MGR_TOPDIR": str(top),
+            "SLOW_STEP": "tlsa",
+            "SLOW_S": "2",
+            "SLOW_MARKER": str(marker),
+            **OUTAGE_LIMITS,
+        },
     )
     # When the CLI renews them all through the broker, and Redis stops for 5 s meanwhile
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSLM_")}
@@ -58,9 +75,11 @@ def test_a_broker_restart_mid_run_loses_no_workflow(tmp_path: Path, services: Se
         text=True,
     )
     wait_for(
-        "the first services are issued",
-        lambda: len(list((top / "certs").glob("*/*/curr"))) >= 3,
-        timeout_s=60,
+        "the CAs are issued and a leaf's step is under way",
+        lambda: len(list((top / "certs").glob("ca/*/curr"))) == 2
+        and len(list((top / "certs").glob("example.com/*/db/*"))) >= 2
+        and marker.exists(),
+        timeout_s=120,
     )
     redis.service.terminate()
     time.sleep(5)

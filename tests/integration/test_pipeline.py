@@ -68,13 +68,14 @@ def test_cli_enqueues_renew_and_roll_and_workers_build_verifiable_chains(
     assert re.search(r"rolled \d{8}-\d\d:\d\d:\d\d to curr", result.stdout), result.stdout
     for svc in LEAVES:
         assert chain_verifies(topdir, svc), svc
-    # and the work ran on the worker, not in the CLI: the worker logged every service's steps,
-    # and the CLI wrote no log of its own
+    # and the work ran on the worker, not in the CLI: the worker's own output has every
+    # service's steps (a CLI that ran them itself would leave it without them)
     log = worker.service.log_text()
     for ref in ("ca:my-root", "ca:my-int", *(svc.replace("/", ":") for svc in LEAVES)):
         for step in ("check", "keygen", "sign", "store", "roll", "production"):
             assert f"{ref}: step {step}" in log, (ref, step)
-    assert not (topdir / "logs").exists()
+    # and into the shared log file too
+    assert "example.com:web-ec: step store" in (topdir / "logs/sslm").read_text()
     assert (topdir / "prod-certs/example.com/web-ec/curr/bundle.pem").is_file()
     # and -s reads state directly: no worker needed
     worker.terminate()
