@@ -10,7 +10,6 @@ read, so memory does not grow with the number of services; the document is valid
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -139,7 +138,8 @@ def service_json(status: ServiceStatus) -> dict[str, Any]:
 
 
 def _indented(value: object) -> str:
-    return textwrap.indent(json.dumps(value, indent=2, ensure_ascii=False), "    ")
+    """``value`` as JSON, indented to sit in ``services``."""
+    return "    " + json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n    ")
 
 
 class StatusJsonWriter:

@@ -214,6 +214,19 @@ def pending_since(
     return min(moments, default=None)
 
 
+def _once_each(load: CertLoader) -> CertLoader:
+    """``load``, reading each link's certificate once (health, the renew rule and the status
+    all want ``curr``'s)."""
+    seen: dict[LinkName, x509.Certificate | None] = {}
+
+    def loaded(ctx: ServiceContext, which: LinkName) -> x509.Certificate | None:
+        if which not in seen:
+            seen[which] = load(ctx, which)
+        return seen[which]
+
+    return loaded
+
+
 def service_status(
     ctx: ServiceContext,
     ledger: dict[str, ServerOutcome],
@@ -230,6 +243,7 @@ def service_status(
       StoreError: a link, the record or the ledger is unreadable.
     """
     record = ctx.record
+    load = _once_each(load)
     judged = health(ctx, ledger, load=load)
     curr = _version(ctx, "curr", load, details=details)
     lacking = set(judged.pending_servers)
