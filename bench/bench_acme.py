@@ -158,8 +158,11 @@ rm -f "$pending"
 """
 
 
-def names_of(i: int) -> list[str]:
-    return [f"svc{i:02d}.{APEX}", f"*.svc{i:02d}.{APEX}", f"svc{i:02d}.{OTHER}"]
+def names_of(i: int, zones: Sequence[str] = APEXES) -> list[str]:
+    """Certificate ``i``'s names: two in the first of ``zones`` (one a wildcard), one in the
+    second."""
+    first, second = zones
+    return [f"svc{i:02d}.{first}", f"*.svc{i:02d}.{first}", f"svc{i:02d}.{second}"]
 
 
 def apex_of(name: str) -> str:
@@ -177,12 +180,14 @@ def new_csr(names: Sequence[str]) -> bytes:
     return acme.crypto_util.make_csr(key_pem, list(names))
 
 
-def check_issued(method: str, i: int, fullchain: bytes, pebble_issuer: x509.Name) -> None:
+def check_issued(
+    method: str, i: int, fullchain: bytes, pebble_issuer: x509.Name, zones: Sequence[str] = APEXES
+) -> None:
     """The leaf names exactly certificate ``i``'s names and Pebble's intermediate issued it."""
     leaf = x509.load_pem_x509_certificates(fullchain)[0]
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    if sorted(sans.get_values_for_type(x509.DNSName)) != sorted(names_of(i)):
-        raise SystemExit(f"{method}: certificate {i} names {sans}, expected {names_of(i)}")
+    if sorted(sans.get_values_for_type(x509.DNSName)) != sorted(names_of(i, zones)):
+        raise SystemExit(f"{method}: certificate {i} names {sans}, expected {names_of(i, zones)}")
     if leaf.issuer != pebble_issuer:
         raise SystemExit(f"{method}: certificate {i} was issued by {leaf.issuer.rfc4514_string()}")
 
@@ -193,10 +198,10 @@ def check_issued(method: str, i: int, fullchain: bytes, pebble_issuer: x509.Name
 QUIET_S = 1.0
 
 
-def settle(lab: DnsLab) -> None:
+def settle(lab: DnsLab, zones: Sequence[str] = APEXES) -> None:
     """Wait until the previous method's refreshes have reached the secondary, then a moment,
     so no method pays for the one before it."""
-    for apex in APEXES:
+    for apex in zones:
         lab.wait_until_secondary_has(lab.serial(lab.primary, apex), apex)
     time.sleep(QUIET_S)
 
@@ -325,14 +330,23 @@ def issue_with_library(
 # --------------------------------------------------------------------------- sslm
 
 
-def write_tree(top: Path, lab: DnsLab, pebble: Pebble, count: int) -> None:
-    """The example conf.d plus the Pebble CA, the lab's DNS and N services of example.test."""
+def write_tree(
+    top: Path,
+    lab: DnsLab,
+    pebble: Pebble,
+    count: int,
+    zones: Sequence[str] = APEXES,
+    extra: str = "",
+) -> None:
+    """The example conf.d plus the Pebble CA, the lab's DNS and N services of the first of
+    ``zones`` (names in both), and ``extra`` at the end of ssl-mgr.conf."""
+    apex, other = zones
     conf = top / "conf.d"
     shutil.copytree(REPO / "conf.d", conf)
-    (conf / APEX).mkdir()
+    (conf / apex).mkdir()
     for i in range(1, count + 1):
-        sans = ", ".join(f"'{name}'" for name in names_of(i))
-        (conf / APEX / f"svc{i:02d}").write_text(SERVICE.format(i=i, apex=APEX, sans=sans))
+        sans = ", ".join(f"'{name}'" for name in names_of(i, zones))
+        (conf / apex / f"svc{i:02d}").write_text(SERVICE.format(i=i, apex=apex, sans=sans))
     with (conf / "ca-info.conf").open("a") as ca_info:
         ca_info.write(f"""
 [pebble]
@@ -349,7 +363,7 @@ def write_tree(top: Path, lab: DnsLab, pebble: Pebble, count: int) -> None:
         + f"""
 [[groups]]
     active = true
-    domain = '{APEX}'
+    domain = '{apex}'
     services = ['ALL']
 """
         + "".join(
@@ -359,33 +373,41 @@ def write_tree(top: Path, lab: DnsLab, pebble: Pebble, count: int) -> None:
     server = '{lab.primary}'
     port = {lab.port}
 """
-            for domain in ("default", OTHER)
+            for domain in ("default", other)
         )
         + f"""
 [dns]
     acme_dir = ['{lab.acme_dir}']
     restart_cmd = '{lab.refresh_script}'
 """
+        + extra
     )
 
 
 def issue_with_sslm(
-    services: Services, lab: DnsLab, pebble: Pebble, top: Path, count: int, issuer: x509.Name
+    services: Services,
+    lab: DnsLab,
+    pebble: Pebble,
+    top: Path,
+    count: int,
+    issuer: x509.Name,
+    zones: Sequence[str] = APEXES,
+    extra: str = "",
 ) -> tuple[float, float, int, Path]:
     """sslm's time until ``sslm-mgr`` returned (every certificate issued, stored, published),
     and until the refresh that takes the withdrawn challenge records out of DNS ran: sslm
     defers that one (debounced after the run) where (a) and (b) refresh at once per order."""
-    write_tree(top, lab, pebble, count)
+    write_tree(top, lab, pebble, count, zones, extra)
     redis = start_redis(services)
     worker = WorkerStarter(services, redis.url()).start(
-        "bench@acme", pool="prefork", concurrency=2, env={"SSL_MGR_TOPDIR": str(top)}
+        f"bench@{top.name}", pool="prefork", concurrency=2, env={"SSL_MGR_TOPDIR": str(top)}
     )
     env = celery_env(redis.url(), SSL_MGR_TOPDIR=str(top))
-    settle(lab)
+    settle(lab, zones)
     calls = len(lab.refresh_calls())
     start = time.perf_counter()
     done = subprocess.run(
-        [str(VENV_BIN / "sslm-mgr"), "-renew", f"{APEX}:ALL"],
+        [str(VENV_BIN / "sslm-mgr"), "-renew", f"{zones[0]}:ALL"],
         cwd=top,
         env=env,
         capture_output=True,
@@ -402,8 +424,8 @@ def issue_with_sslm(
     if refresher.pending():
         raise SystemExit(f"sslm: no refresh covered {refresher.pending()}")
     for i in range(1, count + 1):
-        curr = top / "certs" / APEX / f"svc{i:02d}" / "curr"
-        check_issued("sslm", i, (curr / "cert.pem").read_bytes(), issuer)
+        curr = top / "certs" / zones[0] / f"svc{i:02d}" / "curr"
+        check_issued("sslm", i, (curr / "cert.pem").read_bytes(), issuer, zones)
     check_withdrawn("sslm", lab)
     return elapsed, cleaned, len(lab.refresh_calls()) - calls, worker.service.log
 
@@ -486,7 +508,7 @@ def issue_with_certbot(
 # --------------------------------------------------------------------------- main
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the finally blocks that stop the lab
 
 
@@ -502,7 +524,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     count = args.count
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     for name in [name for name in os.environ if name.startswith(("SSLM_", "SSL_MGR_"))]:
         del os.environ[name]
 

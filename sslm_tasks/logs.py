@@ -87,7 +87,8 @@ class LogFile(ConcurrentRotatingFileHandler):
             maxBytes=LOG_BYTES,
             backupCount=LOG_BACKUPS,
             encoding="utf-8",
-            chmod=LOG_MODE,
+            # A umask, not chmod: chmod would also widen an existing log the operator narrowed
+            umask=0o777 & ~LOG_MODE,
             lock_file_directory=str(path.parent),
         )
         self._reported = False

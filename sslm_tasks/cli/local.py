@@ -84,8 +84,10 @@ def walk_segment(ctx: ServiceContext, segment: Segment, walk: Walk, *, wait_s: f
         start = index + 1
 
 
-def walk_service(ws: Workspace, ref: ServiceRef, request: RunRequest, *, run_id: str) -> Walk:
-    """Every stage the request asks of one service, in order."""
+def walk_service(
+    ws: Workspace, ref: ServiceRef, request: RunRequest, *, run_id: str, wait_s: float
+) -> Walk:
+    """Every stage the request asks of one service, in order; a wait is given ``wait_s``."""
     ctx = ServiceContext(ws, ref, workflow=run_id)
     stages = pipeline.service_stages(
         renew_it=request.renew,
@@ -94,7 +96,6 @@ def walk_service(ws: Workspace, ref: ServiceRef, request: RunRequest, *, run_id:
         acme=acme_sign.is_acme(ctx),
     )
     walk = Walk()
-    wait_s = load_settings().acme_wait_s
     for segment in pipeline.segments(stages):
         walk_segment(ctx, segment, walk, wait_s=wait_s)
     return walk
@@ -111,9 +112,10 @@ def _service_turn(
     request: RunRequest,
     report: RunReport,
     run_id: str,
+    wait_s: float,
 ) -> None:
     before = _links(ws, ref)
-    walk = walk_service(ws, ref, request, run_id=run_id)
+    walk = walk_service(ws, ref, request, run_id=run_id, wait_s=wait_s)
     for line in walk.said:
         if line.startswith(CLEANED):
             report.cleaned[str(ref)] = line.removeprefix(CLEANED).split(", ")
@@ -159,6 +161,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
     outcomes: list[ServiceOutcome] = []
     report = RunReport(outcomes)
     run_id = f"run-{uuid.uuid4()}"
+    wait_s = load_settings().acme_wait_s
     failed: set[ServiceRef] = set()
     for ref in refs:
         outcome = ServiceOutcome(ref)
@@ -172,7 +175,7 @@ def run_in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunReques
             ws,
             ref,
             outcome,
-            partial(_service_turn, ws, ref, outcome, request, report, run_id),
+            partial(_service_turn, ws, ref, outcome, request, report, run_id, wait_s),
         ):
             failed.add(ref)
     report.prod_changed = [o.ref for o in outcomes if o.ok and (o.changed or o.synced)]

@@ -18,7 +18,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
-from sslm_tasks.config.models import ALL_SERVICES, CA_GROUP, CaInfo, MainConfig, ServiceConfig
+from sslm_tasks.config.models import (
+    ALL_SERVICES,
+    CA_GROUP,
+    DEFAULT_DOMAINS,
+    CaInfo,
+    DnsUpdate,
+    MainConfig,
+    ServiceConfig,
+)
+from sslm_tasks.config.tsig import TsigKey, read_tsig_key
 from sslm_tasks.crypto.csr import san_problem
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.confined import overlaps
@@ -186,6 +195,7 @@ def load_main(conf_dir: Path) -> MainConfig:
         raise ConfigError(path, "(file)", None, "missing")
     main = _validate(MainConfig, read_toml(path), path)
     _check_trees(path, main, topdir=conf_dir.parent)
+    _check_dns_update(path, main, topdir=conf_dir.parent)
     _check_notify(path, main)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
@@ -222,6 +232,68 @@ def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
         blocker = _first_existing(resolved)
         if not blocker.is_dir():
             raise ConfigError(path, key, value, f"{blocker} exists and is not a directory")
+
+
+def _check_dns_update(path: Path, main: MainConfig, *, topdir: Path) -> None:
+    """One ``[[dns_update]]`` entry per zone, each with a key file that is the owner's only
+    and holds a key (read now, so a bad one stops the run before anything is published)."""
+    seen: set[str] = set()
+    for index, entry in enumerate(main.dns_update):
+        if entry.domain in seen:
+            raise ConfigError(
+                path, f"dns_update[{index}].domain", entry.domain, "a second entry for this zone"
+            )
+        seen.add(entry.domain)
+        _read_key(path, f"dns_update[{index}].key_file", entry.key_file, topdir=topdir)
+
+
+def _read_key(path: Path, key: str, key_file: str, *, topdir: Path) -> TsigKey:
+    resolved = Path(key_file) if Path(key_file).is_absolute() else topdir / key_file
+    try:
+        return read_tsig_key(resolved)
+    except ValueError as err:
+        raise ConfigError(path, key, key_file, f"TSIG key file {err}") from None
+
+
+def update_key(config: Config, key_file: str) -> TsigKey:
+    """The TSIG key in ``key_file`` (as configured or recorded: relative to the topdir), read
+    now: a worker reads its own copy, which may differ from the one checked at load time.
+
+    Raises:
+      ConfigError: the file is missing, readable by others than its owner, or holds no key;
+        it names the ``[[dns_update]]`` entry of the file when there is one.
+    """
+    index = next(
+        (i for i, entry in enumerate(config.main.dns_update) if entry.key_file == key_file), None
+    )
+    key = "dns_update.key_file" if index is None else f"dns_update[{index}].key_file"
+    return _read_key(config.conf_dir / MAIN_FILE, key, key_file, topdir=config.topdir)
+
+
+def zone_of(config: Config, group: str, name: str) -> str | None:
+    """The zone the DNS records of ``name`` (a wildcard counts as its base name) go into: the
+    longest suffix among the configured groups, the ``[[dns_primary]]`` domains but ``default``,
+    the ``[[dns_update]]`` zones and ``group`` (the service's own); None when none is one."""
+    main = config.main
+    host = name.rstrip(".").lower().removeprefix("*.")
+    zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
+    zones |= {
+        p.domain.strip().rstrip(".").lower()
+        for p in main.dns_primary
+        if p.domain.strip().lower() not in DEFAULT_DOMAINS
+    }
+    zones |= {entry.domain for entry in main.dns_update}
+    zones.discard(CA_GROUP)
+    zones.add(group)
+    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))]
+    return max(found, key=len) if found else None
+
+
+def update_of(config: Config, group: str, name: str) -> DnsUpdate | None:
+    """The ``[[dns_update]]`` entry whose zone holds ``name``'s records; None when that zone
+    takes them from include files (or there is no zone)."""
+    zone = zone_of(config, group, name)
+    return None if zone is None else config.main.update_of(zone)
 
 
 def _first_existing(path: Path) -> Path:
@@ -417,8 +489,9 @@ def acme_ca_of(config: Config, ref: ServiceRef) -> CaInfo | None:
 
 def _check_acme(config: Config, ref: ServiceRef) -> None:
     """What a service's ACME CA needs of the configuration, checked before anything is ordered
-    (a failed authorization counts against the CA's rate limits): a ``[dns] acme_dir`` for
-    dns-01; for http-01 the web servers' document root, and no wildcard name.
+    (a failed authorization counts against the CA's rate limits): for dns-01 a ``[dns]
+    acme_dir`` unless every name is in a ``[[dns_update]]`` zone; for http-01 the web servers'
+    document root, and no wildcard name.
 
     Raises:
       ConfigError: naming the file, key and value that must change.
@@ -429,7 +502,9 @@ def _check_acme(config: Config, ref: ServiceRef) -> None:
     where = config.conf_dir / MAIN_FILE
     if ca.challenge_kind == "dns-01":
         dns = config.main.dns
-        if dns is None or not dns.acme_dir:
+        x509 = config.services[ref].x509
+        by_update = all(update_of(config, ref.group, name) for name in [x509.cn, *x509.sans])
+        if not by_update and (dns is None or not dns.acme_dir):
             raise ConfigError(
                 where,
                 "dns.acme_dir",

@@ -16,6 +16,7 @@ against the topdir.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from typing import Annotated, Any, Final, Literal, get_args
@@ -47,6 +48,8 @@ SERVER_CLASSES = ("smtp", "imap", "web", "other")
 
 #: Tags a server or the DNS section may depend on.
 DEPEND_TAGS = frozenset({"cert", "tlsa", "dns"})
+#: ``[[dns_primary]]`` domains that match any apex without an entry of its own.
+DEFAULT_DOMAINS = frozenset({"default", "*"})
 #: ``svc_depends`` domains that match every group.
 ANY_DOMAIN = frozenset({"*", "all", "any"})
 #: ``[[groups]] services`` entries that mean every service file of the group.
@@ -260,6 +263,33 @@ class DnsPrimary(_Model):
     port: int = Field(default=53, ge=1, le=65535)
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            "must be an IP address: sslm never asks the system resolver (it may point off this "
+            "machine), so it cannot look up a server name"
+        ) from None
+    return value
+
+
+def _zone_name(value: str) -> str:
+    _checked(group_problem(value))
+    return value
+
+
+class DnsUpdate(_Model):
+    """One ``[[dns_update]]`` table: the zone ``domain`` is changed by RFC 2136 updates sent to
+    ``server`` (an IP address) and signed with the TSIG key of ``key_file`` (as ``tsig-keygen``
+    writes it); the key file is checked when the configuration loads (``config.load``)."""
+
+    domain: Annotated[str, AfterValidator(_zone_name)]
+    server: Annotated[str, AfterValidator(_ip_address)]
+    port: int = Field(default=53, ge=1, le=65535)
+    key_file: str = Field(min_length=1)
+
+
 class DnsSection(_Model):
     restart_cmd: Commands = Field(default_factory=list)
     acme_dir: StrList = Field(default_factory=list)
@@ -341,6 +371,8 @@ class MainConfig(_Model):
     renew_info: RenewInfo = Field(default_factory=RenewInfo)
     groups: list[GroupEntry] = Field(default_factory=list)
     dns_primary: list[DnsPrimary] = Field(default_factory=list)
+    #: sslm's addition: zones changed by RFC 2136 updates instead of include files.
+    dns_update: list[DnsUpdate] = Field(default_factory=list)
     dns: DnsSection | None = None
     smtp: ServerSection | None = None
     imap: ServerSection | None = None
@@ -349,6 +381,10 @@ class MainConfig(_Model):
     #: sslm's addition: ``site = [host, ...]``. Each site has its own deploy queue and workers.
     sites: dict[str, StrList] = Field(default_factory=dict)
     notify: NotifySection | None = None
+
+    def update_of(self, zone: str) -> DnsUpdate | None:
+        """The ``[[dns_update]]`` entry of ``zone``; None when its records go to include files."""
+        return next((entry for entry in self.dns_update if entry.domain == zone), None)
 
     @field_validator("sites")
     @classmethod

@@ -41,6 +41,7 @@ from dns.rdtypes.IN.AAAA import AAAA
 
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import Config
+from sslm_tasks.config.models import DEFAULT_DOMAINS
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
 
 #: The port every authoritative NS and every ``dns_xtra_ns`` entry is asked on (as upstream).
@@ -49,8 +50,6 @@ DNS_PORT = 53
 QUERY_TIMEOUT_S = 2.0
 #: Tries per query: the first one and one retry.
 QUERY_TRIES = 2
-#: ``[[dns_primary]]`` domains that match any apex without an entry of its own.
-DEFAULT_DOMAINS = frozenset({"default", "*"})
 #: Why a server must be an IP literal; shown in the ConfigError.
 _NO_NAMES = (
     "must be an IP address: sslm never asks the system resolver (it may point off this "

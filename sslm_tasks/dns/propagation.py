@@ -263,6 +263,38 @@ def check_serial(
     return _result(f"{apex} SOA serial >= {target.serial} ({whose})", seen)
 
 
+def look_txt(
+    apex: str,
+    primary: Nameserver,
+    records: Iterable[tuple[str, str]],
+    *,
+    target: SerialTarget | None,
+    extra: Sequence[Nameserver] = (),
+) -> tuple[SerialTarget | None, list[PropagationResult]]:
+    """One look at published TXT ``records`` of ``apex`` (dns-01: "the records at the primary,
+    every NS at a serial >= the one that carried them"): without ``target``, whether the
+    primary serves them all (:func:`check_txt`); once it does, the serial it serves then
+    (:func:`serial_target`, returned for the caller to keep for later looks) and whether every
+    NS and ``extra`` server serves that serial (:func:`check_serial`). Idempotent.
+
+    Returns:
+      The target (None while the primary lacks a record) and what was checked, in order.
+
+    Raises:
+      DnsNoAnswer / DnsAnswerError: the primary did not answer, or refused.
+    """
+    results = []
+    if target is None:
+        txt = check_txt(primary, records)
+        if not txt.ok:
+            return None, [txt]
+        results.append(txt)
+        # Asked after the records were seen, so this serial holds them.
+        target = serial_target(apex, primary)
+    results.append(check_serial(apex, primary, target=target, extra=extra))
+    return target, results
+
+
 def check_records(
     apex: str,
     primary: Nameserver,

@@ -276,7 +276,7 @@ def finalize(ctx: ServiceContext) -> tuple[bool, str]:
 def _finish(ctx: ServiceContext) -> None:
     """The certificate is in the build: take down what the order published, drop its record."""
     record = ctx.record.order
-    if record is None and not ctx.record.web_tokens:
+    if record is None and not ctx.record.web_tokens and not ctx.record.dns_updates.records:
         return
     withdraw_everything(ctx, None if record is None else record.order, refresh=False)
     ctx.record.order = None

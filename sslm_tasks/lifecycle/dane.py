@@ -2,7 +2,9 @@
 waits until DNS really serves them.
 
 The per-apex file ``tlsa.<apex>`` is rebuilt from the certificates every time a service of the
-apex changes, so it follows ``dane_tls`` edits too (upstream only rewrote it at renewal). It
+apex changes, so it follows ``dane_tls`` edits too (upstream only rewrote it at renewal). A zone
+with a ``[[dns_update]]`` entry gets its records by RFC 2136 update instead of the include
+(:mod:`sslm_tasks.dns.tlsa_update`); the store keeps the file all the same. It
 holds every service's ``curr`` records, its ``next`` records while a roll is pending, and its
 ``prev`` records from the roll until the servers have taken the new certificate. A change of
 the file is counted in the zone's refresh ledger (``dns.refresh``); the refresh itself runs
@@ -39,6 +41,8 @@ from sslm_tasks.dns.tlsa import (
     service_file_text,
 )
 from sslm_tasks.dns.tlsa import service_records as tlsa_records
+from sslm_tasks.dns.tlsa_update import publish_tlsa
+from sslm_tasks.dns.update import updater_for
 from sslm_tasks.errors import ConfigError, SslmError
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import DaneRoll
@@ -134,6 +138,16 @@ def _publish_group(ws: Workspace, group: str) -> bool:
     if not versions and not ws.layout.group_tlsa(group).exists():
         return False
     text = group_file_text(group, versions)
+    updater = updater_for(ws.config, group)
+    if updater is not None:
+        # The zone takes updates: the store keeps the file (what -s and the next rebuild read),
+        # the zone gets the difference (dns.tlsa_update); no include, no refresh.
+        store = ws.layout.group_tlsa(group)
+        publish_group_file(text, apex=group, store_path=store, tlsa_dirs=[])
+        records = [
+            record for entries in versions.values() for _, recs in entries for record in recs
+        ]
+        return publish_tlsa(updater, records, published_path=ws.layout.group_tlsa_published(group))
     changed = publish_group_file(
         text, apex=group, store_path=ws.layout.group_tlsa(group), tlsa_dirs=_tlsa_dirs(ws)
     )
@@ -191,7 +205,12 @@ def refresh_pending(
     one that another caller ran while this one waited leaves nothing to do.
     """
     pending = pending_refreshes(ws)
-    zones = sorted(set(pending) | set(zone_apexes(groups))) if everything else pending
+    if everything:
+        # A zone that takes updates is re-signed by its server at each one: nothing to refresh.
+        updated = {entry.domain for entry in ws.config.main.dns_update}
+        zones = sorted((set(pending) | set(zone_apexes(groups))) - updated)
+    else:
+        zones = pending
     if not zones:
         return zones
     before = {zone: _primary_serial(ws, zone) for zone in zones} if wait_s > 0 else {}
@@ -245,9 +264,11 @@ def roll_gate(ctx: ServiceContext) -> Gate:
     upcoming = version_records(ctx, "next")
     if _keys(upcoming) <= _keys(version_records(ctx, "curr")):
         return Gate(True, "TLSA records unchanged")
-    if config.main.dns is None:
+    if config.main.dns is None and config.main.update_of(ref.group) is None:
         where = config.conf_dir / MAIN_FILE
-        raise ConfigError(where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs")
+        raise ConfigError(
+            where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs, or [[dns_update]]"
+        )
     primary = primary_for(config, ref.group)
     dane = ctx.record.dane
     by_owner: dict[str, list[str]] = {}

@@ -7,6 +7,7 @@ the rest, in one place per concern, each written by the step that owns it:
 - the ACME order of the build in progress, and the dns-01 records it published (zones, the
   refresh tickets and serial targets of the propagation check);
 - the http-01 token files written, by host (kept until removed, whatever the build);
+- the dns-01 records added by RFC 2136 update, with their zone and server (likewise);
 - the DANE roll: when every NS was first seen serving ``next``, and whether old records wait
   for the servers;
 - ACME timing: the CA's renewal window (ARI) and the backoff after failed builds;
@@ -42,8 +43,9 @@ from sslm_tasks.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-#: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts.
-RECORD_VERSION: Final = 2
+#: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts;
+#: 3: ``dns_updates`` (a release that does not know it must not drop it).
+RECORD_VERSION: Final = 3
 
 T = TypeVar("T")
 
@@ -133,6 +135,76 @@ class DnsPublication:
             tickets={str(k): _of(v, int, f"tickets.{k}") for k, v in tickets.items()},
             serials=serials,
             pushed=_time(raw.get("pushed"), "pushed"),
+        )
+
+
+@dataclass(frozen=True, order=True)
+class UpdatedTxt:
+    """One dns-01 TXT record added by RFC 2136 update: its zone, owner and value, and the
+    server and key file the update went through (so the record can be deleted whatever the
+    configuration says by then; the file path is recorded, never the key)."""
+
+    apex: str
+    owner: str
+    value: str
+    server: str
+    port: int
+    key_file: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apex": self.apex,
+            "owner": self.owner,
+            "value": self.value,
+            "server": self.server,
+            "port": self.port,
+            "key_file": self.key_file,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> UpdatedTxt:
+        return cls(
+            apex=_of(raw.get("apex"), str, "dns_updates.apex"),
+            owner=_of(raw.get("owner"), str, "dns_updates.owner"),
+            value=_of(raw.get("value"), str, "dns_updates.value"),
+            server=_of(raw.get("server"), str, "dns_updates.server"),
+            port=_of(raw.get("port"), int, "dns_updates.port"),
+            key_file=_of(raw.get("key_file"), str, "dns_updates.key_file"),
+        )
+
+
+@dataclass
+class DnsUpdates:
+    """The dns-01 records the service added by RFC 2136 update: recorded before each update
+    is sent (so a killed run's records are still deleted), dropped once deleted, whatever the
+    build or the order. And, for ``order`` (its URL), the SOA serial every NS of each zone must
+    reach, recorded once the primary served the order's records."""
+
+    records: list[UpdatedTxt] = field(default_factory=list)
+    order: str | None = None
+    serials: dict[str, SerialTarget] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": [record.to_json() for record in self.records],
+            "order": self.order,
+            "serials": {apex: target.to_json() for apex, target in self.serials.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DnsUpdates:
+        records = _of(raw.get("records", []), list, "dns_updates.records")
+        try:
+            serials = {
+                str(apex): SerialTarget.from_json(target)
+                for apex, target in _of(raw.get("serials", {}), dict, "serials").items()
+            }
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadRecord(f"dns_updates.serials: {err}") from None
+        return cls(
+            records=[UpdatedTxt.from_json(_of(r, dict, "dns_updates.records")) for r in records],
+            order=_str_or_none(raw.get("order"), "dns_updates.order"),
+            serials=serials,
         )
 
 
@@ -356,6 +428,7 @@ class ServiceRecord:
     updated: datetime | None = None
     order: OrderRecord | None = None
     web_tokens: dict[str, list[str]] = field(default_factory=dict)
+    dns_updates: DnsUpdates = field(default_factory=DnsUpdates)
     dane: DaneRoll = field(default_factory=DaneRoll)
     ari: AriPlan | None = None
     backoff: Backoff | None = None
@@ -378,6 +451,7 @@ class ServiceRecord:
             "updated": _iso(self.updated),
             "order": None if self.order is None else self.order.to_json(),
             "web_tokens": {host: list(paths) for host, paths in self.web_tokens.items()},
+            "dns_updates": self.dns_updates.to_json(),
             "dane": self.dane.to_json(),
             "ari": None if self.ari is None else self.ari.to_json(),
             "backoff": None if self.backoff is None else self.backoff.to_json(),
@@ -419,6 +493,7 @@ class ServiceRecord:
             updated=_time(data.get("updated"), "updated"),
             order=_part(data.get("order"), OrderRecord.from_json, "order"),
             web_tokens=_web_tokens(data.get("web_tokens", {})),
+            dns_updates=DnsUpdates.from_json(_of(data.get("dns_updates", {}), dict, "dns_updates")),
             dane=DaneRoll.from_json(_of(data.get("dane", {}), dict, "dane")),
             ari=_part(data.get("ari"), AriPlan.from_json, "ari"),
             backoff=_part(data.get("backoff"), Backoff.from_json, "backoff"),

@@ -29,7 +29,7 @@ from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import RenewDecision, RenewTable
-from sslm_tasks.store.layout import CERT, Layout, LinkName, ServiceRef
+from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
 from sslm_tasks.store.versions import STAMP_FORMAT, read_link
 
 #: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
@@ -46,14 +46,10 @@ class MiddleOfSpread(random.Random):
 
 @dataclass
 class ReadingWorkspace(Workspace):
-    """The workspace of a status: it draws with :class:`MiddleOfSpread`, and makes its layout
-    and renew table once, since it only reads (a run's workspace makes them at each use)."""
+    """The workspace of a status: it draws with :class:`MiddleOfSpread`, and makes its renew
+    table once, since it only reads (a run's workspace makes it at each use)."""
 
     rng: random.Random = field(default_factory=MiddleOfSpread)
-
-    @cached_property
-    def layout(self) -> Layout:
-        return self.config.layout(test=self.options.test)
 
     @cached_property
     def _renew_table(self) -> RenewTable:

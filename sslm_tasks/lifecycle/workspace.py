@@ -11,6 +11,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from sslm_tasks.config.load import Config, load_service
 from sslm_tasks.config.models import ServiceConfig
@@ -137,7 +138,7 @@ class Workspace:
         """The DNS refresh that runs once for many changes of a zone (``dns.refresh``)."""
         return ZoneRefresher(self.config, self.layout, self.store_locker())
 
-    @property
+    @cached_property
     def layout(self) -> Layout:
         return self.config.layout(test=self.options.test)
 

@@ -273,6 +273,10 @@ class Layout:
     def group_tlsa(self, group: str) -> Path:
         return self.group_dir(group) / f"tlsa.{group}"
 
+    def group_tlsa_published(self, group: str) -> Path:
+        """What sslm last published of ``tlsa.<group>`` by RFC 2136 update (``dns.tlsa_update``)."""
+        return self.group_dir(group) / f"tlsa.{group}.published"
+
     def prod_group_dir(self, group: str) -> Path:
         return self.prod_dir / check_group(group)
 

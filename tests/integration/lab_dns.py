@@ -12,6 +12,13 @@ Each zone file ``$INCLUDE``s ``<acme_dir>/acme-challenge.<apex>`` and
 each zone's serial, checks the zone with ``named-checkzone`` (which reads the includes) and
 reloads the primary; a broken include fails the script and the old zone keeps serving.
 
+Zones named in ``updatable`` also accept RFC 2136 updates signed with the lab's TSIG keys
+(written by ``tsig-keygen``, as an operator would make them): :attr:`DnsLab.update_key_file`
+may change ``_acme-challenge.<host>`` TXT and ``_<port>._<proto>.<host>`` TLSA records of the
+zone's hosts (its ``update-policy`` grants nothing else), :attr:`DnsLab.rightless_key_file` is
+known to the server but may change none of them. Such a zone is dynamic: BIND keeps its changes
+in a journal and refuses ``rndc reload`` for it, so the refresh script is for the other zones.
+
 Port 53 on those two addresses is one per network namespace, so a lab holds a lock
 (:data:`LOCK_FILE`) from start to :meth:`DnsLab.close`: concurrent test runs take turns instead
 of answering each other's queries (a run in its own namespace, ``unshare -n``, need not wait).
@@ -127,8 +134,12 @@ zone "{apex}" {{
     file "{zone_file}";
     dnssec-policy default;
     inline-signing yes;
-}};
+{update_policy}}};
 """
+
+#: The TSIG key that may publish sslm's records in an updatable zone, and one without rights.
+UPDATE_KEY = "sslm-update"
+RIGHTLESS_KEY = "lab-rightless"
 
 _SECONDARY_ZONE = """\
 zone "{apex}" {{
@@ -321,6 +332,10 @@ class DnsLab:
     mx_hosts: tuple[str, ...]
     _primary: _Server
     _secondary: _Server
+    #: The zones that accept TSIG-signed updates, and the first labels of the hosts (beside the
+    #: apex, ``www`` and the MX hosts) whose challenge and TLSA records the update key may change.
+    updatable: tuple[str, ...] = ()
+    update_hosts: tuple[str, ...] = ()
     _running: dict[str, Service] = field(default_factory=dict)
     _aliases_added: list[str] = field(default_factory=list)
     _lock: _LabLock = field(default_factory=_LabLock)
@@ -358,6 +373,36 @@ class DnsLab:
     def refresh_log(self) -> Path:
         """One line per call of the refresh script: its arguments, space-separated."""
         return self.workdir / "refresh-zones.calls"
+
+    @property
+    def update_key_file(self) -> Path:
+        """The ``tsig-keygen`` file of :data:`UPDATE_KEY` (mode 0600): sslm's ``key_file``."""
+        return self.workdir / "keys" / f"{UPDATE_KEY}.key"
+
+    @property
+    def rightless_key_file(self) -> Path:
+        """A key the primary knows but whose ``update-policy`` grants none of sslm's names."""
+        return self.workdir / "keys" / f"{RIGHTLESS_KEY}.key"
+
+    def write_key(self, path: Path, name: str = UPDATE_KEY) -> Path:
+        """Write a fresh ``tsig-keygen`` key named ``name`` to ``path`` (0600) and return it:
+        another secret under the update key's name is a key the primary rejects (BADSIG)."""
+        made = subprocess.run(
+            [require_binary("tsig-keygen"), "-a", "hmac-sha256", name],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(made.stdout)
+        return path
+
+    def granted_hosts(self, apex: str) -> list[str]:
+        """The hosts of updatable ``apex`` whose sslm records the update key may change."""
+        hosts = [apex, f"www.{apex}", *(h for h in self.mx_hosts if _in_zone(h, apex))]
+        return [*hosts, *(f"{label}.{apex}" for label in self.update_hosts)]
 
     def acme_file(self, apex: str | None = None) -> Path:
         """The challenge include of ``apex``: sslm writes its ``_acme-challenge`` TXT here."""
@@ -597,11 +642,23 @@ class DnsLab:
             self.acme_file(apex).write_text(f"; _acme-challenge TXT records of {apex}\n")
             self.tlsa_file(apex).write_text(f"; TLSA records of {apex}\n")
             self.zone_file(apex).write_text(self._zone_text(apex))
-            zones.append(_PRIMARY_ZONE.format(apex=apex, zone_file=self.zone_file(apex)))
+            zones.append(
+                _PRIMARY_ZONE.format(
+                    apex=apex, zone_file=self.zone_file(apex), update_policy=self._policy(apex)
+                )
+            )
+        keys = ""
+        if self.updatable:
+            for path, name in (
+                (self.update_key_file, UPDATE_KEY),
+                (self.rightless_key_file, RIGHTLESS_KEY),
+            ):
+                self.write_key(path, name)
+                keys += f'include "{path}";\n'
         extra = (
             f"    notify explicit;\n    also-notify {{ {self.secondary}; }};\n    notify-delay 0;\n"
         )
-        self._primary.config.write_text(self._primary.options(extra) + "".join(zones))
+        self._primary.config.write_text(keys + self._primary.options(extra) + "".join(zones))
         self._write_secondary_config(lagging=False)
         self.refresh_script.write_text(
             _REFRESH_SCRIPT.format(
@@ -617,6 +674,21 @@ class DnsLab:
             )
         )
         self.refresh_script.chmod(0o755)
+
+    def _policy(self, apex: str) -> str:
+        """The ``update-policy`` of an updatable zone (empty for the others): the update key
+        may change the TXT records at ``_acme-challenge.<host>`` and the TLSA records under
+        ``_tcp.<host>`` of the granted hosts, nothing else; the rightless key one unused name.
+        BIND matches a wildcard rule's name at any depth below ``*``, so ``*._tcp.<host>``
+        covers every port of the host, as the example in docs/configuration.md does."""
+        if apex not in self.updatable:
+            return ""
+        grants = [f"grant {RIGHTLESS_KEY} name rightless.{apex}. TXT;"]
+        for host in self.granted_hosts(apex):
+            grants.append(f"grant {UPDATE_KEY} name _acme-challenge.{host}. TXT;")
+            grants.append(f"grant {UPDATE_KEY} wildcard *._tcp.{host}. TLSA;")
+        rules = "".join(f"        {grant}\n" for grant in grants)
+        return f"    update-policy {{\n{rules}    }};\n"
 
     def _zone_text(self, apex: str) -> str:
         """The unsigned zone of ``apex``: SOA, NS, A, MX records and the two includes.
@@ -660,22 +732,34 @@ def start_dns_lab(
     apex: str = "example.test",
     mx_hosts: Sequence[str] = ("mx1.example.test", "mx2.example.test"),
     other_apexes: Sequence[str] = (),
+    updatable: Sequence[str] = (),
+    update_hosts: Sequence[str] = (),
 ) -> DnsLab:
     """Start the signing primary and its secondary for ``apex`` and ``other_apexes``.
+
+    The zones among ``updatable`` accept TSIG-signed updates (see the module doc); the update
+    key may change the records of their apex, ``www``, their MX hosts and ``<label>.<zone>``
+    for each of ``update_hosts``.
 
     Returns once both serve every zone, signed, at the same serial; the include files hold
     comments only. :meth:`DnsLab.close` must follow, also when the test fails (the
     ``dns_lab`` fixture sees to it): it removes the loopback aliases and releases the lock.
 
     Raises:
-        ValueError: an MX host is in none of the zones (its A record would have no home).
+        ValueError: an MX host is in none of the zones (its A record would have no home), or
+            an updatable zone is not among them.
     """
     apexes = (apex, *other_apexes)
+    strangers = set(updatable) - set(apexes)
+    if strangers:
+        raise ValueError(f"updatable zones {sorted(strangers)} are not among {apexes}")
     for host in mx_hosts:
         if not any(_in_zone(host, zone) for zone in apexes):
             raise ValueError(f"MX host {host} is in none of the lab's zones {apexes}")
     for binary in ("named", "named-checkzone", "rndc", "flock", "ip"):
         require_binary(binary)
+    if updatable:
+        require_binary("tsig-keygen")
     lab = DnsLab(
         services=services,
         workdir=workdir,
@@ -683,6 +767,8 @@ def start_dns_lab(
         mx_hosts=tuple(mx_hosts),
         _primary=_Server("primary", PRIMARY, workdir / "primary", free_port(), _secret()),
         _secondary=_Server("secondary", SECONDARY, workdir / "secondary", free_port(), _secret()),
+        updatable=tuple(updatable),
+        update_hosts=tuple(update_hosts),
     )
     lab._lock.acquire()
     try:

@@ -20,13 +20,16 @@ from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import steps
 from sslm_tasks.lifecycle.context import ServiceContext, load_record
 from sslm_tasks.lifecycle.record import (
+    RECORD_VERSION,
     AriPlan,
     Backoff,
     DaneRoll,
     DnsPublication,
+    DnsUpdates,
     OrderRecord,
     Phase,
     ServiceRecord,
+    UpdatedTxt,
     in_flight,
 )
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace
@@ -78,6 +81,20 @@ def full_record() -> ServiceRecord:
             ),
         ),
         web_tokens={"web1": ["/srv/www/example.com/.well-known/acme-challenge/tok"]},
+        dns_updates=DnsUpdates(
+            records=[
+                UpdatedTxt(
+                    "example.com",
+                    "_acme-challenge.mail.example.com.",
+                    "digest",
+                    "127.0.0.53",
+                    5353,
+                    "/etc/ssl-mgr/example.com.key",
+                )
+            ],
+            order=ORDER.url,
+            serials={"example.com": SerialTarget(43, [NsHost("ns1.example.com.", ["127.0.0.53"])])},
+        ),
         dane=DaneRoll(next_seen=NOW, next_ns="2 of 2", retire_prev=True),
         ari=AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b"),
         backoff=Backoff(failures=2, retry_at=NOW + timedelta(minutes=10), ca_asked=True),
@@ -98,7 +115,23 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # Then it comes back equal, stamped with the save time, in a file the group may read
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
     assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o640
-    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == 2
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 3
+
+
+def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
+    ws: Workspace,
+) -> None:
+    # Given a record of format 2, which had no dns_updates part
+    v2 = full_record().to_json()
+    del v2["dns_updates"]
+    v2["version"] = 2
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(v2))
+    # When it is loaded, then nothing is lost and no record added by update is invented
+    loaded = load_record(ws, REF)
+    assert loaded.notice is None
+    assert loaded.dns_updates == DnsUpdates()
+    assert loaded.order == full_record().order and loaded.web_tokens == full_record().web_tokens
 
 
 def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> None:
@@ -172,6 +205,8 @@ def test_a_corrupt_record_is_set_aside_and_rebuilt_from_the_files(ws: Workspace)
         {"extra": {"mystery": 1}},
         [],
         {"version": 2, "roll_due": "yesterday"},
+        {"version": 3, "dns_updates": {"records": [{"apex": "example.com"}]}},
+        {"version": 3, "dns_updates": {"serials": {"example.com": {"serial": 1}}}},
     ],
 )
 def test_a_malformed_record_is_treated_as_corrupt(ws: Workspace, content: object) -> None:

@@ -3,8 +3,9 @@
 An ACME order is proven by publishing what the CA asks for (dns-01: TXT records; http-01:
 token files on the web servers), making sure it is really served, and taking it down after.
 :class:`ChallengePublisher` states that contract once; :mod:`.dns_include` (zone include files
-and a zone refresh) and :mod:`.web_root` (token files written locally or over ssh) implement
-it, so another way (RFC 2136 dynamic updates) is one more class, and the ACME steps
+and a zone refresh), :mod:`.dns_update` (RFC 2136 updates signed with TSIG) and :mod:`.web_root`
+(token files written locally or over ssh) implement it, and :mod:`.dns_zones` sends each dns-01
+challenge to the way its zone is configured for, so the ACME steps
 (:mod:`sslm_tasks.lifecycle.acme_sign`) never know which one they talk to.
 
 Each publisher records what it published in the service's record *before* writing it, so a
@@ -19,7 +20,7 @@ from typing import Protocol
 from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
 from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.errors import SslmError
-from sslm_tasks.lifecycle.challenges.dns_include import DnsIncludePublisher
+from sslm_tasks.lifecycle.challenges.dns_zones import DnsZonesPublisher
 from sslm_tasks.lifecycle.challenges.web_root import WebRootPublisher
 from sslm_tasks.lifecycle.context import ServiceContext
 
@@ -67,7 +68,7 @@ def publisher_for(ctx: ServiceContext, kind: ChallengeKind) -> ChallengePublishe
     """The publisher of ``kind`` for the service of ``ctx``."""
     if kind == "http-01":
         return WebRootPublisher(ctx)
-    return DnsIncludePublisher(ctx)
+    return DnsZonesPublisher(ctx)
 
 
 def withdraw_everything(ctx: ServiceContext, order: OrderState | None, *, refresh: bool) -> None:
@@ -78,7 +79,7 @@ def withdraw_everything(ctx: ServiceContext, order: OrderState | None, *, refres
       SslmError: the first removal that failed (the others were still tried).
     """
     failures: list[SslmError] = []
-    publishers: tuple[ChallengePublisher, ...] = (WebRootPublisher(ctx), DnsIncludePublisher(ctx))
+    publishers: tuple[ChallengePublisher, ...] = (WebRootPublisher(ctx), DnsZonesPublisher(ctx))
     for publisher in publishers:
         try:
             publisher.withdraw(order, refresh=refresh)

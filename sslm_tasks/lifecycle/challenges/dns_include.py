@@ -4,7 +4,7 @@ The operator's zone ``$INCLUDE``s ``<acme_dir>/acme-challenge.<apex>`` (``dns.ch
 a change is counted in the zone's refresh ledger (``dns.refresh``) and the refresh itself
 (``[dns] restart_cmd --serial_bump``) is left to the first look of :meth:`served`, so orders
 publishing at the same time share one refresh. A name's records go into the longest zone among
-the configured groups and ``[[dns_primary]]`` domains.
+the configured groups, ``[[dns_primary]]`` and ``[[dns_update]]`` domains.
 
 "Served" means: the primary serves every TXT value, and every NS of the zone (and each
 ``dns_xtra_ns``) serves the SOA serial the primary served once it had them, or a later one
@@ -22,10 +22,11 @@ from typing import Final
 
 from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
 from sslm_tasks.config.files import MAIN_FILE
-from sslm_tasks.config.models import CA_GROUP, ChallengeKind
+from sslm_tasks.config.load import zone_of
+from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.dns.challenges import ChallengeFile
-from sslm_tasks.dns.lookup import DEFAULT_DOMAINS, extra_nameservers, primary_for
-from sslm_tasks.dns.propagation import check_serial, check_txt, serial_target
+from sslm_tasks.dns.lookup import extra_nameservers, primary_for
+from sslm_tasks.dns.propagation import look_txt
 from sslm_tasks.errors import ConfigError, LockBusy
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import DnsPublication
@@ -45,24 +46,13 @@ def order_tag(order: OrderState) -> str:
 
 
 def apex_of(ctx: ServiceContext, name: str) -> str:
-    """The zone a name's challenge record goes into: the longest suffix among the configured
-    groups, the non-default ``[[dns_primary]]`` domains and the service's group.
+    """The zone a name's challenge record goes into (``config.load.zone_of``).
 
     Raises:
-      ConfigError: the name is in none of them (its record would be out of every zone).
+      ConfigError: the name is in no configured zone (its record would be out of every zone).
     """
-    main = ctx.ws.config.main
-    host = name.rstrip(".").lower().removeprefix("*.")
-    zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
-    zones |= {
-        p.domain.strip().rstrip(".").lower()
-        for p in main.dns_primary
-        if p.domain.strip().lower() not in DEFAULT_DOMAINS
-    }
-    zones.discard(CA_GROUP)
-    zones.add(ctx.ref.group)
-    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))]
-    if not found:
+    zone = zone_of(ctx.ws.config, ctx.ref.group, name)
+    if zone is None:
         where = ctx.ws.config.conf_dir / MAIN_FILE
         raise ConfigError(
             where,
@@ -70,7 +60,7 @@ def apex_of(ctx: ServiceContext, name: str) -> str:
             None,
             f"no zone for {name!r} (of {ctx.ref}): add a [[dns_primary]] entry with its domain",
         )
-    return max(found, key=len)
+    return zone
 
 
 class DnsIncludePublisher:
@@ -159,16 +149,16 @@ class DnsIncludePublisher:
         unserved: list[str] = []
         for apex, challs in sorted(by_apex.items()):
             primary = primary_for(ctx.ws.config, apex)
-            if apex not in targets:
-                txt = check_txt(primary, [(c.name, c.value) for c in challs])
-                (seen if txt.ok else lagging).append(txt.summary())
-                if not txt.ok:
-                    unserved.append(apex)
-                    continue
-                # Asked after the records were seen, so this serial holds them.
-                targets[apex] = serial_target(apex, primary)
-            result = check_serial(apex, primary, target=targets[apex], extra=extra)
-            (seen if result.ok else lagging).append(result.summary())
+            records = [(c.name, c.value) for c in challs]
+            target, results = look_txt(
+                apex, primary, records, target=targets.get(apex), extra=extra
+            )
+            for result in results:
+                (seen if result.ok else lagging).append(result.summary())
+            if target is None:
+                unserved.append(apex)
+            else:
+                targets[apex] = target
         changed = targets != published.serials
         published.serials = targets
         if unserved and self._repush_due(published):
