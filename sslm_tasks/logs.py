@@ -39,6 +39,7 @@ LOG_BACKUPS: Final = 4
 LOG_MODE: Final = 0o640
 LOG_NAME: Final = "sslm"
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 #: What a step's line may carry beside its message (``extra=`` of the logging call).
 FIELDS: Final = ("service", "server", "zone", "step")
 
@@ -145,11 +146,14 @@ def send_to(handlers: Sequence[logging.Handler], level: int | str, kind: LogForm
     root.setLevel(level)
 
 
-def trace(step: str, where: str, detail: str = "", *, field: str = "service") -> None:
+def trace(
+    step: str, where: str, detail: str = "", *, field: str = "service", level: int = logging.INFO
+) -> None:
     """The line of a step that ran, the same in-process and on workers: ``<where>: step
     <name>[: <detail>]``, with ``step`` and ``service``/``server``/``zone`` (``field``) as
     fields of a JSON line."""
-    logging.getLogger("sslm").info(
+    logging.getLogger("sslm").log(
+        level,
         "%s: step %s%s",
         where,
         step,

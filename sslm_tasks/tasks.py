@@ -339,7 +339,7 @@ def _walk_segment(
         verdict = pipeline.look(ctx, waiting[1])
         if not verdict.go:
             return waiting[1], verdict
-        progress.note(ctx, waiting[1].name, verdict)
+        progress.note(ctx, waiting[1], verdict)
     stuck = pipeline.run_steps(ctx, segment, progress)
     return None if stuck is None else (segment.steps[stuck[0]][1], stuck[1])
 

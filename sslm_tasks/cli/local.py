@@ -75,12 +75,12 @@ def walk_segment(ctx: ServiceContext, segment: Segment, walk: Walk, *, wait_s: f
     that is not done yet asked again until it is."""
     waiting = pipeline.pending(segment, walk)
     if waiting is not None:
-        walk.note(ctx, waiting[1].name, _until_ready(ctx, waiting[1], wait_s))
+        walk.note(ctx, waiting[1], _until_ready(ctx, waiting[1], wait_s))
     start = 0
     while (stuck := pipeline.run_steps(ctx, segment, walk, start=start)) is not None:
         index, _ = stuck
         step = segment.steps[index][1]
-        walk.note(ctx, step.name, _until_ready(ctx, step, wait_s))
+        walk.note(ctx, step, _until_ready(ctx, step, wait_s))
         start = index + 1
 
 

@@ -21,7 +21,7 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
-from sslm_tasks.logs import LogFormat, open_log_file, send_to
+from sslm_tasks.logs import LogFormat, LogLevel, open_log_file, send_to
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
@@ -183,7 +183,7 @@ def _dev_steps(args: argparse.Namespace) -> DevSteps:
     )
 
 
-def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat) -> None:
+def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat, level: LogLevel) -> None:
     """``<logdir>/sslm``, the log workers write too; stderr as well with ``-v``.
 
     Raises:
@@ -193,7 +193,7 @@ def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat) -> None:
         read-only or full file system); nothing else has been written yet.
     """
     logdir = ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)
-    send_to([open_log_file(logdir)], logging.INFO, kind)
+    send_to([open_log_file(logdir)], level, kind)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
@@ -315,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws.locker = locker_for(settings, ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP))
     elif settings.broker_url:
         return _enqueue(settings.broker_url, config, refs, options, request, args)
-    return _locked_run(ws, refs, request, args, log_format=settings.log_format)
+    return _locked_run(
+        ws, refs, request, args, log_format=settings.log_format, log_level=settings.log_level
+    )
 
 
 def _enqueue(
@@ -366,10 +368,11 @@ def _locked_run(
     args: argparse.Namespace,
     *,
     log_format: LogFormat,
+    log_level: LogLevel,
 ) -> int:
     try:
         # The log first: a log that cannot be written stops the run before it writes anything.
-        _setup_logging(ws.config, verbose=args.verb, kind=log_format)
+        _setup_logging(ws.config, verbose=args.verb, kind=log_format, level=log_level)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE

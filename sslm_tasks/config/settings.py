@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sslm_tasks.config.models import DEFAULT_SITE, SITE_NAME
 from sslm_tasks.errors import ConfigError
-from sslm_tasks.logs import LogFormat
+from sslm_tasks.logs import LogFormat, LogLevel
 
 #: Where configuration errors about these settings say they came from.
 ENV_SOURCE = "environment"
@@ -188,6 +188,10 @@ class RuntimeSettings(BaseSettings):
     #: ``text`` (one line per record) or ``json`` (one JSON object per line), for the log file
     #: and the workers' stdout alike.
     log_format: LogFormat = "text"
+    #: The least severe lines the log keeps, for ``sslm-mgr`` and the workers alike. A step
+    #: that found nothing to do (an upkeep with no drift, a roll not due yet) logs at DEBUG,
+    #: so a run over thousands of services writes one line per service at INFO.
+    log_level: LogLevel = "INFO"
 
     @model_validator(mode="before")
     @classmethod

@@ -52,13 +52,16 @@ class Kind(StrEnum):
 @dataclass(frozen=True)
 class Step:
     """One step: its name (the same in the log, the report and the task names), its kind, the
-    function that does it, and whether a transient error (the CA or a name server briefly
-    away) is one more "not yet" under the wait bound rather than a failure."""
+    function that does it, whether a transient error (the CA or a name server briefly
+    away) is one more "not yet" under the wait bound rather than a failure, and whether it is
+    routine: runs every time and mostly finds nothing to do, so it logs at DEBUG unless it
+    says what it did (a run over thousands of services must not rotate the log away)."""
 
     name: str
     kind: Kind
     run: Callable[[ServiceContext], Verdict]
     patient: bool = False
+    routine: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,14 @@ class Stage:
     steps: tuple[Step, ...]
 
 
-def _act(name: str, run: Callable[[ServiceContext], Verdict], *, patient: bool = False) -> Step:
-    return Step(name, Kind.ACT, run, patient)
+def _act(
+    name: str,
+    run: Callable[[ServiceContext], Verdict],
+    *,
+    patient: bool = False,
+    routine: bool = False,
+) -> Step:
+    return Step(name, Kind.ACT, run, patient, routine)
 
 
 # --------------------------------------------------------------------------- the statement
@@ -99,9 +108,9 @@ FIRST_ROLL: Final = Stage(
 UPKEEP: Final = Stage(
     "upkeep",
     (
-        _act("production", steps.to_production),
-        _act("tlsa", steps.tlsa),
-        _act("clean", steps.clean),
+        _act("production", steps.to_production, routine=True),
+        _act("tlsa", steps.tlsa, routine=True),
+        _act("clean", steps.clean, routine=True),
     ),
 )
 #: The names of the finish, in order (each server gets ``deploy`` and ``verify``).
@@ -198,9 +207,13 @@ class Walk:
         raw = data if isinstance(data, dict) else {}
         return cls(*(list(map(str, raw.get(key) or [])) for key in ("skipped", "said", "ran")))
 
-    def note(self, ctx: ServiceContext, step: str, verdict: Verdict) -> None:
-        self.ran.append(step)
-        trace(step, str(ctx.ref), verdict.detail)
+    def note(self, ctx: ServiceContext, step: Step, verdict: Verdict) -> None:
+        self.ran.append(step.name)
+        # A decision that said no without a reason, or routine upkeep that found nothing.
+        quiet = not verdict.detail and (step.routine or step.kind is Kind.DECIDE)
+        trace(
+            step.name, str(ctx.ref), verdict.detail, level=logging.DEBUG if quiet else logging.INFO
+        )
         if verdict.detail:
             self.said.append(verdict.detail)
 
@@ -258,7 +271,7 @@ def run_steps(
         verdict = look(ctx, step)
         if step.patient and not verdict.go:
             return index, verdict
-        walk.note(ctx, step.name, verdict)
+        walk.note(ctx, step, verdict)
         if step.kind is Kind.DECIDE and not verdict.go:
             walk.skipped.append(stage)
     return None

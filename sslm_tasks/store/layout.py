@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import quote
@@ -232,6 +232,14 @@ class Layout:
 
     topdir: Path
     prod_dir: Path
+    # A run looks at each service's paths dozens of times; building a Path is most of what a
+    # no-op run over thousands of services costs, so each is built once per layout.
+    _service_dirs: dict[ServiceRef, Path] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    _version_dirs: dict[tuple[ServiceRef, str], Path] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def certs_dir(self) -> Path:
@@ -241,13 +249,19 @@ class Layout:
         return self.certs_dir / check_group(group)
 
     def service_dir(self, ref: ServiceRef) -> Path:
-        return self.certs_dir / ref.group / ref.service
+        found = self._service_dirs.get(ref)
+        if found is None:
+            found = self._service_dirs[ref] = self.certs_dir / ref.group / ref.service
+        return found
 
     def db_dir(self, ref: ServiceRef) -> Path:
         return self.service_dir(ref) / _DB
 
     def version_dir(self, ref: ServiceRef, stamp: str) -> Path:
-        return self.db_dir(ref) / check_stamp(stamp)
+        found = self._version_dirs.get((ref, stamp))
+        if found is None:
+            found = self._version_dirs[ref, stamp] = self.db_dir(ref) / check_stamp(stamp)
+        return found
 
     def link(self, ref: ServiceRef, which: LinkName) -> Path:
         return self.service_dir(ref) / which

@@ -348,7 +348,7 @@ class WorkerStarter:
                 "--concurrency",
                 str(concurrency),
                 "--loglevel",
-                "INFO",
+                (env or {}).get("SSLM_LOG_LEVEL", "INFO"),
             ]
             if queues:
                 argv += ["--queues", ",".join(queues)]

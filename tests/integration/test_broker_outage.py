@@ -76,9 +76,11 @@ def test_a_broker_restart_mid_run_loses_no_workflow(tmp_path: Path, services: Se
     )
     wait_for(
         "the CAs are issued and a leaf's step is under way",
-        lambda: len(list((top / "certs").glob("ca/*/curr"))) == 2
-        and len(list((top / "certs").glob("example.com/*/db/*"))) >= 2
-        and marker.exists(),
+        lambda: (
+            len(list((top / "certs").glob("ca/*/curr"))) == 2
+            and len(list((top / "certs").glob("example.com/*/db/*"))) >= 2
+            and marker.exists()
+        ),
         timeout_s=120,
     )
     redis.service.terminate()

@@ -61,7 +61,8 @@ def shape(trace: list[tuple[str, str]]) -> dict[str, object]:
 
 
 def run(topdir: Path, broker: str | None, *args: str) -> None:
-    env = {"SSLM_BROKER_URL": broker} if broker else {}
+    # DEBUG: the routine steps that found nothing to do are part of the walk compared here
+    env = {"SSLM_LOG_LEVEL": "DEBUG", **({"SSLM_BROKER_URL": broker} if broker else {})}
     done = run_tool("sslm-mgr", *args, cwd=topdir, env=env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -90,7 +91,9 @@ def test_a_renew_and_a_roll_walk_the_same_steps_in_process_and_on_workers(
     local_roll = in_process("-roll", SERVICE)
 
     # And the same happens to its copy through a worker
-    worker = workers.start("all@parity", env={"SSL_MGR_TOPDIR": str(remote)})
+    worker = workers.start(
+        "all@parity", env={"SSL_MGR_TOPDIR": str(remote), "SSLM_LOG_LEVEL": "DEBUG"}
+    )
 
     def on_workers(*args: str, done: Callable[[str], bool]) -> list[tuple[str, str]]:
         start = len(worker.service.log_text())
