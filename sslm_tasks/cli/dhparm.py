@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sslm_tasks.cli._common import error
+from sslm_tasks.cli.console import console_script
 from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.dhparam import DH_SUBDIR, dh_file_name, refresh_dir
 from sslm_tasks.errors import CryptoError, SslmError
@@ -43,6 +44,7 @@ def _usable_dirs(dirs: Sequence[Path], *, subdirs: bool) -> list[Path]:
     return usable
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sslm-dhparm``; returns the exit status."""
     parser = argparse.ArgumentParser(

@@ -23,6 +23,7 @@ from sslm_tasks.cli._common import (
     run_openssl,
     sans_lines,
 )
+from sslm_tasks.cli.console import console_script
 from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import (
     load_certs,
@@ -148,6 +149,7 @@ def _show(path: str | None, *, is_verbose: bool, now: datetime) -> bool:
     return shown_all
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sslm-info``; returns the exit status."""
     parser = argparse.ArgumentParser(

@@ -25,6 +25,7 @@ from sslm_tasks.config.settings import ENV_SOURCE, load_settings, read_secret
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.routing import Queue, deploy_queue
 
+from .console import console_script
 from .version import add_version_flag
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -38,6 +39,7 @@ DEFAULT_FLOWER_ADDRESS, DEFAULT_FLOWER_PORT = "127.0.0.1", 5555
 _PASS_ON = "Other options go to Celery after these, and win (see `celery {command} --help`)."
 
 
+@console_script
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """``sslm-worker [--site NAME] [--queues Q,...]``: the issue worker, or a site's deploy
     worker; see :func:`worker_command`."""
@@ -58,6 +60,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     return _exec_checked(parser.prog, lambda: worker_command(args.site, args.queues), celery_args)
 
 
+@console_script
 def beat_main(argv: Sequence[str] | None = None) -> int:
     """``sslm-beat``: Celery beat with sslm's scheduler; see :func:`beat_command`."""
     parser = _parser(
@@ -69,6 +72,7 @@ def beat_main(argv: Sequence[str] | None = None) -> int:
     return _exec_checked(parser.prog, beat_command, celery_args)
 
 
+@console_script
 def flower_main(argv: Sequence[str] | None = None) -> int:
     """``sslm-flower``: Flower behind basic auth; see :func:`flower_command`."""
     parser = _parser(

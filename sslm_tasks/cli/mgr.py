@@ -7,7 +7,6 @@ Exit status: 0 when every selected service succeeded, 1 when any failed, 2 for b
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,8 +19,6 @@ from sslm_tasks.errors import ConfigError, LockBusy, SslmError, StoreError, Tran
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.deployment import read_ledger
-from sslm_tasks.lifecycle.status import service_status
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.logs import LogFormat, LogLevel, open_log_file, send_to
@@ -29,7 +26,8 @@ from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
 
-from . import health, report
+from . import check, health, report, status
+from .console import console_script
 from .local import run_in_process
 from .run import RunRequest
 from .version import add_version_flag
@@ -157,6 +155,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         help="With a broker: seconds to follow the workflows (default %(default)s)",
     )
     health.add_arguments(parser)
+    check.add_arguments(parser)
     if dev:
         group = parser.add_argument_group("dev")
         _flag(group, "-keys", "-new-keys", "Make next new keys")
@@ -219,27 +218,11 @@ def _clean_refs(
     return found or list(refs)
 
 
-def _status(ws: Workspace, refs: Sequence[ServiceRef], *, as_json: bool, verbose: bool) -> int:
-    """Print the status; a service whose files cannot be read is named, the others shown."""
-    statuses = []
-    broken: dict[str, str] = {}
-    try:
-        ledger = read_ledger(ws)
-    except SslmError as err:
-        broken["deploys"] = str(err)
-        ledger = {}
-    for ref in refs:
-        try:
-            statuses.append(service_status(ServiceContext(ws, ref, repair=False), ledger))
-        except SslmError as err:
-            broken[str(ref)] = str(err)
-    if as_json:
-        print(json.dumps({"services": [s.to_json() for s in statuses], "errors": broken}, indent=2))
-    else:
-        print(report.status_text(statuses, ws.clock(), verbose=verbose))
-        for name, error in broken.items():
-            print(f"{name}: Error: {error}")
-    return EXIT_FAILED if broken else EXIT_OK
+def _status(ws: Workspace, refs: Sequence[ServiceRef], args: argparse.Namespace) -> int:
+    """``-s``: the status, or with ``--check`` the monitoring plugin's verdict."""
+    if args.check:
+        return check.run(ws, refs, check.thresholds(args))
+    return status.show(ws, refs, as_json=args.json, verbose=args.verb)
 
 
 def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> int:
@@ -274,25 +257,32 @@ def _would(ctx: ServiceContext, request: RunRequest) -> list[str]:
     return lines
 
 
+@console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     dev = bool(args_in) and args_in[0] == "dev"
-    args = build_parser(dev=dev).parse_args(args_in[1:] if dev else args_in)
+    try:
+        args = build_parser(dev=dev).parse_args(args_in[1:] if dev else args_in)
+    except SystemExit as stop:
+        # A monitoring plugin says UNKNOWN for a command line it cannot read (2 is CRITICAL).
+        if stop.code == EXIT_USAGE and "--check" in args_in:
+            return check.unknown("bad command line (see stderr)")
+        raise
     if args.health:
         return health.main(args)
     try:
         config, refs = load_config(args.grps_svcs)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:
-        # Looking for the files failed (a topdir path too long, say): still bad input, one line.
-        print(f"Error: reading the configuration: {err}", file=sys.stderr)
+    except (ConfigError, OSError) as err:
+        # OSError: looking for the files failed (a topdir path too long, say): still bad input.
+        problem = f"{err}" if isinstance(err, ConfigError) else f"reading the configuration: {err}"
+        if args.check:
+            return check.unknown(problem)
+        print(f"Error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     for line in config.strays:
         print(f"Warning: {line}", file=sys.stderr)
-    for ref, problem in config.broken.items():
-        print(f"Error: {ref} fails alone: {problem}", file=sys.stderr)
+    for ref, broken in config.broken.items():
+        print(f"Error: {ref} fails alone: {broken}", file=sys.stderr)
     code = _run(config, refs, args)
     # A service a wildcard found but whose file does not load failed; the others ran.
     return EXIT_FAILED if config.broken and code == EXIT_OK else code
@@ -318,10 +308,10 @@ def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -
     )
     acts = request.renew or request.roll or options.dev.any() or request.dns_refresh
     if args.status and not acts:
-        return _status(ws, refs, as_json=args.json, verbose=args.verb)
+        return _status(ws, refs, args)
     if args.debug:
         code = _dry_run(ws, refs, request)
-        return _status(ws, refs, as_json=args.json, verbose=args.verb) if args.status else code
+        return _status(ws, refs, args) if args.status else code
     try:
         settings = load_settings()
     except ConfigError as err:
@@ -419,7 +409,7 @@ def _locked_run(
             return EXIT_FAILED
         print(report.run_text(result, remote=False))
         if args.status:
-            _status(ws, refs, as_json=args.json, verbose=args.verb)
+            _status(ws, refs, args)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from sslm_tasks.cli._common import DATE_FORMAT, relative
 from sslm_tasks.cli.run import RunReport
+from sslm_tasks.lifecycle import acme_timing
+from sslm_tasks.lifecycle.health import Problem
 from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
+from sslm_tasks.renewal import format_renew_in
+from sslm_tasks.store.layout import ServiceRef
 
 _INDENT = " " * 12
 
@@ -15,66 +18,90 @@ _INDENT = " " * 12
 def _version_lines(
     label: str, version: VersionStatus, now: datetime, *, verbose: bool
 ) -> list[str]:
-    expires = version.expires.strftime(DATE_FORMAT)
-    issued = version.issued.strftime(DATE_FORMAT)
+    expires = version.not_after.strftime(DATE_FORMAT)
+    issued = version.not_before.strftime(DATE_FORMAT)
     lines = [
-        f"        {label:<12} : expires: {expires} ({relative(version.expires, now)})"
-        + (" EXPIRED" if version.expires <= now else ""),
-        f"        {'':<12} : issued : {issued} ({relative(version.issued, now)})"
+        f"        {label:<12} : expires: {expires} ({relative(version.not_after, now)})"
+        + (" EXPIRED" if version.not_after <= now else ""),
+        f"        {'':<12} : issued : {issued} ({relative(version.not_before, now)})"
         f" ({round(version.lifetime_days)} day cert)",
-        f"{'issuer':>20} : {version.issuer}",
-        f"{'subject':>20} : {version.subject}",
-        f"{'pubkey':>20} : pubkey-{version.pubkey}",
-        f"{'stamp':>20} : {version.stamp}",
     ]
-    if verbose:
-        lines.append(f"{'sans':>20} : {version.sans}")
-        lines.append(f"{'sig_algo':>20} : {version.sig_algo}")
+    details = version.details
+    if details is not None:
+        lines += [
+            f"{'issuer':>20} : {details.issuer}",
+            f"{'subject':>20} : {details.subject}",
+            f"{'pubkey':>20} : pubkey-{details.pubkey}",
+        ]
+    lines.append(f"{'stamp':>20} : {version.stamp}")
+    if verbose and details is not None:
+        lines.append(f"{'sans':>20} : {details.sans}")
+        lines.append(f"{'sig_algo':>20} : {details.sig_algo}")
     return lines
 
 
-def status_text(statuses: Iterable[ServiceStatus], now: datetime, *, verbose: bool) -> str:
-    lines: list[str] = []
-    group = None
-    for status in statuses:
-        if status.group != group:
-            group = status.group
-            lines.append(group)
-        lines.append(f"  {status.service}")
-        if status.curr is None and status.next is None:
-            lines.append(f"        {'(none)':<12} : no certificate yet")
-        for label, version in (("curr", status.curr), ("next", status.next)):
-            if version is not None:
-                lines.extend(_version_lines(label, version, now, verbose=verbose))
-        lines.append(f"{'phase':>20} : {status.phase}")
-        when = status.renew_in.strip()
-        lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
-        if status.ari:
-            lines.append(f"{'ARI':>20} : {status.ari}")
-        if status.next_attempt:
-            lines.append(f"{'next attempt':>20} : {status.next_attempt}")
-        if status.roll_due:
-            lines.append(f"{'roll due':>20} : {status.roll_due}")
-        if status.tlsa_next_seen:
-            lines.append(f"{'next TLSA':>20} : served by every NS since {status.tlsa_next_seen}")
-        if status.tlsa_next_ns:
-            lines.append(f"{'next TLSA on NS':>20} : {status.tlsa_next_ns}")
-        if status.tlsa_retiring_prev:
-            lines.append(f"{'prev TLSA':>20} : still published until the deploy succeeds")
-        for server in status.servers:
-            if server["at"] is None:
-                lines.append(f"{'deploy':>20} : {server['server']}: not deployed yet")
-            else:
-                verdict = "ok" if server["ok"] else "FAILED"
-                lines.append(
-                    f"{'deploy':>20} : {server['server']}: {verdict} at {server['at']}"
-                    f" ({server['detail']})"
-                )
-        if status.last_error:
-            lines.append(f"{'last error':>20} : {status.last_error}")
-        if status.notice:
-            lines.append(f"{'notice':>20} : {status.notice}")
-    return "\n".join(lines)
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime(DATE_FORMAT)
+
+
+def _problem_line(problem: Problem, ref: ServiceRef) -> str:
+    """``deploy on smtp:mx1 since <time>, 3 attempts, next try <time>: <reason>`` (where, when
+    it is not the service itself)."""
+    where = "" if problem.where == str(ref) else f" on {problem.where}"
+    tries = f", {problem.attempts} attempt{'s' if problem.attempts != 1 else ''}"
+    retry = "" if problem.retry_at is None else f", next try {_when(problem.retry_at)}"
+    return f"{problem.what}{where} since {_when(problem.since)}{tries}{retry}: {problem.reason}"
+
+
+def service_lines(status: ServiceStatus, *, verbose: bool) -> list[str]:
+    """The ``-s`` block of one service (without its group's heading)."""
+    now = status.read_at
+    lines = [f"  {status.ref.service}"]
+    if status.curr is None and status.next is None:
+        lines.append(f"        {'(none)':<12} : no certificate yet")
+    for label, version in (("curr", status.curr), ("next", status.next)):
+        if version is not None:
+            lines.extend(_version_lines(label, version, now, verbose=verbose))
+    lines.append(f"{'health':>20} : {status.health.word}")
+    problems = status.health.problems
+    lines.extend(f"{'failing':>20} : {_problem_line(p, status.ref)}" for p in problems)
+    lines.extend(
+        f"{'pending':>20} : {server} has not taken curr yet"
+        for server in status.health.pending_servers
+    )
+    lines.append(f"{'phase':>20} : {status.phase}")
+    when = format_renew_in(status.renew).strip()
+    lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
+    plan = None if status.ari is None else acme_timing.plan_text(status.ari)
+    if plan:
+        lines.append(f"{'ARI':>20} : {plan}")
+    backoff = status.backoff
+    if backoff is not None and acme_timing.backoff_waiting(backoff, now=now):
+        lines.append(f"{'next attempt':>20} : {acme_timing.describe(backoff)}")
+    if status.roll_due:
+        lines.append(f"{'roll due':>20} : {status.roll_due.isoformat()}")
+    dane = status.dane
+    if dane.next_seen:
+        lines.append(f"{'next TLSA':>20} : served by every NS since {dane.next_seen.isoformat()}")
+    if dane.next_ns:
+        lines.append(f"{'next TLSA on NS':>20} : {dane.next_ns}")
+    if dane.retire_prev:
+        lines.append(f"{'prev TLSA':>20} : still published until the deploy succeeds")
+    for server in status.servers:
+        outcome = server.last
+        if outcome is None:
+            lines.append(f"{'deploy':>20} : {server.server}: not deployed yet")
+        else:
+            verdict = "ok" if outcome.ok else "FAILED"
+            lines.append(
+                f"{'deploy':>20} : {server.server}: {verdict} at {_when(outcome.at)}"
+                f" ({outcome.detail})"
+            )
+    if status.last_error:
+        lines.append(f"{'last error':>20} : {status.last_error}")
+    if status.notice:
+        lines.append(f"{'notice':>20} : {status.notice}")
+    return lines
 
 
 def run_text(report: RunReport, *, remote: bool) -> str:

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from sslm_tasks.cli._common import error, run_openssl
+from sslm_tasks.cli.console import console_script
 from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.crypto.tlsa import tlsa_data
@@ -39,6 +40,7 @@ def openssl_tlsa_data(cert_pem: bytes, selector: int, matching: int) -> str:
     return run_openssl(["dgst", _DGST_FLAGS[matching], "-r"], der).decode().split()[0].lower()
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sslm-tlsa-hash``; returns the exit status."""
     parser = argparse.ArgumentParser(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sslm_tasks.cli._common import DASH_LINE, block_header, cert_summary, error
+from sslm_tasks.cli.console import console_script
 from sslm_tasks.cli.version import add_version_flag
 from sslm_tasks.crypto.inspect import check_chain, load_certs
 from sslm_tasks.errors import CryptoError
@@ -23,6 +24,7 @@ CERT_FILE = "cert.pem"
 CHAIN_FILE = "chain.pem"
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sslm-verify``; returns the exit status."""
     parser = argparse.ArgumentParser(

@@ -157,12 +157,9 @@ def ari_verdict(plan: AriPlan, *, now: datetime) -> tuple[bool, str] | None:
     return True, why
 
 
-def plan_text(ctx: ServiceContext) -> str | None:
-    """The status line of the remembered window for ``curr``; None without one."""
-    plan = ctx.record.ari
-    if plan is None or plan.window is None or plan.renew_at is None:
-        return None
-    if plan.curr != read_link(ctx.layout, ctx.ref, "curr"):
+def plan_text(plan: AriPlan) -> str | None:
+    """The status line of a remembered window; None for a plan without one."""
+    if plan.window is None or plan.renew_at is None:
         return None
     text = (
         f"renew at {show(plan.renew_at)} (window {show(plan.window.start)} .. "

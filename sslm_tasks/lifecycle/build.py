@@ -12,6 +12,7 @@ its worker died therefore repeats nothing that was finished.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -75,10 +76,15 @@ def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certif
     return load_certs(path.read_bytes())[0]
 
 
-def renew_decision(ctx: ServiceContext) -> RenewDecision:
+#: Reads the certificate a link points at (:func:`load_version_cert`, or for a reader that may
+#: not enter the store's version directories, the production copy).
+CertLoader = Callable[[ServiceContext, files.LinkName], x509.Certificate | None]
+
+
+def renew_decision(ctx: ServiceContext, *, load: CertLoader = load_version_cert) -> RenewDecision:
     """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set)."""
     svc = ctx.service
-    curr = load_version_cert(ctx, "curr")
+    curr = load(ctx, "curr")
     fixed_target = svc.renew_expire_days or ctx.ws.config.main.globals.renew_expire_days
     return decide(
         not_before=None if curr is None else curr.not_valid_before_utc,

@@ -59,7 +59,7 @@ class ServiceContext:
         return self._record
 
     def save(self) -> None:
-        """Write the record (stamped ``updated``); atomic and 0600.
+        """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).
 
         Raises:
           StoreError: it could not be written, or holds something like a private key.

@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography import x509
 
 from sslm_tasks.config.files import MAIN_FILE
-from sslm_tasks.config.load import list_services
+from sslm_tasks.config.load import Config, list_services
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.dns.lookup import DnsNoAnswer, mx_hosts, primary_for, soa_serial
@@ -258,6 +258,12 @@ def _changes_records(ctx: ServiceContext, upcoming: LinkName, going: LinkName) -
     return not _keys(version_records(ctx, upcoming)) <= _keys(version_records(ctx, going))
 
 
+def _publishes(config: Config, group: str) -> bool:
+    """Whether sslm puts the group's TLSA records into its zone: through ``[dns]`` include
+    files, or by RFC 2136 update (``[[dns_update]]``)."""
+    return config.main.dns is not None or config.main.update_of(group) is not None
+
+
 def _next_publishable(ctx: ServiceContext) -> bool:
     """Whether ``next``'s records may go into the zone: once :func:`observe_before` recorded
     what caches may hold (only the service's own ``tlsa`` step does, right before it publishes
@@ -267,7 +273,7 @@ def _next_publishable(ctx: ServiceContext) -> bool:
     pending = read_link(layout, ref, "next")
     if pending is None or ctx.record.dane.next_stamp == pending:
         return True
-    if ctx.ws.config.main.dns is None or read_link(layout, ref, "curr") is None:
+    if not _publishes(ctx.ws.config, ref.group) or read_link(layout, ref, "curr") is None:
         return True
     return not _changes_records(ctx, "next", "curr")
 
@@ -289,7 +295,7 @@ def observe_before(ctx: ServiceContext) -> None:
       DnsAnswerError / ConfigError: the primary refused, or no ``[[dns_primary]]`` fits.
     """
     svc, ref, layout, config = ctx.service, ctx.ref, ctx.layout, ctx.ws.config
-    if not svc.dane_tls or config.main.dns is None:
+    if not svc.dane_tls or not _publishes(config, ref.group):
         return
     pending, current = read_link(layout, ref, "next"), read_link(layout, ref, "curr")
     if pending is None or current is None or pending == current:
@@ -333,7 +339,7 @@ def _look(ctx: ServiceContext, which: LinkName) -> _Sighting:
       DnsNoAnswer (transient): the primary did not answer.
     """
     ref, config = ctx.ref, ctx.ws.config
-    if config.main.dns is None and config.main.update_of(ref.group) is None:
+    if not _publishes(config, ref.group):
         where = config.conf_dir / MAIN_FILE
         raise ConfigError(
             where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs, or [[dns_update]]"

@@ -62,6 +62,9 @@ class ServerOutcome:
       failures(int): failed deploys in a row (0 after a success).
       retry_at(datetime | None): after a failure, when it is tried again (1 min, 10 min,
         100 min, then daily), whether or not anything changes meanwhile.
+      failed_step(str | None): after a failure, ``deploy`` (the copy or a command) or
+        ``verify`` (a probe); None after a success, and in entries of releases that did not
+        say.
     """
 
     started: datetime | None
@@ -70,6 +73,7 @@ class ServerOutcome:
     detail: str
     failures: int = 0
     retry_at: datetime | None = None
+    failed_step: str | None = None
     #: The error that failed it, for the caller to raise; never stored.
     error: SslmError | None = field(default=None, compare=False, repr=False)
 
@@ -84,6 +88,7 @@ class ServerOutcome:
             "retry_at": None
             if self.retry_at is None
             else self.retry_at.astimezone(UTC).isoformat(),
+            "failed_step": self.failed_step,
         }
 
     @classmethod
@@ -96,6 +101,7 @@ class ServerOutcome:
             detail=str(raw.get("detail", "")),
             failures=int(raw.get("failures", 0 if raw["ok"] else 1)),
             retry_at=None if retry_at is None else datetime.fromisoformat(str(retry_at)),
+            failed_step=None if raw.get("failed_step") is None else str(raw["failed_step"]),
         )
 
 
@@ -152,9 +158,11 @@ def deploy_to(
     key = server_key(target.server_class, target.host)
     started = ws.clock()
     error: SslmError | None = None
+    step = "deploy"
     try:
         ran = deploy(ws.config.main, target, prod_dir=ws.layout.prod_dir, timeout_s=timeout_s)
         trace("deploy", key, field="server")
+        step = "verify"
         problems = check_server(ws, target, changed, timeout_s=timeout_s)
         trace("verify", key, field="server")
         shown = [" ".join(result.argv) for result in ran]
@@ -169,7 +177,13 @@ def deploy_to(
     ended = ws.clock()
     retry_at = None if error is None else retry_time_after_failure(failures, now=ended)
     outcome = ServerOutcome(
-        started, ended, error is None, detail[-_DETAIL_KEPT:], failures, retry_at
+        started,
+        ended,
+        error is None,
+        detail[-_DETAIL_KEPT:],
+        failures,
+        retry_at,
+        failed_step=None if error is None else step,
     )
     _record(ws, key, outcome)
     return replace(outcome, error=error)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
-from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
 from sslm_tasks.store.versions import read_link
@@ -57,8 +57,11 @@ def worst(words: list[Word]) -> Word:
     return max(words, key=ORDER.index, default="ok")
 
 
-def health(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Health:
-    """The service's health now (by ``ctx``'s clock), from its record and the deploy ledger."""
+def health(
+    ctx: ServiceContext, ledger: dict[str, ServerOutcome], *, load: CertLoader = load_version_cert
+) -> Health:
+    """The service's health now (by ``ctx``'s clock), from its record and the deploy ledger;
+    ``load`` reads ``curr``'s certificate (from the store unless told otherwise)."""
     record = ctx.record
     problems = [
         Problem(kind, str(ctx.ref), f.since, f.attempts, f.reason, f.retry_at)
@@ -69,11 +72,12 @@ def health(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Health:
         outcome = ledger.get(key)
         if outcome is not None and not outcome.ok:
             since = outcome.started or outcome.at
+            what = outcome.failed_step or "deploy"
             problems.append(
-                Problem("deploy", key, since, outcome.failures, outcome.detail, outcome.retry_at)
+                Problem(what, key, since, outcome.failures, outcome.detail, outcome.retry_at)
             )
     pending = lacking(ctx, ledger) if read_link(ctx.layout, ctx.ref, "curr") else []
-    curr = load_version_cert(ctx, "curr")
+    curr = load(ctx, "curr")
     expires = None if curr is None else curr.not_valid_after_utc
     now = ctx.now()
     days_left = None if expires is None else (expires - now).total_seconds() / 86400
@@ -81,7 +85,7 @@ def health(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> Health:
     word: Word
     if problems:
         word = "failing"
-    elif curr is not None and renew_decision(ctx).due and not waiting:
+    elif curr is not None and renew_decision(ctx, load=load).due and not waiting:
         word = "expiring"
     elif curr is None or waiting or pending:
         word = "pending"

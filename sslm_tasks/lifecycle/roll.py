@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import dane
-from sslm_tasks.lifecycle.build import load_version_cert
+from sslm_tasks.lifecycle.build import CertLoader, load_version_cert
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.store import layout as files
@@ -87,15 +87,19 @@ def _wait_mins(ctx: ServiceContext, not_before: datetime) -> float:
     return ctx.ws.min_roll_mins
 
 
-def due_time(ctx: ServiceContext) -> datetime | None:
+def due_time(ctx: ServiceContext, *, load: CertLoader | None = None) -> datetime | None:
     """When the waiting ``next`` may roll, by its age alone (DANE may hold it longer); None
-    without a complete ``next``."""
+    without a complete ``next``. ``load`` reads its certificate elsewhere than in the store
+    (the metrics exporter reads the production copy, which holds complete versions only)."""
     layout, ref = ctx.layout, ctx.ref
     pending = read_link(layout, ref, "next")
     if pending is None or pending == read_link(layout, ref, "curr"):
         return None
-    cert = load_version_cert(ctx, "next")
-    if cert is None or not is_complete(layout, ref, pending):
+    if load is None:
+        cert = load_version_cert(ctx, "next") if is_complete(layout, ref, pending) else None
+    else:
+        cert = load(ctx, "next")
+    if cert is None:
         return None
     not_before = cert.not_valid_before_utc
     return not_before + timedelta(minutes=_wait_mins(ctx, not_before))

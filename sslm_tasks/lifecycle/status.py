@@ -1,31 +1,69 @@
-"""What ``sslm-mgr -s`` shows: read-only, from the files and the service state.
+"""What sslm knows about one service now, read from its files, its record and the deploy
+ledger: what ``sslm-mgr -s`` prints (as text or JSON), what ``-s --check`` judges and what
+``sslm-metrics`` exports, so that all three say the same.
 
-Unlike upstream's ``-s``, this touches no network and changes nothing on disk.
+Reading only: nothing here changes a file or asks the network (use a context with
+``repair=False``). Values are machine values (times, numbers, flags); the command line formats
+them. A status judges the renew point by the middle of its spread (:class:`MiddleOfSpread`), so
+it says the same on every look; a run draws inside the spread.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Final
 
-from sslm_tasks.crypto.inspect import cert_info
-from sslm_tasks.lifecycle import acme_timing
-from sslm_tasks.lifecycle.build import load_version_cert, renew_decision
+from cryptography import x509
+
+from sslm_tasks.config.load import acme_ca_of
+from sslm_tasks.crypto.inspect import cert_info, load_certs
+from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
+from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
+from sslm_tasks.lifecycle.health import Health, health
+from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
 from sslm_tasks.lifecycle.roll import due_time
-from sslm_tasks.renewal import format_renew_in
-from sslm_tasks.store.layout import LinkName
-from sslm_tasks.store.versions import read_link
+from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.renewal import RenewDecision, RenewTable
+from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
+from sslm_tasks.store.versions import STAMP_FORMAT, read_link
+
+#: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
+_NS_COUNT: Final = re.compile(r"(\d+) of (\d+)")
+
+
+class MiddleOfSpread(random.Random):
+    """The random source of a status: every draw is the middle of its range, so the renew
+    point a status judges by is the renew target itself, the same on every look."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+
+@dataclass
+class ReadingWorkspace(Workspace):
+    """The workspace of a status: it draws with :class:`MiddleOfSpread`, and makes its renew
+    table once, since it only reads (a run's workspace makes it at each use)."""
+
+    rng: random.Random = field(default_factory=MiddleOfSpread)
+
+    @cached_property
+    def _renew_table(self) -> RenewTable:
+        return super().renew_table()
+
+    def renew_table(self) -> RenewTable:
+        return self._renew_table
 
 
 @dataclass(frozen=True)
-class VersionStatus:
-    stamp: str
-    expires: datetime
-    issued: datetime
-    lifetime_days: float
+class CertDetails:
+    """What people read about a certificate (``-s``); parsing it costs more than the dates."""
+
     issuer: str
     subject: str
     pubkey: str
@@ -34,104 +72,200 @@ class VersionStatus:
 
 
 @dataclass(frozen=True)
+class VersionStatus:
+    stamp: str
+    not_before: datetime
+    not_after: datetime
+    #: None unless asked for (``service_status(..., details=True)``).
+    details: CertDetails | None
+
+    @property
+    def lifetime_days(self) -> float:
+        return (self.not_after - self.not_before).total_seconds() / 86400
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A server that uses the service: whether it holds the service's ``curr``, and how its
+    last deploy ended (None: never deployed)."""
+
+    server: str
+    has_curr: bool
+    last: ServerOutcome | None
+
+
+@dataclass(frozen=True)
+class NameserverCount:
+    """How many authoritative nameservers served every ``next`` TLSA record at the last look,
+    of how many asked."""
+
+    serving: int
+    asked: int
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
-    group: str
-    service: str
-    phase: str
+    ref: ServiceRef
+    #: The moment the status was read (the workspace's clock).
+    read_at: datetime
+    health: Health
+    phase: Phase
     curr: VersionStatus | None
     next: VersionStatus | None
-    renew_in: str
-    #: Days until the renew target (negative once it has passed); None without a certificate.
-    renew_in_days: float | None
-    renew_due: bool
-    #: ACME: the CA's renewal window (ARI) for ``curr`` and the time drawn in it, as remembered.
-    ari: str | None
-    #: ACME: failed attempts and when the next may start, while a wait is in effect.
-    next_attempt: str | None
-    roll_due: str | None
-    #: DANE: when every authoritative NS was first seen serving ``next``'s TLSA records.
-    tlsa_next_seen: str | None
-    #: DANE: the old ``curr``'s records stay published until the servers took the new one.
-    tlsa_retiring_prev: bool
-    #: DANE: how many authoritative NS served all ``next`` records at the last look.
-    tlsa_next_ns: str | None
-    #: Last deploy (and verify) of each server that uses this service.
-    servers: list[dict[str, object]]
+    #: The lifetime rule's answer, judged at the renew target (no spread drawn).
+    renew: RenewDecision
+    #: ACME: the CA's renewal window (ARI) remembered for ``curr``.
+    ari: AriPlan | None
+    #: ACME: failed builds in a row and when the next may start.
+    backoff: Backoff | None
+    #: When a waiting ``next`` may roll.
+    roll_due: datetime | None
+    dane: DaneRoll
+    tlsa_next_ns: NameserverCount | None
+    servers: list[ServerStatus]
+    #: Since when the service has been pending (see :func:`pending_since`).
+    pending_since: datetime | None
+    #: When the build in progress began (its version's stamp); None without one.
+    build_started: datetime | None
     last_error: str | None
     #: What sslm had to repair in the service's record itself (a corrupt file moved aside).
     notice: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        def encode(value: Any) -> Any:
-            if isinstance(value, datetime):
-                return value.isoformat()
-            if isinstance(value, dict):
-                return {key: encode(item) for key, item in value.items()}
-            if isinstance(value, list):
-                return [encode(item) for item in value]
-            return value
-
-        result: dict[str, Any] = encode(asdict(self))
-        return result
+    @property
+    def renew_at(self) -> datetime | None:
+        """When ``curr`` becomes due: the time drawn in the CA's window (ARI) when there is
+        one, else the lifetime rule's renew target."""
+        if self.ari is not None and self.ari.renew_at is not None:
+            return self.ari.renew_at
+        return self.renew.renew_at
 
 
-def _version(ctx: ServiceContext, which: LinkName) -> VersionStatus | None:
+def published_cert(ctx: ServiceContext, which: LinkName) -> x509.Certificate | None:
+    """The certificate the production tree holds for ``which``: what servers are given, and
+    what a reader that may not enter the store's version directories (the metrics, running
+    without access to private keys) can read. None when production has no copy (it never
+    holds ``prev``)."""
+    if which == "prev":
+        return None
+    path = ctx.layout.prod_version_dir(ctx.ref, which) / CERT
+    try:
+        return load_certs(path.read_bytes())[0]
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StoreError(f"reading {path}: {err.strerror or err}") from err
+
+
+def _version(
+    ctx: ServiceContext, which: LinkName, load: CertLoader, *, details: bool
+) -> VersionStatus | None:
     stamp = read_link(ctx.layout, ctx.ref, which)
-    cert = load_version_cert(ctx, which)
+    cert = load(ctx, which)
     if stamp is None or cert is None:
         return None
-    info = cert_info(cert)
-    return VersionStatus(
-        stamp=stamp,
-        expires=info.not_after,
-        issued=info.not_before,
-        lifetime_days=info.lifetime_days,
-        issuer=info.issuer,
-        subject=info.subject,
-        pubkey=info.pubkey,
-        sans=info.sans,
-        sig_algo=info.sig_algo,
-    )
+    described = None
+    if details:
+        info = cert_info(cert)
+        described = CertDetails(info.issuer, info.subject, info.pubkey, info.sans, info.sig_algo)
+    return VersionStatus(stamp, cert.not_valid_before_utc, cert.not_valid_after_utc, described)
 
 
-def _servers(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> list[dict[str, object]]:
-    pending = set(lacking(ctx, ledger))
-    found: list[dict[str, object]] = []
-    for key in servers_using(ctx.ws.config.main, ctx.ref):
-        outcome = ledger.get(key)
-        found.append(
-            {
-                "server": key,
-                "at": None if outcome is None else outcome.at,
-                "ok": None if outcome is None else outcome.ok,
-                "detail": None if outcome is None else outcome.detail,
-                "has_curr": key not in pending,
-            }
-        )
-    return found
+def _ari_for(plan: AriPlan | None, curr: VersionStatus | None) -> AriPlan | None:
+    """The remembered ARI plan when it is for ``curr`` and holds the CA's window."""
+    if plan is None or curr is None or plan.curr != curr.stamp or plan.window is None:
+        return None
+    return plan if plan.renew_at is not None else None
 
 
-def service_status(ctx: ServiceContext, ledger: dict[str, ServerOutcome]) -> ServiceStatus:
-    """The status of the service of ``ctx`` (a read-only context: ``repair=False``)."""
+def nameserver_count(recorded: str | None) -> NameserverCount | None:
+    """The DANE gate's ``"<serving> of <asked>"``, as numbers."""
+    found = None if recorded is None else _NS_COUNT.fullmatch(recorded)
+    return None if found is None else NameserverCount(int(found[1]), int(found[2]))
+
+
+def _stamp_time(stamp: str | None) -> datetime | None:
+    if stamp is None:
+        return None
+    try:
+        return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def pending_since(
+    ctx: ServiceContext, health_: Health, curr: VersionStatus | None, roll_due: datetime | None
+) -> datetime | None:
+    """Since when the service has been waiting, for a check that warns about work that stays
+    pending: the earliest of when a waiting ``next`` could roll, when production got a
+    ``curr`` some server still lacks, and, without any certificate, when sslm last wrote the
+    service's record. None when nothing is pending, or when sslm never worked on the service."""
+    if health_.word != "pending":
+        return None
+    moments: list[datetime] = []
+    if roll_due is not None and ctx.record.phase == Phase.ISSUED:
+        moments.append(roll_due)
+    if health_.pending_servers and curr is not None:
+        moments.append(ctx.record.prod_since or curr.not_before)
+    if curr is None and ctx.record.updated is not None:
+        moments.append(ctx.record.updated)
+    return min(moments, default=None)
+
+
+def _once_each(load: CertLoader) -> CertLoader:
+    """``load``, reading each link's certificate once (health, the renew rule and the status
+    all want ``curr``'s)."""
+    seen: dict[LinkName, x509.Certificate | None] = {}
+
+    def loaded(ctx: ServiceContext, which: LinkName) -> x509.Certificate | None:
+        if which not in seen:
+            seen[which] = load(ctx, which)
+        return seen[which]
+
+    return loaded
+
+
+def service_status(
+    ctx: ServiceContext,
+    ledger: dict[str, ServerOutcome],
+    *,
+    details: bool = True,
+    load: CertLoader = load_version_cert,
+) -> ServiceStatus:
+    """The status of the service of ``ctx`` (a read-only context: ``repair=False``; its
+    workspace a :class:`ReadingWorkspace`). ``details``: also the names and
+    algorithms of the certificates, for people; ``load`` reads the certificates (from the
+    store, or :func:`published_cert`).
+
+    Raises:
+      StoreError: a link, the record or the ledger is unreadable.
+    """
     record = ctx.record
-    decision = renew_decision(ctx)
-    dane = record.dane
+    load = _once_each(load)
+    judged = health(ctx, ledger, load=load)
+    curr = _version(ctx, "curr", load, details=details)
+    lacking = set(judged.pending_servers)
+    servers = [
+        ServerStatus(key, key not in lacking, ledger.get(key))
+        for key in servers_using(ctx.ws.config.main, ctx.ref)
+    ]
+    building = record.phase in (Phase.RENEWING, Phase.FAILED)
+    roll_due = due_time(ctx, load=load)
     return ServiceStatus(
-        group=ctx.ref.group,
-        service=ctx.ref.service,
-        phase=str(record.phase),
-        curr=_version(ctx, "curr"),
-        next=_version(ctx, "next"),
-        renew_in=format_renew_in(decision),
-        renew_in_days=decision.days_to_renew,
-        renew_due=decision.due,
-        ari=acme_timing.plan_text(ctx),
-        next_attempt=acme_timing.waiting(ctx),
-        roll_due=None if (due := due_time(ctx)) is None else due.isoformat(),
-        tlsa_next_seen=None if dane.next_seen is None else dane.next_seen.isoformat(),
-        tlsa_retiring_prev=dane.retire_prev,
-        tlsa_next_ns=dane.next_ns,
-        servers=_servers(ctx, ledger),
+        ref=ctx.ref,
+        read_at=ctx.now(),
+        health=judged,
+        phase=record.phase,
+        curr=curr,
+        next=_version(ctx, "next", load, details=details),
+        renew=renew_decision(ctx, load=load),
+        ari=_ari_for(record.ari, curr),
+        backoff=record.backoff if acme_ca_of(ctx.ws.config, ctx.ref) else None,
+        roll_due=roll_due,
+        dane=record.dane,
+        tlsa_next_ns=nameserver_count(record.dane.next_ns),
+        servers=servers,
+        pending_since=pending_since(ctx, judged, curr, roll_due),
+        build_started=_stamp_time(record.stamp) if building else None,
         last_error=record.last_error,
         notice=record.notice,
     )

@@ -49,8 +49,11 @@ COMPLETE_FILES: Final = (PRIVKEY, CSR, CERT, CHAIN, FULLCHAIN, BUNDLE)
 DIR_MODE_PRIVATE: Final = 0o700
 #: certs/<group> and the service dir hold links and public data; the group may read them.
 DIR_MODE_GROUP: Final = 0o750
-#: privkey.pem, bundle.pem and state.json.
+#: privkey.pem and bundle.pem.
 KEY_MODE: Final = 0o600
+#: state.json: no secret (it refuses anything like a key), and the group may read it, as the
+#: metrics exporter does without being able to read a private key.
+RECORD_MODE: Final = 0o640
 PUBLIC_MODE: Final = 0o644
 
 #: A version directory name: ``YYYYmmdd-HH:MM:SS``, upstream's shape (sslm writes it in UTC).

@@ -1,7 +1,7 @@
 """The file of the per-service state record, ``certs/<group>/<svc>/state.json``.
 
 This module only reads and writes the JSON; what it means is
-:mod:`sslm_tasks.lifecycle.record`'s. The file is written atomically at 0600, and
+:mod:`sslm_tasks.lifecycle.record`'s. The file is written atomically at 0640, and
 :func:`write_state` refuses anything that looks like a private key, whatever a caller put in
 it. A file that cannot be parsed is not deleted: :func:`set_aside` renames it beside itself, so
 it can be inspected while the service goes on with a rebuilt record.
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
-from sslm_tasks.store.layout import DIR_MODE_GROUP, KEY_MODE, Layout, ServiceRef
+from sslm_tasks.store.layout import DIR_MODE_GROUP, RECORD_MODE, Layout, ServiceRef
 
 # A private key in PEM always carries this, whatever the algorithm or encoding.
 _KEY_MARKER: Final = "PRIVATE KEY-----"
@@ -66,7 +66,7 @@ def set_aside(layout: Layout, ref: ServiceRef, *, now: datetime) -> Path:
 
 
 def write_state(layout: Layout, ref: ServiceRef, data: Mapping[str, Any]) -> None:
-    """Write the record atomically at 0600; creates the service directory (0750) if needed.
+    """Write the record atomically at 0640; creates the service directory (0750) if needed.
 
     Raises:
       StoreError: ``data`` is not JSON-serialisable, seems to contain a private key, or could
@@ -80,4 +80,4 @@ def write_state(layout: Layout, ref: ServiceRef, data: Mapping[str, Any]) -> Non
     if _KEY_MARKER in text:
         raise StoreError(f"{path}: refusing to store private key material in the state record")
     ensure_dir(layout.service_dir(ref), mode=DIR_MODE_GROUP)
-    write_atomic(path, (text + "\n").encode(), mode=KEY_MODE)
+    write_atomic(path, (text + "\n").encode(), mode=RECORD_MODE)

@@ -47,6 +47,7 @@ def test_the_units_are_the_ones_docs_name() -> None:
     assert sorted(p.name for p in UNITS.iterdir()) == [
         "sslm-beat.service",
         "sslm-flower.service",
+        "sslm-metrics.service",
         "sslm-renew.service",
         "sslm-renew.timer",
         "sslm-roll.service",
@@ -110,9 +111,18 @@ def test_every_service_is_hardened(unit: Path) -> None:
     settings = unit_settings(unit)
     for key, value in HARDENING.items():
         assert settings.get(f"Service.{key}") == value, key
-    # Each writes only where it must: the store (workers, in-process runs), beat's state.
+    # Each writes only where it must: the store (workers, in-process runs), beat's state;
+    # Flower and the metrics nowhere.
     writes = settings.get("Service.ReadWritePaths", []) + settings.get("Service.StateDirectory", [])
-    if unit.name == "sslm-flower.service":
+    if unit.name in ("sslm-flower.service", "sslm-metrics.service"):
         assert writes == []
     else:
         assert writes, "writes nowhere"
+
+
+def test_the_metrics_unit_runs_as_no_owner_of_the_store() -> None:
+    # The store's owner could read its own private keys; the group sslm reads the rest
+    settings = unit_settings(UNITS / "sslm-metrics.service")
+    assert settings.get("Service.DynamicUser") == ["yes"]
+    assert "Service.User" not in settings
+    assert settings.get("Service.SupplementaryGroups") == ["sslm"]

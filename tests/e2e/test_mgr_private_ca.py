@@ -113,7 +113,7 @@ def test_status_json_reports_every_service(topdir: Path, mgr: RunMgr) -> None:
     assert set(services) == {s.replace("/", ":") for s in SERVICES}
     web = services["example.com:web-ec"]
     assert web["curr"]["lifetime_days"] == 90 and web["next"] is None
-    assert "192.0.2.10" in web["curr"]["sans"] and web["renew_due"] is False
+    assert "192.0.2.10" in web["curr"]["sans"] and web["renew"]["due"] is False
     # -s is read-only
     assert tree_snapshot(topdir) == before
 

@@ -70,6 +70,7 @@ def test_every_console_script_says_its_version(wheel_install: WheelInstall, tmp_
         "sslm-dhparm",
         "sslm-flower",
         "sslm-info",
+        "sslm-metrics",
         "sslm-mgr",
         "sslm-tlsa-hash",
         "sslm-verify",

@@ -24,6 +24,11 @@ def status(mgr: RunMgr, service: str) -> dict[str, object]:
     return found
 
 
+def roll_due(mgr: RunMgr) -> datetime | None:
+    found = status(mgr, WEB)["roll_due"]
+    return None if found is None else datetime.fromisoformat(str(found))
+
+
 def not_before(topdir: Path, which: str) -> datetime:
     pem = (topdir / "certs/example.com/web-ec" / which / "cert.pem").read_bytes()
     return x509.load_pem_x509_certificate(pem).not_valid_before_utc
@@ -36,12 +41,12 @@ def test_a_changed_min_roll_mins_moves_a_next_that_is_already_waiting(
     assert mgr("-renew").returncode == 0
     assert mgr("-f", "-renew", WEB).returncode == 0
     issued = not_before(topdir, "next")
-    assert status(mgr, WEB)["roll_due"] == (issued + timedelta(minutes=90)).isoformat()
+    assert roll_due(mgr) == issued + timedelta(minutes=90)
     too_soon = mgr("-roll", WEB)
     assert "too soon to roll: cert is 0 mins old < 90 mins" in too_soon.stdout, too_soon.stdout
     # When the setting changes, the waiting next's due time follows it
     edit(topdir / MAIN, "min_roll_mins = 90", "min_roll_mins = 1")
-    assert status(mgr, WEB)["roll_due"] == (issued + timedelta(minutes=1)).isoformat()
+    assert roll_due(mgr) == issued + timedelta(minutes=1)
     edit(topdir / MAIN, "min_roll_mins = 1", "min_roll_mins = 0")
     rolled = mgr("-roll", WEB)
     assert rolled.returncode == 0 and "rolled" in rolled.stdout, rolled.stdout
@@ -55,7 +60,7 @@ def test_a_roll_mins_given_to_the_renew_sticks_to_its_next(topdir: Path, mgr: Ru
     issued = not_before(topdir, "next")
     # Then a changed setting does not move it, a -roll-mins given to the roll does
     edit(topdir / MAIN, "min_roll_mins = 90", "min_roll_mins = 0")
-    assert status(mgr, WEB)["roll_due"] == (issued + timedelta(minutes=600)).isoformat()
+    assert roll_due(mgr) == issued + timedelta(minutes=600)
     assert "< 600 mins" in mgr("-roll", WEB).stdout
     assert mgr("-roll", "-roll-mins", "0", WEB).returncode == 0
     assert not (topdir / "certs/example.com/web-ec/next").exists()

@@ -59,6 +59,8 @@ class SshServer:
     #: The clients' ssh_config: every alias, the pinned host key, the client key.
     client_config: Path
     service: Service
+    #: The command that started it, to start it again.
+    argv: list[str]
 
     @property
     def ssh_command(self) -> tuple[str, ...]:
@@ -71,6 +73,13 @@ class SshServer:
             "SSLM_SSH_COMMAND": shlex.join(self.ssh_command),
             "SSLM_SSH_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
         }
+
+    def start_again(self, services: Services) -> None:
+        """Start sshd again on its port, after ``service.terminate()``: a server that was
+        down (connections refused) comes back."""
+        assert not self.service.alive
+        self.service = services.spawn("sshd-again", self.argv)
+        _wait_listening(self.port, self.service)
 
     def sessions(self) -> int:
         """How many sessions sshd has started so far (its log says so for each one)."""
@@ -188,23 +197,26 @@ Host *
 """)
 
     mounts = [str(path) for pair in remote_roots.items() for path in reversed(pair)]
-    service = services.spawn(
-        "sshd",
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            _NAMESPACE_SCRIPT,
-            "sh",
-            str(SSHD),
-            str(server_config),
-            *mounts,
-        ],
-    )
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        _NAMESPACE_SCRIPT,
+        "sh",
+        str(SSHD),
+        str(server_config),
+        *mounts,
+    ]
+    service = services.spawn("sshd", argv)
+    _wait_listening(port, service)
+    return SshServer(port, client_config, service, argv)
+
+
+def _wait_listening(port: int, service: Service) -> None:
     wait_for(
         "sshd accepts connections",
         lambda: _listening(port),
@@ -212,4 +224,3 @@ Host *
         log=service.log,
         alive=lambda: service.alive,
     )
-    return SshServer(port, client_config, service)

@@ -85,8 +85,10 @@ def start_worker(
 
 
 def status(topdir: Path) -> str:
+    """``-s`` of the service after its build failed: failing, so exit status 1."""
     shown = mgr(topdir, "-s", SERVICE)
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr
+    assert "health : failing" in shown.stdout, shown.stdout
     return shown.stdout
 
 

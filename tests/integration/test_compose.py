@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shlex
 import socket
@@ -24,10 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from exporter import clean_env
 from ruamel.yaml import YAML
 from services import (
     REPO,
     START_TIMEOUT_S,
+    VENV_BIN,
     RedisServer,
     Services,
     WorkerStarter,
@@ -38,7 +41,7 @@ from services import (
     unavailable,
     wait_for,
 )
-from support import LOG_LINE
+from support import LOG_LINE, RunMgr
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +126,7 @@ def test_docker_compose_accepts_the_file_with_the_example_env() -> None:
         "worker-deploy",
         "beat",
         "flower",
+        "metrics",
     }
 
 
@@ -199,10 +203,25 @@ def test_only_the_workers_mount_the_store() -> None:
     prod = env_example()["SSLM_PROD_CERT_DIR"]
     services = config["services"]
     holding = {name for name, spec in services.items() if mount_targets(spec) & {STORE, prod}}
-    # store-init: the one-shot root job that gives the store to the workers' user
-    assert holding == {"worker-issue", "worker-deploy", "store-init"}
+    # store-init: the one-shot root job that gives the store to the workers' user; metrics:
+    # reads it, see the next test
+    assert holding == {"worker-issue", "worker-deploy", "store-init", "metrics"}
     assert "volumes" not in services["flower"]
     assert mount_targets(services["beat"]) == {"/srv/ssl-mgr/conf.d", "/var/lib/sslm/beat"}
+
+
+def test_the_metrics_read_the_store_as_a_user_who_can_read_no_key() -> None:
+    metrics = load_compose()["services"]["metrics"]
+    # every mount read-only: the configuration, the store, the production tree
+    assert all(volume.endswith(":ro") for volume in metrics["volumes"])
+    prod = env_example()["SSLM_PROD_CERT_DIR"]
+    assert mount_targets(metrics) == {"/srv/ssl-mgr/conf.d", STORE, prod}
+    # not the store's owner (who may read its own 0600 keys), in the store's group (which may
+    # read the records and the production certificates); tests/integration/test_metrics.py
+    # runs sslm-metrics so and checks what it can and cannot read
+    user, group = metrics["user"].split(":")
+    assert user not in ("0", "10001") and group == "10001"
+    assert "secrets" not in metrics
 
 
 def test_secrets_are_declared_and_passwords_reach_services_only_as_files() -> None:
@@ -417,6 +436,37 @@ def test_beat_runs_outside_docker_with_its_default_schedule(
     assert check.returncode == 0, check.stdout + check.stderr
     assert beat.alive
     assert beat.terminate() == 0, beat.log_text()
+
+
+def test_the_metrics_run_outside_docker_and_their_health_check_passes(
+    services: Services, topdir: Path, mgr: RunMgr
+) -> None:
+    # Given an issued tree, and the metrics service's command on a free loopback port
+    assert mgr("-renew").returncode == 0
+    spec = load_compose()["services"]["metrics"]
+    program, option, listen = spec["command"]
+    assert (option, listen) == ("--listen", "0.0.0.0:9750")
+    port = str(free_port())
+    env = {**clean_env(topdir), **spec["environment"], "SSL_MGR_TOPDIR": str(topdir)}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    metrics = services.spawn("metrics", [program, option, f"127.0.0.1:{port}"], env=env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(
+        "the metrics answer",
+        lambda: _reachable(url),
+        timeout_s=START_TIMEOUT_S,
+        log=metrics.log,
+        alive=lambda: metrics.alive,
+    )
+
+    # Then its compose health check, run here on that port, passes; and fails once it is gone
+    check = [word.replace("9750", port) for word in health_argv(spec)]
+    assert "9750" in " ".join(health_argv(spec))
+    passed = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert passed.returncode == 0, passed.stderr
+    assert metrics.terminate() == 0
+    failed = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0
 
 
 def _get(url: str, auth: str | None = None) -> int:

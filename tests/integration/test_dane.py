@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from exporter import key, samples
 from lab_dane import SERVICE, MailServer, serve_mail, write_topdir
 from lab_dns import DnsLab
 from services import RedisServer, WorkerStarter
@@ -91,8 +92,14 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
     assert (topdir / "certs/example.test/mail/next").exists()
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert status["phase"] == "issued" and status["tlsa_next_seen"] is not None
-    assert status["tlsa_next_ns"] == "2 of 2"
+    assert status["phase"] == "issued" and status["dane"]["next_seen"] is not None
+    assert (status["dane"]["next_ns_serving"], status["dane"]["next_ns_asked"]) == (2, 2)
+    # and the metrics say so for the zone
+    written = run_tool("sslm-metrics", "--textfile", str(topdir / "sslm.prom"), cwd=topdir)
+    assert written.returncode == 0, written.stderr
+    metrics = samples((topdir / "sslm.prom").read_text())
+    assert metrics[key("sslm_tlsa_published_nameservers", apex="example.test")] == 2
+    assert metrics[key("sslm_tlsa_nameservers", apex="example.test")] == 2
     # and the records validate against the signed zone's key (DNSSEC) on both servers
     for server in dns_lab.servers:
         delv = subprocess.run(
@@ -167,7 +174,8 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     old = spki_record(topdir, "curr")
     wait_served(dns_lab, owner, {old})
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert [(s["server"], s["ok"]) for s in status["servers"]] == [("smtp:localhost", True)]
+    deployed = [(s["server"], s["last_deploy"]["ok"]) for s in status["servers"]]
+    assert deployed == [("smtp:localhost", True)]
     # When a new key is renewed (deployed and verified: the server still serves curr)
     assert mgr(topdir, "-f", "-renew", "example.test:mail").returncode == 0
     # When the server is made to serve another key at the next roll
@@ -201,13 +209,28 @@ def test_deploy_verifies_the_served_key_and_dane_and_a_mismatch_keeps_old_record
     assert "verify tls://mx1.example.test" in rolled.stdout and "expected" in rolled.stdout
     assert old in served(dns_lab, dns_lab.primary, owner)
     status = json.loads(mgr(topdir, "-s", "--json", "example.test:mail").stdout)["services"][0]
-    assert status["tlsa_retiring_prev"] is True
-    assert status["servers"][0]["ok"] is False and "verify" in status["servers"][0]["detail"]
+    assert status["dane"]["retiring_prev"] is True
+    last_deploy = status["servers"][0]["last_deploy"]
+    assert last_deploy["ok"] is False and last_deploy["failed_step"] == "verify"
+    assert "verify" in last_deploy["detail"]
+    # and the metrics name the failed verify
+    assert verify_metrics(topdir) == (0, 1)
     # When the server serves the right certificate again, a deploy passes and retires them
     served_mx.wrong.unlink()
     fixed = mgr(topdir, "dev", "-fsr", "example.test:mail")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     wait_served(dns_lab, owner, {old}, present=False)
+    assert verify_metrics(topdir) == (1, 0)
+
+
+def verify_metrics(topdir: Path) -> tuple[float, float]:
+    """``sslm_verify_status`` of the lab's server and how many servers fail verify, as
+    ``sslm-metrics --textfile`` writes them."""
+    written = run_tool("sslm-metrics", "--textfile", str(topdir / "sslm.prom"), cwd=topdir)
+    assert written.returncode == 0, written.stderr
+    metrics = samples((topdir / "sslm.prom").read_text())
+    server = metrics[key("sslm_verify_status", server="smtp:localhost")]
+    return server, metrics[key("sslm_failures", step="verify")]
 
 
 def test_a_dane_tls_change_is_published_without_a_renewal(topdir: Path, dns_lab: DnsLab) -> None:

@@ -121,9 +121,9 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # When it is saved and loaded
     ctx.save()
     loaded = load_record(ws, REF)
-    # Then it comes back equal, stamped with the save time, in a 0600 file
+    # Then it comes back equal, stamped with the save time, in a file the group may read
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
-    assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o600
+    assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o640
     assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 3
 
 
