@@ -383,7 +383,8 @@ def test_tlsa_by_update_through_a_full_dane_roll(dane_top: Path, dns_lab: DnsLab
     early = mgr(dane_top, "-roll", "example.test:mail")
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout
     status = json.loads(mgr(dane_top, "-s", "--json", "example.test:mail").stdout)
-    assert status["services"][0]["tlsa_next_ns"] == "2 of 2"
+    dane = status["services"][0]["dane"]
+    assert (dane["next_ns_serving"], dane["next_ns_asked"]) == (2, 2), dane
     # and the records validate against the signed zone's key on both servers
     delv_validates(dns_lab, new)
     time.sleep(2.2)  # dane_tls_ttl = 1 s: 2 x TTL after the first sighting
