@@ -29,6 +29,16 @@ _SAME_X: Final = 0.1
 _DAY_S: Final = 86400.0
 
 
+class MiddleOfSpread(random.Random):
+    """A random source whose every draw is the middle of its range: the renew point it gives
+    is the renew target itself, the same on every look. What judges a service's health (a
+    status, the metrics, a notification) uses it, so the verdict does not flip between looks
+    while a run's draw spreads the renewals."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+
 def _sorted_points(points: Sequence[tuple[float, float]], what: str) -> Points:
     ordered = tuple(sorted((float(x), float(y)) for x, y in points))
     if not ordered:

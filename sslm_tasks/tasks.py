@@ -560,7 +560,9 @@ def roll_scan() -> list[str]:
         ctx = ServiceContext(ws, ref, repair=False)
         record = ctx.record
         due = rolling.due_time(ctx)
-        if record.phase == Phase.ISSUED and due is not None and due <= now:
+        # Any phase but a build under way: a tree migrated from ssl-mgr has a waiting next
+        # and an idle record, and a failed later build leaves the next it did not replace.
+        if record.phase != Phase.RENEWING and due is not None and due <= now:
             send_service(ws.config, ref, RunOptions(), renew=False, roll=True)
             started.append(str(ref))
         elif record.dane.retire_prev:

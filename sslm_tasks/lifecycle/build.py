@@ -12,6 +12,7 @@ its worker died therefore repeats nothing that was finished.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,8 +82,11 @@ def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certif
 CertLoader = Callable[[ServiceContext, files.LinkName], x509.Certificate | None]
 
 
-def renew_decision(ctx: ServiceContext, *, load: CertLoader = load_version_cert) -> RenewDecision:
-    """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set)."""
+def renew_decision(
+    ctx: ServiceContext, *, load: CertLoader = load_version_cert, rng: random.Random | None = None
+) -> RenewDecision:
+    """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set); the draw
+    within the spread comes from ``rng``, else the workspace's."""
     svc = ctx.service
     curr = load(ctx, "curr")
     fixed_target = svc.renew_expire_days or ctx.ws.config.main.globals.renew_expire_days
@@ -91,7 +95,7 @@ def renew_decision(ctx: ServiceContext, *, load: CertLoader = load_version_cert)
         not_after=None if curr is None else curr.not_valid_after_utc,
         now=ctx.now(),
         table=ctx.ws.renew_table(),
-        rng=ctx.ws.rng,
+        rng=ctx.ws.rng if rng is None else rng,
         fixed_target_days=fixed_target,
         fixed_spread_days=svc.renew_expire_days_spread,
     )

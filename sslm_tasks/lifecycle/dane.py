@@ -80,7 +80,8 @@ def _needs_mx(svc: ServiceConfig) -> bool:
 def version_records(ctx: ServiceContext, which: LinkName) -> list[TlsaRecord]:
     """The TLSA records of one version (none without ``dane_tls`` or without that version).
 
-    Also (re)writes the version's ``tlsa.rr`` when its content changed.
+    Also (re)writes the version's ``tlsa.rr`` when its content changed, unless the context
+    only reads (``-d``, ``-s``: they write nothing).
 
     Raises:
       ConfigError: an MX-based entry but no usable ``[[dns_primary]]`` for the apex.
@@ -99,7 +100,7 @@ def version_records(ctx: ServiceContext, which: LinkName) -> list[TlsaRecord]:
     )
     text = service_file_text(records, apex=ref.group, service=ref.service, stamp=stamp)
     path = ctx.layout.version_dir(ref, stamp) / files.TLSA_RR
-    if not path.is_file() or path.read_text() != text:
+    if ctx.repair and (not path.is_file() or path.read_text() != text):
         write_atomic(path, text.encode(), mode=files.PUBLIC_MODE)
     return records
 

@@ -21,6 +21,7 @@ from typing import Final, Literal
 from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
+from sslm_tasks.renewal import MiddleOfSpread
 from sslm_tasks.store.versions import read_link
 
 Word = Literal["ok", "pending", "failing", "expiring"]
@@ -82,10 +83,12 @@ def health(
     now = ctx.now()
     days_left = None if expires is None else (expires - now).total_seconds() / 86400
     waiting = read_link(ctx.layout, ctx.ref, "next") is not None
+    # Judged at the renew target: a run's own draw would flip the verdict between looks.
+    overdue = curr is not None and renew_decision(ctx, load=load, rng=MiddleOfSpread()).due
     word: Word
     if problems:
         word = "failing"
-    elif curr is not None and renew_decision(ctx, load=load).due and not waiting:
+    elif overdue and not waiting:
         word = "expiring"
     elif curr is None or waiting or pending:
         word = "pending"

@@ -29,20 +29,12 @@ from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
 from sslm_tasks.lifecycle.roll import due_time
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.renewal import RenewDecision, RenewTable
+from sslm_tasks.renewal import MiddleOfSpread, RenewDecision, RenewTable
 from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
 from sslm_tasks.store.versions import STAMP_FORMAT, read_link
 
 #: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
 _NS_COUNT: Final = re.compile(r"(\d+) of (\d+)")
-
-
-class MiddleOfSpread(random.Random):
-    """The random source of a status: every draw is the middle of its range, so the renew
-    point a status judges by is the renew target itself, the same on every look."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return (a + b) / 2
 
 
 @dataclass

@@ -84,9 +84,12 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     # Then a dry run says what the roll would wait for, and records nothing
     state = topdir / "certs/example.test/mail/state.json"
     recorded = state.read_bytes()
+    records_file = topdir / "certs/example.test/mail/next/tlsa.rr"
+    records_file.unlink()  # the version's records file, which a real run writes again
     dry = mgr(topdir, "-d", "-roll", "example.test:mail")
     assert dry.returncode == 0 and "every NS serves the next TLSA records" in dry.stdout, dry.stdout
     assert state.read_bytes() == recorded
+    assert not records_file.exists()
     # and the first roll only observes: both servers serve next, twice the TTL must pass
     early = mgr(topdir, "-roll", "example.test:mail")
     assert early.returncode == 0 and "not rolling yet" in early.stdout, early.stdout

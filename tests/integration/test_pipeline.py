@@ -366,6 +366,22 @@ def test_beat_scans_every_service_and_follows_conf_d(
         timeout_s=60,
         log=beat.log,
     )
+    # And so is a waiting next whose record says idle, as in a tree migrated from ssl-mgr
+    web = topdir / "certs/example.com/web-ec"
+    before = os.readlink(web / "curr")
+    held = cli(
+        topdir, redis_server.url(), "-f", "-renew", "-roll-mins", "1000", "example.com:web-ec"
+    )
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert os.readlink(web / "curr") == before
+    record = json.loads((web / "state.json").read_text())
+    (web / "state.json").write_text(json.dumps({**record, "phase": "idle", "roll_due": None}))
+    wait_for(
+        "beat rolls the migrated next",
+        lambda: os.readlink(web / "curr") != before,
+        timeout_s=60,
+        log=beat.log,
+    )
 
 
 def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
