@@ -19,6 +19,7 @@ from typing import Any
 
 from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyped]
 
+from sslm_tasks.broker_transport import TRANSPORT as REDIS_TRANSPORT
 from sslm_tasks.config.load import load_settings_only
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.errors import ConfigError, SslmError
@@ -129,6 +130,9 @@ def celery_config(settings: RuntimeSettings) -> dict[str, Any]:
     if is_redis_url(settings.broker_url):
         # RabbitMQ rejects unknown transport options; these are Redis's alone.
         config["broker_transport_options"] = _redis_transport_options(settings)
+        # kombu's own Redis transport, except that a worker holding messages survives a
+        # broker restart (see sslm_tasks/broker_transport.py).
+        config["broker_transport"] = REDIS_TRANSPORT
     return config
 
 

@@ -50,7 +50,7 @@ def test_a_broker_restart_mid_run_loses_no_workflow(tmp_path: Path, services: Se
     # and publish what follows them, during the outage
     marker = tmp_path / "slow-step"
     workers = WorkerStarter(services, redis.url())
-    workers.start(
+    worker = workers.start(
         "all@outage",
         pool="prefork",
         concurrency=2,
@@ -100,3 +100,5 @@ def test_a_broker_restart_mid_run_loses_no_workflow(tmp_path: Path, services: Se
         assert chain_verifies(top, ref), ref
     # and no workflow holds a service any more
     assert redis.client().keys("sslm:claim:workflow:*") == []
+    # and the worker that held messages when Redis went away outlived the outage
+    assert worker.service.alive, "the worker stopped during the outage"
