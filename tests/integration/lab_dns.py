@@ -1,7 +1,8 @@
 """A real authoritative DNS on loopback for the ACME (dns-01) and DANE tests: BIND, signed.
 
 :func:`start_dns_lab` runs two ``named`` processes under the test's :class:`Services`: a
-primary on 127.0.0.53 and a secondary on 127.0.0.54, both on port 53, because sslm's
+primary on 127.0.0.53 and a secondary on 127.0.0.54 (127.0.N.53/54 for pytest-xdist's worker
+N), both on port 53, because sslm's
 propagation check asks every NS of an apex on port 53 and that is what upstream does. The
 primary signs its zones (``dnssec-policy default; inline-signing yes``) and NOTIFYs the
 secondary, which transfers the signed zones, as in a real deployment.
@@ -60,13 +61,16 @@ from services import START_TIMEOUT_S, Service, Services, free_port, require_bina
 
 _R = TypeVar("_R", bound=dns.rdata.Rdata)
 
-PRIMARY = "127.0.0.53"
-SECONDARY = "127.0.0.54"
+#: Which of pytest-xdist's parallel workers this is (0 without xdist): each has a lab of its
+#: own on its own pair of loopback addresses, 127.0.<slot>.53 and .54, since port 53 is fixed.
+SLOT = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+PRIMARY = f"127.0.{SLOT}.53"
+SECONDARY = f"127.0.{SLOT}.54"
 #: The propagation check asks every NS here; so do we.
 DNS_PORT = 53
-#: Held (flock) while a lab owns 127.0.0.53:53 and 127.0.0.54:53 of this network namespace
-#: (named by its inode): in /tmp, so that every test run in the namespace sees the same file.
-LOCK_FILE = Path(f"/tmp/sslm-dns-lab.netns-{os.stat('/proc/self/ns/net').st_ino}.lock")
+#: Held (flock) while a lab owns PRIMARY:53 and SECONDARY:53 of this network namespace (named
+#: by its inode): in /tmp, so that every test run in the namespace sees the same file.
+LOCK_FILE = Path(f"/tmp/sslm-dns-lab.netns-{os.stat('/proc/self/ns/net').st_ino}.slot-{SLOT}.lock")
 #: How long a lab waits for another test run's lab to finish before it fails.
 LOCK_TIMEOUT_S = 180.0
 #: Per query: loopback answers in a millisecond, a stopped server never does.

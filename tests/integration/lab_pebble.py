@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from lab_dns import DNS_PORT, PRIMARY
 from services import START_TIMEOUT_S, Service, Services, free_port, require_binary, wait_for
 from support import verify_against
 
@@ -163,7 +164,7 @@ def start_pebble(
     services: Services,
     workdir: Path,
     *,
-    dns_server: str = "127.0.0.53:53",
+    dns_server: str = f"{PRIMARY}:{DNS_PORT}",
     nonce_reject: int = 0,
     http_port: int | None = None,
 ) -> Pebble:
