@@ -214,6 +214,9 @@ def test_window_in_the_past_means_renew_now() -> None:
         (format_datetime(NOW + timedelta(hours=3), usegmt=True), timedelta(hours=3)),  # a date
         (None, LONG_TERM_RECHECK),  # absent: ask again in 6 hours
     ],
+    # Fixed ids: the HTTP date is made from the clock, and parallel workers must collect the
+    # same test names.
+    ids=["seconds-under-a-minute", "seconds-over-a-day", "seconds", "http-date", "absent"],
 )
 def test_retry_after_is_honoured_within_limits(
     ari: AriServer, header: str | None, expected: timedelta
