@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cache
 from typing import Any, Final, NoReturn, TypedDict
 
@@ -406,7 +407,7 @@ def fanout(
     for host, command in unattached_post_copies(ws.config.main):
         job = f"post_copy:{host}:{command}"
         task_id = str(uuid.uuid4())
-        if claims is None or claims.claim(job, task_id) is None:
+        if claims is None or claims.claim_or_note(job, task_id, []):
             deploy_post_copy.apply_async(
                 (host, command),
                 {"site": ws.config.main.site_of(host)},
@@ -422,13 +423,20 @@ def fanout(
     return FanoutResult(service=str(ref), deploys=sent)
 
 
+#: Notes a change leaves for a server's waiting deploy: restart it, and which services changed.
+_RESTART_NOTE = "restart"
+_CHANGED_NOTE = "changed:"
+
+
 def _send_deploy(target: DeployTarget, changed: list[ServiceRef]) -> str | None:
-    """Send the deploy of ``target`` after the debounce, unless one is waiting already (it
-    will carry this change too); returns the task id sent, or None."""
+    """Send the deploy of ``target`` after the debounce, unless one is waiting already: that one
+    then carries this change too, its restart included; returns the task id sent, or None."""
     claims = _claims()
     job = f"deploy:{target.server_class}:{target.host}"
     task_id = str(uuid.uuid4())
-    if claims is not None and claims.claim(job, task_id) is not None:
+    notes = [_RESTART_NOTE] if target.restart else []
+    notes += [f"{_CHANGED_NOTE}{ref}" for ref in changed]
+    if claims is not None and not claims.claim_or_note(job, task_id, notes):
         return None
     deploy_server.apply_async(
         (target.to_json(), [str(ref) for ref in changed]),
@@ -440,11 +448,11 @@ def _send_deploy(target: DeployTarget, changed: list[ServiceRef]) -> str | None:
     return task_id
 
 
-def _job_started(job: str) -> None:
-    """Clear the job's pending marker: a change from now on needs a deploy of its own."""
+def _job_started(job: str) -> set[str]:
+    """Clear the job's pending marker (a change from now on needs a job of its own) and return
+    the notes the changes since it was sent left for it."""
     claims = _claims()
-    if claims is not None:
-        claims.drop(job)
+    return set() if claims is None else claims.start_job(job)
 
 
 @app.task(name=TaskName.DEPLOY_SERVER.value, **DEPLOY_TASK)  # type: ignore[untyped-decorator]
@@ -455,9 +463,12 @@ def deploy_server(
     retire the old TLSA records of the services it carried once all their servers have them.
     A failed deploy fails the task (transient failures are retried)."""
     deploy_target = DeployTarget.from_json(target, site=site)
-    _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
+    notes = _job_started(f"deploy:{deploy_target.server_class}:{deploy_target.host}")
+    if _RESTART_NOTE in notes:
+        deploy_target = replace(deploy_target, restart=True)
+    noted = [note.removeprefix(_CHANGED_NOTE) for note in notes if note != _RESTART_NOTE]
     ws = _settings_workspace()
-    refs = [ServiceRef(*name.split(":", 1)) for name in changed]
+    refs = [ServiceRef(*name.split(":", 1)) for name in dict.fromkeys([*changed, *noted])]
     outcome = finish.deploy(ws, deploy_target, refs)
     if outcome.error is not None:
         if isinstance(outcome.error, TransientError):

@@ -11,6 +11,8 @@ for good; the state record then lets the next trigger resume the build.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -18,6 +20,8 @@ from sslm_tasks.errors import TransientError
 
 #: Prefix of every claim key, beside the lock keys.
 KEY_PREFIX = "sslm:claim:"
+#: Suffix of the set of notes a pending job takes when it starts.
+_NOTES = ":notes"
 
 # Delete or extend the key only while it still names the owner; atomic on the server.
 _RELEASE = (
@@ -26,6 +30,17 @@ _RELEASE = (
 _REPLACE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 0"
+)
+# Claim a pending job, or add notes to the one that waits: one step, so a note never lands
+# after the waiting job took its notes (it would be lost with nobody sending another job).
+_CLAIM_OR_NOTE = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+    "if #ARGV > 2 then redis.call('sadd', KEYS[2], unpack(ARGV, 3)) "
+    "redis.call('pexpire', KEYS[2], ARGV[2]) end return 0"
+)
+# A job that starts clears its marker and takes the notes left for it, at once.
+_START = (
+    "local notes = redis.call('smembers', KEYS[2]) redis.call('del', KEYS[1], KEYS[2]) return notes"
 )
 _REFRESH = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -48,8 +63,7 @@ class WorkflowClaims:
     def claim(self, name: str, owner: str) -> str | None:
         """Take ``name`` for ``owner``; returns None when it is ours, else the current holder.
 
-        Idempotent: claiming again for the same owner refreshes the claim. Also used to
-        de-duplicate pending jobs: the first to claim a job's name sends it.
+        Idempotent: claiming again for the same owner refreshes the claim.
 
         Raises:
           TransientError: Redis could not be reached.
@@ -64,6 +78,36 @@ class WorkflowClaims:
             raise TransientError(f"claiming {name!r}: redis unreachable: {err}") from err
         # "unknown": it expired between the two calls; the caller retries later anyway.
         return self.holder(name) or "unknown"
+
+    def claim_or_note(self, name: str, owner: str, notes: Sequence[str]) -> bool:
+        """Claim the pending job ``name`` for ``owner`` (True: the caller sends it), or, when a
+        job of that name waits already, leave ``notes`` for it to take when it starts (False).
+
+        Raises:
+          TransientError: Redis could not be reached.
+        """
+        key = KEY_PREFIX + name
+        try:
+            claimed = self.client.eval(
+                _CLAIM_OR_NOTE, 2, key, key + _NOTES, owner, self.ttl_ms, *notes
+            )
+        except RedisError as err:
+            raise TransientError(f"claiming job {name!r}: redis unreachable: {err}") from err
+        return bool(claimed)
+
+    def start_job(self, name: str) -> set[str]:
+        """The pending job ``name`` starts: a job sent from now on is a new one. Returns the
+        notes left for it meanwhile (see :meth:`claim_or_note`).
+
+        Raises:
+          TransientError: Redis could not be reached.
+        """
+        key = KEY_PREFIX + name
+        try:
+            notes = self.client.eval(_START, 2, key, key + _NOTES)
+        except RedisError as err:
+            raise TransientError(f"starting job {name!r}: redis unreachable: {err}") from err
+        return {n.decode() if isinstance(n, bytes) else str(n) for n in notes or []}
 
     def holder(self, name: str) -> str | None:
         """Who holds ``name`` now, or None."""
@@ -89,13 +133,6 @@ class WorkflowClaims:
             return bool(self.client.eval(_REPLACE, 1, KEY_PREFIX + name, dead, owner, self.ttl_ms))
         except RedisError as err:
             raise TransientError(f"taking over claim {name!r}: redis unreachable: {err}") from err
-
-    def drop(self, name: str) -> None:
-        """Remove ``name`` whoever holds it: for job markers, cleared by the job that runs."""
-        try:
-            self.client.delete(KEY_PREFIX + name)
-        except RedisError as err:
-            raise TransientError(f"dropping claim {name!r}: redis unreachable: {err}") from err
 
     def release(self, name: str, owner: str) -> None:
         """Drop ``name`` if ``owner`` holds it; someone else's claim is left alone."""
