@@ -11,16 +11,30 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-#: A line of sslm's log, in the log file of an in-process run and on a worker's stdout alike:
-#: local time, two spaces, the level only from WARNING up, the message (sslm_tasks.logs).
-#: One line of sslm's log: UTC ISO 8601 time, the level, the message.
+#: One line of sslm's log, in the log file of an in-process run and on a worker's stdout alike:
+#: UTC ISO 8601 time, the level, the message (sslm_tasks.logs).
 LOG_LINE = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S.*"
 )
+
+#: Set by CI: a service or tool the tests need that is missing fails the test there, as in
+#: dramatiq's tests (a laptop without redis-server may skip; CI must not pass by skipping).
+CI = os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Fail under CI, skip elsewhere: a missing service must never pass CI silently."""
+    if CI:
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
+    pytest.skip(reason)
+
 
 #: The ``mgr`` fixture: run sslm-mgr on the test's topdir.
 RunMgr = Callable[..., subprocess.CompletedProcess[str]]

@@ -21,13 +21,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import pytest
 from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import RedisError
-from support import free_port
+from support import free_port, unavailable
 
 from sslm_tasks.app import create_app
 from sslm_tasks.config.settings import RuntimeSettings
@@ -37,7 +36,6 @@ REPO = Path(__file__).resolve().parents[2]
 TESTS_DIR = Path(__file__).resolve().parent
 #: The virtualenv's bin: ``celery`` and ``python`` of the interpreter running the tests.
 VENV_BIN = Path(sys.executable).parent
-CI = os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
 
 #: Prefixes of the variables our processes read; a developer's own values must not leak in.
 OUR_VARIABLES = ("SSLM_", "SSL_MGR_", "FLOWER_")
@@ -51,13 +49,6 @@ FAST_REDELIVERY = {
     "SSLM_TASK_TIME_LIMIT_S": "8",
     "SSLM_TASK_SOFT_TIME_LIMIT_S": "6",
 }
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI, skip elsewhere: a missing service must never pass CI silently."""
-    if CI:
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-    pytest.skip(reason)
 
 
 def require_binary(name: str) -> str:

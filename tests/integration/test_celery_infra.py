@@ -28,6 +28,7 @@ from services import (
     start_redis,
     wait_for,
 )
+from support import unavailable
 
 from sslm_tasks.app import UNACKED_RESTORE_INTERVAL_S
 from sslm_tasks.broker import check_broker
@@ -244,7 +245,7 @@ def _rabbitmq_listening() -> bool:
 
 def test_ping_over_rabbitmq(services: Services) -> None:
     if not _rabbitmq_listening():
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
+        unavailable("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
     url = "amqp://guest:guest@127.0.0.1:5672//"
     # The RabbitMQ server is shared: a site of our own gives this test a queue no one else's
     # worker consumes. Results come back over the broker (the rpc:// default for amqp).

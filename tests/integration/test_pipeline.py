@@ -28,7 +28,7 @@ from services import (
     producer,
     wait_for,
 )
-from support import chain_verifies, run_tool
+from support import chain_verifies, run_tool, unavailable
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -432,9 +432,9 @@ def test_the_pipeline_runs_on_rabbitmq_too(
     try:
         socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
     except OSError:
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
+        unavailable("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
     if not Path(rabbitmqctl).exists():
-        pytest.skip("rabbitmqctl not installed: cannot make a private vhost")
+        unavailable("rabbitmqctl not installed: cannot make a private vhost")
     # Given a private vhost (the server is shared) as broker, and Redis for results
     vhost = f"sslm-test-{os.getpid()}-{int(time.time())}"
     subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)

@@ -10,14 +10,13 @@ import base64
 import hashlib
 import multiprocessing
 import multiprocessing.synchronize
-import os
 import shutil
 import stat
 import subprocess
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+from support import unavailable
 
 from sslm_tasks.dns.challenges import ChallengeFile, ChallengeRecord
 from sslm_tasks.errors import LockBusy, StoreError
@@ -26,15 +25,7 @@ from sslm_tasks.store.layout import Layout
 
 APEX = "example.test"
 OWNER = f"_acme-challenge.{APEX}."
-CI = os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
 WRITERS = 8
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI, skip elsewhere (tests/integration/services.py's rule)."""
-    if CI:
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-    pytest.skip(reason)
 
 
 def served_txt(tmp_path: Path, include: Path) -> set[tuple[str, int, str]]:

@@ -6,17 +6,16 @@ write (and its dump must show exactly our records), and openssl must compute the
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from support import unavailable
 
 from sslm_tasks.config.models import DaneTls
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr
@@ -37,17 +36,9 @@ from sslm_tasks.dns.tlsa import (
 ZONE = "example.test"
 STAMP = "20260101-00:00:00"
 ZONE_TTL = 300
-CI = os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
 
 #: A TLSA record as named-checkzone dumps it: owner, TTL, usage, selector, matching, hex.
 Served = tuple[str, int, int, int, int, str]
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI, skip elsewhere (tests/integration/services.py's rule)."""
-    if CI:
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-    pytest.skip(reason)
 
 
 def served_tlsa(tmp_path: Path, include: Path) -> set[Served]:
