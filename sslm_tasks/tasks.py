@@ -65,7 +65,8 @@ CLAIM_TTL_S: Final = 600.0
 #: A step's service lock outlives the step's time limit by this much (the pool kills a step
 #: at its limit, so a lock of a live holder never expires under it; a dead holder's frees soon).
 STEP_LOCK_MARGIN_S: Final = 10.0
-#: How long a step waits for another step of the same service to finish.
+#: How long a step waits for another step of the same service to finish, at most: never more
+#: than half its soft time limit (see _lock_wait_s); a lock still held then means a retry.
 STEP_LOCK_WAIT_S: Final = 60.0
 #: Deploys wait this long after a change, so the changes of one run make one restart per server.
 DEPLOY_DEBOUNCE_S: Final = 5.0
@@ -160,10 +161,22 @@ def _owner(task: Task) -> str:
     return str(task.request.root_id or task.request.id)
 
 
+def _lock_wait_s(settings: RuntimeSettings) -> float:
+    """How long a step waits for a busy lock before it gives up and is retried later.
+
+    A lock can outlive its holder by up to its TTL (a step cut off by a broker outage could not
+    release it), and a wait that ran into the soft time limit would fail the workflow where a
+    retry, with its backoff, outlasts the TTL.
+    """
+    return min(STEP_LOCK_WAIT_S, settings.task_soft_time_limit_s / 2)
+
+
 @contextmanager
 def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
-    ttl_s = _settings().task_time_limit_s + STEP_LOCK_MARGIN_S
-    with _locker(ws.config).acquire(f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
+    settings = _settings()
+    ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
+    wait_s = _lock_wait_s(settings)
+    with _locker(ws.config).acquire(f"svc:{ref}", ttl_s=ttl_s, blocking_s=wait_s):
         yield
 
 
@@ -501,7 +514,7 @@ def dns_refresh(self: Task, apexes: list[str]) -> list[str]:
     config = load_settings_only()
     settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
-    with _locker(config).acquire("dns:refresh", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
+    with _locker(config).acquire("dns:refresh", ttl_s=ttl_s, blocking_s=_lock_wait_s(settings)):
         ran = refresh_zones(config, apexes)
     return [" ".join(result.argv) for result in ran]
 

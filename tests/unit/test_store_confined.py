@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,19 @@ def test_a_linked_subdirectory_is_refused_and_its_target_untouched(tmp_path: Pat
     assert os.listdir(elsewhere) == []
 
 
+@pytest.fixture
+def narrow_umask() -> Iterator[None]:
+    """A umask that takes everything from group and others, given back afterwards (a test
+    process runs many tests: a umask left behind narrows every directory they make)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("narrow_umask")
 def test_new_files_get_their_exact_mode_and_never_replace_a_link(tmp_path: Path) -> None:
-    os.umask(0o077)
     with confined.open_root(tmp_path / "root", mode=0o750) as root:
         confined.write_new_files(root, {"key": (b"k", 0o600), "cert": (b"c", 0o644)})
         (tmp_path / "target").write_text("theirs")
