@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sslm_tasks.config.eab import KEY_FILE_KEY, KID_KEY, AccountBinding
 from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
 from sslm_tasks.config.models import (
     ALL_SERVICES,
@@ -383,6 +384,9 @@ def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
         if not isinstance(table, dict):
             raise ConfigError(path, name, table, "expected a [table] per CA")
         cas[name] = _validate(CaInfo, table, path, prefix=name)
+        binding = _binding(path, name, cas[name], topdir=conf_dir.parent)
+        if binding is not None:
+            binding.hmac_key()  # a bad key stops the run now, not at the first registration
     if main.globals.preferred_acme_profile:
         cas = {
             name: ca
@@ -393,6 +397,49 @@ def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
             for name, ca in cas.items()
         }
     return cas
+
+
+def _binding(path: Path, name: str, ca: CaInfo, *, topdir: Path) -> AccountBinding | None:
+    """The External Account Binding of CA ``name`` (its key not read); None without one.
+
+    Raises:
+      ConfigError: only one of the two keys is set, or they are set for a local CA.
+    """
+    kid, key_file = ca.ca_eab_kid, ca.ca_eab_hmac_key_file
+    if kid is None and key_file is None:
+        return None
+    if ca.is_local:
+        raise ConfigError(
+            path,
+            f"{name}.{KID_KEY if kid is not None else KEY_FILE_KEY}",
+            kid if kid is not None else key_file,
+            f"External Account Binding is for ACME CAs, and ca_type = {ca.ca_type!r} is local",
+        )
+    if kid is None or key_file is None:
+        missing, present = (KID_KEY, KEY_FILE_KEY) if kid is None else (KEY_FILE_KEY, KID_KEY)
+        raise ConfigError(
+            path,
+            f"{name}.{missing}",
+            None,
+            f"missing: External Account Binding needs both {KID_KEY} and {KEY_FILE_KEY}, "
+            f"and {present} is set",
+        )
+    resolved = Path(key_file) if Path(key_file).is_absolute() else topdir / key_file
+    return AccountBinding(ca=name, kid=kid, key_file=resolved, conf_file=path)
+
+
+def account_binding(config: Config, ca: str) -> AccountBinding | None:
+    """The External Account Binding ``ca-info.conf`` configures for CA ``ca``; None when it
+    configures none (or has no such CA). The HMAC key is not read here: only registering an
+    account needs it (:meth:`~sslm_tasks.config.eab.AccountBinding.hmac_key`).
+
+    Raises:
+      ConfigError: as at load time, for only one of the two keys or a local CA.
+    """
+    info = config.cas.get(ca)
+    if info is None:
+        return None
+    return _binding(config.conf_dir / CA_FILE, ca, info, topdir=config.topdir)
 
 
 def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
