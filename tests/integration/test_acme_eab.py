@@ -14,16 +14,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lab_acme import SVC, last_error, mgr, use_pebble, write_topdir
+from lab_acme import SVC, enqueue, last_error, mgr, use_pebble, write_topdir
 from lab_dns import DnsLab
 from lab_pebble import Pebble, start_pebble
-from services import Services
+from lab_update import redis_texts, texts_under
+from services import RedisServer, Services, WorkerStarter
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "example.test:web"
 KID = "sslm-lab-kid"
-KEY_FILE = "eab-hmac.key"
 
 
 @pytest.fixture
@@ -49,25 +49,21 @@ def topdir(tmp_path: Path, dns_lab: DnsLab, eab_pebble: Pebble) -> Path:
 
 
 def bind(topdir: Path, pebble: Pebble, *, kid: str, key: str) -> None:
-    """Configure the lab CA's binding: ``kid``, and ``key`` in a 0600 file of the topdir."""
-    key_file = topdir / KEY_FILE
+    """Configure the lab CA's binding: ``kid``, and ``key`` in a 0600 file beside the topdir
+    (outside it, so that any copy of the key inside the topdir is a leak)."""
+    key_file = topdir.parent / "eab-hmac.key"
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     use_pebble(topdir, pebble)
     # use_pebble writes the lab CA's table last, so these lines belong to it.
     with (topdir / "conf.d/ca-info.conf").open("a") as conf:
-        conf.write(f"    ca_eab_kid = '{kid}'\n    ca_eab_hmac_key_file = '{KEY_FILE}'\n")
+        conf.write(f"    ca_eab_kid = '{kid}'\n    ca_eab_hmac_key_file = '{key_file}'\n")
 
 
-def places_holding(topdir: Path, run: subprocess.CompletedProcess[str], key: str) -> list[str]:
-    """Where ``key`` shows, but in its own file: the run's output, or any file of the topdir
-    (logs, records, the account)."""
-    found = [name for name, text in (("stdout", run.stdout), ("stderr", run.stderr)) if key in text]
-    return found + [
-        str(path)
-        for path in topdir.rglob("*")
-        if path.is_file() and path.name != KEY_FILE and key.encode() in path.read_bytes()
-    ]
+def shown(topdir: Path, run: subprocess.CompletedProcess[str]) -> str:
+    """What a run showed and left in the topdir (logs, records, the account): where the HMAC
+    key must never be."""
+    return run.stdout + run.stderr + texts_under(topdir)
 
 
 def registered_accounts(topdir: Path) -> list[Path]:
@@ -86,7 +82,7 @@ def test_the_right_binding_registers_the_account_and_the_certificate_is_issued(
     assert len(registered_accounts(topdir)) == 1
     assert eab_pebble.verify_output(topdir / "certs" / SVC / "curr").strip().endswith("OK")
     # and the HMAC key is nowhere but its own file
-    assert places_holding(topdir, run, hmac_key) == []
+    assert hmac_key not in shown(topdir, run)
 
 
 def test_a_missing_or_wrong_binding_fails_naming_the_ca_and_never_the_key(
@@ -114,4 +110,25 @@ def test_a_missing_or_wrong_binding_fails_naming_the_ca_and_never_the_key(
         assert "CA 'pebble' refused the External Account Binding" in last_error(topdir)
         assert registered_accounts(topdir) == []
         # and the key it was given is shown nowhere
-        assert places_holding(topdir, run, key) == []
+        assert key not in shown(topdir, run)
+
+
+def test_on_workers_a_wrong_binding_fails_naming_the_ca_and_no_message_holds_the_key(
+    topdir: Path, eab_pebble: Pebble, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a worker on every queue, and a key the CA did not give
+    wrong = secrets.token_urlsafe(32)
+    bind(topdir, eab_pebble, kid=KID, key=wrong)
+    worker = workers.start("all@eab", env={"SSL_MGR_TOPDIR": str(topdir)})
+    # When the CLI enqueues the renewal
+    run = enqueue(topdir, redis_server, "-renew", SERVICE)
+    # Then it fails naming the CA and the kid
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "CA 'pebble' refused the External Account Binding" in last_error(topdir)
+    assert f"kid {KID!r}" in last_error(topdir)
+    # and the key is in no log line, record, message or task result (the failed task's result,
+    # the refusal, is among what the broker holds)
+    assert wrong not in shown(topdir, run) + worker.service.log_text()
+    held = redis_texts(redis_server.url())
+    assert "refused the External Account Binding" in held and wrong not in held
