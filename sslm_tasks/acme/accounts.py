@@ -15,6 +15,8 @@ For Let's Encrypt that is ``cb/accounts/acme-v02.api.letsencrypt.org/directory/<
 as PEM SubjectPublicKeyInfo (a name, not a security measure).
 
 New accounts get an ECDSA P-256 key (ES256): Let's Encrypt accepts it and certbot reads it.
+A CA that requires External Account Binding (``ca_eab_kid``, :mod:`sslm_tasks.config.eab`)
+gets the binding with the registration, and only then: an account on disk is used as it is.
 
 Concurrency: callers hold the service's lock. Two unlocked first runs would each register an
 account; neither would be lost or corrupted, but the service would own two.

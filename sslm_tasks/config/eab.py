@@ -49,8 +49,9 @@ def read_hmac_key(path: Path) -> str:
     if not text:
         raise ValueError("is empty (it should hold the base64url key the CA gave)")
     if not _BASE64URL.fullmatch(text):
-        # Also a plain base64 key (with + or /): the CAs give base64url, and guessing which of
-        # the two an operator pasted could make a binding the CA refuses for no visible reason.
+        # Checked here because the decoder skips what is not in its alphabet, so a mistyped key
+        # would sign a binding the CA refuses for no visible reason. Plain base64 (+ and /) is
+        # refused too: no CA hands a key out in it, so such a text is not the key it gave.
         raise ValueError("does not hold one base64url key (letters, digits, '-' and '_' only)")
     key = text.rstrip("=")
     try:
