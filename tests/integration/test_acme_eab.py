@@ -85,7 +85,7 @@ def test_the_right_binding_registers_the_account_and_the_certificate_is_issued(
     assert hmac_key not in shown(topdir, run)
 
 
-def test_a_missing_or_wrong_binding_fails_naming_the_ca_and_never_the_key(
+def test_a_missing_or_wrong_binding_fails_naming_the_ca_and_never_the_key_until_put_right(
     topdir: Path, eab_pebble: Pebble, hmac_key: str
 ) -> None:
     # When the service is renewed with no binding configured
@@ -111,6 +111,14 @@ def test_a_missing_or_wrong_binding_fails_naming_the_ca_and_never_the_key(
         assert registered_accounts(topdir) == []
         # and the key it was given is shown nowhere
         assert key not in shown(topdir, run)
+
+    # When the binding is put right
+    bind(topdir, eab_pebble, kid=KID, key=hmac_key)
+    run = mgr(topdir, "-renew", "-f", SERVICE)
+    # Then the account key the refused attempts wrote is registered, and the certificate issued
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "registering the existing ACME key" in run.stdout + texts_under(topdir / "logs")
+    assert len(registered_accounts(topdir)) == 1
 
 
 def test_on_workers_a_wrong_binding_fails_naming_the_ca_and_no_message_holds_the_key(
