@@ -237,9 +237,9 @@ def _register(
         raise AcmePermanentError(f"{err}: {hint}", code=err.code) from err
 
 
-#: Problem codes with which a CA refuses a binding: none sent where one is required; a kid it
-#: does not know or a MAC that does not verify (Pebble, Boulder: ``unauthorized``); a binding
-#: it cannot read (``malformed``).
+#: Problem codes with which a CA refuses a binding it was sent: a kid it does not know or a MAC
+#: that does not verify (Pebble, Boulder: ``unauthorized``), a binding it cannot read
+#: (``malformed``). One it was not sent is ``externalAccountRequired``, whatever was sent.
 _BINDING_REFUSALS: Final = frozenset({"unauthorized", "malformed"})
 
 
