@@ -6,7 +6,8 @@ One module per noun, from the wire up:
   failures into our transient/permanent error tree.
 * ``directory``: which server a ``ca-info.conf`` entry means, how its HTTPS is trusted, the
   client that talks to it.
-* ``accounts``: one account per service, in certbot's on-disk layout under ``cb/``.
+* ``accounts``: one account per service, in certbot's on-disk layout under ``cb/``,
+  registered with the CA's External Account Binding when it requires one.
 * ``orders``: the order as single, repeatable requests around a persisted ``OrderState``.
 * ``renewal_info``: ARI (RFC 9773) renewal windows and the backoff after failed orders.
 

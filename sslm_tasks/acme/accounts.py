@@ -15,6 +15,8 @@ For Let's Encrypt that is ``cb/accounts/acme-v02.api.letsencrypt.org/directory/<
 as PEM SubjectPublicKeyInfo (a name, not a security measure).
 
 New accounts get an ECDSA P-256 key (ES256): Let's Encrypt accepts it and certbot reads it.
+A CA that requires External Account Binding (``ca_eab_kid``, :mod:`sslm_tasks.config.eab`)
+gets the binding with the registration, and only then: an account on disk is used as it is.
 
 Concurrency: callers hold the service's lock. Two unlocked first runs would each register an
 account; neither would be lost or corrupted, but the service would own two.
@@ -41,7 +43,8 @@ from josepy.errors import DeserializationError
 from josepy.jwk import JWK, JWKEC
 
 from sslm_tasks.acme.directory import DEFAULT_TIMEOUT_S, AcmeServer, connect
-from sslm_tasks.acme.network import translate
+from sslm_tasks.acme.network import AcmePermanentError, translate
+from sslm_tasks.config.eab import KEY_FILE_KEY, KID_KEY, AccountBinding
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 
@@ -189,29 +192,80 @@ def _write_records(account_dir: Path, uri: str, *, now: datetime) -> None:
         write_atomic(account_dir / META, json.dumps(meta).encode(), mode=_JSON_MODE)
 
 
-def _register(client: acme.client.ClientV2, email: str | None) -> str:
-    """Register the client's key and return the account URL.
+def _register(
+    client: acme.client.ClientV2,
+    key: JWK,
+    email: str | None,
+    *,
+    ca: str,
+    binding: AccountBinding | None,
+) -> str:
+    """Register ``key`` (the client's) with CA ``ca`` and return the account URL.
 
     A key the server already knows is not an error: RFC 8555 §7.3.1 has the server answer 200
     with the existing account's URL, which the library raises as ``ConflictError(url)``. That
     is what makes registration safe to repeat after a crash between the request and
     ``regr.json``.
+
+    With a ``binding`` the request carries the External Account Binding (RFC 8555 §7.3.4): the
+    account's public key signed with the CA's HMAC key, so the key itself never leaves this
+    process. A refusal that concerns the binding says what to check in ``ca-info.conf``.
     """
+    step = f"registering an ACME account with CA {ca!r}"
+    eab = None
+    if binding is not None:
+        step += f" (External Account Binding, kid {binding.kid!r})"
+        eab = acme.messages.ExternalAccountBinding.from_data(
+            account_public_key=key.public_key(),
+            kid=binding.kid,
+            hmac_key=binding.hmac_key(),
+            directory=client.directory,
+        )
     registration = acme.messages.NewRegistration.from_data(
-        email=email or None, terms_of_service_agreed=True
+        email=email or None, terms_of_service_agreed=True, external_account_binding=eab
     )
-    with translate("registering the ACME account", client.net):
-        try:
-            return client.new_account(registration).uri
-        except acme.errors.ConflictError as existing:
-            return existing.location
+    try:
+        with translate(step, client.net):
+            try:
+                return client.new_account(registration).uri
+            except acme.errors.ConflictError as existing:
+                return existing.location
+    except AcmePermanentError as err:
+        hint = _binding_hint(err.code, ca=ca, bound=binding is not None)
+        if hint is None:
+            raise
+        raise AcmePermanentError(f"{err}: {hint}", code=err.code) from err
+
+
+#: Problem codes with which a CA refuses a binding it was sent: a kid it does not know or a MAC
+#: that does not verify (Pebble, Boulder: ``unauthorized``), a binding it cannot read
+#: (``malformed``). One it was not sent is ``externalAccountRequired``, whatever was sent.
+_BINDING_REFUSALS: Final = frozenset({"unauthorized", "malformed"})
+
+
+def _binding_hint(code: str | None, *, ca: str, bound: bool) -> str | None:
+    """What to change in ``ca-info.conf`` after a refused registration; None when the problem
+    is not about the binding (a bad contact address, a rate limit)."""
+    if code == "externalAccountRequired":
+        return (
+            f"CA {ca!r} requires External Account Binding: set {KID_KEY} and {KEY_FILE_KEY} in "
+            f"its table of ca-info.conf to the key identifier and HMAC key it gave"
+        )
+    if bound and code in _BINDING_REFUSALS:
+        return (
+            f"CA {ca!r} refused the External Account Binding: check {KID_KEY} and the key in "
+            f"{KEY_FILE_KEY} against what the CA gave"
+        )
+    return None
 
 
 def ensure_account(
     cb_dir: Path,
     server: AcmeServer,
     *,
+    ca: str,
     email: str | None,
+    binding: AccountBinding | None = None,
     timeout_s: int = DEFAULT_TIMEOUT_S,
     now: datetime | None = None,
 ) -> Account:
@@ -226,15 +280,19 @@ def ensure_account(
     Parameters:
       cb_dir(Path): the service's ``cb/`` directory (``Layout.cb_dir``).
       server(AcmeServer): the ACME server.
+      ca(str): the CA's table in ``ca-info.conf``, which errors name.
       email(str | None): the service's contact address; empty or None registers none.
+      binding(AccountBinding | None): the CA's External Account Binding, sent (and its HMAC
+        key read) only when an account is registered.
       timeout_s(int): per-request timeout.
       now(datetime | None): creation time for ``meta.json``; the clock when None.
 
     Raises:
       AcmeTransientError: the server was unreachable.
       AcmeRateLimited: the server rate-limited the registration.
-      AcmePermanentError: the server refused it (``invalidContact``, external account binding
-        required, ...).
+      AcmePermanentError: the server refused it (``invalidContact``, an External Account
+        Binding missing or refused: then naming the CA and the kid, and what to check).
+      ConfigError: the binding's HMAC key file became unfit since the configuration loaded.
       StoreError: the account files cannot be read or written.
     """
     found = find_account(cb_dir, server.directory_url)
@@ -252,7 +310,7 @@ def ensure_account(
             "registering a new ACME account %s with %s", account_dir.name, server.directory_url
         )
     client = connect(server, key, timeout_s=timeout_s)
-    uri = _register(client, email)
+    uri = _register(client, key, email, ca=ca, binding=binding)
     _write_records(account_dir, uri, now=now or datetime.now(UTC))
     log.info("ACME account %s registered: %s", account_dir.name, uri)
     return Account(id=account_dir.name, key=key, uri=uri, path=account_dir)

@@ -431,7 +431,8 @@ class Survey:
             return
         self._fingerprint = fingerprint
         try:
-            config, refs = load_config(conf_dir=conf_dir)
+            # It shows certificates and never signs a request: the keys stay closed to it.
+            config, refs = load_config(conf_dir=conf_dir, read_secrets=False)
         except ConfigError as err:
             if self._config is None:
                 raise

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sslm_tasks.config.eab import KEY_FILE_KEY, KID_KEY, AccountBinding
 from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
 from sslm_tasks.config.models import (
     ALL_SERVICES,
@@ -246,13 +247,14 @@ def _declared_service(text: str) -> str | None:
     return declared if isinstance(declared, str) else None
 
 
-def load_main(conf_dir: Path) -> MainConfig:
+def load_main(conf_dir: Path, *, read_secrets: bool = True) -> MainConfig:
+    """``ssl-mgr.conf``; ``read_secrets`` as :func:`load_config`."""
     path = conf_dir / MAIN_FILE
     if not path.exists():
         raise ConfigError(path, "(file)", None, "missing")
     main = _validate(MainConfig, read_toml(path), path)
     _check_trees(path, main, topdir=conf_dir.parent)
-    _check_dns_update(path, main, topdir=conf_dir.parent)
+    _check_dns_update(path, main, topdir=conf_dir.parent, read_secrets=read_secrets)
     _check_notify(path, main)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
@@ -291,9 +293,10 @@ def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
             raise ConfigError(path, key, value, f"{blocker} exists and is not a directory")
 
 
-def _check_dns_update(path: Path, main: MainConfig, *, topdir: Path) -> None:
+def _check_dns_update(path: Path, main: MainConfig, *, topdir: Path, read_secrets: bool) -> None:
     """One ``[[dns_update]]`` entry per zone, each with a key file that is the owner's only
-    and holds a key (read now, so a bad one stops the run before anything is published)."""
+    and holds a key (read now, so a bad one stops the run before anything is published;
+    unless ``read_secrets`` is False)."""
     seen: set[str] = set()
     for index, entry in enumerate(main.dns_update):
         if entry.domain in seen:
@@ -301,7 +304,8 @@ def _check_dns_update(path: Path, main: MainConfig, *, topdir: Path) -> None:
                 path, f"dns_update[{index}].domain", entry.domain, "a second entry for this zone"
             )
         seen.add(entry.domain)
-        _read_key(path, f"dns_update[{index}].key_file", entry.key_file, topdir=topdir)
+        if read_secrets:
+            _read_key(path, f"dns_update[{index}].key_file", entry.key_file, topdir=topdir)
 
 
 def _read_key(path: Path, key: str, key_file: str, *, topdir: Path) -> TsigKey:
@@ -374,7 +378,8 @@ def _check_notify(path: Path, main: MainConfig) -> None:
             raise ConfigError(path, f"notify.urls[{index}]", shown, "not a URL apprise knows")
 
 
-def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
+def load_cas(conf_dir: Path, main: MainConfig, *, read_secrets: bool = True) -> dict[str, CaInfo]:
+    """``ca-info.conf``; ``read_secrets`` as :func:`load_config`."""
     path = conf_dir / CA_FILE
     if not path.exists():
         return {}
@@ -383,6 +388,9 @@ def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
         if not isinstance(table, dict):
             raise ConfigError(path, name, table, "expected a [table] per CA")
         cas[name] = _validate(CaInfo, table, path, prefix=name)
+        binding = _binding(path, name, cas[name], topdir=conf_dir.parent)
+        if binding is not None and read_secrets:
+            binding.hmac_key()  # a bad key stops the run now, not at the first registration
     if main.globals.preferred_acme_profile:
         cas = {
             name: ca
@@ -393,6 +401,49 @@ def load_cas(conf_dir: Path, main: MainConfig) -> dict[str, CaInfo]:
             for name, ca in cas.items()
         }
     return cas
+
+
+def _binding(path: Path, name: str, ca: CaInfo, *, topdir: Path) -> AccountBinding | None:
+    """The External Account Binding of CA ``name`` (its key not read); None without one.
+
+    Raises:
+      ConfigError: only one of the two keys is set, or they are set for a local CA.
+    """
+    kid, key_file = ca.ca_eab_kid, ca.ca_eab_hmac_key_file
+    if kid is None and key_file is None:
+        return None
+    if ca.is_local:
+        raise ConfigError(
+            path,
+            f"{name}.{KID_KEY if kid is not None else KEY_FILE_KEY}",
+            kid if kid is not None else key_file,
+            f"External Account Binding is for ACME CAs, and ca_type = {ca.ca_type!r} is local",
+        )
+    if kid is None or key_file is None:
+        missing, present = (KID_KEY, KEY_FILE_KEY) if kid is None else (KEY_FILE_KEY, KID_KEY)
+        raise ConfigError(
+            path,
+            f"{name}.{missing}",
+            None,
+            f"missing: External Account Binding needs both {KID_KEY} and {KEY_FILE_KEY}, "
+            f"and {present} is set",
+        )
+    resolved = Path(key_file) if Path(key_file).is_absolute() else topdir / key_file
+    return AccountBinding(ca=name, kid=kid, key_file=resolved, conf_file=path)
+
+
+def account_binding(config: Config, ca: str) -> AccountBinding | None:
+    """The External Account Binding ``ca-info.conf`` configures for CA ``ca``; None when it
+    configures none (or has no such CA). The HMAC key is not read here: only registering an
+    account needs it (:meth:`~sslm_tasks.config.eab.AccountBinding.hmac_key`).
+
+    Raises:
+      ConfigError: as at load time, for only one of the two keys or a local CA.
+    """
+    info = config.cas.get(ca)
+    if info is None:
+        return None
+    return _binding(config.conf_dir / CA_FILE, ca, info, topdir=config.topdir)
 
 
 def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
@@ -469,7 +520,7 @@ def load_settings_only(conf_dir: Path | None = None) -> Config:
 
 
 def load_config(
-    selection: Iterable[str] = (), *, conf_dir: Path | None = None
+    selection: Iterable[str] = (), *, conf_dir: Path | None = None, read_secrets: bool = True
 ) -> tuple[Config, list[ServiceRef]]:
     """Load and validate everything a run over ``selection`` needs.
 
@@ -478,13 +529,18 @@ def load_config(
     wildcard (``*``, ``ALL``, a bare group) found, and whose file does not load, is not
     selected: it is in ``Config.broken`` and fails alone; a service named explicitly must load.
 
+    The secrets the configuration names (TSIG keys, EAB HMAC keys) are read to check them,
+    unless ``read_secrets`` is False: for a reader that uses none and may not read them (the
+    metrics exporter runs as a user that owns nothing of the tree, so their 0600 files are
+    closed to it). The keys naming them are checked either way.
+
     Raises:
       ConfigError: the main files, or a service named explicitly (or a CA one needs), do not
         load.
     """
     conf_dir = (conf_dir or find_conf_dir()).absolute()
-    main = load_main(conf_dir)
-    cas = load_cas(conf_dir, main)
+    main = load_main(conf_dir, read_secrets=read_secrets)
+    cas = load_cas(conf_dir, main, read_secrets=read_secrets)
     found = _Found()
     selected = (
         parse_selection(conf_dir, selection, found)

@@ -427,6 +427,10 @@ class CaInfo(_Model):
     ca_preferred_acme_profile: str | None = None
     ca_acme_directory: str | None = None
     ca_acme_ca_bundle: str | None = None
+    #: External Account Binding (:mod:`sslm_tasks.config.eab`): the key identifier and the file
+    #: of the HMAC key the CA gave; both or neither, checked by ``config.load``.
+    ca_eab_kid: str | None = Field(default=None, min_length=1)
+    ca_eab_hmac_key_file: str | None = Field(default=None, min_length=1)
 
     @field_validator("ca_type", mode="before")
     @classmethod

@@ -16,7 +16,6 @@ ssh refuses such a private key), and the secret never appears in an error, a log
 from __future__ import annotations
 
 import binascii
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -26,8 +25,8 @@ import dns.name
 import dns.tsig
 import dns.tsigkeyring
 
-#: Mode bits a key file must not have: none for the group, none for others (0600 and 0400 pass).
-FOREIGN_BITS: Final = 0o077
+from sslm_tasks.config.secret_files import secret_file_problem
+
 _FORMAT: Final = 'key "<name>" { algorithm <algorithm>; secret "<base64>"; }; as tsig-keygen writes'
 
 
@@ -42,34 +41,15 @@ class TsigKey:
     key: dns.tsig.Key = field(repr=False, compare=False)
 
 
-def key_file_problem(path: Path) -> str | None:
-    """Say why ``path`` cannot hold a TSIG key sslm will use, looking at the file only (not
-    its content), or return None."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return "no such file"
-    except OSError as err:
-        return f"cannot be read: {err.strerror}"
-    if not stat.S_ISREG(info.st_mode):
-        return "is not a regular file"
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & FOREIGN_BITS:
-        return (
-            f"is readable or writable by others than its owner (mode {mode:04o}): a TSIG secret "
-            "must be mode 0600 (chmod 600 it)"
-        )
-    return None
-
-
 def read_tsig_key(path: Path) -> TsigKey:
-    """The key in ``path``, after :func:`key_file_problem` found the file fit.
+    """The key in ``path``, once the file is found fit to hold a secret
+    (:func:`~sslm_tasks.config.secret_files.secret_file_problem`).
 
     Raises:
       ValueError: the file is unfit or does not hold a usable key; the message says why in a
         phrase and never quotes the file's content.
     """
-    problem = key_file_problem(path)
+    problem = secret_file_problem(path, "a TSIG secret")
     if problem is not None:
         raise ValueError(problem)
     try:

@@ -35,7 +35,7 @@ from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import AcmeServer, server_for
 from sslm_tasks.acme.network import AcmePermanentError, retry_after_of
 from sslm_tasks.acme.orders import ChallengeToPublish, OrderFailed, OrderState
-from sslm_tasks.config.load import acme_ca_of
+from sslm_tasks.config.load import account_binding, acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
@@ -135,7 +135,15 @@ def _begin(ctx: ServiceContext) -> Order | None:
     server = server_for(ca, test=ctx.ws.options.acme_test_server)
     email = ctx.service.x509.email.strip() or None
     cb_dir = ensure_dir(ctx.layout.cb_dir(ctx.ref), mode=0o700)
-    account = ensure_account(cb_dir, server, email=email, now=ctx.now())
+    name = ctx.service.signing_ca
+    account = ensure_account(
+        cb_dir,
+        server,
+        ca=name,
+        email=email,
+        binding=account_binding(ctx.ws.config, name),
+        now=ctx.now(),
+    )
     return Order(ctx, ca, stamp, server, account)
 
 

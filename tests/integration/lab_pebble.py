@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,7 @@ def start_pebble(
     dns_server: str = f"{PRIMARY}:{DNS_PORT}",
     nonce_reject: int = 0,
     http_port: int | None = None,
+    eab_keys: Mapping[str, str] | None = None,
 ) -> Pebble:
     """Start Pebble on free loopback ports; return once its directory answers.
 
@@ -174,6 +176,8 @@ def start_pebble(
     DNS lab's primary by default. ``nonce_reject`` is the percentage of good nonces Pebble
     rejects with badNonce (0: deterministic runs; e.g. 5 to prove retries work).
     ``http_port`` is where Pebble fetches http-01 tokens (default: a free port).
+    ``eab_keys`` (``{kid: base64url HMAC key}``), when given, makes Pebble a CA that registers
+    an account only with an External Account Binding made with one of these keys.
     """
     binary = require_binary("pebble")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +196,8 @@ def start_pebble(
                     "httpPort": http_port,
                     "tlsPort": tls_port,
                     "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
+                    "externalAccountBindingRequired": bool(eab_keys),
+                    "externalAccountMACKeys": dict(eab_keys or {}),
                 }
             },
             indent=2,

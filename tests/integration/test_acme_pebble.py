@@ -77,7 +77,7 @@ def server(pebble: Pebble) -> AcmeServer:
 
 @pytest.fixture
 def account(server: AcmeServer, tmp_path: Path) -> Account:
-    return ensure_account(tmp_path / "cb", server, email=EMAIL)
+    return ensure_account(tmp_path / "cb", server, ca="pebble", email=EMAIL)
 
 
 @pytest.fixture
@@ -178,11 +178,11 @@ def test_account_is_created_once_and_loaded_again(
     assert find_account(cb, server.directory_url) is None
 
     # When it is ensured twice
-    first = ensure_account(cb, server, email=EMAIL)
+    first = ensure_account(cb, server, ca="pebble", email=EMAIL)
     with monkeypatch.context() as patched:
         # (the second call must not even connect, let alone register)
         patched.setattr("sslm_tasks.acme.accounts.connect", _must_not_connect)
-        second = ensure_account(cb, server, email=EMAIL)
+        second = ensure_account(cb, server, ca="pebble", email=EMAIL)
 
     # Then one account exists, in certbot's layout, with a private key file
     assert (second.id, second.uri) == (first.id, first.uri)
@@ -202,7 +202,7 @@ def test_key_without_registration_record_gets_its_account_back(
     (account.path / REGR).unlink()
 
     # When the account is ensured again
-    again = ensure_account(tmp_path / "cb", server, email=EMAIL)
+    again = ensure_account(tmp_path / "cb", server, ca="pebble", email=EMAIL)
 
     # Then the same key is registered again and the CA answers with the same account
     assert (again.id, again.uri) == (account.id, account.uri)
@@ -241,7 +241,7 @@ def test_account_registered_by_certbot_is_used(server: AcmeServer, tmp_path: Pat
 
     # When sslm looks for the service's account
     found = find_account(cb, server.directory_url)
-    ensured = ensure_account(cb, server, email=EMAIL)
+    ensured = ensure_account(cb, server, ca="pebble", email=EMAIL)
 
     # Then it is certbot's, and it signs requests
     assert found is not None and found == ensured
@@ -415,7 +415,7 @@ def test_badnonce_storm_is_transient_after_the_librarys_retry(
     # When an account is registered, Then the library retries once, and the second badNonce
     # in a row is a transient error for the task layer to retry later
     with pytest.raises(AcmeTransientError) as raised:
-        ensure_account(tmp_path / "cb", server, email=EMAIL)
+        ensure_account(tmp_path / "cb", server, ca="pebble", email=EMAIL)
     assert raised.value.code == "badNonce"
     assert isinstance(raised.value, TransientError)
     assert len(sends) == 2 and sends[0] == sends[1]

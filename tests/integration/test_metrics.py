@@ -3,7 +3,9 @@ node_exporter's text file, on real trees, as root or as a user who may not read 
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -157,6 +159,39 @@ def test_it_needs_no_access_to_a_private_key(shared_top: Path) -> None:
     assert shown[key("sslm_services_unreadable")] == 1
     assert shown[key(READY, condition="Unknown", **WEB)] == 1
     assert "example.com:web-ec: cannot be read:" in done.stderr and "state.json" in done.stderr
+
+
+def test_it_needs_no_access_to_the_secrets_the_configuration_names(shared_top: Path) -> None:
+    # Given a TSIG key and an EAB HMAC key in files of their owner's alone (0600, root's)
+    tsig = base64.b64encode(secrets.token_bytes(32)).decode()
+    hmac_key = secrets.token_urlsafe(32)
+    (shared_top / "tsig.key").write_text(
+        f'key "sslm-example" {{ algorithm hmac-sha256; secret "{tsig}"; }};\n'
+    )
+    (shared_top / "eab.key").write_text(hmac_key + "\n")
+    for name in ("tsig.key", "eab.key"):
+        (shared_top / name).chmod(0o600)
+    with (shared_top / "conf.d/ssl-mgr.conf").open("a") as conf:
+        conf.write(
+            "\n[[dns_update]]\n    domain = 'example.com'\n    server = '127.0.0.1'\n"
+            "    key_file = 'tsig.key'\n"
+        )
+    with (shared_top / "conf.d/ca-info.conf").open("a") as conf:
+        conf.write(
+            "\n[zerossl]\n    ca_type = 'acme'\n    ca_eab_kid = 'kid-1'\n"
+            "    ca_eab_hmac_key_file = 'eab.key'\n"
+        )
+    assert run_tool("sslm-mgr", "-renew", cwd=shared_top).returncode == 0
+    out = shared_top / "out"
+    out.mkdir()
+    os.chown(out, 10002, 0)
+
+    # When a user who may not read them writes the metrics
+    done = run_metrics(shared_top, "--textfile", str(out / "sslm.prom"), wrapper=READER)
+
+    # Then the configuration loads without them, and every service is read
+    assert done.returncode == 0, done.stderr
+    assert samples((out / "sslm.prom").read_text())[key("sslm_services_unreadable")] == 0
 
 
 def test_a_port_in_use_is_one_line_naming_it(topdir: Path) -> None:
