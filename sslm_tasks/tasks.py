@@ -39,6 +39,7 @@ from sslm_tasks.lifecycle import (
     finish,
     notify,
     pipeline,
+    revoke,
     steps,
 )
 from sslm_tasks.lifecycle import roll as rolling
@@ -546,7 +547,8 @@ def renew_scan() -> list[str]:
     for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
         try:
-            due = build.check_renew(ctx, record=False).build
+            # A local CA's stale CRL is re-issued by its renew check, so it is due too.
+            due = build.check_renew(ctx, record=False).build or bool(revoke.crl_due(ctx))
         except SslmError as err:
             log.warning("%s: renew check: %s", ref, err)
             continue
