@@ -4,10 +4,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from support import RunMgr, edit, openssl, tree_snapshot
 from test_status import validate
+
+from sslm_tasks.config.load import load_config
+from sslm_tasks.crypto import crl as crls
+from sslm_tasks.lifecycle import steps
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.workspace import Workspace, utc_now
 
 CRL_URL = "http://crl.example.com/my-int.crl"
 
@@ -131,3 +140,28 @@ def test_bad_revocations_are_refused_and_change_nothing(topdir: Path, mgr: RunMg
         assert result.returncode == code, (args, result.stdout, result.stderr)
         assert said in result.stderr, (args, result.stderr)
     assert stores(topdir) == before
+
+
+def test_the_renew_check_reissues_the_crl_before_it_goes_stale(topdir: Path, mgr: RunMgr) -> None:
+    # Given the example tree, web-ec revoked: my-int's CRL lists it and is valid for 7 days
+    assert mgr("-renew", "-roll").returncode == 0
+    assert mgr("revoke", "example.com:web-ec").returncode == 0
+    path = topdir / "certs/ca/my-int/crl.pem"
+    first = x509.load_pem_x509_crl(path.read_bytes())
+    config, (ref,) = load_config(["ca:my-int"], conf_dir=topdir / "conf.d")
+
+    def check_after(days: float) -> str:
+        ws = Workspace(config=config, clock=lambda: utc_now() + timedelta(days=days))
+        return steps.check(ServiceContext(ws, ref)).detail
+
+    # When the CA's renew check runs 3 days on, then the CRL is left alone
+    assert "CRL" not in check_after(3)
+    assert path.read_bytes() == first.public_bytes(Encoding.PEM)
+    # When it runs 4 days on (less than half of its validity left), then it is re-issued:
+    # numbered one higher, valid 7 days from then, the revoked serial carried forward
+    assert "CRL re-issued" in check_after(4)
+    second = x509.load_pem_x509_crl(path.read_bytes())
+    assert crls.number(second) == crls.number(first) + 1
+    assert second.next_update_utc is not None and first.next_update_utc is not None
+    assert second.next_update_utc - first.next_update_utc >= timedelta(days=4)
+    assert crls.entries(second) == crls.entries(first) != []
