@@ -47,7 +47,7 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
-from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, service_lock, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
 from sslm_tasks.locks.select import claims_for, locker_for
@@ -164,7 +164,7 @@ def _owner(task: Task) -> str:
 @contextmanager
 def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
     ttl_s = _settings().task_time_limit_s + STEP_LOCK_MARGIN_S
-    with _locker(ws.config).acquire(f"svc:{ref}", ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
+    with _locker(ws.config).acquire(service_lock(ref), ttl_s=ttl_s, blocking_s=STEP_LOCK_WAIT_S):
         yield
 
 

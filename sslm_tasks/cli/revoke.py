@@ -15,7 +15,7 @@ from sslm_tasks.config.load import Config, signer_of
 from sslm_tasks.crypto.crl import REASONS
 from sslm_tasks.lifecycle import revoke
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.workspace import Workspace
+from sslm_tasks.lifecycle.workspace import Workspace, service_lock
 from sslm_tasks.store.layout import LinkName, ServiceRef
 
 from .run import RunRequest
@@ -94,7 +94,9 @@ def revoke_one(ws: Workspace, ref: ServiceRef, args: argparse.Namespace) -> str:
     Raises:
       SslmError: see :func:`sslm_tasks.lifecycle.revoke.revoke`.
     """
-    done = revoke.revoke(ServiceContext(ws, ref), args.which, args.reason)
+    # With workers, one of them may be writing the service's record: wait for its step.
+    with ws.lock(service_lock(ref)):
+        done = revoke.revoke(ServiceContext(ws, ref), args.which, args.reason)
     return (
         f"{ref}: revoked {args.which} ({done.stamp}, serial {done.serial}): {done.reason}, "
         f"by {done.by}"

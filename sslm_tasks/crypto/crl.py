@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from sslm_tasks.crypto.inspect import extension_value, key_matches_cert
 from sslm_tasks.crypto.keys import PrivateKey
@@ -42,6 +42,16 @@ REASON_CODES: Mapping[str, int] = MappingProxyType(
         "superseded": 4,
         "cessationOfOperation": 5,
     }
+)
+
+
+#: Public keys that can sign a CRL (``CertificateRevocationList.is_signature_valid`` takes these).
+SigningPublicKey = (
+    dsa.DSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    ed448.Ed448PublicKey,
+    ed25519.Ed25519PublicKey,
+    rsa.RSAPublicKey,
 )
 
 
@@ -155,6 +165,15 @@ def build_crl(
         builder = builder.add_revoked_certificate(item.build())
     algorithm = None if isinstance(ca_key, ed25519.Ed25519PrivateKey) else DIGESTS[digest]()
     return builder.sign(ca_key, algorithm)
+
+
+def signed_by(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> bool:
+    """Whether ``ca_cert`` issued ``crl``: its subject is the CRL's issuer and its key made the
+    signature. False for a certificate whose key cannot sign (X25519, X448)."""
+    key = ca_cert.public_key()
+    if not isinstance(key, SigningPublicKey):
+        return False
+    return crl.issuer == ca_cert.subject and crl.is_signature_valid(key)
 
 
 def is_stale(crl: x509.CertificateRevocationList, *, now: datetime, margin: timedelta) -> bool:

@@ -24,7 +24,7 @@ from sslm_tasks.acme import revocation
 from sslm_tasks.acme.accounts import connect_as, find_account
 from sslm_tasks.acme.directory import server_for
 from sslm_tasks.config.load import acme_ca_of, signer_of
-from sslm_tasks.config.models import CA_GROUP
+from sslm_tasks.config.models import CA_GROUP, CaInfo
 from sslm_tasks.crypto import crl as crls
 from sslm_tasks.crypto.inspect import extension_value, load_certs
 from sslm_tasks.crypto.keys import load_private_key
@@ -97,11 +97,6 @@ def _issue(
     )
 
 
-def _signed_by(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> bool:
-    public_key = ca_cert.public_key()
-    return crl.issuer == ca_cert.subject and crl.is_signature_valid(public_key)  # type: ignore[arg-type]
-
-
 def crl_due(ctx: ServiceContext) -> str | None:
     """Why the local CA ``ctx`` should re-issue its CRL now, or None (also for a service that
     is no local CA, and for a CA without a ``curr`` to sign with). Reads only."""
@@ -113,7 +108,7 @@ def crl_due(ctx: ServiceContext) -> str | None:
     current = _current_crl(ctx)
     if current is None:
         return "no CRL yet"
-    if not _signed_by(current, material[0]):
+    if not crls.signed_by(current, material[0]):
         return "the CRL is not signed by the CA's current certificate"
     if crls.is_stale(current, now=ctx.now(), margin=CRL_REFRESH):
         return f"the CRL's nextUpdate {current.next_update_utc:%Y-%m-%d %H:%M} UTC is near"
@@ -149,10 +144,9 @@ def _serial_hex(cert: x509.Certificate) -> str:
 
 def _revoked_cert(ctx: ServiceContext, which: files.LinkName) -> tuple[str, x509.Certificate]:
     stamp = read_link(ctx.layout, ctx.ref, which)
-    path = None if stamp is None else version_file(ctx, stamp, files.CERT)
-    if stamp is None or path is None or not path.is_file():
+    if stamp is None or not version_file(ctx, stamp, files.CERT).is_file():
         raise PermanentError(f"{ctx.ref}: {which} holds no certificate to revoke")
-    return stamp, load_certs(path.read_bytes())[0]
+    return stamp, load_certs(version_file(ctx, stamp, files.CERT).read_bytes())[0]
 
 
 def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
@@ -188,11 +182,8 @@ def _by_local_ca(
         _issue(ca, ca_cert, key_pem, previous, entry)
 
 
-def _by_acme(ctx: ServiceContext, cert: x509.Certificate, reason: str) -> None:
-    """Ask the service's ACME CA to revoke ``cert``, signed by the account that ordered it."""
-    ca = acme_ca_of(ctx.ws.config, ctx.ref)
-    if ca is None:  # the caller checked; kept for the type checker and a clear message
-        raise PermanentError(f"{ctx.ref}: signing_ca {ctx.service.signing_ca!r} is not ACME")
+def _by_acme(ctx: ServiceContext, ca: CaInfo, cert: x509.Certificate, reason: str) -> None:
+    """Ask the ACME CA ``ca`` to revoke ``cert``, signed by the account that ordered it."""
     server = server_for(ca, test=ctx.ws.options.acme_test_server)
     account = find_account(ctx.layout.cb_dir(ctx.ref), server.directory_url)
     if account is None:
@@ -230,13 +221,14 @@ def revoke(ctx: ServiceContext, which: files.LinkName, reason: str) -> Revocatio
     """
     stamp, cert = _revoked_cert(ctx, which)
     signer = signer_of(ctx.ws.config, ctx.ref)
+    acme_ca = acme_ca_of(ctx.ws.config, ctx.ref)
     if signer is not None:
         by = f"crl:{signer.service}"
         entry = crls.Revoked(cert.serial_number, ctx.now(), crls.REASONS[reason])
         _by_local_ca(ctx, ctx.of(signer), cert, entry)
-    elif acme_ca_of(ctx.ws.config, ctx.ref) is not None:
+    elif acme_ca is not None:
         by = BY_ACME
-        _by_acme(ctx, cert, reason)
+        _by_acme(ctx, acme_ca, cert, reason)
     else:
         raise PermanentError(
             f"{ctx.ref}: self-signed ({ctx.ws.config.service_file(ctx.ref)}: signing_ca = "
