@@ -165,3 +165,23 @@ def test_the_renew_check_reissues_the_crl_before_it_goes_stale(topdir: Path, mgr
     assert second.next_update_utc is not None and first.next_update_utc is not None
     assert second.next_update_utc - first.next_update_utc >= timedelta(days=4)
     assert crls.entries(second) == crls.entries(first) != []
+
+
+def test_a_link_planted_at_the_crl_copy_is_never_followed(
+    topdir: Path, mgr: RunMgr, tmp_path: Path
+) -> None:
+    # Given the example tree, and a link planted where production keeps my-int's CRL
+    assert mgr("-renew", "-roll").returncode == 0
+    outside = tmp_path / "outside.pem"
+    outside.write_text("not sslm's\n")
+    copy = topdir / "prod-certs/ca/my-int/crl.pem"
+    copy.unlink()
+    copy.symlink_to(outside)
+
+    # When a revocation re-issues the CRL and production mirrors it
+    result = mgr("revoke", "example.com:web-ec")
+
+    # Then the CA's production step fails naming the link, which is neither followed nor removed
+    assert result.returncode == 1
+    assert f"{copy} is a link or not a regular file" in result.stdout + result.stderr
+    assert copy.is_symlink() and outside.read_text() == "not sslm's\n"
