@@ -39,6 +39,7 @@ from sslm_tasks.lifecycle import (
     finish,
     notify,
     pipeline,
+    revoke,
     steps,
 )
 from sslm_tasks.lifecycle import roll as rolling
@@ -46,7 +47,7 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
-from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
+from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, service_lock, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims
 from sslm_tasks.locks.select import claims_for, locker_for
@@ -176,7 +177,7 @@ def _service_lock(ws: Workspace, ref: ServiceRef) -> Iterator[None]:
     settings = _settings()
     ttl_s = settings.task_time_limit_s + STEP_LOCK_MARGIN_S
     wait_s = _lock_wait_s(settings)
-    with _locker(ws.config).acquire(f"svc:{ref}", ttl_s=ttl_s, blocking_s=wait_s):
+    with _locker(ws.config).acquire(service_lock(ref), ttl_s=ttl_s, blocking_s=wait_s):
         yield
 
 
@@ -559,7 +560,8 @@ def renew_scan() -> list[str]:
     for ref in _unclaimed(refs):  # in signing order: a CA before what it signs
         ctx = ServiceContext(ws, ref, repair=False)
         try:
-            due = build.check_renew(ctx, record=False).build
+            # A local CA's stale CRL is re-issued by its renew check, so it is due too.
+            due = build.check_renew(ctx, record=False).build or bool(revoke.crl_due(ctx))
         except SslmError as err:
             log.warning("%s: renew check: %s", ref, err)
             continue

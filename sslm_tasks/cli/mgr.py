@@ -1,4 +1,5 @@
-"""``sslm-mgr``: ssl-mgr's command line, unchanged, with honest exit codes.
+"""``sslm-mgr``: ssl-mgr's command line, unchanged, with honest exit codes; and sslm's
+``sslm-mgr revoke group:svc`` (:mod:`sslm_tasks.cli.revoke`).
 
 Exit status: 0 when every selected service succeeded, 1 when any failed, 2 for bad input
 (command line or configuration: nothing was written), 3 when another run holds the lock.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sslm_tasks.config.load import Config, load_config
 from sslm_tasks.config.models import MAX_ROLL_MINS
@@ -27,9 +28,10 @@ from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
 
 from . import check, health, report, status
+from . import revoke as revoking
 from .console import console_script
 from .local import run_in_process
-from .run import RunRequest
+from .run import RunReport, RunRequest
 from .version import add_version_flag
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -260,6 +262,8 @@ def _would(ctx: ServiceContext, request: RunRequest) -> list[str]:
 @console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == [revoking.COMMAND]:
+        return _revoke(args_in[1:])
     dev = bool(args_in) and args_in[0] == "dev"
     try:
         args = build_parser(dev=dev).parse_args(args_in[1:] if dev else args_in)
@@ -371,15 +375,15 @@ def _enqueue(
     return EXIT_FAILED if not result.ok else EXIT_BUSY if result.busy else EXIT_OK
 
 
-def _locked_run(
+def _under_run_lock(
     ws: Workspace,
-    refs: Sequence[ServiceRef],
-    request: RunRequest,
     args: argparse.Namespace,
+    work: Callable[[], int],
     *,
     log_format: LogFormat,
     log_level: LogLevel,
 ) -> int:
+    """The log set up, then ``work`` under the tree's run lock; its exit status."""
     try:
         # The log first: a log that cannot be written stops the run before it writes anything.
         _setup_logging(ws.config, verbose=args.verb, kind=log_format, level=log_level)
@@ -399,18 +403,84 @@ def _locked_run(
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
     with lease:
-        try:
-            result = run_in_process(ws, refs, request)
-        except SslmError as err:
-            # Each service's errors stay with it; one that escapes (the disk filled up while the
-            # finish wrote the deploy ledger) ends the run with one line, its traceback in the log.
-            log.exception("run stopped")
-            print(f"Error: run stopped: {err}", file=sys.stderr)
+        return work()
+
+
+def _in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> RunReport | None:
+    """Walk ``refs`` here and print the report; None when the run stopped."""
+    try:
+        result = run_in_process(ws, refs, request)
+    except SslmError as err:
+        # Each service's errors stay with it; one that escapes (the disk filled up while the
+        # finish wrote the deploy ledger) ends the run with one line, its traceback in the log.
+        log.exception("run stopped")
+        print(f"Error: run stopped: {err}", file=sys.stderr)
+        return None
+    print(report.run_text(result, remote=False))
+    return result
+
+
+def _locked_run(
+    ws: Workspace,
+    refs: Sequence[ServiceRef],
+    request: RunRequest,
+    args: argparse.Namespace,
+    *,
+    log_format: LogFormat,
+    log_level: LogLevel,
+) -> int:
+    def work() -> int:
+        result = _in_process(ws, refs, request)
+        if result is None:
             return EXIT_FAILED
-        print(report.run_text(result, remote=False))
         if args.status:
             _status(ws, refs, args)
-    return EXIT_OK if result.ok else EXIT_FAILED
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    return _under_run_lock(ws, args, work, log_format=log_format, log_level=log_level)
+
+
+def _revoke(args_in: Sequence[str]) -> int:
+    """``sslm-mgr revoke``: revoke here, then the follow-up run (:mod:`.revoke`)."""
+    args = revoking.build_parser(lock_wait_s=DEFAULT_LOCK_WAIT_S, wait_s=DEFAULT_WAIT_S).parse_args(
+        args_in
+    )
+    try:
+        config, refs = load_config(args.grps_svcs)
+        settings = load_settings()
+    except (ConfigError, OSError) as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    ref = revoking.one_service(refs, args.grps_svcs[0])
+    if isinstance(ref, str):
+        print(f"Error: {ref}", file=sys.stderr)
+        return EXIT_USAGE
+    options = RunOptions(test=args.test)
+    ws = Workspace(config=config, options=options, clock=utc_now)
+    if settings.broker_url:
+        # The CRL is shared with the workers' renew checks: their locks guard it.
+        from sslm_tasks.locks.select import locker_for
+
+        ws.locker = locker_for(settings, ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP))
+
+    def work() -> int:
+        try:
+            print(revoking.revoke_one(ws, ref, args))
+        except SslmError as err:
+            log.error("%s: revoke: %s", ref, err)
+            print(f"Error: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        follow, request = revoking.follow_up(config, ref, args.reason)
+        if not follow:
+            return EXIT_OK
+        if settings.broker_url:
+            return _enqueue(settings.broker_url, config, follow, options, request, args)
+        result = _in_process(ws, follow, request)
+        return EXIT_OK if result is not None and result.ok else EXIT_FAILED
+
+    return _under_run_lock(
+        ws, args, work, log_format=settings.log_format, log_level=settings.log_level
+    )
 
 
 if __name__ == "__main__":

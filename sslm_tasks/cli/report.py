@@ -97,6 +97,11 @@ def service_lines(status: ServiceStatus, *, verbose: bool) -> list[str]:
                 f"{'deploy':>20} : {server.server}: {verdict} at {_when(outcome.at)}"
                 f" ({outcome.detail})"
             )
+    lines.extend(
+        f"{'revoked':>20} : {done.stamp} serial {done.serial}: {done.reason} at "
+        f"{_when(done.at)} ({done.by})"
+        for done in status.revocations
+    )
     if status.last_error:
         lines.append(f"{'last error':>20} : {status.last_error}")
     if status.notice:

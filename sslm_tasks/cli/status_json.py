@@ -134,6 +134,16 @@ def service_json(status: ServiceStatus) -> dict[str, Any]:
         "servers": [_server(server) for server in status.servers],
         "last_error": status.last_error,
         "notice": status.notice,
+        "revocations": [
+            {
+                "stamp": done.stamp,
+                "serial": done.serial,
+                "reason": done.reason,
+                "at": time_value(done.at),
+                "by": done.by,
+            }
+            for done in status.revocations
+        ],
     }
 
 

@@ -20,6 +20,7 @@ import ipaddress
 import re
 import shlex
 from typing import Annotated, Any, Final, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -531,6 +532,22 @@ class CAOpts(_Model):
     #: default of -1 became one day through a floor; 90 days is what an operator expects.
     sign_end_days: float = Field(default=90, strict=True, ge=MIN_SIGN_DAYS, le=MAX_DAYS)
     digest: str = "sha384"
+    #: Where this CA's CRL is served (``http://`` or ``https://``); named as the CRL
+    #: distribution point of every certificate it signs. None: no distribution point.
+    crl_url: str | None = None
+
+    @field_validator("crl_url")
+    @classmethod
+    def _crl_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        # A URL clients fetch: an http(s) scheme, a host, nothing a certificate cannot carry.
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("must be printable ASCII without spaces (an IA5String)")
+        return value
 
     @field_validator("digest", mode="before")
     @classmethod

@@ -64,6 +64,8 @@ class SigningPolicy:
     days: float
     digest: str = "sha384"
     is_ca: bool = False
+    #: The issuer's CRL, named as the certificate's CRL distribution point; None: none.
+    crl_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.days > 0:
@@ -158,6 +160,14 @@ def _issue(
     sans = extension_value(csr.extensions, x509.SubjectAlternativeName)
     if sans is not None:
         builder = builder.add_extension(sans, critical=False)
+    if policy.crl_url is not None:
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(policy.crl_url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     algorithm = (
         None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else DIGESTS[policy.digest]()
     )

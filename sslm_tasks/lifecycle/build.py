@@ -32,6 +32,7 @@ from sslm_tasks.crypto.keys import (
     generate_private_key,
     load_private_key,
     private_key_to_pem,
+    public_key_der,
 )
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
@@ -129,6 +130,34 @@ def _signer_changed(ctx: ServiceContext) -> str | None:
     return None
 
 
+def compromised(ctx: ServiceContext, which: files.LinkName) -> bool:
+    """Whether the version ``which`` points at was revoked for ``keyCompromise``
+    (``sslm-mgr revoke``): its key must never be used again."""
+    found = ctx.record.revoked(read_link(ctx.layout, ctx.ref, which))
+    return found is not None and found.reason == "keyCompromise"
+
+
+def _key_compromised(ctx: ServiceContext) -> str | None:
+    """Why a version with a compromised key must be replaced now, or None.
+
+    A ``next`` that was revoked is replaced; a revoked ``curr`` too, unless a ``next`` with
+    another key is waiting: that one replaces it at its roll, which follows the usual gate
+    (for DANE, its TLSA records must be served first).
+    """
+    if compromised(ctx, "next"):
+        return "next was revoked for keyCompromise: a new key"
+    if not compromised(ctx, "curr"):
+        return None
+    curr, pending = load_version_cert(ctx, "curr"), load_version_cert(ctx, "next")
+    if (
+        curr is not None
+        and pending is not None
+        and public_key_der(pending.public_key()) != public_key_der(curr.public_key())
+    ):
+        return None
+    return "curr was revoked for keyCompromise: a new key"
+
+
 def in_progress(ctx: ServiceContext) -> str | None:
     """The stamp of the build in progress (renewing, or failed and to be resumed), if any."""
     record = ctx.record
@@ -174,15 +203,20 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
     if force:
         return RenewCheck(True, "forced", decision)
     due, reason = acme_timing.due(ctx, decision, record=record)
-    signer_changed = _signer_changed(ctx)
-    if not due and signer_changed is None:
+    key_compromised = _key_compromised(ctx)
+    urgent = key_compromised or _signer_changed(ctx)
+    if not due and urgent is None:
         return RenewCheck(False, reason, decision)
     pending = read_link(ctx.layout, ctx.ref, "next")
-    if pending is not None and is_complete(ctx.layout, ctx.ref, pending):
+    if (
+        key_compromised is None
+        and pending is not None
+        and is_complete(ctx.layout, ctx.ref, pending)
+    ):
         return RenewCheck(False, f"next {pending} is waiting to be rolled", decision)
     if waiting is not None:
         return RenewCheck(False, waiting, decision)
-    return RenewCheck(True, signer_changed or reason, decision)
+    return RenewCheck(True, urgent or reason, decision)
 
 
 def signing_ca_curr(ctx: ServiceContext) -> tuple[ServiceRef, str] | None:
@@ -257,16 +291,23 @@ def make_key(ctx: ServiceContext) -> None:
 
     With ``reuse``, and always for a local CA that already has a key, the key of ``curr`` is
     carried over: re-keying a CA would silently orphan every certificate it signed, so a CA
-    gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key).
+    gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key),
+    or after ``sslm-mgr revoke --reason keyCompromise``: a compromised key is never carried.
     """
     stamp = building_stamp(ctx)
     if version_file(ctx, stamp, files.PRIVKEY).is_file():
         return
+    curr_compromised = compromised(ctx, "curr")
     if ctx.ws.options.reuse:
+        if curr_compromised:
+            raise PermanentError(
+                f"{ctx.ref}: --reuse asked for the key of curr, which was revoked for "
+                "keyCompromise: renew without --reuse"
+            )
         if not carry_key(ctx, stamp, ("curr",)):
             raise StoreError(f"{ctx.ref}: --reuse asked for the key of curr, but there is none")
         return
-    if ctx.ref.group == CA_GROUP and carry_key(ctx, stamp, ("curr",)):
+    if ctx.ref.group == CA_GROUP and not curr_compromised and carry_key(ctx, stamp, ("curr",)):
         return
     write_new_key(ctx, stamp)
 
@@ -314,11 +355,18 @@ def make_csr(ctx: ServiceContext) -> None:
     write_atomic(target, csr_to_pem(csr), mode=files.PUBLIC_MODE)
 
 
-def _policy(signer: ServiceConfig, *, is_ca: bool) -> SigningPolicy:
+def _policy(signer: ServiceConfig, *, is_ca: bool, with_crl: bool) -> SigningPolicy:
+    """The signer's ``[CA]`` policy; its ``crl_url`` only ``with_crl`` (a self-signed
+    certificate names no CRL: no CRL can revoke its own issuer)."""
     ca_opts = signer.ca
-    days = DEFAULT_SIGN_DAYS if ca_opts is None else ca_opts.sign_end_days
-    digest = "sha384" if ca_opts is None else ca_opts.digest
-    return SigningPolicy(days=days, digest=digest, is_ca=is_ca)
+    if ca_opts is None:
+        return SigningPolicy(days=DEFAULT_SIGN_DAYS, is_ca=is_ca)
+    return SigningPolicy(
+        days=ca_opts.sign_end_days,
+        digest=ca_opts.digest,
+        is_ca=is_ca,
+        crl_url=ca_opts.crl_url if with_crl else None,
+    )
 
 
 def has_cert(ctx: ServiceContext, stamp: str) -> bool:
@@ -354,13 +402,13 @@ def sign(ctx: ServiceContext) -> None:
             "from the ACME steps, not from a local sign"
         )
     if signing is None:
-        cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca), now=now)
+        cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca, with_crl=False), now=now)
     else:
         signer, ca_stamp = signing
         ca = ctx.of(signer)
         ca_key = _load_key(version_file(ca, ca_stamp, files.PRIVKEY))
         ca_cert = load_certs(version_file(ca, ca_stamp, files.CERT).read_bytes())[0]
-        policy = _policy(ca.service, is_ca=svc.is_ca)
+        policy = _policy(ca.service, is_ca=svc.is_ca, with_crl=True)
         cert = sign_with_ca(csr, ca_key, ca_cert, policy, now=now)
         chain_pem = version_file(ca, ca_stamp, files.FULLCHAIN).read_bytes()
     cert_pem = cert.public_bytes(Encoding.PEM)

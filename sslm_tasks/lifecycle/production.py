@@ -5,7 +5,7 @@ a DNS host of their own, as with upstream).
 It mirrors what the servers should use, in upstream's layout, with three differences:
 
 - the private keys of local CAs never leave ``certs/`` (upstream copied the root's key to every
-  server);
+  server), and a local CA's CRL is copied beside its versions (``ca/<ca>/crl.pem``);
 - an unchanged version is left alone, so an unchanged tree causes no churn and the sync doubles
   as the integrity check upstream ran on every start;
 - a changed version is prepared whole in a hidden directory and switched in with one atomic
@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import stat
+from pathlib import Path
 from typing import Final
 
 from sslm_tasks.config.models import CA_GROUP
@@ -41,6 +42,9 @@ log = logging.getLogger("sslm")
 _SECRET_FILES: Final = frozenset({files.PRIVKEY, files.BUNDLE})
 #: What a production version holds (upstream's file set), and all sslm ever deletes there.
 SHIPPED_FILES: Final = frozenset({*files.COMPLETE_FILES, files.TLSA_RR, files.INFO})
+#: Files of a local CA's service directory copied beside its versions (its CRL), and all
+#: sslm ever replaces or deletes there besides the versions.
+CA_SERVICE_FILES: Final = frozenset({files.CRL})
 #: Mode of the production directories: deploy tooling in the group may read them.
 PROD_DIR_MODE: Final = 0o750
 _VERSIONS: Final[tuple[ProdLinkName, ...]] = ("curr", "next")
@@ -133,8 +137,22 @@ def _switch(service: Dir, which: ProdLinkName, wanted: Wanted | None) -> bool:
     return True
 
 
+def _mirror_file(directory: Dir, source: Path) -> bool:
+    """Make ``source``'s name in ``directory`` a copy of it, in one step, or remove the copy
+    when ``source`` is gone; True when anything changed. A link there is an error, never
+    followed nor removed (:func:`confined.replace_file`, :func:`confined.remove_file`)."""
+    wanted = source.read_bytes() if source.is_file() else None
+    if wanted is None:
+        return confined.remove_file(directory, source.name)
+    if confined.read_file(directory, source.name) == wanted:
+        return False
+    confined.replace_file(directory, source.name, wanted, mode=files.PUBLIC_MODE)
+    return True
+
+
 def sync_service(ctx: ServiceContext) -> bool:
-    """Copy ``curr`` and ``next`` of one service to production; True when anything changed.
+    """Copy ``curr`` and ``next`` of one service to production, and a local CA's CRL; True
+    when anything changed.
 
     A link that is absent (no ``next`` after a roll) removes its production copy. Idempotent;
     a run killed at any point leaves each version whole, and the next call finishes the job.
@@ -167,6 +185,9 @@ def sync_service(ctx: ServiceContext) -> bool:
                 ctx.record.prod_since = ctx.now()
                 ctx.save()
             changed |= switched
+        if ref.group == CA_GROUP:
+            for name in sorted(CA_SERVICE_FILES):
+                changed |= _mirror_file(service, layout.service_dir(ref) / name)
     return changed
 
 
@@ -198,10 +219,4 @@ def sync_group_tlsa(ws: Workspace, group: str) -> bool:
         confined.open_root(layout.prod_dir, mode=PROD_DIR_MODE) as root,
         confined.open_subdir(root, files.check_name("group", group), mode=PROD_DIR_MODE) as grp,
     ):
-        wanted = source.read_bytes() if source.is_file() else None
-        if wanted is None:
-            return confined.remove_file(grp, source.name)
-        if confined.read_file(grp, source.name) == wanted:
-            return False
-        confined.replace_file(grp, source.name, wanted, mode=files.PUBLIC_MODE)
-        return True
+        return _mirror_file(grp, source)

@@ -13,6 +13,7 @@ the rest, in one place per concern, each written by the step that owns it:
 - ACME timing: the CA's renewal window (ARI) and the backoff after failed builds;
 - what is failing now (a build, a roll, the production copy, a DNS publication), since when,
   how often, why, and the health last announced;
+- the certificates of the service that were revoked (``sslm-mgr revoke``), and why;
 - when production began to hold ``curr``: a server deploy that began later carries it. (The
   deploys themselves are recorded once per server, not per service, since one deploy carries
   every service: :mod:`sslm_tasks.lifecycle.deployment`.)
@@ -44,9 +45,9 @@ from sslm_tasks.errors import StoreError
 log = logging.getLogger(__name__)
 
 #: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts;
-#: 3: ``dns_updates`` and the DANE roll's observed TTLs (a release that does not know them
-#: must not drop them).
-RECORD_VERSION: Final = 3
+#: 3: ``dns_updates`` and the DANE roll's observed TTLs; 4: ``revocations`` (a release that
+#: does not know a part must not drop it, so it refuses the newer record instead).
+RECORD_VERSION: Final = 4
 
 T = TypeVar("T")
 
@@ -432,6 +433,41 @@ class Notified:
         return cls(health=_of(raw.get("health"), str, "notified.health"), at=at)
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """One certificate of the service that was revoked: its version and serial (hex, as
+    ``openssl x509 -serial`` shows it), the RFC 5280 reason name, when, and by whom (``acme``:
+    the ACME CA accepted it; ``crl:<ca>``: the local CA listed it in its CRL)."""
+
+    stamp: str
+    serial: str
+    reason: str
+    at: datetime
+    by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stamp": self.stamp,
+            "serial": self.serial,
+            "reason": self.reason,
+            "at": _iso(self.at),
+            "by": self.by,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Revocation:
+        at = _time(raw.get("at"), "revocations.at")
+        if at is None:
+            raise BadRecord("revocations.at is missing")
+        return cls(
+            stamp=_of(raw.get("stamp"), str, "revocations.stamp"),
+            serial=_of(raw.get("serial"), str, "revocations.serial"),
+            reason=_of(raw.get("reason"), str, "revocations.reason"),
+            at=at,
+            by=_of(raw.get("by"), str, "revocations.by"),
+        )
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -471,6 +507,12 @@ class ServiceRecord:
     failures: dict[str, Failure] = field(default_factory=dict)
     notified: Notified | None = None
     notice: str | None = None
+    #: The service's revoked certificates, oldest first.
+    revocations: list[Revocation] = field(default_factory=list)
+
+    def revoked(self, stamp: str | None) -> Revocation | None:
+        """The revocation of version ``stamp``, if it was revoked."""
+        return next((r for r in self.revocations if stamp is not None and r.stamp == stamp), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -492,6 +534,7 @@ class ServiceRecord:
             "failures": {kind: failure.to_json() for kind, failure in self.failures.items()},
             "notified": None if self.notified is None else self.notified.to_json(),
             "notice": self.notice,
+            "revocations": [revocation.to_json() for revocation in self.revocations],
         }
 
     @classmethod
@@ -539,6 +582,10 @@ class ServiceRecord:
             },
             notified=_part(data.get("notified"), Notified.from_json, "notified"),
             notice=_str_or_none(data.get("notice"), "notice"),
+            revocations=[
+                Revocation.from_json(_of(entry, dict, "revocations"))
+                for entry in _of(data.get("revocations", []), list, "revocations")
+            ],
         )
 
 

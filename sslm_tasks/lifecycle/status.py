@@ -26,7 +26,7 @@ from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_deci
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
-from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase
+from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revocation
 from sslm_tasks.lifecycle.roll import due_time
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import MiddleOfSpread, RenewDecision, RenewTable
@@ -122,6 +122,8 @@ class ServiceStatus:
     last_error: str | None
     #: What sslm had to repair in the service's record itself (a corrupt file moved aside).
     notice: str | None
+    #: The service's revoked certificates (``sslm-mgr revoke``), oldest first.
+    revocations: list[Revocation] = field(default_factory=list)
 
     @property
     def renew_at(self) -> datetime | None:
@@ -260,4 +262,5 @@ def service_status(
         build_started=_stamp_time(record.stamp) if building else None,
         last_error=record.last_error,
         notice=record.notice,
+        revocations=list(record.revocations),
     )

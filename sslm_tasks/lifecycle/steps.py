@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sslm_tasks.errors import StoreError
-from sslm_tasks.lifecycle import acme_sign, build, dane, failures, production
+from sslm_tasks.lifecycle import acme_sign, build, dane, failures, production, revoke
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import in_flight
@@ -43,18 +43,24 @@ PRODUCTION_UPDATED = "production updated"
 # --------------------------------------------------------------------------- renew
 
 
+def _said(*parts: str | None) -> str:
+    return "; ".join(part for part in parts if part)
+
+
 def check(ctx: ServiceContext) -> Verdict:
-    """Is a new version needed? If so, start the build (or resume the one in progress)."""
+    """Is a new version needed? If so, start the build (or resume the one in progress).
+    A local CA first re-issues its CRL if it is due (missing, or near its nextUpdate)."""
+    crl = revoke.keep_crl_current(ctx)
     found = build.check_renew(ctx)
     if not found.build:
         if found.stamp is None:  # nothing to build, nothing waiting to be resumed
             failures.clear(ctx, failures.BUILD)
-        return Verdict(False, found.reason)
+        return Verdict(False, _said(crl, found.reason))
     if found.stamp is None:
         if build.in_progress(ctx) is not None and ctx.record.order is not None:
             acme_sign.withdraw(ctx)  # the abandoned build's order must not linger in DNS
         build.start_build(ctx)
-    return Verdict(True, f"renewing: {found.reason}")
+    return Verdict(True, _said(crl, f"renewing: {found.reason}"))
 
 
 def keygen(ctx: ServiceContext) -> Verdict:
@@ -132,7 +138,8 @@ def roll(ctx: ServiceContext) -> Verdict:
     """Make ``next`` the new ``curr`` (the gate just let it)."""
     stamp = rolling.flip(ctx)
     failures.clear(ctx, "roll")
-    return Verdict(True, f"rolled {stamp} to curr")
+    # A CA's new curr signs its CRL from now on (after a new key, the old CRL no longer verifies).
+    return Verdict(True, _said(f"rolled {stamp} to curr", revoke.keep_crl_current(ctx)))
 
 
 # --------------------------------------------------------------------------- upkeep

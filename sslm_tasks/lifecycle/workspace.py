@@ -28,6 +28,12 @@ LOCK_TTL_S = 60.0
 LOCK_WAIT_S = 30.0
 
 
+def service_lock(ref: ServiceRef) -> str:
+    """The lock a worker holds while it runs a step of ``ref`` (and anything else that writes
+    the service's record beside the workers, as ``sslm-mgr revoke`` does)."""
+    return f"svc:{ref}"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

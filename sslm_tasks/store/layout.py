@@ -8,7 +8,9 @@ The tree is upstream ssl-mgr's, unchanged, so an existing ``<topdir>`` keeps wor
     <topdir>/certs/<group>/<svc>/db/<stamp>/           one key + certificate per version
     <topdir>/certs/<group>/<svc>/cb/                   ACME account and challenge scratch
     <topdir>/certs/<group>/<svc>/state.json            sslm's per-service step record
+    <topdir>/certs/ca/<ca>/crl.pem                     a local CA's revocation list (sslm's)
     <prod_dir>/<group>/<svc>/{curr,next}/              real directories, copies for the servers
+    <prod_dir>/ca/<ca>/crl.pem                         the copy of a local CA's CRL
 
 Names reach this module from config files, the command line and task messages, so every name
 is checked before it becomes a path component: nothing here can build a path outside the tree
@@ -41,6 +43,9 @@ CHAIN: Final = "chain.pem"
 FULLCHAIN: Final = "fullchain.pem"
 BUNDLE: Final = "bundle.pem"
 TLSA_RR: Final = "tlsa.rr"
+#: A local CA's certificate revocation list, in its service directory (not in a version: it
+#: lists what every version of the CA signed).
+CRL: Final = "crl.pem"
 INFO: Final = "info"
 #: A version may become ``curr`` only when all of these exist and are non-empty.
 COMPLETE_FILES: Final = (PRIVKEY, CSR, CERT, CHAIN, FULLCHAIN, BUNDLE)
@@ -283,6 +288,9 @@ class Layout:
 
     def state_file(self, ref: ServiceRef) -> Path:
         return self.service_dir(ref) / _STATE
+
+    def crl_file(self, ref: ServiceRef) -> Path:
+        return self.service_dir(ref) / CRL
 
     def group_tlsa(self, group: str) -> Path:
         return self.group_dir(group) / f"tlsa.{group}"

@@ -82,6 +82,11 @@ class Pebble:
         except requests.RequestException:
             return False
 
+    def cert_status(self, serial: int) -> str:
+        """What this Pebble says of the certificate with ``serial``: ``Valid`` or ``Revoked``."""
+        found = json.loads(self._management(f"cert-status-by-serial/{serial:x}"))
+        return str(found["Status"])
+
     def _management(self, path: str) -> bytes:
         response = requests.get(
             f"{self.management_url}/{path}", verify=str(self.ca_bundle), timeout=HTTP_TIMEOUT_S

@@ -28,6 +28,7 @@ from sslm_tasks.lifecycle.record import (
     DnsUpdates,
     OrderRecord,
     Phase,
+    Revocation,
     ServiceRecord,
     UpdatedTxt,
     in_flight,
@@ -107,6 +108,9 @@ def full_record() -> ServiceRecord:
         ),
         ari=AriPlan(curr="20251201-00:00:00", next_check=NOW, replaces="a.b"),
         backoff=Backoff(failures=2, retry_at=NOW + timedelta(minutes=10), ca_asked=True),
+        revocations=[
+            Revocation("20251201-00:00:00", "0A1B", "keyCompromise", NOW, "crl:my-int"),
+        ],
     )
 
 
@@ -124,7 +128,7 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # Then it comes back equal, stamped with the save time, in a file the group may read
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
     assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o640
-    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 3
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 4
 
 
 def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
@@ -141,6 +145,24 @@ def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
     assert loaded.notice is None
     assert loaded.dns_updates == DnsUpdates()
     assert loaded.order == full_record().order and loaded.web_tokens == full_record().web_tokens
+
+
+def test_a_record_of_the_release_before_reads_with_no_revocations(ws: Workspace) -> None:
+    # Given a record of format 3, which had no revocations
+    v3 = full_record().to_json()
+    del v3["revocations"]
+    v3["version"] = 3
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(v3))
+    # When it is loaded, then every other part is kept and none is revoked
+    loaded = load_record(ws, REF)
+    assert loaded.notice is None and loaded.revocations == []
+    assert loaded == ServiceRecord(**{**full_record().__dict__, "revocations": []})
+    # and a version is found revoked only by its own stamp
+    assert full_record().revoked("20251201-00:00:00") is not None
+    assert (
+        full_record().revoked("20260101-00:00:00") is None and full_record().revoked(None) is None
+    )
 
 
 def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> None:
