@@ -19,13 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import REPO, RedisServer, Services, WorkerStarter, producer
+from services import REPO, RedisServer, Services, WorkerStarter, producer, wait_for
 from sshd import CONNECT_TIMEOUT_S, SshServer, start_sshd
 from support import RunMgr
 
 from sslm_tasks.config.models import MainConfig
 from sslm_tasks.config.settings import load_settings
-from sslm_tasks.deploy.connections import control_directory, control_path
+from sslm_tasks.deploy.connections import (
+    close_connections,
+    control_directory,
+    control_path,
+)
 from sslm_tasks.deploy.server import deploy
 from sslm_tasks.deploy.targets import DeployTarget
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
@@ -204,6 +208,9 @@ def test_two_deploys_to_one_server_share_one_ssh_connection_kept_in_a_private_di
     held = directory.lstat()
     assert stat.S_ISDIR(held.st_mode) and held.st_uid == os.geteuid()
     assert stat.S_IMODE(held.st_mode) == 0o700
+    # and what the process does at exit closes it
+    close_connections(settings.ssh_command[0], directory)
+    wait_for("the connection closes", lambda: not socket.exists(), timeout_s=5)
 
 
 def test_without_connection_sharing_each_command_logs_in(
