@@ -79,21 +79,23 @@ def control_path(directory: Path, ssh_command: Sequence[str], host: str) -> Path
 
 
 def close_connections(ssh_program: str, directory: Path) -> None:
-    """Tell the master connection behind every control socket in ``directory`` to close."""
+    """Tell the master connection behind every control socket in ``directory`` to close. One
+    that does not answer is left to close itself after ``ControlPersist`` idle seconds; the
+    others are still told."""
     for socket in sorted(directory.iterdir()):
         # -F /dev/null: nobody's ssh_config is needed (or wanted) to talk to our own socket;
         # the host argument is only required by the syntax.
-        subprocess.run(
-            [ssh_program, "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "sslm"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=_EXIT_TIMEOUT_S,
-            check=False,
-        )
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                [ssh_program, "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "x"],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=_EXIT_TIMEOUT_S,
+                check=False,
+            )
 
 
 def _close_and_remove(ssh_program: str, directory: Path) -> None:
-    # A master that does not answer still closes after ControlPersist seconds of idleness.
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+    with contextlib.suppress(OSError):  # the directory is gone already
         close_connections(ssh_program, directory)
     shutil.rmtree(directory, ignore_errors=True)
