@@ -1,31 +1,38 @@
-"""Deploy a roll to N servers over ssh through Redis and 2 deploy worker processes, against a
-sequential loop of the same rsync and restart commands, and print the wall-time ratio (below 1:
-the workers' parallelism more than pays for Celery).
+"""Deploy a roll to N servers over ssh through Redis and 2 deploy workers, against a sequential
+loop of the same rsync and restart commands, and print the speed-up (issue 15's P4: at least 5x).
 
 Setup, not timed: the repo's example conf.d (private CA) renewed, renewed again with ``-f`` and
 rolled, in-process; then ``[smtp] servers = [smtp01.bench ... smtpNN.bench]`` with
 ``restart_cmd = '/bin/true'`` and ``depends = ['cert']``, and the deploy targets of that change
-as ``deploy_fanout`` computes them. One sshd on a free loopback port is every server
+as ``deploy_targets`` computes them. One sshd on a free loopback port is every server
 (``_sshd.py``): each alias sees its own, initially empty, directory at the production path, so
-each server gets a whole copy of the tree. Its own redis-server and one
-``celery -A sslm_tasks worker -Q deploy.default --concurrency 2``, with the ssh settings
-(``SSLM_SSH_COMMAND``) in its environment, started by the integration tests' own starters
-(``tests/integration/services.py``); the bench stops all three, also on error.
+each server gets a whole copy of the tree, and the ssh user's shell is a plain ``/bin/sh``
+(not this host's root bash with its ``.bashrc``). Its own redis-server and 2 deploy workers
+(``celery -A sslm_tasks worker -Q deploy.default``) with the pool and concurrency the deploy
+worker's launcher gives them (``sslm-worker --site``: SSLM_DEPLOY_CONCURRENCY threads, 8) and
+the ssh settings (``SSLM_SSH_*``) in their environment, started by the integration tests' own
+starters (``tests/integration/services.py``); the bench stops them all, also on error.
 
-Timed, each from empty remote directories:
+Timed, each from empty remote directories and without an open ssh connection to any of them:
 
-(a) workers: one ``sslm.deploy.server`` task per server, sent as ``deploy_fanout`` sends them
+(a) workers: one ``sslm.deploy.server`` task per server, sent as the fan-out sends them
     (target, changed services, ``site=`` keyword) but without its 5 s debounce ``countdown``;
-    from the first send until the last result is in.
+    from the first send until the last result is in. Each server's copy and restart share one
+    ssh connection (``SSLM_SSH_CONTROL_PERSIST_S``, 60 s).
 (b) sequential: per server, the rsync command ``SshTransport.copy_argv()`` gives and the ssh
     command ``SshTransport.run()`` runs for the restart, as plain subprocesses, one server after
-    the other, in this process (same ``SSLM_SSH_*`` settings as the worker).
+    the other, in this process, each connecting anew (``SSLM_SSH_CONTROL_PERSIST_S=0``): the
+    loop upstream ssl-mgr runs. The target's baseline.
+(c) sequential, sharing: the same loop with the same connection sharing as the workers, so
+    (c)/(a) is what running deploys at once gives, and (b)/(c) what sharing gives.
 
-An untimed round of 2 x concurrency deploys through the workers comes first (worker start,
-imports, connections). After every round each remote directory must equal production, and
-sshd's log must show exactly 2 sessions per server (copy and restart: a retry would add more).
+An untimed round of 2 x workers x concurrency deploys through the workers comes first (worker
+start, imports, threads, Redis connections), to other aliases (``warmNN.bench``), so no
+connection it opens serves the timed round. After every round each remote directory must equal
+production, sshd's log must show exactly 2 sessions per server (copy and restart: a retry would
+add more), and 1 login per server when connections are shared, 2 when not.
 
-Usage: .venv/bin/python bench/bench_deploy.py [--servers 50] [--concurrency 2]
+Usage: .venv/bin/python bench/bench_deploy.py [--servers 50] [--workers 2]
 Needs root (sshd runs in mount namespaces), openssh-server, rsync and redis-server.
 """
 
@@ -51,12 +58,13 @@ REPO = Path(__file__).resolve().parent.parent
 # tests/support.py by bare name, as pytest's ``pythonpath = ["tests"]`` allows.
 sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
 
-from _sshd import BenchSshd, start_sshd  # noqa: E402
+from _sshd import PLAIN_SHELL, BenchSshd, start_sshd  # noqa: E402
 from services import Services, WorkerStarter, producer, services_in, start_redis  # noqa: E402
 
 from sslm_tasks.cli import mgr  # noqa: E402
+from sslm_tasks.cli.launch import worker_command  # noqa: E402
 from sslm_tasks.config.load import load_config  # noqa: E402
-from sslm_tasks.config.settings import load_settings  # noqa: E402
+from sslm_tasks.config.settings import RuntimeSettings, load_settings  # noqa: E402
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets  # noqa: E402
 from sslm_tasks.deploy.transport import SshTransport  # noqa: E402
 
@@ -106,18 +114,23 @@ def reset_remotes(sshd: BenchSshd, aliases: Sequence[str]) -> None:
 
 
 def check_round(
-    what: str, sshd: BenchSshd, aliases: Sequence[str], prod: dict[str, bytes], sessions: int
-) -> int:
-    """Every server holds production, and each took exactly a copy and a restart session."""
+    what: str,
+    sshd: BenchSshd,
+    aliases: Sequence[str],
+    prod: dict[str, bytes],
+    before: tuple[int, int],
+    *,
+    logins_each: int,
+) -> None:
+    """Every server holds production, and each took exactly a copy and a restart session on
+    ``logins_each`` logins since sshd had counted ``before`` (sessions, logins)."""
     for alias in aliases:
         if files_under(sshd.remote_dir(alias)) != prod:
             raise SystemExit(f"{what}: {alias} does not hold the production tree")
-    now = sshd.sessions()
-    if now - sessions != 2 * len(aliases):
-        raise SystemExit(
-            f"{what}: sshd started {now - sessions} sessions, expected {2 * len(aliases)}"
-        )
-    return now
+    seen = (sshd.sessions() - before[0], sshd.logins() - before[1])
+    expected = (2 * len(aliases), logins_each * len(aliases))
+    if seen != expected:
+        raise SystemExit(f"{what}: sshd saw (sessions, logins) {seen}, expected {expected}")
 
 
 def through_workers(
@@ -128,8 +141,9 @@ def through_workers(
     results = [result.get(timeout=timeout_s) for result in pending]
     elapsed = time.perf_counter() - start
     for target, result in zip(targets, results, strict=True):
-        if result.get("host") != target.host or result.get("ran") != [RESTART_CMD]:
-            raise SystemExit(f"deploy of {target.host}: unexpected result {result!r}")
+        server = f"{target.server_class}:{target.host}"
+        if result.get("server") != server or f"ran {RESTART_CMD}" not in result.get("detail"):
+            raise SystemExit(f"deploy of {server}: unexpected result {result!r}")
     return elapsed
 
 
@@ -142,9 +156,11 @@ def run_step(argv: list[str]) -> None:
 
 
 def sequential(
-    targets: Sequence[DeployTarget], restarts: Sequence[Sequence[str]], prod_dir: Path
+    targets: Sequence[DeployTarget],
+    restarts: Sequence[Sequence[str]],
+    prod_dir: Path,
+    settings: RuntimeSettings,
 ) -> tuple[float, list[float]]:
-    settings = load_settings()
     per_server = []
     start = time.perf_counter()
     for target in targets:
@@ -158,15 +174,34 @@ def sequential(
     return time.perf_counter() - start, per_server
 
 
+def launcher_pool() -> tuple[str, int]:
+    """The pool and concurrency ``sslm-worker --site default`` gives a deploy worker."""
+    argv = worker_command("default", None)
+    return argv[argv.index("--pool") + 1], int(argv[argv.index("--concurrency") + 1])
+
+
+def summary(what: str, seconds: float, count: int, per_server: Sequence[float] = ()) -> str:
+    line = f"{what:<44}: {seconds:6.2f} s ({seconds / count * 1000:5.1f} ms/server"
+    if per_server:
+        ms = [t * 1000 for t in per_server]
+        line += f"; min/median/max {min(ms):.0f}/{statistics.median(ms):.0f}/{max(ms):.0f} ms"
+    return line + ")"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--servers", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=2, help="deploy worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="deploy worker processes")
     args = parser.parse_args()
-    count, concurrency = args.servers, args.concurrency
+    count = args.servers
     for key in [key for key in os.environ if key.startswith("SSLM_")]:
         del os.environ[key]  # in-process setup first: no broker, no foreign ssh settings
+    # The launcher refuses to build a worker's command without a broker; any URL will do.
+    os.environ["SSLM_BROKER_URL"] = "redis://127.0.0.1:1/0"
+    pool, concurrency = launcher_pool()
+    del os.environ["SSLM_BROKER_URL"], os.environ["SSLM_SITE"]
     aliases = [f"smtp{i:02d}.bench" for i in range(1, count + 1)]
+    warm = [f"warm{i:02d}.bench" for i in range(1, 2 * args.workers * concurrency + 1)]
 
     with (
         tempfile.TemporaryDirectory(prefix="sslm-bench-deploy-") as tmp,
@@ -182,19 +217,25 @@ def main() -> None:
         restarts = config.main.smtp.restart_cmd
         if [t.host for t in targets] != aliases or not all(t.restart for t in targets):
             raise SystemExit(f"unexpected deploy targets: {targets}")
+        warmup = [DeployTarget("smtp", alias, "default", restart=True) for alias in warm]
         prod = files_under(prod_dir)
 
-        sshd = start_sshd(work, prod_dir=prod_dir, aliases=aliases)
+        sshd = start_sshd(work, prod_dir=prod_dir, aliases=[*aliases, *warm])
         running.callback(sshd.stop)
         redis = start_redis(services)
-        worker = WorkerStarter(services, redis.url()).start(
-            "bench-deploy@bench",
-            queues=["deploy.default"],
-            pool="prefork",
-            concurrency=concurrency,
-            env={**sshd.env(), "SSL_MGR_TOPDIR": str(top)},
-        )
-        os.environ.update(sshd.env())  # the sequential loop's settings: the worker's
+        starter = WorkerStarter(services, redis.url())
+        env = {**sshd.env(), "SSL_MGR_TOPDIR": str(top)}
+        started = [
+            starter.start(
+                f"bench-deploy-{n}@bench",
+                queues=["deploy.default"],
+                pool=pool,
+                concurrency=concurrency,
+                env=env,
+            )
+            for n in range(1, args.workers + 1)
+        ]
+        os.environ.update(sshd.env())  # the sequential loops' settings: the workers'
         os.environ["SSLM_BROKER_URL"] = redis.url()
 
         # A producer app of its own: sslm_tasks.app's was built on import, with no broker.
@@ -205,36 +246,40 @@ def main() -> None:
                 "sslm.deploy.server", args=(target.to_json(), []), kwargs={"site": target.site}
             )
 
-        sessions = sshd.sessions()
-        warmup = targets[: 2 * concurrency]
         try:
             through_workers(send, warmup, WARMUP_TIMEOUT_S)
         except Exception as err:
-            raise SystemExit(
-                f"warm-up round failed: {err!r}\nworker log:\n{tail(worker.service.log)}"
-            ) from err
-        sessions = check_round("warm-up", sshd, [t.host for t in warmup], prod, sessions)
+            logs = "\n".join(tail(worker.service.log) for worker in started)
+            raise SystemExit(f"warm-up round failed: {err!r}\nworker logs:\n{logs}") from err
 
-        reset_remotes(sshd, aliases)
+        def fresh_round() -> tuple[int, int]:
+            reset_remotes(sshd, aliases)
+            return sshd.sessions(), sshd.logins()
+
+        before = fresh_round()
         workers_s = through_workers(send, targets, STEP_TIMEOUT_S)
-        sessions = check_round("workers", sshd, aliases, prod, sessions)
+        check_round("workers", sshd, aliases, prod, before, logins_each=1)
 
-        reset_remotes(sshd, aliases)
-        sequential_s, per_server = sequential(targets, restarts, prod_dir)
-        check_round("sequential", sshd, aliases, prod, sessions)
+        sharing = load_settings()
+        before = fresh_round()
+        plain_s, plain_each = sequential(
+            targets, restarts, prod_dir, sharing.model_copy(update={"ssh_control_persist_s": 0})
+        )
+        check_round("sequential", sshd, aliases, prod, before, logins_each=2)
 
-    ms = [t * 1000 for t in per_server]
-    print(f"servers                          : {count} (one sshd on loopback, {len(prod)} files)")
-    print(
-        f"{concurrency} deploy worker processes        : {workers_s:.2f} s "
-        f"({workers_s / count * 1000:.1f} ms/server)"
-    )
-    print(
-        f"sequential rsync + restart       : {sequential_s:.2f} s "
-        f"({sequential_s / count * 1000:.1f} ms/server; min/median/max "
-        f"{min(ms):.0f}/{statistics.median(ms):.0f}/{max(ms):.0f} ms)"
-    )
-    print(f"ratio workers / sequential       : {workers_s / sequential_s:.2f}")
+        before = fresh_round()
+        shared_s, shared_each = sequential(targets, restarts, prod_dir, sharing)
+        check_round("sequential, sharing", sshd, aliases, prod, before, logins_each=1)
+
+    shown = f"{args.workers} deploy workers x {concurrency} {pool}"
+    print(f"servers: {count} (one sshd on loopback, {len(prod)} files)")
+    print(f"ssh user's shell: {PLAIN_SHELL}, non-interactive (no .bashrc)")
+    print(summary(f"(a) {shown}", workers_s, count))
+    print(summary("(b) sequential rsync + restart", plain_s, count, plain_each))
+    print(summary("(c) sequential, connection shared", shared_s, count, shared_each))
+    print(f"speed-up (b)/(a), target >= 5          : {plain_s / workers_s:.2f}")
+    print(f"from running at once (c)/(a)           : {shared_s / workers_s:.2f}")
+    print(f"from sharing the connection (b)/(c)    : {plain_s / shared_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 #: Celery with sslm's app, run by this interpreter: a launcher in a virtualenv starts that
 #: virtualenv's Celery whatever ``PATH`` says.
 CELERY = (sys.executable, "-m", "celery", "-A", "sslm_tasks")
-#: Worker processes per worker, unless SSLM_ISSUE_CONCURRENCY / SSLM_DEPLOY_CONCURRENCY say.
-DEFAULT_CONCURRENCY = 2
+#: The issue worker's processes, unless SSLM_ISSUE_CONCURRENCY says: its steps are CPU work
+#: (keys, signatures) and fsyncs, which a process per core serves best.
+DEFAULT_ISSUE_CONCURRENCY = 2
+#: A deploy worker's threads, unless SSLM_DEPLOY_CONCURRENCY says. A deploy waits on ssh,
+#: rsync, the server's restart and its probes nearly all the time, so one process runs many
+#: at once on threads (bench/bench_deploy.py; docs/operations.md sizes them).
+DEFAULT_DEPLOY_CONCURRENCY = 8
 #: Flower's defaults: loopback only, unless FLOWER_ADDRESS says otherwise.
 DEFAULT_FLOWER_ADDRESS, DEFAULT_FLOWER_PORT = "127.0.0.1", 5555
 _PASS_ON = "Other options go to Celery after these, and win (see `celery {command} --help`)."
@@ -92,22 +97,27 @@ def flower_main(argv: Sequence[str] | None = None) -> int:
 def worker_command(site: str | None, queues: str | None) -> list[str]:
     """The worker's command: queues ``issue,dns`` as node ``issue@%h``, or with ``site`` queue
     ``deploy.<site>`` as node ``deploy-<site>@%h``, setting ``SSLM_SITE`` to ``site`` for it;
-    the prefork pool with SSLM_ISSUE_CONCURRENCY or SSLM_DEPLOY_CONCURRENCY processes (2), at
-    SSLM_LOG_LEVEL (INFO).
+    the issue worker with a prefork pool of SSLM_ISSUE_CONCURRENCY processes (2), a deploy
+    worker with a pool of SSLM_DEPLOY_CONCURRENCY threads (8); at SSLM_LOG_LEVEL (INFO).
 
     Raises:
         ConfigError: a bad site name or setting, or no broker.
     """
     if site is None:
         node, own_queues = "issue", f"{Queue.ISSUE},{Queue.DNS}"
-        concurrency = _positive_int("SSLM_ISSUE_CONCURRENCY", DEFAULT_CONCURRENCY)
+        pool = "prefork"
+        concurrency = _positive_int("SSLM_ISSUE_CONCURRENCY", DEFAULT_ISSUE_CONCURRENCY)
     else:
         try:
             own_queues = deploy_queue(site)
         except ValueError as err:
             raise ConfigError("command line", "--site", site, str(err)) from err
         node = f"deploy-{site}"
-        concurrency = _positive_int("SSLM_DEPLOY_CONCURRENCY", DEFAULT_CONCURRENCY)
+        # Threads, not processes: a deploy's subprocesses and sockets release the GIL, so
+        # eight cost one interpreter's memory. Celery's time limits do not apply to this
+        # pool; every command and probe of a deploy has its own timeout instead.
+        pool = "threads"
+        concurrency = _positive_int("SSLM_DEPLOY_CONCURRENCY", DEFAULT_DEPLOY_CONCURRENCY)
         # The worker's own settings (its configured sites, the restart commands it runs) see
         # the site it serves.
         os.environ["SSLM_SITE"] = site
@@ -120,7 +130,7 @@ def worker_command(site: str | None, queues: str | None) -> list[str]:
         "--hostname",
         f"{node}@%h",
         "--pool",
-        "prefork",
+        pool,
         "--concurrency",
         str(concurrency),
         "--loglevel",

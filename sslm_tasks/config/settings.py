@@ -174,6 +174,11 @@ class RuntimeSettings(BaseSettings):
     ssh_command: Annotated[tuple[str, ...], NoDecode] = ("ssh",)
     #: Seconds ssh waits for a server to accept its connection (ssh's ``ConnectTimeout``).
     ssh_connect_timeout_s: int = Field(default=10, ge=1)
+    #: Seconds an idle ssh connection to a server stays open for the next command (ssh's
+    #: ``ControlPersist``): a deploy's copy and restarts, and the next deploy within this
+    #: time, share one connection, one key exchange and one login. 0 turns the sharing off
+    #: (each command connects anew); ssh itself would read 0 as "forever".
+    ssh_control_persist_s: int = Field(default=60, ge=0, le=3600)
     #: How long one ACME step may keep failing for a reason that passes (DNS not there yet on
     #: every name server, the CA validating or issuing, the CA unreachable, a badNonce storm)
     #: before the build fails, naming the last thing seen: on workers through retries with

@@ -9,7 +9,9 @@ atomically file by file, and the private keys of local CAs can never travel.
 
 What ssh runs with (``ssh -F <config>``, identity, known_hosts, port) comes from the deploy
 worker's environment (``SSLM_SSH_COMMAND``), not from ``conf.d``: it is the worker's own
-credentials, and per-host details are best said in an ssh_config file.
+credentials, and per-host details are best said in an ssh_config file. sslm adds one thing of
+its own: the commands that reach one server share a connection (``ControlMaster``, see
+:mod:`sslm_tasks.deploy.connections`), kept open ``SSLM_SSH_CONTROL_PERSIST_S`` seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.models import CA_GROUP, server_host_problem
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings
 from sslm_tasks.deploy.commands import CommandResult, execute, run_command
+from sslm_tasks.deploy.connections import control_directory, control_path
 from sslm_tasks.deploy.targets import is_local_host
 from sslm_tasks.errors import ConfigError, PermanentError, SslmError, TransientError
 from sslm_tasks.store.layout import BUNDLE, PRIVKEY
@@ -119,6 +122,9 @@ class SshTransport:
       ssh_command(Sequence[str]): the ssh program and its options, e.g.
         ``("ssh", "-F", "/etc/sslm/ssh_config")``.
       connect_timeout_s(int): ssh's ``ConnectTimeout``.
+      control_dir(Path | None): where the control socket of the connection the commands share
+        lives (a directory of this process alone); None: each command connects anew.
+      control_persist_s(int): how long that connection outlives its last command, above 0.
       rsync(str): the rsync program (on this host; the server needs rsync on its PATH too).
 
     Raises:
@@ -131,6 +137,8 @@ class SshTransport:
         *,
         ssh_command: Sequence[str] = ("ssh",),
         connect_timeout_s: int = 10,
+        control_dir: Path | None = None,
+        control_persist_s: int = 60,
         rsync: str = "rsync",
     ) -> None:
         problem = server_host_problem(host)
@@ -141,21 +149,46 @@ class SshTransport:
         self._host = host
         self._rsync = rsync
         # sslm's options go first: ssh keeps the first value it sees for an option, so no
-        # string in SSLM_SSH_COMMAND can turn prompting back on and hang a worker.
+        # string in SSLM_SSH_COMMAND can turn prompting back on and hang a worker, nor put the
+        # control socket where others may reach it.
+        shared: tuple[str, ...] = ()
+        if control_dir is not None:
+            socket = control_path(control_dir, ssh_command, host)
+            shared = (
+                "-o", "ControlMaster=auto",
+                "-o", f"ControlPersist={control_persist_s}",
+                "-o", f"ControlPath={socket}",
+            )  # fmt: skip
         self._ssh = (
             ssh_command[0],
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={connect_timeout_s}",
+            *shared,
             *ssh_command[1:],
         )  # fmt: skip
 
     @classmethod
     def from_settings(cls, host: str, settings: RuntimeSettings) -> SshTransport:
-        """The transport the deploy worker's environment describes (``SSLM_SSH_*``)."""
+        """The transport the deploy worker's environment describes (``SSLM_SSH_*``), sharing
+        this process's connections unless ``SSLM_SSH_CONTROL_PERSIST_S`` is 0.
+
+        Raises:
+          TransientError: the directory of the control sockets cannot be made (``/tmp``
+            full, say).
+        """
+        persist_s = settings.ssh_control_persist_s
+        try:
+            control_dir = control_directory(settings.ssh_command[0]) if persist_s else None
+        except OSError as err:
+            raise TransientError(
+                f"deploy to {host}: no directory for ssh's sockets: {err}"
+            ) from err
         return cls(
             host,
             ssh_command=settings.ssh_command,
             connect_timeout_s=settings.ssh_connect_timeout_s,
+            control_dir=control_dir,
+            control_persist_s=persist_s,
         )
 
     def copy_argv(self, prod_dir: Path) -> list[str]:

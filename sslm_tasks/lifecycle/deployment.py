@@ -129,13 +129,25 @@ def read_ledger(ws: Workspace) -> dict[str, ServerOutcome]:
         raise StoreError(f"{path}: unreadable deploy record: {err}") from err
 
 
-def _record(ws: Workspace, key: str, outcome: ServerOutcome) -> None:
-    """Remember ``outcome`` for server ``key``, under a lock: deploy workers write at once."""
+def _record(ws: Workspace, key: str, outcome: ServerOutcome) -> ServerOutcome:
+    """Remember ``outcome`` for server ``key`` and return it; a failure counts onto the
+    failures in a row the ledger holds, and gets its retry time from that count.
+
+    Under a lock, reading included: deploy workers, and the threads of each, write at once,
+    and two deploys of one server (a change noted while the first ran) must not both count
+    from the same entry.
+    """
     with ws.lock("deploy-record"):
         ledger = read_ledger(ws)
+        if not outcome.ok:
+            before = ledger.get(key)
+            failures = (before.failures if before is not None else 0) + 1
+            retry_at = retry_time_after_failure(failures, now=outcome.at)
+            outcome = replace(outcome, failures=failures, retry_at=retry_at)
         ledger[key] = outcome
         text = json.dumps({k: v.to_json() for k, v in sorted(ledger.items())}, indent=1)
         write_atomic(_ledger_path(ws), text.encode(), mode=PUBLIC_MODE)
+    return outcome
 
 
 # --------------------------------------------------------------------------- one server
@@ -172,21 +184,14 @@ def deploy_to(
     except SslmError as err:
         error = err
         detail = f"[{target.server_class}] {target.host}: {err}"
-    before = read_ledger(ws).get(key)
-    failures = 0 if error is None else (before.failures if before is not None else 0) + 1
-    ended = ws.clock()
-    retry_at = None if error is None else retry_time_after_failure(failures, now=ended)
     outcome = ServerOutcome(
         started,
-        ended,
+        ws.clock(),
         error is None,
         detail[-_DETAIL_KEPT:],
-        failures,
-        retry_at,
         failed_step=None if error is None else step,
     )
-    _record(ws, key, outcome)
-    return replace(outcome, error=error)
+    return replace(_record(ws, key, outcome), error=error)
 
 
 # --------------------------------------------------------------------------- verify

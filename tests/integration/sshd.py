@@ -85,6 +85,11 @@ class SshServer:
         """How many sessions sshd has started so far (its log says so for each one)."""
         return self.service.log_text().count("Starting session:")
 
+    def logins(self) -> int:
+        """How many connections have logged in so far: one per ssh connection, however many
+        sessions (commands) it then carries."""
+        return self.service.log_text().count("Accepted publickey")
+
 
 def _keygen(path: Path) -> str:
     """Create an ed25519 key pair at ``path``; returns the public key line."""

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import Services
+from services import REPO, RedisServer, Services, WorkerStarter, producer, wait_for
 from sshd import CONNECT_TIMEOUT_S, SshServer, start_sshd
 from support import RunMgr
 
 from sslm_tasks.config.models import MainConfig
 from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy.connections import (
+    close_connections,
+    control_directory,
+    control_path,
+)
 from sslm_tasks.deploy.server import deploy
 from sslm_tasks.deploy.targets import DeployTarget
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
@@ -181,6 +188,41 @@ def test_a_changed_file_replaces_the_old_one_whole(
     assert not list(remote.rglob(".~tmp~"))
 
 
+def test_two_deploys_to_one_server_share_one_ssh_connection_kept_in_a_private_directory(
+    sshd: SshServer, prod: Path, remote: Path, restart: str
+) -> None:
+    # When smtp1.test is deployed twice, within the connection's ControlPersist
+    config = smtp_config(restart)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+
+    # Then sshd ran four sessions (two copies, two restarts) on one login
+    assert sshd.sessions() == 4
+    assert sshd.logins() == 1
+    # and the connection waits for the next deploy behind a socket in a directory that is
+    # this process's alone: ours, 0700, not a link
+    settings = load_settings()
+    directory = control_directory(settings.ssh_command[0])
+    socket = control_path(directory, settings.ssh_command, "smtp1.test")
+    assert stat.S_ISSOCK(socket.lstat().st_mode)
+    held = directory.lstat()
+    assert stat.S_ISDIR(held.st_mode) and held.st_uid == os.geteuid()
+    assert stat.S_IMODE(held.st_mode) == 0o700
+    # and what the process does at exit closes it
+    close_connections(settings.ssh_command[0], directory)
+    wait_for("the connection closes", lambda: not socket.exists(), timeout_s=5)
+
+
+def test_without_connection_sharing_each_command_logs_in(
+    sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSLM_SSH_CONTROL_PERSIST_S", "0")
+    config = smtp_config(restart)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    assert (sshd.sessions(), sshd.logins()) == (4, 4)
+
+
 def test_an_unreachable_server_fails_transiently_by_name_within_the_connect_timeout(
     sshd: SshServer, prod: Path, restart: str
 ) -> None:
@@ -282,6 +324,60 @@ def test_sslm_mgr_renew_deploys_to_a_remote_server_over_ssh(
     seen = read_evidence(evidence)
     assert seen["SSH_CONNECTION"] and seen["SSH_CONNECTION"][0].startswith("127.0.0.1 ")
     assert seen["arg"] == ["smtp"]
+
+
+#: A restart command that notes when it began and ended, each run in files of its own.
+SPAN_SCRIPT = """#!/bin/sh
+span={spans}/$$
+date +%s.%N > "$span.start"
+sleep 1
+date +%s.%N > "$span.end"
+"""
+
+
+def test_a_deploy_worker_deploys_several_servers_at_once(
+    services: Services, redis_server: RedisServer, workers: WorkerStarter, tmp_path: Path
+) -> None:
+    # Given two servers over ssh whose restart takes a second, and the deploy worker as its
+    # launcher starts it (pool and concurrency are the launcher's defaults)
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    script = write_script(tmp_path / "restart.sh", SPAN_SCRIPT.format(spans=spans))
+    topdir = tmp_path / "top"
+    shutil.copytree(REPO / "conf.d", topdir / "conf.d")
+    hosts = ["smtp1.test", "smtp2.test"]
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"\n[smtp]\n    servers = {hosts!r}\n    restart_cmd = '{script}'\n"
+        + "    skip_prod_copy = true\n"
+    )
+    server = start_sshd(services, remote_roots={}, aliases=hosts)
+    workers.start(
+        f"deploy-default@{socket.gethostname()}",
+        script="workers/deploy.sh",
+        ping_queue="deploy.default",
+        env={**server.env(), "SSL_MGR_TOPDIR": str(topdir)},
+    )
+
+    # When both servers' deploys are sent at once
+    app = producer(redis_server.url())
+    sent = [
+        app.send_task(
+            "sslm.deploy.server", args=(target(host).to_json(), []), kwargs={"site": "default"}
+        )
+        for host in hosts
+    ]
+    results = [result.get(timeout=60) for result in sent]
+
+    # Then both succeeded, and each restart began before the other ended: they ran together
+    assert [r["server"] for r in results] == [f"smtp:{host}" for host in hosts]
+    assert all(r["ok"] for r in results)
+    runs = sorted(path.stem for path in spans.glob("*.start"))
+    assert len(runs) == 2
+    began = [float((spans / f"{run}.start").read_text()) for run in runs]
+    ended = [float((spans / f"{run}.end").read_text()) for run in runs]
+    assert max(began) < min(ended), (began, ended)
 
 
 def test_an_unbalanced_ssh_command_is_a_config_error_naming_the_variable(

@@ -45,6 +45,10 @@ def test_the_issue_worker_by_default_and_a_sites_deploy_worker_with_site(
         "deploy-paris@%h",
         "5",
     )
+    # deploys wait on ssh and servers: threads, eight unless the setting says
+    assert deploy["--pool"] == "threads"
+    monkeypatch.delenv("SSLM_DEPLOY_CONCURRENCY")
+    assert options(worker_command("paris", None))["--concurrency"] == "8"
     # the worker's own settings see the site it serves, whatever SSLM_SITE said
     assert os.environ["SSLM_SITE"] == "paris"
     assert options(worker_command("paris", "deploy.paris,deploy.lyon"))["--queues"] == (

@@ -1,0 +1,77 @@
+"""sslm's ssh connection sharing: the options it gives ssh, and where its sockets go (a real
+connection shared by two deploys: tests/integration/test_ssh_deploy.py)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy.connections import control_path
+from sslm_tasks.deploy.transport import SshTransport
+from sslm_tasks.errors import ConfigError
+
+PROD = Path("/srv/ssl-mgr/prod-certs")
+#: ssh binds ``<ControlPath>.<16 characters>`` first; BSD's sun_path holds 104 bytes.
+SOCKET_PATH_MAX = 104 - 17
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SSLM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SSLM_SSH_COMMAND", "ssh -F /etc/sslm/ssh_config")
+
+
+def ssh_options(argv: list[str]) -> dict[str, str]:
+    """The ``-o Name=value`` options of an ssh argv, first value kept (as ssh does)."""
+    found: dict[str, str] = {}
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-o":
+            name, _, setting = value.partition("=")
+            found.setdefault(name, setting)
+    return found
+
+
+def test_the_commands_of_a_server_share_a_connection_by_default() -> None:
+    transport = SshTransport.from_settings("smtp1.example.com", load_settings())
+    run = ssh_options(transport._run_argv(["true"]))
+    copy = ssh_options(shlex.split(transport.copy_argv(PROD)[-3]))  # rsync's -e
+    assert run["ControlMaster"] == "auto"
+    assert run["ControlPersist"] == "60"
+    assert run == copy  # the copy and the restarts go through one connection
+    socket = Path(run["ControlPath"])
+    assert len(str(socket)) <= SOCKET_PATH_MAX
+    assert "%" not in str(socket)  # no token for ssh to expand into something longer
+
+
+def test_each_server_name_and_ssh_command_gets_its_own_socket(tmp_path: Path) -> None:
+    command = ("ssh", "-F", "/etc/sslm/ssh_config")
+    paths = {
+        control_path(tmp_path, command, "smtp1.example.com"),
+        control_path(tmp_path, command, "smtp2.example.com"),
+        control_path(tmp_path, ("ssh", "-F", "/etc/sslm/other_config"), "smtp1.example.com"),
+    }
+    assert len(paths) == 3
+    assert control_path(tmp_path, command, "smtp1.example.com") in paths  # stable
+
+
+def test_control_persist_0_turns_sharing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSLM_SSH_CONTROL_PERSIST_S", "0")
+    transport = SshTransport.from_settings("smtp1.example.com", load_settings())
+    assert not any("Control" in arg for arg in transport._run_argv(["true"]))
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "a minute"])
+def test_a_bad_control_persist_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SSLM_SSH_CONTROL_PERSIST_S", value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.key == "SSLM_SSH_CONTROL_PERSIST_S"
