@@ -443,10 +443,13 @@ def busy_in(worker_log: Path) -> dict[str, tuple[int, float]]:
     """Per task name: how many runs succeeded and their seconds in all (Celery's own figures;
     runs that ended in a retry are not in them)."""
     busy: dict[str, tuple[int, float]] = {}
-    pattern = re.compile(r"Task sslm\.\w+\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s")
+    # A task shows by its shadow name ("acme_order example.test:svc01") or, without one, by
+    # its task name ("sslm.ping"): the step is the first word, or the name's last part.
+    pattern = re.compile(r"Task ([\w.]+)(?: \S+)?\[[^\]]+\] succeeded in ([\d.]+)s")
     for match in pattern.finditer(worker_log.read_text(errors="replace")):
-        runs, seconds = busy.get(match[1], (0, 0.0))
-        busy[match[1]] = (runs + 1, seconds + float(match[2]))
+        step = match[1].rsplit(".", 1)[-1]
+        runs, seconds = busy.get(step, (0, 0.0))
+        busy[step] = (runs + 1, seconds + float(match[2]))
     return busy
 
 
