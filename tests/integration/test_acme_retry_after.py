@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_acme import SVC, enqueue, mgr
+from lab_acme import SVC, enqueue, mgr, set_dns_check_delay
 from lab_acme_front import AUTHORIZATION_PATH, ORDER_PATHS, AcmeFront, acme_front
 from lab_pebble import Pebble
 from services import RedisServer, WorkerStarter
@@ -71,6 +71,8 @@ def test_the_workers_countdowns_honour_the_cas_retry_after(
     redis_server: RedisServer,
     workers: WorkerStarter,
 ) -> None:
+    # (the first propagation check after 1 s, not the default minute: it is not what is tested)
+    set_dns_check_delay(topdir, 1)
     worker = workers.start(
         "all@retry-after", pool="prefork", concurrency=2, env={"SSL_MGR_TOPDIR": str(topdir)}
     )
