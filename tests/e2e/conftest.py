@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,12 +14,46 @@ from wheel_install import WheelInstall, install_wheel
 
 
 @pytest.fixture(scope="session")
-def wheel_install() -> Iterator[WheelInstall]:
+def wheel_install(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, testrun_uid: str
+) -> Iterator[WheelInstall]:
     """sslm installed from its wheel into a fresh virtualenv, shared by the tests that need it;
-    readable by every user (the entry point test runs it as uid 10001)."""
-    base = Path(tempfile.mkdtemp(prefix="sslm-wheel-"))
-    base.chmod(0o755)
-    try:
-        yield install_wheel(base)
-    finally:
-        shutil.rmtree(base)
+    readable by every user (the entry point test runs it as uid 10001).
+
+    Built once per test run: pytest-xdist's workers share it through a lock in the run's own
+    temporary folder, the first builds it, and the last one done with it removes it.
+    """
+    run_dir = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        run_dir = run_dir.parent  # the controller's folder, above every worker's
+    base = Path(tempfile.gettempdir()) / f"sslm-wheel-{testrun_uid}"
+    record = base / "install.json"
+    with (run_dir / "wheel.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            installed = WheelInstall(Path(saved["bin"]), Path(saved["wheel"]), saved["install_s"])
+        else:
+            shutil.rmtree(base, ignore_errors=True)  # what a failed build left
+            base.mkdir()
+            base.chmod(0o755)
+            installed = install_wheel(base)
+            record.write_text(
+                json.dumps(
+                    {
+                        "bin": str(installed.bin),
+                        "wheel": str(installed.wheel),
+                        "install_s": installed.install_s,
+                    }
+                )
+            )
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield installed
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another worker still uses it, and removes it when done
+            else:
+                shutil.rmtree(base)
