@@ -17,6 +17,7 @@ writer of the same service.
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -127,11 +128,18 @@ def unlink(layout: Layout, ref: ServiceRef, which: LinkName) -> None:
 
 def is_complete(layout: Layout, ref: ServiceRef, stamp: str) -> bool:
     """Whether every file of :data:`~sslm_tasks.store.layout.COMPLETE_FILES` exists, non-empty."""
-    version = layout.version_dir(ref, stamp)
-    return all(
-        (version / name).is_file() and (version / name).stat().st_size > 0
-        for name in COMPLETE_FILES
-    )
+    version = os.fspath(layout.version_dir(ref, stamp))
+    return all(_nonempty_file(os.path.join(version, name)) for name in COMPLETE_FILES)
+
+
+def _nonempty_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (links followed, as ``Path.is_file``) with data; one
+    ``stat``, since every step asks this of several versions."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_size > 0
 
 
 def roll_links(layout: Layout, ref: ServiceRef) -> None:
