@@ -267,7 +267,8 @@ def start_build(ctx: ServiceContext) -> str:
     record.build_signer = None if signing is None else signing[1]
     record.build_workflow = ctx.workflow or None
     record.last_error = None
-    ctx.save()
+    # Undone by a power cut, the build is only not resumed: its directory is left to clean.
+    ctx.save(sync_dir=False)
     return stamp
 
 
@@ -477,7 +478,9 @@ def store(ctx: ServiceContext) -> str:
     record.roll_due = None if given is None else roll_due(cert.not_valid_before_utc, given)
     record.last_error = None
     record.backoff = None
-    ctx.save()
+    # Undone by a power cut, the record still says renewing this stamp: the rerun resumes it,
+    # finds every file there and only points next again.
+    ctx.save(sync_dir=False)
     return stamp
 
 
