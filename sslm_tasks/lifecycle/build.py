@@ -41,6 +41,7 @@ from sslm_tasks.errors import PermanentError, StoreError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import Phase
+from sslm_tasks.lifecycle.workspace import SignerMaterial
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
@@ -386,6 +387,21 @@ def has_cert(ctx: ServiceContext, stamp: str) -> bool:
     return key_matches_cert(key, load_certs(cert.read_bytes())[0])
 
 
+def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
+    """The key, certificate and fullchain of local CA version ``stamp``, read once per
+    workspace: a version's files do not change once a link leads to it (a new key is a new
+    version), and every leaf the CA signs in the run needs them."""
+    found = ca.ws.signers.get((ca.ref, stamp))
+    if found is None:
+        found = SignerMaterial(
+            key=_load_key(version_file(ca, stamp, files.PRIVKEY)),
+            cert=load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0],
+            fullchain_pem=version_file(ca, stamp, files.FULLCHAIN).read_bytes(),
+        )
+        ca.ws.signers[(ca.ref, stamp)] = found
+    return found
+
+
 def sign(ctx: ServiceContext) -> None:
     """The signed certificate and its chain, by a local CA or the service itself.
 
@@ -399,7 +415,6 @@ def sign(ctx: ServiceContext) -> None:
     if not csr_path.is_file():
         raise StoreError(f"{ctx.ref}: build {stamp} has no CSR yet")
     csr = load_csr(csr_path.read_bytes())
-    key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
     svc = ctx.service
     now = ctx.now()
     chain_pem: bytes | None = None
@@ -410,15 +425,14 @@ def sign(ctx: ServiceContext) -> None:
             "from the ACME steps, not from a local sign"
         )
     if signing is None:
+        key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
         cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca, with_crl=False), now=now)
     else:
-        signer, ca_stamp = signing
-        ca = ctx.of(signer)
-        ca_key = _load_key(version_file(ca, ca_stamp, files.PRIVKEY))
-        ca_cert = load_certs(version_file(ca, ca_stamp, files.CERT).read_bytes())[0]
+        ca = ctx.of(signing[0])
+        material = signer_material(ca, signing[1])
         policy = _policy(ca.service, is_ca=svc.is_ca, with_crl=True)
-        cert = sign_with_ca(csr, ca_key, ca_cert, policy, now=now)
-        chain_pem = version_file(ca, ca_stamp, files.FULLCHAIN).read_bytes()
+        cert = sign_with_ca(csr, material.key, material.cert, policy, now=now)
+        chain_pem = material.fullchain_pem
     cert_pem = cert.public_bytes(Encoding.PEM)
     # The chain before the certificate (dicts keep their order, and so do the renames): a
     # certificate present means its build has signed (has_cert).
