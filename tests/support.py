@@ -121,3 +121,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def record_disk_order(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record, in order, every fsync (of what path) and every rename (to what path) made
+    through ``os`` from now on: the events durability rules are stated in."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path, **kwargs: int | None) -> None:
+        real_replace(src, dst, **kwargs)  # type: ignore[arg-type]
+        dst_fd = kwargs.get("dst_dir_fd")
+        where = os.readlink(f"/proc/self/fd/{dst_fd}") if dst_fd is not None else ""
+        events.append(("rename", os.path.realpath(os.path.join(where, dst))))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def synced_before(events: list[tuple[str, str]], renamed_to: Path) -> set[str]:
+    """What was fsynced before the last rename to ``renamed_to``."""
+    target = ("rename", os.path.realpath(renamed_to))
+    last = len(events) - 1 - events[::-1].index(target)
+    return {path for kind, path in events[:last] if kind == "fsync"}

@@ -7,7 +7,9 @@ and a rerun finds the recorded build and finishes it instead of starting again.
 
 Each step is idempotent: it looks at what the version directory already holds, does its part
 only if it is missing, and writes through the atomic writer. A Celery task redelivered after
-its worker died therefore repeats nothing that was finished.
+its worker died therefore repeats nothing that was finished. Each file is fsynced before its
+rename, but the version directory only once, when ``next`` is pointed at it
+(``versions.point``): a name a power cut takes back is simply made again.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from sslm_tasks.errors import PermanentError, StoreError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import Phase
+from sslm_tasks.lifecycle.workspace import SignerMaterial
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import ensure_dir, write_atomic
+from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
 from sslm_tasks.store.layout import ServiceRef
 from sslm_tasks.store.versions import is_complete, new_version, point, read_link
 
@@ -65,6 +68,13 @@ class RenewCheck:
 
 def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
     return ctx.layout.version_dir(ctx.ref, stamp) / name
+
+
+def _write_version(ctx: ServiceContext, stamp: str, contents: dict[str, tuple[bytes, int]]) -> None:
+    """Write files of build ``stamp``, each fsynced; the directory is synced by ``point``."""
+    write_files_atomic(
+        {version_file(ctx, stamp, name): data for name, data in contents.items()}, sync_dir=False
+    )
 
 
 def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
@@ -258,7 +268,8 @@ def start_build(ctx: ServiceContext) -> str:
     record.build_signer = None if signing is None else signing[1]
     record.build_workflow = ctx.workflow or None
     record.last_error = None
-    ctx.save()
+    # Undone by a power cut, the build is only not resumed: its directory is left to clean.
+    ctx.save(sync_dir=False)
     return stamp
 
 
@@ -323,16 +334,14 @@ def carry_key(ctx: ServiceContext, stamp: str, sources: tuple[files.LinkName, ..
         source = None if source_stamp is None else version_file(ctx, source_stamp, files.PRIVKEY)
         if source is not None and source.is_file():
             pem = private_key_to_pem(_load_key(source))
-            write_atomic(version_file(ctx, stamp, files.PRIVKEY), pem, mode=files.KEY_MODE)
+            _write_version(ctx, stamp, {files.PRIVKEY: (pem, files.KEY_MODE)})
             return True
     return False
 
 
 def write_new_key(ctx: ServiceContext, stamp: str) -> None:
     key = generate_private_key(_key_spec(ctx.service))
-    write_atomic(
-        version_file(ctx, stamp, files.PRIVKEY), private_key_to_pem(key), mode=files.KEY_MODE
-    )
+    _write_version(ctx, stamp, {files.PRIVKEY: (private_key_to_pem(key), files.KEY_MODE)})
 
 
 def _subject(svc: ServiceConfig) -> SubjectSpec:
@@ -352,7 +361,7 @@ def make_csr(ctx: ServiceContext) -> None:
         return
     svc = ctx.service
     csr = build_csr(key, _subject(svc), svc.x509.sans, is_ca=svc.is_ca)
-    write_atomic(target, csr_to_pem(csr), mode=files.PUBLIC_MODE)
+    _write_version(ctx, stamp, {files.CSR: (csr_to_pem(csr), files.PUBLIC_MODE)})
 
 
 def _policy(signer: ServiceConfig, *, is_ca: bool, with_crl: bool) -> SigningPolicy:
@@ -378,6 +387,21 @@ def has_cert(ctx: ServiceContext, stamp: str) -> bool:
     return key_matches_cert(key, load_certs(cert.read_bytes())[0])
 
 
+def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
+    """The key, certificate and fullchain of local CA version ``stamp``, read once per
+    workspace: a version's files do not change once a link leads to it (a new key is a new
+    version), and every leaf the CA signs in the run needs them."""
+    found = ca.ws.signers.get((ca.ref, stamp))
+    if found is None:
+        found = SignerMaterial(
+            key=_load_key(version_file(ca, stamp, files.PRIVKEY)),
+            cert=load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0],
+            fullchain_pem=version_file(ca, stamp, files.FULLCHAIN).read_bytes(),
+        )
+        ca.ws.signers[(ca.ref, stamp)] = found
+    return found
+
+
 def sign(ctx: ServiceContext) -> None:
     """The signed certificate and its chain, by a local CA or the service itself.
 
@@ -391,7 +415,6 @@ def sign(ctx: ServiceContext) -> None:
     if not csr_path.is_file():
         raise StoreError(f"{ctx.ref}: build {stamp} has no CSR yet")
     csr = load_csr(csr_path.read_bytes())
-    key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
     svc = ctx.service
     now = ctx.now()
     chain_pem: bytes | None = None
@@ -402,22 +425,25 @@ def sign(ctx: ServiceContext) -> None:
             "from the ACME steps, not from a local sign"
         )
     if signing is None:
+        key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
         cert = self_sign(csr, key, _policy(svc, is_ca=svc.is_ca, with_crl=False), now=now)
     else:
-        signer, ca_stamp = signing
-        ca = ctx.of(signer)
-        ca_key = _load_key(version_file(ca, ca_stamp, files.PRIVKEY))
-        ca_cert = load_certs(version_file(ca, ca_stamp, files.CERT).read_bytes())[0]
+        ca = ctx.of(signing[0])
+        material = signer_material(ca, signing[1])
         policy = _policy(ca.service, is_ca=svc.is_ca, with_crl=True)
-        cert = sign_with_ca(csr, ca_key, ca_cert, policy, now=now)
-        chain_pem = version_file(ca, ca_stamp, files.FULLCHAIN).read_bytes()
+        cert = sign_with_ca(csr, material.key, material.cert, policy, now=now)
+        chain_pem = material.fullchain_pem
     cert_pem = cert.public_bytes(Encoding.PEM)
-    write_atomic(
-        version_file(ctx, stamp, files.CHAIN),
-        cert_pem if chain_pem is None else chain_pem,
-        mode=files.PUBLIC_MODE,
+    # The chain before the certificate (dicts keep their order, and so do the renames): a
+    # certificate present means its build has signed (has_cert).
+    _write_version(
+        ctx,
+        stamp,
+        {
+            files.CHAIN: (cert_pem if chain_pem is None else chain_pem, files.PUBLIC_MODE),
+            files.CERT: (cert_pem, files.PUBLIC_MODE),
+        },
     )
-    write_atomic(version_file(ctx, stamp, files.CERT), cert_pem, mode=files.PUBLIC_MODE)
 
 
 def store(ctx: ServiceContext) -> str:
@@ -447,10 +473,14 @@ def store(ctx: ServiceContext) -> str:
             f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}"
             + _signer_advice(ctx)
         )
-    write_atomic(
-        version_file(ctx, stamp, files.FULLCHAIN), outputs.fullchain, mode=files.PUBLIC_MODE
+    _write_version(
+        ctx,
+        stamp,
+        {
+            files.FULLCHAIN: (outputs.fullchain, files.PUBLIC_MODE),
+            files.BUNDLE: (outputs.bundle, files.KEY_MODE),
+        },
     )
-    write_atomic(version_file(ctx, stamp, files.BUNDLE), outputs.bundle, mode=files.KEY_MODE)
     point(ctx.layout, ctx.ref, "next", stamp)
     record = ctx.record
     record.phase = Phase.ISSUED
@@ -462,7 +492,9 @@ def store(ctx: ServiceContext) -> str:
     record.roll_due = None if given is None else roll_due(cert.not_valid_before_utc, given)
     record.last_error = None
     record.backoff = None
-    ctx.save()
+    # Undone by a power cut, the record still says renewing this stamp: the rerun resumes it,
+    # finds every file there and only points next again.
+    ctx.save(sync_dir=False)
     return stamp
 
 

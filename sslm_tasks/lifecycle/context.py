@@ -58,15 +58,20 @@ class ServiceContext:
             self._record = load_record(self.ws, self.ref, repair=self.repair)
         return self._record
 
-    def save(self) -> None:
+    def save(self, *, sync_dir: bool = True) -> None:
         """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).
+
+        ``sync_dir=False`` leaves out the fsync of the service directory after the rename, for
+        a save that a power cut may undo: one whose loss is the same as a crash just before it
+        (which a rerun handles), with nothing outside the store acting on it before the
+        directory is synced again (the next link flip there, or the next full save).
 
         Raises:
           StoreError: it could not be written, or holds something like a private key.
         """
         record = self.record
         record.updated = self.now()
-        write_state(self.layout, self.ref, record.to_json())
+        write_state(self.layout, self.ref, record.to_json(), sync_dir=sync_dir)
 
     def started_here(self) -> bool:
         """Whether the record's build was started by this very workflow (a step delivered

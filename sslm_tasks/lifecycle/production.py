@@ -83,8 +83,12 @@ def _matches(service: Dir, which: ProdLinkName, wanted: Wanted) -> bool:
 
 
 def _retire(service: Dir, name: str, which: ProdLinkName) -> None:
-    """Delete a replaced version if it holds only what sslm writes; else keep it, renamed."""
-    if confined.remove_if_only(service, name, SHIPPED_FILES):
+    """Delete a replaced version if it holds only what sslm writes; else keep it, renamed.
+
+    The deletion is not synced: a hidden version a power cut brings back is a leftover the
+    next sync retires (:func:`_clear_leftovers`).
+    """
+    if confined.remove_if_only(service, name, SHIPPED_FILES, sync_dir=False):
         return
     kept = f"{which}.kept-{utc_now().strftime(STAMP_FORMAT)}-{secrets.token_hex(3)}"
     confined.rename(service, name, kept)
@@ -120,7 +124,8 @@ def _switch(service: Dir, which: ProdLinkName, wanted: Wanted | None) -> bool:
     if _matches(service, which, wanted):
         return False
     prepared = confined.temp_name(which, _NEW)
-    with confined.open_subdir(service, prepared, mode=PROD_DIR_MODE) as version:
+    # Its name needs no fsync of its own: ``service`` is synced once it is renamed in.
+    with confined.open_subdir(service, prepared, mode=PROD_DIR_MODE, sync_parent=False) as version:
         confined.write_new_files(version, wanted)
     if not present:
         confined.rename(service, prepared, which)

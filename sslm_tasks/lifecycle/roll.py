@@ -127,8 +127,12 @@ def flip(ctx: ServiceContext) -> str:
     if pending is None:
         raise StoreError(f"{ref}: nothing to roll: no next")
     info = f"# {ref.service} rolled to curr : {ctx.now().strftime(STAMP_FORMAT)}\n"
+    # Its directory is synced by roll_links, before the version becomes curr.
     write_atomic(
-        layout.version_dir(ref, pending) / files.INFO, info.encode(), mode=files.PUBLIC_MODE
+        layout.version_dir(ref, pending) / files.INFO,
+        info.encode(),
+        mode=files.PUBLIC_MODE,
+        sync_dir=False,
     )
     roll_links(layout, ref)
     record = ctx.record

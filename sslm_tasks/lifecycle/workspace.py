@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
+from cryptography import x509
+
 from sslm_tasks.config.load import Config, load_service
 from sslm_tasks.config.models import ServiceConfig
+from sslm_tasks.crypto.keys import PrivateKey
 from sslm_tasks.dns.refresh import ZoneRefresher
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.file import FileLocker
@@ -116,6 +119,15 @@ class RunOptions:
         )
 
 
+@dataclass(frozen=True)
+class SignerMaterial:
+    """What a local CA version signs with: its key, its certificate, its fullchain (PEM)."""
+
+    key: PrivateKey
+    cert: x509.Certificate
+    fullchain_pem: bytes
+
+
 @dataclass
 class Workspace:
     config: Config
@@ -125,6 +137,9 @@ class Workspace:
     #: Locks shared with other writers (workers use Redis); None: this process is the only
     #: writer (the in-process run holds the whole tree's lock).
     locker: Locker | None = None
+    #: Local CA versions read to sign with, by CA and stamp (``build.signer_material``): the
+    #: workspace lives for one run or one task, in which every leaf of a CA needs them.
+    signers: dict[tuple[ServiceRef, str], SignerMaterial] = field(default_factory=dict, repr=False)
 
     def lock(self, name: str) -> AbstractContextManager[object]:
         """Hold the named lock (e.g. one apex's TLSA file) while writing, when others may write."""

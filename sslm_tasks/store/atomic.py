@@ -1,10 +1,16 @@
 """The only code that writes files, links and directories in the store.
 
 Every write is "temp file in the target directory, fsync, rename, fsync the directory", so a
-reader (or a crash) sees the old content or the new one, never a mix. The temp file is created
-with ``O_EXCL`` and its final mode, so a private key is 0600 from its first byte: upstream wrote
-keys at the umask mode and chmodded them after the rename, leaving a readable window
-(behaviour §3.8). Modes given here are exact: the umask can neither widen nor narrow them.
+reader (or a crash) sees the old content or the new one, never a mix. A caller that makes
+several files in a directory no link points at yet (a version being built) may leave out the
+directory fsync (``sync_dir=False``) and sync the directory once, before a link points at it
+(:func:`sync_directory`, as ``versions.point`` does): each file is still fsynced before its
+rename, so after a power cut a name is either absent (and made again) or holds complete data.
+
+The temp file is created with ``O_EXCL`` and its final mode, so a private key is 0600 from
+its first byte: upstream wrote keys at the umask mode and chmodded them after the rename,
+leaving a readable window (behaviour §3.8). Modes given here are exact: the umask can neither
+widen nor narrow them.
 
 A crash between creating a temp and renaming it leaves a ``<name>.tmp-<hex>`` file beside the
 target, with the target's mode. It is never read; it goes away when its version dir is cleaned.
@@ -48,8 +54,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def sync_directory(directory: Path) -> None:
+    """Fsync ``directory``, for callers that wrote into it with ``sync_dir=False``.
+
+    Raises:
+      StoreError: the directory could not be opened or synced.
+    """
+    try:
+        _fsync_dir(directory)
+    except OSError as err:
+        raise _as_store_error("syncing", directory, err) from err
+
+
 def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to a new temp file beside ``path`` with ``mode``; return the temp path.
+    """Write ``data`` to a new temp file beside ``path`` with ``mode``, not yet synced (the
+    caller fsyncs every temp of a batch in one pass); return the temp path.
 
     On failure the temp file is removed before the error propagates.
     """
@@ -63,7 +82,6 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -76,29 +94,42 @@ def _as_store_error(what: str, path: Path, err: OSError) -> StoreError:
     return StoreError(f"{what} {path}: {err.strerror or err}")
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically; the file has exactly ``mode`` from creation.
 
-    Idempotent. The parent directory must exist (see :func:`ensure_dir`).
+    Idempotent. The parent directory must exist (see :func:`ensure_dir`). With ``sync_dir``
+    False the directory is not fsynced: the caller does it before anything relies on the name.
 
     Raises:
       StoreError: the file could not be written (``path`` is then unchanged) or its directory
         not synced; no temp file remains either way.
     """
-    write_files_atomic({path: (data, mode)})
+    write_files_atomic({path: (data, mode)}, sync_dir=sync_dir)
 
 
-def write_files_atomic(files: Mapping[Path, tuple[bytes, int]]) -> None:
+def write_files_atomic(files: Mapping[Path, tuple[bytes, int]], *, sync_dir: bool = True) -> None:
     """Write several files, all or nothing as far as POSIX allows.
 
-    Every temp file is written and fsynced first; only then are they renamed into place, one by
-    one. A failure while writing leaves every target untouched and removes all temps. A failure
-    among the renames (rare: the data is already on disk) leaves the earlier files replaced and
-    the later ones not. That is why a new version is published by a single link flip after
-    its files are complete, never by these renames alone.
+    Every temp file is written, then all are fsynced in one pass (on a journalling file
+    system the first fsync commits the others' data with it, so the rest cost little); only
+    then are they renamed into place, one by one, in the mapping's order. A failure while
+    writing leaves every target untouched and removes all temps. A failure among the renames
+    (rare: the data is already on disk) leaves the earlier files replaced and the later ones
+    not. That is why a new version is published by a single link flip after its files are
+    complete, never by these renames alone.
 
     Parameters:
       files(Mapping[Path, tuple[bytes, int]]): target path → (content, exact mode).
+      sync_dir(bool): fsync the directories after the renames; False when the caller does it
+        before anything relies on the new names.
 
     Raises:
       StoreError: a file could not be written; no temp file remains.
@@ -110,6 +141,11 @@ def write_files_atomic(files: Mapping[Path, tuple[bytes, int]]) -> None:
                 temps[path] = _write_temp(path, data, mode)
             except OSError as err:
                 raise _as_store_error("writing", path, err) from err
+        for path, tmp in temps.items():
+            try:
+                _fsync_file(tmp)
+            except OSError as err:
+                raise _as_store_error("writing", path, err) from err
         for path, tmp in list(temps.items()):
             try:
                 os.replace(tmp, path)
@@ -119,14 +155,12 @@ def write_files_atomic(files: Mapping[Path, tuple[bytes, int]]) -> None:
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-    for directory in {path.parent for path in files}:
-        try:
-            _fsync_dir(directory)
-        except OSError as err:
-            raise _as_store_error("syncing", directory, err) from err
+    if sync_dir:
+        for directory in {path.parent for path in files}:
+            sync_directory(directory)
 
 
-def symlink_atomic(link: Path, target: str) -> None:
+def symlink_atomic(link: Path, target: str, *, sync_dir: bool = True) -> None:
     """Point ``link`` at ``target`` in one step: readers see the old target or the new one.
 
     A temp link ``<link>.tmp-<hex>`` is created and renamed over ``link`` (rename replaces a
@@ -135,6 +169,7 @@ def symlink_atomic(link: Path, target: str) -> None:
     Parameters:
       link(Path): the link to create or replace; its directory must exist.
       target(str): a *relative* target, so the tree stays valid when moved or restored.
+      sync_dir(bool): fsync the link's directory; False when a later fsync of it follows.
 
     Raises:
       ValueError: ``target`` is absolute.
@@ -150,13 +185,15 @@ def symlink_atomic(link: Path, target: str) -> None:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(link.parent)
+        if sync_dir:
+            _fsync_dir(link.parent)
     except OSError as err:
         raise _as_store_error("linking", link, err) from err
 
 
-def remove_file(path: Path) -> bool:
-    """Remove a file or symlink (never a directory) durably; return whether one was there.
+def remove_file(path: Path, *, sync_dir: bool = True) -> bool:
+    """Remove a file or symlink (never a directory) durably (with ``sync_dir``; else the caller
+    copes with a removal a power cut undoes); return whether one was there.
 
     Raises:
       StoreError: it exists but could not be removed.
@@ -167,15 +204,14 @@ def remove_file(path: Path) -> bool:
         return False
     except OSError as err:
         raise _as_store_error("removing", path, err) from err
-    try:
-        _fsync_dir(path.parent)
-    except OSError as err:
-        raise _as_store_error("syncing", path.parent, err) from err
+    if sync_dir:
+        sync_directory(path.parent)
     return True
 
 
-def create_dir(path: Path, *, mode: int) -> None:
-    """Create one directory with exactly ``mode`` (the umask is overridden), durably.
+def create_dir(path: Path, *, mode: int, sync_parent: bool = True) -> None:
+    """Create one directory with exactly ``mode`` (the umask is overridden), durably (with
+    ``sync_parent``; else the caller fsyncs the parent before anything relies on the name).
 
     Exclusive: it is how a caller claims a fresh name (see ``versions.new_version``).
 
@@ -191,7 +227,8 @@ def create_dir(path: Path, *, mode: int) -> None:
         raise _as_store_error("creating", path, err) from err
     try:
         os.chmod(path, mode)
-        _fsync_dir(path.parent)
+        if sync_parent:
+            _fsync_dir(path.parent)
     except OSError as err:
         raise _as_store_error("creating", path, err) from err
 

@@ -73,9 +73,12 @@ def open_root(path: Path, *, mode: int) -> Iterator[Dir]:
 
 
 @contextmanager
-def open_subdir(parent: Dir, name: str, *, mode: int | None) -> Iterator[Dir]:
+def open_subdir(
+    parent: Dir, name: str, *, mode: int | None, sync_parent: bool = True
+) -> Iterator[Dir]:
     """Open ``name`` in ``parent`` without following a link; create it with ``mode`` when
-    missing and ``mode`` is given.
+    missing and ``mode`` is given, and then fsync ``parent`` unless ``sync_parent`` is False
+    (a hidden directory that is renamed, and its parent synced, before anything uses it).
 
     Raises:
       StoreError: ``name`` is a link or a file, or is missing and ``mode`` is None.
@@ -90,7 +93,8 @@ def open_subdir(parent: Dir, name: str, *, mode: int | None) -> Iterator[Dir]:
             raise _error("creating", path, err) from err
         else:
             os.chmod(name, mode, dir_fd=parent.fd)  # exact: the umask narrowed mkdir's mode
-            os.fsync(parent.fd)
+            if sync_parent:
+                sync(parent)
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
     except OSError as err:
@@ -142,25 +146,34 @@ def read_file(parent: Dir, name: str) -> bytes | None:
 
 def write_new_files(directory: Dir, files: Mapping[str, tuple[bytes, int]]) -> None:
     """Create each file in ``directory`` (which must not hold it yet) with its exact mode and
-    content, fsynced; then sync the directory.
+    content; then fsync them all in one pass (on a journalling file system the first fsync
+    commits the others' data with it) and sync the directory.
 
     Raises:
       StoreError: a name exists already (or is a link), or a write failed.
     """
-    for name, (data, mode) in files.items():
-        try:
-            fd = os.open(name, _NEW_FILE_FLAGS, mode, dir_fd=directory.fd)
-        except OSError as err:
-            raise _error("writing", directory.path / name, err) from err
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError as err:
-            raise _error("writing", directory.path / name, err) from err
-        finally:
+    written: dict[str, int] = {}
+    try:
+        for name, (data, mode) in files.items():
+            try:
+                fd = os.open(name, _NEW_FILE_FLAGS, mode, dir_fd=directory.fd)
+            except OSError as err:
+                raise _error("writing", directory.path / name, err) from err
+            written[name] = fd
+            try:
+                os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as err:
+                raise _error("writing", directory.path / name, err) from err
+        for name, fd in written.items():
+            try:
+                os.fsync(fd)
+            except OSError as err:
+                raise _error("writing", directory.path / name, err) from err
+    finally:
+        for fd in written.values():
             os.close(fd)
     sync(directory)
 
@@ -274,9 +287,12 @@ def exchange(directory: Dir, first: str, second: str) -> bool:
     raise _error("exchanging", directory.path / first, OSError(code, os.strerror(code)))
 
 
-def remove_if_only(directory: Dir, name: str, allowed: frozenset[str]) -> bool:
+def remove_if_only(
+    directory: Dir, name: str, allowed: frozenset[str], *, sync_dir: bool = True
+) -> bool:
     """Remove directory ``name`` if it is a real directory holding only regular files named in
-    ``allowed``; True when it was removed (or was not there).
+    ``allowed``; True when it was removed (or was not there). With ``sync_dir`` False the
+    removal is not made durable (the caller copes with a power cut bringing it back).
 
     Anything else (a link, a file, a subdirectory, a name sslm does not write) means someone
     else put it there: nothing is deleted and False is returned.
@@ -304,7 +320,8 @@ def remove_if_only(directory: Dir, name: str, allowed: frozenset[str]) -> bool:
         os.rmdir(name, dir_fd=directory.fd)
     except OSError as err:
         raise _error("removing", directory.path / name, err) from err
-    sync(directory)
+    if sync_dir:
+        sync(directory)
     return True
 
 

@@ -65,8 +65,13 @@ def set_aside(layout: Layout, ref: ServiceRef, *, now: datetime) -> Path:
     return kept
 
 
-def write_state(layout: Layout, ref: ServiceRef, data: Mapping[str, Any]) -> None:
+def write_state(
+    layout: Layout, ref: ServiceRef, data: Mapping[str, Any], *, sync_dir: bool = True
+) -> None:
     """Write the record atomically at 0640; creates the service directory (0750) if needed.
+
+    With ``sync_dir`` False the service directory is not fsynced after the rename (see
+    ``ServiceContext.save``); the file's data always is, before it.
 
     Raises:
       StoreError: ``data`` is not JSON-serialisable, seems to contain a private key, or could
@@ -80,4 +85,4 @@ def write_state(layout: Layout, ref: ServiceRef, data: Mapping[str, Any]) -> Non
     if _KEY_MARKER in text:
         raise StoreError(f"{path}: refusing to store private key material in the state record")
     ensure_dir(layout.service_dir(ref), mode=DIR_MODE_GROUP)
-    write_atomic(path, (text + "\n").encode(), mode=RECORD_MODE)
+    write_atomic(path, (text + "\n").encode(), mode=RECORD_MODE, sync_dir=sync_dir)

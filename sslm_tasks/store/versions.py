@@ -5,6 +5,11 @@ a roll makes it ``curr``. Each link change is one atomic rename, and :func:`roll
 ordered so that a crash between any two steps leaves ``curr`` on a complete version and a rerun
 finishes the job.
 
+A version's files are written without syncing its directory (``sync_dir=False``), and the
+version directory itself is created without syncing ``db/``: :func:`point` fsyncs both before a
+link may lead there. A power cut before that loses at most names no link reaches (a build that
+is then resumed makes them again, or starts afresh when its directory is gone).
+
 Callers hold the service's lock: these functions are atomic per step, not against a concurrent
 writer of the same service.
 """
@@ -12,11 +17,18 @@ writer of the same service.
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from sslm_tasks.errors import StoreError
-from sslm_tasks.store.atomic import create_dir, ensure_dir, remove_file, symlink_atomic
+from sslm_tasks.store.atomic import (
+    create_dir,
+    ensure_dir,
+    remove_file,
+    symlink_atomic,
+    sync_directory,
+)
 from sslm_tasks.store.layout import (
     COMPLETE_FILES,
     DIR_MODE_GROUP,
@@ -39,7 +51,8 @@ def new_version(layout: Layout, ref: ServiceRef, *, now: datetime) -> str:
     directory (upstream's one-second collision mixed files of two renews, §7 bug 12). The loop
     ends because each taken name is an existing directory and there are finitely many.
 
-    Missing parents are created: the service dir at 0750, ``db/`` at 0700.
+    Missing parents are created: the service dir at 0750, ``db/`` at 0700. The new name in
+    ``db/`` is made durable by :func:`point`, before a link leads to it.
 
     Parameters:
       now(datetime): timezone-aware current time.
@@ -56,7 +69,7 @@ def new_version(layout: Layout, ref: ServiceRef, *, now: datetime) -> str:
     while True:
         stamp = moment.strftime(STAMP_FORMAT)
         try:
-            create_dir(layout.version_dir(ref, stamp), mode=DIR_MODE_PRIVATE)
+            create_dir(layout.version_dir(ref, stamp), mode=DIR_MODE_PRIVATE, sync_parent=False)
         except FileExistsError:
             moment += timedelta(seconds=1)
             continue
@@ -92,12 +105,19 @@ def read_link(layout: Layout, ref: ServiceRef, which: LinkName) -> str | None:
 def point(layout: Layout, ref: ServiceRef, which: LinkName, stamp: str) -> None:
     """Point ``which`` at version ``stamp``, atomically. Idempotent.
 
+    The version directory and ``db/`` are fsynced first: the version's files were written
+    without a directory fsync each, so this is where their names (and the version's own)
+    become durable, before the link can lead to them.
+
     Raises:
       StoreError: the version directory does not exist (a dangling link would read as
         "absent" and hide the mistake), or the link could not be written.
     """
-    if not layout.version_dir(ref, stamp).is_dir():
+    version = layout.version_dir(ref, stamp)
+    if not version.is_dir():
         raise StoreError(f"{ref}: cannot point {which} at missing version {stamp}")
+    sync_directory(version)
+    sync_directory(layout.db_dir(ref))
     symlink_atomic(layout.link(ref, which), layout.link_target(stamp))
 
 
@@ -108,11 +128,18 @@ def unlink(layout: Layout, ref: ServiceRef, which: LinkName) -> None:
 
 def is_complete(layout: Layout, ref: ServiceRef, stamp: str) -> bool:
     """Whether every file of :data:`~sslm_tasks.store.layout.COMPLETE_FILES` exists, non-empty."""
-    version = layout.version_dir(ref, stamp)
-    return all(
-        (version / name).is_file() and (version / name).stat().st_size > 0
-        for name in COMPLETE_FILES
-    )
+    version = os.fspath(layout.version_dir(ref, stamp))
+    return all(_nonempty_file(os.path.join(version, name)) for name in COMPLETE_FILES)
+
+
+def _nonempty_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (links followed, as ``Path.is_file``) with data; one
+    ``stat``, since every step asks this of several versions."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_size > 0
 
 
 def roll_links(layout: Layout, ref: ServiceRef) -> None:
@@ -123,6 +150,11 @@ def roll_links(layout: Layout, ref: ServiceRef) -> None:
     a rerun finishes: if ``curr`` already equals ``next`` only ``next`` is dropped (redoing the
     first step then would lose the real ``prev``). With no ``curr`` yet, ``prev`` is untouched.
     With no ``next`` there is nothing to roll, and the call returns having changed nothing.
+
+    One directory fsync serves the three steps, the one of ``curr``: ``prev`` needs none of
+    its own (its version is durable since it became ``curr``; were its flip lost to a power
+    cut, ``curr`` would still be complete), nor does the removal of ``next`` (were it lost,
+    ``next`` would equal ``curr`` and the next roll drops it, as after a crash).
 
     Raises:
       StoreError: ``next`` is not complete (rolling it would break every deploy), or a link
@@ -136,6 +168,8 @@ def roll_links(layout: Layout, ref: ServiceRef) -> None:
         if not is_complete(layout, ref, nxt):
             raise StoreError(f"{ref}: next version {nxt} is incomplete, refusing to roll")
         if curr is not None:
-            point(layout, ref, "prev", curr)
+            symlink_atomic(layout.link(ref, "prev"), layout.link_target(curr), sync_dir=False)
         point(layout, ref, "curr", nxt)
-    unlink(layout, ref, "next")
+    else:  # an interrupted roll: what the caller wrote into the version (info) is made durable
+        sync_directory(layout.version_dir(ref, nxt))
+    remove_file(layout.link(ref, "next"), sync_dir=False)

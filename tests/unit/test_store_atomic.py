@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import record_disk_order, synced_before
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import (
@@ -212,3 +213,21 @@ def test_remove_file_reports_whether_it_removed(tmp_path: Path) -> None:
     assert remove_file(tmp_path / "next") is True
     assert remove_file(tmp_path / "next") is False
     assert not (tmp_path / "next").is_symlink()
+
+
+@pytest.mark.parametrize("sync_dir", [True, False])
+def test_every_file_is_fsynced_before_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_dir: bool
+) -> None:
+    # When two files are written in one batch
+    events = record_disk_order(monkeypatch)
+    write_files_atomic(
+        {tmp_path / "a": (b"a", 0o644), tmp_path / "b": (b"b", 0o600)}, sync_dir=sync_dir
+    )
+    # Then each one's data was fsynced (as its temp) before it got its name
+    for name in ("a", "b"):
+        synced = synced_before(events, tmp_path / name)
+        assert any(Path(path).name.startswith(f"{name}.tmp-") for path in synced)
+    # And the directory was synced only when asked: a caller that says no syncs it later
+    synced_dirs = {path for kind, path in events if kind == "fsync"}
+    assert (os.path.realpath(tmp_path) in synced_dirs) is sync_dir

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import record_disk_order
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store import confined
@@ -107,3 +108,17 @@ def test_a_file_is_replaced_whole_and_a_link_in_its_place_is_left_alone(tmp_path
         assert confined.remove_file(root, "tlsa.example.com") is False
     assert (tmp_path / "target").read_text() == "theirs"
     assert (tmp_path / "root/tlsa.other.com").is_symlink()
+
+
+def test_new_files_are_fsynced_before_their_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When a version's files are written in one batch
+    events = record_disk_order(monkeypatch)
+    with confined.open_root(tmp_path, mode=0o750) as root:
+        confined.write_new_files(root, {"key": (b"k", 0o600), "cert": (b"c", 0o644)})
+    # Then every file was fsynced, and the directory after them
+    synced = [path for kind, path in events if kind == "fsync"]
+    names = [os.path.realpath(tmp_path / name) for name in ("key", "cert")]
+    assert sorted(synced[:-1]) == sorted(names)
+    assert synced[-1] == os.path.realpath(tmp_path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support import record_disk_order, synced_before
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store import versions
@@ -54,6 +56,41 @@ def test_two_versions_in_the_same_second_get_different_stamps(layout: Layout) ->
     # Then each has its own directory, in creation order
     assert stamps == ["20260329-00:30:00", "20260329-00:30:01", "20260329-00:30:02"]
     assert all(layout.version_dir(REF, s).is_dir() for s in stamps)
+
+
+def test_point_makes_the_version_durable_before_the_link(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a complete version whose files were written without a directory fsync
+    stamp = complete_version(layout, NOW)
+    events = record_disk_order(monkeypatch)
+    # When next is pointed at it
+    point(layout, REF, "next", stamp)
+    # Then the version directory and db/ (which names it) were fsynced before the link was
+    synced = synced_before(events, layout.link(REF, "next"))
+    assert os.path.realpath(layout.version_dir(REF, stamp)) in synced
+    assert os.path.realpath(layout.db_dir(REF)) in synced
+
+
+def test_roll_makes_what_was_written_into_next_durable_before_curr(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given curr and a complete next, and after an interrupted roll curr == next too
+    for interrupted in (False, True):
+        curr, nxt = complete_version(layout, NOW), complete_version(layout, NOW)
+        point(layout, REF, "curr", nxt if interrupted else curr)
+        point(layout, REF, "next", nxt)
+        events = record_disk_order(monkeypatch)
+        # When it rolls (the ``info`` file was written into next just before, unsynced)
+        roll_links(layout, REF)
+        monkeypatch.undo()
+        # Then next's directory was fsynced before its link was dropped
+        synced = (
+            synced_before(events, layout.link(REF, "curr"))
+            if not interrupted
+            else {path for kind, path in events if kind == "fsync"}
+        )
+        assert os.path.realpath(layout.version_dir(REF, nxt)) in synced
 
 
 def test_new_version_needs_an_aware_clock(layout: Layout) -> None:
@@ -157,12 +194,12 @@ def test_roll_survives_a_crash_after_any_step(
     calls = 0
 
     def dies_at_crash_at(real: Callable[..., object]) -> Callable[..., object]:
-        def op(*args: object) -> object:
+        def op(*args: object, **kwargs: object) -> object:
             nonlocal calls
             calls += 1
             if calls == crash_at:
                 raise Crash
-            return real(*args)
+            return real(*args, **kwargs)
 
         return op
 
