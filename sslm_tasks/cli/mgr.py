@@ -22,7 +22,7 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
-from sslm_tasks.logs import LogFormat, LogLevel, open_log_file, send_to
+from sslm_tasks.logs import LogFormat, LogLevel, send_to
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
 from sslm_tasks.store.versions import read_link
@@ -194,6 +194,10 @@ def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat, level: Log
       StoreError: the log directory or file cannot be created or opened for writing (a
         read-only or full file system); nothing else has been written yet.
     """
+    # Imported here, not at the top: the log file's handler imports redis (through portalocker),
+    # ~0.1 s that -s and -h, which write no log, must not pay.
+    from sslm_tasks.log_file import open_log_file
+
     logdir = ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)
     send_to([open_log_file(logdir)], level, kind)
     if verbose:
