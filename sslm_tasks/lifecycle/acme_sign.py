@@ -34,7 +34,8 @@ from sslm_tasks.acme import orders
 from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import AcmeServer, server_for
 from sslm_tasks.acme.network import AcmePermanentError, retry_after_of
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderFailed, OrderState
+from sslm_tasks.acme.order_state import VALID, ChallengeToPublish, OrderState
+from sslm_tasks.acme.orders import OrderFailed
 from sslm_tasks.config.load import account_binding, acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import PermanentError, SslmError, StoreError
@@ -239,8 +240,8 @@ def validated(ctx: ServiceContext) -> tuple[bool, str, datetime | None]:
         _abandon(ctx, current, err)
         raise
     step.keep(polled)
-    valid = sum(1 for authz in polled.authorizations if authz.status == orders.VALID)
-    pending = [authz.identifier for authz in polled.authorizations if authz.status != orders.VALID]
+    valid = sum(1 for authz in polled.authorizations if authz.status == VALID)
+    pending = [authz.identifier for authz in polled.authorizations if authz.status != VALID]
     detail = f"{valid} of {len(polled.authorizations)} authorizations valid"
     if pending:
         detail += f"; pending: {', '.join(pending)}"

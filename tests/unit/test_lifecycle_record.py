@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from sslm_tasks.acme.orders import AuthorizationState, ChallengeState, OrderState
+from sslm_tasks.acme.order_state import AuthorizationState, ChallengeState, OrderState
 from sslm_tasks.config.load import load_config
 from sslm_tasks.dns.lookup import NsHost
 from sslm_tasks.dns.propagation import SerialTarget

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import zone_of
 from sslm_tasks.config.models import ChallengeKind
