@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from sslm_tasks.acme.renewal_info import retry_time_after_failure
+from sslm_tasks.acme.timing import retry_time_after_failure
 from sslm_tasks.config.load import list_services
 from sslm_tasks.config.models import MainConfig, ServerSection
 from sslm_tasks.config.probes import parse_verify
