@@ -40,9 +40,10 @@ from sslm_tasks.config.load import account_binding, acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
-from sslm_tasks.lifecycle.build import building_stamp, has_cert, version_file
+from sslm_tasks.lifecycle.build import building_stamp, has_cert
 from sslm_tasks.lifecycle.challenges import ChallengePublisher, publisher_for, withdraw_everything
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import version_file
 from sslm_tasks.lifecycle.record import OrderRecord
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_atomic

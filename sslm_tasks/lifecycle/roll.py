@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import dane
-from sslm_tasks.lifecycle.build import CertLoader, load_version_cert
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import CertLoader, load_version_cert
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
