@@ -20,7 +20,7 @@ from sslm_tasks.errors import ConfigError
 from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
 from sslm_tasks.store.layout import ServiceRef
 
-from . import check, health
+from . import check
 from .console import console_script
 from .run import (
     DEFAULT_LOCK_WAIT_S,
@@ -49,6 +49,30 @@ def _roll_minutes(text: str) -> float:
     if not 0 <= minutes <= MAX_ROLL_MINS:
         raise argparse.ArgumentTypeError(f"{text!r}: minutes from 0 to {MAX_ROLL_MINS}")
     return minutes
+
+
+def _health_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--health``, ``--queue`` and ``--no-store`` to ``sslm-mgr``'s parser."""
+    group = parser.add_argument_group("health check")
+    group.add_argument(
+        "--health",
+        action="store_true",
+        help="Check the broker, the store and (--queue) the workers; exit 0 when healthy",
+    )
+    group.add_argument(
+        "--queue",
+        dest="health_queues",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="With --health: a worker on this host must consume this queue (repeatable)",
+    )
+    group.add_argument(
+        "--no-store",
+        dest="health_no_store",
+        action="store_true",
+        help="With --health: skip the store check (beat has no store)",
+    )
 
 
 def build_parser(*, dev: bool) -> argparse.ArgumentParser:
@@ -147,7 +171,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         default=DEFAULT_WAIT_S,
         help="With a broker: seconds to follow the workflows (default %(default)s)",
     )
-    health.add_arguments(parser)
+    _health_arguments(parser)
     check.add_arguments(parser)
     if dev:
         group = parser.add_argument_group("dev")
@@ -211,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check.unknown("bad command line (see stderr)")
         raise
     if args.health:
+        # Imported here, not at the top: the checks read the settings (pydantic-settings, ~40 ms)
+        # and may reach the broker, which -s and -h never do.
+        from . import health
+
         return health.main(args)
     try:
         config, refs = load_config(args.grps_svcs)
