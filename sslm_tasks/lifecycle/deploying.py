@@ -19,7 +19,8 @@ from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy
 from sslm_tasks.deploy.targets import ANY_DOMAIN, DeployTarget
 from sslm_tasks.deploy.verify import check_served, published_tlsa
-from sslm_tasks.dns.lookup import Nameserver, primary_for
+from sslm_tasks.dns.lookup import primary_for
+from sslm_tasks.dns.servers import Nameserver
 from sslm_tasks.errors import SslmError, TransientError
 from sslm_tasks.lifecycle.deployment import DETAIL_KEPT, ServerOutcome, record_outcome, server_key
 from sslm_tasks.lifecycle.workspace import Workspace

@@ -39,7 +39,7 @@ from typing import Any, Final, TypeVar
 
 from sslm_tasks.acme.order_state import OrderState
 from sslm_tasks.acme.timing import RenewalWindow
-from sslm_tasks.dns.propagation import SerialTarget
+from sslm_tasks.dns.servers import SerialTarget
 from sslm_tasks.errors import StoreError
 
 log = logging.getLogger(__name__)
