@@ -23,7 +23,8 @@ from sslm_tasks.broker_transport import TRANSPORT as REDIS_TRANSPORT
 from sslm_tasks.config.load import load_settings_only
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.errors import ConfigError, SslmError
-from sslm_tasks.logs import open_log_file, send_to
+from sslm_tasks.log_file import open_log_file
+from sslm_tasks.logs import send_to
 from sslm_tasks.routing import Queue, all_queues, configured_sites, route_task
 from sslm_tasks.schedule import beat_entries
 from sslm_tasks.store.atomic import ensure_dir

@@ -42,8 +42,8 @@ from sslm_tasks.lifecycle import (
     revoke,
     steps,
 )
-from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import due_time
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
@@ -585,7 +585,7 @@ def roll_scan() -> list[str]:
     for ref in _unclaimed(ws.config.services):
         ctx = ServiceContext(ws, ref, repair=False)
         record = ctx.record
-        due = rolling.due_time(ctx)
+        due = due_time(ctx)
         # Any phase but a build under way: a tree migrated from ssl-mgr has a waiting next
         # and an idle record, and a failed later build leaves the next it did not replace.
         if record.phase != Phase.RENEWING and due is not None and due <= now:

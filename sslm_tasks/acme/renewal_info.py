@@ -37,6 +37,7 @@ from sslm_tasks.acme.network import (
     suggested_retry,
     translate,
 )
+from sslm_tasks.acme.timing import RenewalWindow
 from sslm_tasks.errors import CryptoError, SslmError, TransientError
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,6 @@ TEMPORARY_RECHECK: Final = timedelta(hours=1)
 #: RFC 9773 §4.3.1's "reasonable limits" on Retry-After.
 MIN_RECHECK: Final = timedelta(minutes=1)
 MAX_RECHECK: Final = timedelta(days=1)
-
-#: Waits after the 1st, 2nd and 3rd failed order in a row; daily from the 4th on. Let's Encrypt's
-#: suggested schedule. It keeps failures at 3 in the first hour, under the CA's limit of 5
-#: failed authorizations per identifier per hour, and far under its 1,152-failure pause.
-FAILURE_BACKOFF: Final = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100))
-DAILY: Final = timedelta(days=1)
 
 PlanSource = Literal["ari", "lifetime", "expired"]
 
@@ -82,14 +77,6 @@ def cert_id(cert: x509.Certificate) -> str:
     serial = cert.serial_number
     serial_der = serial.to_bytes(math.ceil((serial.bit_length() + 1) / 8), "big", signed=True)
     return f"{_b64url(aki.key_identifier)}.{_b64url(serial_der)}"
-
-
-@dataclass(frozen=True)
-class RenewalWindow:
-    """The CA's suggested window: renew at some time from ``start`` to ``end`` (aware UTC)."""
-
-    start: datetime
-    end: datetime
 
 
 @dataclass(frozen=True)
@@ -244,22 +231,3 @@ def plan_renewal(
         window=info.window,
         explanation_url=info.explanation_url,
     )
-
-
-def retry_time_after_failure(
-    failures: int, *, now: datetime, retry_after: datetime | None = None
-) -> datetime:
-    """When to try a new order after ``failures`` failed ones in a row (1 for the first).
-
-    The CA's ``Retry-After`` (``network.suggested_retry`` of the error) wins when it was
-    given; otherwise 1 minute, 10 minutes, 100 minutes, then daily.
-
-    Raises:
-      ValueError: ``failures`` is below 1.
-    """
-    if failures < 1:
-        raise ValueError(f"failures counts failed orders and starts at 1, got {failures}")
-    if retry_after is not None:
-        return max(retry_after, now)
-    step = FAILURE_BACKOFF[failures - 1] if failures <= len(FAILURE_BACKOFF) else DAILY
-    return now + step

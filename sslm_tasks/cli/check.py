@@ -40,6 +40,7 @@ from sslm_tasks.lifecycle.status import ServiceStatus
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 
+from . import status
 from .status import Unreadable, read_statuses
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -241,3 +242,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def thresholds(args: argparse.Namespace) -> Thresholds:
     return Thresholds(args.crit_days, args.warn_days, args.pending_hours)
+
+
+def show(ws: Workspace, refs: Sequence[ServiceRef], args: argparse.Namespace) -> int:
+    """``-s``: the status, or with ``--check`` the monitoring plugin's verdict."""
+    if args.check:
+        return run(ws, refs, thresholds(args))
+    return status.show(ws, refs, as_json=args.json, verbose=args.verb)

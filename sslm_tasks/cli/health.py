@@ -1,4 +1,5 @@
-"""``sslm-mgr --health``: what a container orchestrator or a service monitor needs to know.
+"""``sslm-mgr --health``: what a container orchestrator or a service monitor needs to know
+(the flags are in :mod:`sslm_tasks.cli.mgr`'s parser).
 
 The checks, each where it applies:
 
@@ -37,30 +38,6 @@ EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 QUEUE_REPLY_WAIT_S = 2.0
 #: Seconds to reach and log in to the broker.
 BROKER_WAIT_S = 5.0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--health``, ``--queue`` and ``--no-store`` to ``sslm-mgr``'s parser."""
-    group = parser.add_argument_group("health check")
-    group.add_argument(
-        "--health",
-        action="store_true",
-        help="Check the broker, the store and (--queue) the workers; exit 0 when healthy",
-    )
-    group.add_argument(
-        "--queue",
-        dest="health_queues",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="With --health: a worker on this host must consume this queue (repeatable)",
-    )
-    group.add_argument(
-        "--no-store",
-        dest="health_no_store",
-        action="store_true",
-        help="With --health: skip the store check (beat has no store)",
-    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sslm_tasks.cli._common import DATE_FORMAT, relative
 from sslm_tasks.cli.run import RunReport
-from sslm_tasks.lifecycle import acme_timing
+from sslm_tasks.lifecycle import acme_plan
 from sslm_tasks.lifecycle.health import Problem
 from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
 from sslm_tasks.renewal import format_renew_in
@@ -72,12 +72,12 @@ def service_lines(status: ServiceStatus, *, verbose: bool) -> list[str]:
     lines.append(f"{'phase':>20} : {status.phase}")
     when = format_renew_in(status.renew).strip()
     lines.append(f"{'renew in':>20} : {when if when == 'now' else when + ' days'}")
-    plan = None if status.ari is None else acme_timing.plan_text(status.ari)
+    plan = None if status.ari is None else acme_plan.plan_text(status.ari)
     if plan:
         lines.append(f"{'ARI':>20} : {plan}")
     backoff = status.backoff
-    if backoff is not None and acme_timing.backoff_waiting(backoff, now=now):
-        lines.append(f"{'next attempt':>20} : {acme_timing.describe(backoff)}")
+    if backoff is not None and acme_plan.backoff_waiting(backoff, now=now):
+        lines.append(f"{'next attempt':>20} : {acme_plan.describe(backoff)}")
     if status.roll_due:
         lines.append(f"{'roll due':>20} : {status.roll_due.isoformat()}")
     dane = status.dane

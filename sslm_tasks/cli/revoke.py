@@ -18,10 +18,9 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace, service_lock
 from sslm_tasks.store.layout import LinkName, ServiceRef
 
-from .run import RunRequest
+from .run import REVOKE_COMMAND, RunRequest
 
 #: The command's name, the first argument of ``sslm-mgr``.
-COMMAND = "revoke"
 #: The versions that may be revoked.
 VERSIONS: tuple[LinkName, ...] = ("curr", "next", "prev")
 
@@ -29,7 +28,7 @@ VERSIONS: tuple[LinkName, ...] = ("curr", "next", "prev")
 def build_parser(*, lock_wait_s: float, wait_s: float) -> argparse.ArgumentParser:
     """The revoke command's options, in ssl-mgr's style (``-reason`` and ``--reason``)."""
     parser = argparse.ArgumentParser(
-        prog=f"sslm-mgr {COMMAND}",
+        prog=f"sslm-mgr {REVOKE_COMMAND}",
         description="Revoke the certificate of one service (ACME: at the CA; local CA: in "
         "its CRL). keyCompromise also renews the service with a new key at once.",
         allow_abbrev=False,

@@ -16,6 +16,15 @@ from sslm_tasks.config.load import Config
 from sslm_tasks.lifecycle.workspace import DevSteps
 from sslm_tasks.store.layout import ServiceRef
 
+#: ``sslm-mgr``'s exit statuses (see :mod:`sslm_tasks.cli.mgr`).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+#: How long a run waits for another run on the same tree before giving up.
+DEFAULT_LOCK_WAIT_S = 120.0
+#: How long the CLI follows the workflows it enqueued before giving up waiting.
+DEFAULT_WAIT_S = 1800.0
+#: ``sslm-mgr revoke``: the first argument that makes the command line ``revoke``'s.
+REVOKE_COMMAND = "revoke"
+
 log = logging.getLogger("sslm")
 
 

@@ -51,7 +51,8 @@ from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.probes import CONFIG_KEY, VerifyTarget, bracketed, ip_literal, tlsa_owner
 from sslm_tasks.crypto.inspect import extension_value
 from sslm_tasks.crypto.tlsa import tlsa_data
-from sslm_tasks.dns.lookup import QUERY_TIMEOUT_S, QUERY_TRIES, Nameserver, query_rrset
+from sslm_tasks.dns.lookup import QUERY_TIMEOUT_S, QUERY_TRIES, query_rrset
+from sslm_tasks.dns.servers import Nameserver
 from sslm_tasks.dns.tlsa import TlsaRecord
 from sslm_tasks.errors import ConfigError, CryptoError, PermanentError, TransientError
 

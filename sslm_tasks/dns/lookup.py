@@ -19,9 +19,8 @@ no NS/SOA at the apex, which means the configuration names the wrong server or d
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
@@ -42,10 +41,9 @@ from dns.rdtypes.IN.AAAA import AAAA
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import Config
 from sslm_tasks.config.models import DEFAULT_DOMAINS
+from sslm_tasks.dns.servers import Nameserver, NsHost
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
 
-#: The port every authoritative NS and every ``dns_xtra_ns`` entry is asked on (as upstream).
-DNS_PORT = 53
 #: Seconds one try of one query may take.
 QUERY_TIMEOUT_S = 2.0
 #: Tries per query: the first one and one retry.
@@ -63,47 +61,6 @@ class DnsNoAnswer(TransientError):
 
 class DnsAnswerError(PermanentError):
     """A server answered, but not with what the step needs (REFUSED, NOTAUTH, no NS or SOA)."""
-
-
-@dataclass(frozen=True)
-class Nameserver:
-    """One server to ask: an IP address (normalised), a port, and the NS name it stands for.
-
-    ``recursive`` servers (``dns_xtra_ns`` resolvers) are asked with recursion desired;
-    authoritative ones without. Constructing one with anything but an IP literal as
-    ``address`` raises ValueError: there is no name lookup behind it.
-    """
-
-    address: str
-    port: int = DNS_PORT
-    name: str | None = None
-    recursive: bool = False
-
-    def __post_init__(self) -> None:
-        # ValueError on anything but an IP literal; callers turn it into a ConfigError.
-        object.__setattr__(self, "address", ipaddress.ip_address(self.address).compressed)
-
-    @property
-    def label(self) -> str:
-        """How reports name this server: ``ns2.example.test (127.0.0.54)``, ``127.0.0.1#5353``."""
-        where = self.address if self.port == DNS_PORT else f"{self.address}#{self.port}"
-        return where if self.name is None else f"{self.name} ({where})"
-
-
-@dataclass(frozen=True)
-class NsHost:
-    """An authoritative NS of an apex and the addresses the primary serves for it.
-
-    ``addresses`` holds the IPv4 addresses, then the IPv6 ones, each sorted; it is empty when
-    the primary has none (an NS host in a zone the primary does not serve).
-    """
-
-    name: str
-    addresses: list[str] = field(default_factory=list)
-
-    def servers(self) -> list[Nameserver]:
-        """One authoritative :class:`Nameserver` per address, on port 53."""
-        return [Nameserver(address, name=self.name) for address in self.addresses]
 
 
 @dataclass(frozen=True, order=True)

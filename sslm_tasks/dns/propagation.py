@@ -18,10 +18,9 @@ never raised, so one dead secondary cannot hide what the others serve.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import dns.exception
 import dns.rdata
@@ -33,14 +32,13 @@ from sslm_tasks.dns.lookup import (
     QUERY_TRIES,
     DnsAnswerError,
     DnsNoAnswer,
-    Nameserver,
-    NsHost,
     cacheable_ttl,
     nameservers,
     query_rrset,
     soa_serial,
     txt_values,
 )
+from sslm_tasks.dns.servers import Nameserver, NsHost, SerialTarget
 
 #: SOA serials are 32-bit serial numbers (RFC 1982, SERIAL_BITS = 32).
 SERIAL_MODULUS = 1 << 32
@@ -190,30 +188,6 @@ def check_txt(
     expected = f"TXT {sorted((n, v) for n, vs in wanted.items() for v in vs)}"
     caught_up = [] if lagging else [primary.label]
     return PropagationResult(not lagging, expected, caught_up, lagging)
-
-
-@dataclass(frozen=True)
-class SerialTarget:
-    """What every NS of an apex must serve: the primary's SOA serial, and its NS hosts with
-    their addresses, both as the primary served them at one moment (:func:`serial_target`).
-
-    Taken right after the primary was seen serving some records, it is what those records
-    need, and it stays put: the primary's serial moves on with every later change of the zone
-    (other orders publishing), and a check against the current one would chase refreshes it
-    does not need. Kept as JSON (names and addresses only) between the passes of an order.
-    """
-
-    serial: int
-    hosts: list[NsHost]
-
-    def to_json(self) -> dict[str, object]:
-        return {"serial": self.serial, "ns": {host.name: host.addresses for host in self.hosts}}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SerialTarget:
-        """Raises: KeyError, TypeError or ValueError for data :meth:`to_json` did not write."""
-        ns: Mapping[str, list[str]] = data["ns"]
-        return cls(int(data["serial"]), [NsHost(name, list(ns[name])) for name in sorted(ns)])
 
 
 def serial_target(

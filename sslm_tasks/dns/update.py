@@ -40,7 +40,8 @@ import dns.update
 
 from sslm_tasks.config.load import Config, update_key
 from sslm_tasks.config.tsig import TsigKey
-from sslm_tasks.dns.lookup import DnsNoAnswer, Nameserver, query_rrset
+from sslm_tasks.dns.lookup import DnsNoAnswer, query_rrset
+from sslm_tasks.dns.servers import Nameserver
 from sslm_tasks.errors import PermanentError
 
 #: Seconds an update may take: one TCP exchange, on which the server also writes its journal.

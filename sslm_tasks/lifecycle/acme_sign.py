@@ -34,14 +34,16 @@ from sslm_tasks.acme import orders
 from sslm_tasks.acme.accounts import Account, connect_as, ensure_account
 from sslm_tasks.acme.directory import AcmeServer, server_for
 from sslm_tasks.acme.network import AcmePermanentError, retry_after_of
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderFailed, OrderState
+from sslm_tasks.acme.order_state import VALID, ChallengeToPublish, OrderState
+from sslm_tasks.acme.orders import OrderFailed
 from sslm_tasks.config.load import account_binding, acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
-from sslm_tasks.lifecycle.build import building_stamp, has_cert, version_file
+from sslm_tasks.lifecycle.build import building_stamp, has_cert
 from sslm_tasks.lifecycle.challenges import ChallengePublisher, publisher_for, withdraw_everything
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import version_file
 from sslm_tasks.lifecycle.record import OrderRecord
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
@@ -239,8 +241,8 @@ def validated(ctx: ServiceContext) -> tuple[bool, str, datetime | None]:
         _abandon(ctx, current, err)
         raise
     step.keep(polled)
-    valid = sum(1 for authz in polled.authorizations if authz.status == orders.VALID)
-    pending = [authz.identifier for authz in polled.authorizations if authz.status != orders.VALID]
+    valid = sum(1 for authz in polled.authorizations if authz.status == VALID)
+    pending = [authz.identifier for authz in polled.authorizations if authz.status != VALID]
     detail = f"{valid} of {len(polled.authorizations)} authorizations valid"
     if pending:
         detail += f"; pending: {', '.join(pending)}"

@@ -11,7 +11,7 @@ service's lock:
   Retry-After gave. A plan without a window (the CA has no ``renewalInfo``, or did not answer)
   only remembers when to ask again; the lifetime rule (``renewal.decide``) decides meanwhile.
 * ``backoff``, how many builds in a row failed and when the next attempt may start:
-  ``renewal_info.retry_time_after_failure``, where the CA's Retry-After wins over 1 min,
+  ``acme.timing.retry_time_after_failure``, where the CA's Retry-After wins over 1 min,
   10 min, 100 min, then daily. A stored version clears it.
 
 The parts that decide (:func:`merge_plan`, :func:`after_failure`) are pure and take the clock
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sslm_tasks.acme.directory import connect, has_resource, server_for
 from sslm_tasks.acme.network import suggested_retry
@@ -31,11 +31,12 @@ from sslm_tasks.acme.renewal_info import (
     RenewalPlan,
     fallback_plan,
     plan_renewal,
-    retry_time_after_failure,
 )
+from sslm_tasks.acme.timing import retry_time_after_failure
 from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import SslmError
+from sslm_tasks.lifecycle.acme_plan import ari_verdict, backoff_waiting, describe
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
@@ -44,11 +45,6 @@ from sslm_tasks.store import layout as files
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger(__name__)
-
-
-def show(moment: datetime) -> str:
-    """A time as the reasons and the status print it: ``2026-05-01 12:00:00 UTC``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # --------------------------------------------------------------------------- ARI
@@ -144,30 +140,6 @@ def due(ctx: ServiceContext, decision: RenewDecision, *, record: bool) -> tuple[
     return (decision.due, decision.reason) if verdict is None else verdict
 
 
-def ari_verdict(plan: AriPlan, *, now: datetime) -> tuple[bool, str] | None:
-    """(due, reason) by the CA's window; None when the lifetime rule decides."""
-    if plan.window is None or plan.renew_at is None:
-        return None
-    window = f"{show(plan.window.start)} .. {show(plan.window.end)}"
-    if plan.renew_at > now:
-        return False, f"renew at {show(plan.renew_at)}, in the CA's renewal window {window} (ARI)"
-    why = f"due: in the CA's renewal window {window} (ARI)"
-    if plan.explanation_url:
-        why += f"; the CA explains: {plan.explanation_url}"
-    return True, why
-
-
-def plan_text(plan: AriPlan) -> str | None:
-    """The status line of a remembered window; None for a plan without one."""
-    if plan.window is None or plan.renew_at is None:
-        return None
-    text = (
-        f"renew at {show(plan.renew_at)} (window {show(plan.window.start)} .. "
-        f"{show(plan.window.end)})"
-    )
-    return text + ("" if plan.next_check is None else f"; asks again after {show(plan.next_check)}")
-
-
 # --------------------------------------------------------------------------- backoff
 
 
@@ -199,20 +171,6 @@ def waiting(ctx: ServiceContext) -> str | None:
     if backoff is None or _acme_ca(ctx) is None:
         return None
     return backoff_waiting(backoff, now=ctx.now())
-
-
-def backoff_waiting(backoff: Backoff, *, now: datetime) -> str | None:
-    """Why no attempt may start at ``now``; None once ``retry_at`` has come."""
-    return None if now >= backoff.retry_at else describe(backoff)
-
-
-def describe(backoff: Backoff) -> str:
-    plural = "s" if backoff.failures != 1 else ""
-    why = " (the CA's Retry-After)" if backoff.ca_asked else ""
-    return (
-        f"{backoff.failures} failed attempt{plural}; next attempt after {show(backoff.retry_at)}"
-        f"{why} (-f tries now)"
-    )
 
 
 def note_failure(ctx: ServiceContext, error: BaseException | None) -> None:

@@ -14,8 +14,6 @@ rename, but the version directory only once, when ``next`` is pointed at it
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,9 +38,10 @@ from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import load_version_cert, renew_decision, version_file
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.workspace import SignerMaterial
-from sslm_tasks.renewal import RenewDecision, decide
+from sslm_tasks.renewal import RenewDecision
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
 from sslm_tasks.store.layout import ServiceRef
@@ -66,49 +65,10 @@ class RenewCheck:
     stamp: str | None = None
 
 
-def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
-    return ctx.layout.version_dir(ctx.ref, stamp) / name
-
-
 def _write_version(ctx: ServiceContext, stamp: str, contents: dict[str, tuple[bytes, int]]) -> None:
     """Write files of build ``stamp``, each fsynced; the directory is synced by ``point``."""
     write_files_atomic(
         {version_file(ctx, stamp, name): data for name, data in contents.items()}, sync_dir=False
-    )
-
-
-def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
-    """The leaf certificate a link points at, or None when the link or file is missing."""
-    stamp = read_link(ctx.layout, ctx.ref, which)
-    if stamp is None:
-        return None
-    path = version_file(ctx, stamp, files.CERT)
-    if not path.is_file():
-        return None
-    return load_certs(path.read_bytes())[0]
-
-
-#: Reads the certificate a link points at (:func:`load_version_cert`, or for a reader that may
-#: not enter the store's version directories, the production copy).
-CertLoader = Callable[[ServiceContext, files.LinkName], x509.Certificate | None]
-
-
-def renew_decision(
-    ctx: ServiceContext, *, load: CertLoader = load_version_cert, rng: random.Random | None = None
-) -> RenewDecision:
-    """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set); the draw
-    within the spread comes from ``rng``, else the workspace's."""
-    svc = ctx.service
-    curr = load(ctx, "curr")
-    fixed_target = svc.renew_expire_days or ctx.ws.config.main.globals.renew_expire_days
-    return decide(
-        not_before=None if curr is None else curr.not_valid_before_utc,
-        not_after=None if curr is None else curr.not_valid_after_utc,
-        now=ctx.now(),
-        table=ctx.ws.renew_table(),
-        rng=ctx.ws.rng if rng is None else rng,
-        fixed_target_days=fixed_target,
-        fixed_spread_days=svc.renew_expire_days_spread,
     )
 
 

@@ -24,13 +24,8 @@ from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_p
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle import dane, production
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.deployment import (
-    ServerOutcome,
-    deploy_to,
-    lacking,
-    read_ledger,
-    server_key,
-)
+from sslm_tasks.lifecycle.deploying import deploy_to
+from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, read_ledger, server_key
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
@@ -95,7 +90,7 @@ def deploy(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ServerOutcome:
-    """Deploy to one server and verify what it serves (see ``deployment.deploy_to``)."""
+    """Deploy to one server and verify what it serves (see ``deploying.deploy_to``)."""
     outcome = deploy_to(ws, target, changed, timeout_s=timeout_s)
     if outcome.ok:
         log.info("[%s] %s: %s", target.server_class, target.host, outcome.detail)

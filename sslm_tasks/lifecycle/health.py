@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
-from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
 from sslm_tasks.renewal import MiddleOfSpread
 from sslm_tasks.store.versions import read_link

@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from sslm_tasks.acme.orders import OrderState
-from sslm_tasks.acme.renewal_info import RenewalWindow
-from sslm_tasks.dns.propagation import SerialTarget
+from sslm_tasks.acme.order_state import OrderState
+from sslm_tasks.acme.timing import RenewalWindow
+from sslm_tasks.dns.servers import SerialTarget
 from sslm_tasks.errors import StoreError
 
 log = logging.getLogger(__name__)

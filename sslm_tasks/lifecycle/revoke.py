@@ -29,8 +29,8 @@ from sslm_tasks.crypto import crl as crls
 from sslm_tasks.crypto.inspect import extension_value, load_certs
 from sslm_tasks.crypto.keys import load_private_key
 from sslm_tasks.errors import PermanentError
-from sslm_tasks.lifecycle.build import version_file
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import version_file
 from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import dane
-from sslm_tasks.lifecycle.build import CertLoader, load_version_cert
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import load_version_cert, roll_wait_mins
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
@@ -50,7 +49,7 @@ def check_roll(ctx: ServiceContext, *, force: bool) -> RollResult:
     if cert is None:
         raise StoreError(f"{ref}: next {pending} has no cert.pem")
     age_mins = (ctx.now() - cert.not_valid_before_utc).total_seconds() / 60
-    wait_mins = _wait_mins(ctx, cert.not_valid_before_utc)
+    wait_mins = roll_wait_mins(ctx, cert.not_valid_before_utc)
     if age_mins < wait_mins:
         age, wait = age_and_wait(age_mins, wait_mins)
         return RollResult(False, f"too soon to roll: cert is {age} old < {wait}")
@@ -73,36 +72,6 @@ def age_and_wait(age_mins: float, wait_mins: float) -> tuple[str, str]:
 
 def _minutes(count: int) -> str:
     return f"{count} min" if count == 1 else f"{count} mins"
-
-
-def _wait_mins(ctx: ServiceContext, not_before: datetime) -> float:
-    """Minutes ``next`` must age: ``-roll-mins`` given now wins; else the one given to the
-    renew that built it (recorded as the due time); else ``min_roll_mins`` as set now, so a
-    changed setting moves a ``next`` that is already waiting."""
-    if ctx.ws.options.min_roll_mins is not None:
-        return ctx.ws.options.min_roll_mins
-    due = ctx.record.roll_due
-    if due is not None:
-        return max(0.0, (due - not_before).total_seconds() / 60)
-    return ctx.ws.min_roll_mins
-
-
-def due_time(ctx: ServiceContext, *, load: CertLoader | None = None) -> datetime | None:
-    """When the waiting ``next`` may roll, by its age alone (DANE may hold it longer); None
-    without a complete ``next``. ``load`` reads its certificate elsewhere than in the store
-    (the metrics exporter reads the production copy, which holds complete versions only)."""
-    layout, ref = ctx.layout, ctx.ref
-    pending = read_link(layout, ref, "next")
-    if pending is None or pending == read_link(layout, ref, "curr"):
-        return None
-    if load is None:
-        cert = load_version_cert(ctx, "next") if is_complete(layout, ref, pending) else None
-    else:
-        cert = load(ctx, "next")
-    if cert is None:
-        return None
-    not_before = cert.not_valid_before_utc
-    return not_before + timedelta(minutes=_wait_mins(ctx, not_before))
 
 
 def roll(ctx: ServiceContext, *, force: bool = False) -> RollResult:

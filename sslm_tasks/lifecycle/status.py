@@ -22,12 +22,11 @@ from cryptography import x509
 from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.crypto.inspect import cert_info, load_certs
 from sslm_tasks.errors import StoreError
-from sslm_tasks.lifecycle.build import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import CertLoader, due_time, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revocation
-from sslm_tasks.lifecycle.roll import due_time
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import MiddleOfSpread, RenewDecision, RenewTable
 from sslm_tasks.store.layout import CERT, LinkName, ServiceRef

@@ -12,8 +12,8 @@ import pytest
 from support import RunMgr
 
 from sslm_tasks.config.load import load_config
-from sslm_tasks.lifecycle.build import renew_decision
 from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.current import renew_decision
 from sslm_tasks.lifecycle.health import health
 from sslm_tasks.lifecycle.workspace import Workspace, utc_now
 from sslm_tasks.renewal import MiddleOfSpread

@@ -39,12 +39,9 @@ from sslm_tasks.acme.accounts import (
 )
 from sslm_tasks.acme.directory import AcmeServer, connect
 from sslm_tasks.acme.network import AcmePermanentError, AcmeTransientError
+from sslm_tasks.acme.order_state import PROCESSING, VALID, ChallengeToPublish, OrderState
 from sslm_tasks.acme.orders import (
-    PROCESSING,
-    VALID,
-    ChallengeToPublish,
     OrderFailed,
-    OrderState,
     answer,
     authorization_states,
     challenges_for,

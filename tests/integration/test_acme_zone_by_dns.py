@@ -12,7 +12,8 @@ from lab_pebble import Pebble
 from services import wait_for
 from support import edit
 
-from sslm_tasks.dns.lookup import Nameserver, zone_cut
+from sslm_tasks.dns.lookup import zone_cut
+from sslm_tasks.dns.servers import Nameserver
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,6 @@ from sslm_tasks.config.models import MainConfig
 from sslm_tasks.dns.lookup import (
     DnsNoAnswer,
     MxHost,
-    Nameserver,
-    NsHost,
     extra_nameservers,
     mx_hosts,
     nameservers,
@@ -34,13 +32,8 @@ from sslm_tasks.dns.lookup import (
     soa_serial,
     txt_values,
 )
-from sslm_tasks.dns.propagation import (
-    SerialTarget,
-    check_records,
-    check_serial,
-    check_txt,
-    serial_target,
-)
+from sslm_tasks.dns.propagation import check_records, check_serial, check_txt, serial_target
+from sslm_tasks.dns.servers import Nameserver, NsHost, SerialTarget
 from sslm_tasks.errors import ConfigError
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key, pr
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.crypto.tlsa import tlsa_data
 from sslm_tasks.deploy.verify import check_served, published_tlsa, served_certificate
-from sslm_tasks.dns.lookup import Nameserver
+from sslm_tasks.dns.servers import Nameserver
 from sslm_tasks.dns.tlsa import TlsaRecord
 from sslm_tasks.errors import ConfigError, PermanentError, TransientError
 

@@ -30,13 +30,12 @@ from sslm_tasks.acme.renewal_info import (
     MAX_RECHECK,
     MIN_RECHECK,
     TEMPORARY_RECHECK,
-    RenewalWindow,
     cert_id,
     fetch_renewal_info,
     plan_renewal,
     random_time_in,
-    retry_time_after_failure,
 )
+from sslm_tasks.acme.timing import RenewalWindow, retry_time_after_failure
 
 #: The real clock: a relative Retry-After is counted from when the answer arrives.
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -17,15 +17,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from support import REPO
 
 from sslm_tasks.acme.network import AcmeTransientError
-from sslm_tasks.acme.renewal_info import (
-    TEMPORARY_RECHECK,
-    RenewalPlan,
-    RenewalWindow,
-)
+from sslm_tasks.acme.renewal_info import TEMPORARY_RECHECK, RenewalPlan
+from sslm_tasks.acme.timing import RenewalWindow
 from sslm_tasks.config.load import load_config
 from sslm_tasks.errors import PermanentError
 from sslm_tasks.lifecycle import acme_timing, build, failures
-from sslm_tasks.lifecycle.acme_timing import after_failure, ari_verdict, backoff_waiting, merge_plan
+from sslm_tasks.lifecycle.acme_plan import ari_verdict, backoff_waiting
+from sslm_tasks.lifecycle.acme_timing import after_failure, merge_plan
 from sslm_tasks.lifecycle.context import ServiceContext, load_record
 from sslm_tasks.lifecycle.record import AriPlan, Backoff
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace

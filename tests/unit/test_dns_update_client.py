@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sslm_tasks.config.tsig import read_tsig_key
-from sslm_tasks.dns.lookup import DnsNoAnswer, Nameserver
+from sslm_tasks.dns.lookup import DnsNoAnswer
+from sslm_tasks.dns.servers import Nameserver
 from sslm_tasks.dns.update import Record, ZoneUpdater, txt_rdata
 from sslm_tasks.errors import TransientError
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from sslm_tasks.acme.orders import AuthorizationState, ChallengeState, OrderState
+from sslm_tasks.acme.order_state import AuthorizationState, ChallengeState, OrderState
 from sslm_tasks.config.load import load_config
-from sslm_tasks.dns.lookup import NsHost
-from sslm_tasks.dns.propagation import SerialTarget
+from sslm_tasks.dns.servers import NsHost, SerialTarget
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import steps
 from sslm_tasks.lifecycle.context import ServiceContext, load_record

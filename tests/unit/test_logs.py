@@ -12,7 +12,8 @@ import pytest
 from support import LOG_LINE
 
 from sslm_tasks.errors import StoreError
-from sslm_tasks.logs import JsonFormatter, LineFormatter, open_log_file, send_to
+from sslm_tasks.log_file import open_log_file
+from sslm_tasks.logs import JsonFormatter, LineFormatter, send_to
 
 
 def record(level: int, message: str, **extra: str) -> logging.LogRecord:

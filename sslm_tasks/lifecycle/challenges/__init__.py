@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle.challenges.dns_zones import DnsZonesPublisher

@@ -9,7 +9,7 @@ the primary serves it in, found by SOA queries at the primary.
 
 "Served" means: the primary serves every TXT value, and every NS of the zone (and each
 ``dns_xtra_ns``) serves the SOA serial the primary served once it had them, or a later one
-(``dns.propagation.SerialTarget``), so later looks ask only the NS.
+(``dns.servers.SerialTarget``), so later looks ask only the NS.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import zone_of
 from sslm_tasks.config.models import ChallengeKind

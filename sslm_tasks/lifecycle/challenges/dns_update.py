@@ -22,7 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import Config
 from sslm_tasks.config.models import ChallengeKind

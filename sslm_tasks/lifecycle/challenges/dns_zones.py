@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.load import update_of
 from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.errors import SslmError

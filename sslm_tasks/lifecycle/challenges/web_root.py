@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from sslm_tasks.acme.orders import ChallengeToPublish, OrderState
+from sslm_tasks.acme.order_state import ChallengeToPublish, OrderState
 from sslm_tasks.config.load import web_roots
 from sslm_tasks.config.models import ChallengeKind
 from sslm_tasks.config.settings import load_settings
