@@ -20,39 +20,44 @@ def wheel_install(
     """sslm installed from its wheel into a fresh virtualenv, shared by the tests that need it;
     readable by every user (the entry point test runs it as uid 10001).
 
-    Built once per test run: pytest-xdist's workers share it through a lock in the run's own
-    temporary folder, the first builds it, and the last one done with it removes it.
+    Built once per test run and shared by pytest-xdist's workers through two locks in the run's
+    own temporary folder: a worker holds ``wheel-use.lock`` shared while it may use the install,
+    and ``wheel-build.lock`` only while it builds or reads it; the last one done with it (the
+    one that can make its hold exclusive) removes it.
     """
     run_dir = tmp_path_factory.getbasetemp()
     if worker_id != "master":
         run_dir = run_dir.parent  # the controller's folder, above every worker's
     base = Path(tempfile.gettempdir()) / f"sslm-wheel-{testrun_uid}"
     record = base / "install.json"
-    with (run_dir / "wheel.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if record.is_file():
-            saved = json.loads(record.read_text())
-            installed = WheelInstall(Path(saved["bin"]), Path(saved["wheel"]), saved["install_s"])
-        else:
-            shutil.rmtree(base, ignore_errors=True)  # what a failed build left
-            base.mkdir()
-            base.chmod(0o755)
-            installed = install_wheel(base)
-            record.write_text(
-                json.dumps(
-                    {
-                        "bin": str(installed.bin),
-                        "wheel": str(installed.wheel),
-                        "install_s": installed.install_s,
-                    }
+    with (run_dir / "wheel-use.lock").open("a") as use:
+        fcntl.flock(use, fcntl.LOCK_SH)
+        with (run_dir / "wheel-build.lock").open("a") as build:
+            fcntl.flock(build, fcntl.LOCK_EX)
+            if record.is_file():
+                saved = json.loads(record.read_text())
+                installed = WheelInstall(
+                    Path(saved["bin"]), Path(saved["wheel"]), saved["install_s"]
                 )
-            )
-        fcntl.flock(lock, fcntl.LOCK_SH)
+            else:
+                shutil.rmtree(base, ignore_errors=True)  # what a failed build left
+                base.mkdir()
+                base.chmod(0o755)
+                installed = install_wheel(base)
+                record.write_text(
+                    json.dumps(
+                        {
+                            "bin": str(installed.bin),
+                            "wheel": str(installed.wheel),
+                            "install_s": installed.install_s,
+                        }
+                    )
+                )
         try:
             yield installed
         finally:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pass  # another worker still uses it, and removes it when done
             else:
