@@ -104,15 +104,23 @@ def another_pebble(services: Services, dns_lab: DnsLab, workdir: Path, nonce_rej
 # --------------------------------------------------------------------------- a worker killed
 
 
-def test_a_worker_killed_right_after_ordering_leaves_its_order_to_the_next_worker(
+@pytest.mark.parametrize(
+    ("step", "after"),
+    [("acme_order", "1"), ("acme_propagated", "0")],
+    ids=["right-after-ordering", "inside-the-propagation-wait"],
+)
+def test_a_worker_killed_in_an_acme_step_leaves_its_order_to_the_next_worker(
     acme_topdir: Path,
     pebble: Pebble,
     redis_server: RedisServer,
     workers: WorkerStarter,
     tmp_path: Path,
+    step: str,
+    after: str,
 ) -> None:
-    # Given a worker that pauses once the order step has created and recorded its order,
-    # and fast redelivery
+    # Given a worker that pauses in an ACME step once the order is created and recorded (right
+    # after the order step, or in the wait for the records to reach every name server), and
+    # fast redelivery
     set_dns_check_delay(acme_topdir, 1)
     marker = tmp_path / "ordered"
     slow = start_worker(
@@ -120,8 +128,8 @@ def test_a_worker_killed_right_after_ordering_leaves_its_order_to_the_next_worke
         acme_topdir,
         "slow@acme",
         include=["slow_steps"],
-        SLOW_STEP="acme_order",
-        SLOW_AFTER="1",
+        SLOW_STEP=step,
+        SLOW_AFTER=after,
         SLOW_S="60",
         SLOW_MARKER=str(marker),
         **FAST_REDELIVERY,
@@ -135,7 +143,7 @@ def test_a_worker_killed_right_after_ordering_leaves_its_order_to_the_next_worke
     assert ordered is not None
     slow.kill()
 
-    # Then another worker gets the order step again and finishes that same order
+    # Then another worker takes the step again and finishes that same order
     spare = start_worker(workers, acme_topdir, "spare@acme", **FAST_REDELIVERY)
     curr = service_dir(acme_topdir) / "curr"
     wait_for(
@@ -145,7 +153,9 @@ def test_a_worker_killed_right_after_ordering_leaves_its_order_to_the_next_worke
         log=spare.service.log,
     )
     log = spare.service.log_text()
-    assert f"resumed order {ordered}" in log and f"certificate of order {ordered}" in log
+    assert f"certificate of order {ordered}" in log, log
+    if step == "acme_order":
+        assert f"resumed order {ordered}" in log, log
     assert pebble.orders_created() == [ordered.rsplit("/", 1)[-1]]
     assert pebble.verify_output(curr).strip().endswith("OK")
     assert recorded_order(acme_topdir) is None

@@ -424,6 +424,63 @@ def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
     assert "sslm.deploy.server" in berlin.service.log_text()
 
 
+def test_a_deploy_worker_killed_inside_a_deploy_redelivers_and_the_server_is_deployed_once(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given mail-ec served by a server whose first restart hangs (it says when it starts),
+    # an issue worker and a deploy worker with fast redelivery
+    started, restarts = tmp_path / "restart-started", tmp_path / "restarts.log"
+    script = tmp_path / "restart.sh"
+    script.write_text(
+        f"#!/bin/sh\necho restart >> {restarts}\n"
+        f"if [ ! -e {started} ]; then touch {started}; sleep 60; fi\n"
+    )
+    script.chmod(0o755)
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"""
+[smtp]
+    servers = ['localhost']
+    restart_cmd = '{script}'
+    svc_depends = [['example.com', ['mail-ec']]]
+"""
+    )
+    started.touch()  # the first certificates (in-process) are deployed without the hang
+    assert cli(topdir, None, "-renew").returncode == 0
+    started.unlink()
+    restarts.unlink()
+    (topdir / "certs/.deploys.json").unlink()
+    host = socket.gethostname()
+    fast = worker_env(topdir, **FAST_REDELIVERY)
+    workers.start(f"issue@{host}", script="workers/issue.sh", env=fast)
+    deployer = workers.start(
+        f"deploy-default@{host}", script="workers/deploy.sh", ping_queue="deploy.default", env=fast
+    )
+    # When a change is enqueued and the deploy worker is SIGKILLed inside the restart
+    sent = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:mail-ec", "--no-wait")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    wait_for("the restart starts", started.exists, timeout_s=60, log=deployer.service.log)
+    deployer.kill()
+    # Then a new deploy worker (the site's, under its name) gets the deploy again and finishes it
+    spare = workers.start(
+        f"deploy-default@{host}", script="workers/deploy.sh", ping_queue="deploy.default", env=fast
+    )
+    ledger = topdir / "certs/.deploys.json"
+    wait_for(
+        "the spare deploy worker deploys the server",
+        lambda: ledger.is_file() and json.loads(ledger.read_text())["smtp:localhost"]["ok"],
+        timeout_s=90,
+        log=spare.service.log,
+    )
+    # once more only: the killed restart and the one that finished
+    assert restarts.read_text().splitlines() == ["restart", "restart"]
+    assert "sslm.deploy.server" in spare.service.log_text()
+    status = cli(topdir, None, "-s", "example.com:mail-ec")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "deploy : smtp:localhost: ok at" in status.stdout, status.stdout
+
+
 def test_the_pipeline_runs_on_rabbitmq_too(
     topdir: Path, services: Services, redis_server: RedisServer
 ) -> None:
