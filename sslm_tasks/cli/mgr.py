@@ -23,13 +23,12 @@ from sslm_tasks.store.layout import ServiceRef
 from . import check
 from .console import console_script
 from .run import (
-    DEFAULT_LOCK_WAIT_S,
-    DEFAULT_WAIT_S,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     REVOKE_COMMAND,
     RunRequest,
+    add_follow_arguments,
 )
 from .version import add_version_flag
 
@@ -156,21 +155,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
         action="store_true",
         help="Clean up all grps/svcs not just active domains",
     )
-    parser.add_argument(
-        "--lock-wait",
-        type=float,
-        default=DEFAULT_LOCK_WAIT_S,
-        help="Seconds to wait for another run (default %(default)s)",
-    )
-    parser.add_argument(
-        "--no-wait", action="store_true", help="With a broker: print the task ids and return"
-    )
-    parser.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=DEFAULT_WAIT_S,
-        help="With a broker: seconds to follow the workflows (default %(default)s)",
-    )
+    add_follow_arguments(parser, what="the workflows", no_wait="print the task ids and return")
     _health_arguments(parser)
     check.add_arguments(parser)
     if dev:

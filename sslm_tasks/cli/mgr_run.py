@@ -32,8 +32,6 @@ from . import check, report
 from . import revoke as revoking
 from .local import run_in_process
 from .run import (
-    DEFAULT_LOCK_WAIT_S,
-    DEFAULT_WAIT_S,
     EXIT_BUSY,
     EXIT_FAILED,
     EXIT_OK,
@@ -228,9 +226,7 @@ def _locked_run(
 
 def revoke(args_in: Sequence[str]) -> int:
     """``sslm-mgr revoke``: revoke here, then the follow-up run (:mod:`.revoke`)."""
-    args = revoking.build_parser(lock_wait_s=DEFAULT_LOCK_WAIT_S, wait_s=DEFAULT_WAIT_S).parse_args(
-        args_in
-    )
+    args = revoking.build_parser().parse_args(args_in)
     try:
         config, refs = load_config(args.grps_svcs)
         settings = load_settings()

@@ -18,14 +18,14 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace, service_lock
 from sslm_tasks.store.layout import LinkName, ServiceRef
 
-from .run import REVOKE_COMMAND, RunRequest
+from .run import REVOKE_COMMAND, RunRequest, add_follow_arguments
 
 #: The command's name, the first argument of ``sslm-mgr``.
 #: The versions that may be revoked.
 VERSIONS: tuple[LinkName, ...] = ("curr", "next", "prev")
 
 
-def build_parser(*, lock_wait_s: float, wait_s: float) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """The revoke command's options, in ssl-mgr's style (``-reason`` and ``--reason``)."""
     parser = argparse.ArgumentParser(
         prog=f"sslm-mgr {REVOKE_COMMAND}",
@@ -52,21 +52,7 @@ def build_parser(*, lock_wait_s: float, wait_s: float) -> argparse.ArgumentParse
     parser.add_argument(
         "-t", "--test", action="store_true", help="The certificate came from the CA's test server"
     )
-    parser.add_argument(
-        "--lock-wait",
-        type=float,
-        default=lock_wait_s,
-        help="Seconds to wait for another run (default %(default)s)",
-    )
-    parser.add_argument(
-        "--no-wait", action="store_true", help="With a broker: do not follow the renew"
-    )
-    parser.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=wait_s,
-        help="With a broker: seconds to follow the renew (default %(default)s)",
-    )
+    add_follow_arguments(parser, what="the renew", no_wait="do not follow the renew")
     parser.add_argument("grps_svcs", metavar="group:svc", nargs=1, help="The one service")
     return parser
 

@@ -8,6 +8,7 @@ exit status are the same for both.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,10 +23,29 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 DEFAULT_LOCK_WAIT_S = 120.0
 #: How long the CLI follows the workflows it enqueued before giving up waiting.
 DEFAULT_WAIT_S = 1800.0
+
 #: ``sslm-mgr revoke``: the first argument that makes the command line ``revoke``'s.
 REVOKE_COMMAND = "revoke"
 
 log = logging.getLogger("sslm")
+
+
+def add_follow_arguments(parser: argparse.ArgumentParser, *, what: str, no_wait: str) -> None:
+    """The options of a command that may wait for another run (``--lock-wait``) and, with a
+    broker, follow ``what`` it sent (``--no-wait``: ``no_wait`` instead; ``--wait-timeout``)."""
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=DEFAULT_LOCK_WAIT_S,
+        help="Seconds to wait for another run (default %(default)s)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help=f"With a broker: {no_wait}")
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        help=f"With a broker: seconds to follow {what} (default %(default)s)",
+    )
 
 
 @dataclass(frozen=True)

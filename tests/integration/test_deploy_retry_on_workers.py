@@ -14,9 +14,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lab_acme import enqueue
 from notify_receivers import MAIL, Inbox, configure, inbox, make_retry_due, webhook
-from services import REPO, RedisServer, Services, WorkerStarter, celery_env, wait_for
-from support import run_tool
+from services import (
+    REPO,
+    RedisServer,
+    Service,
+    Services,
+    WorkerStarter,
+    celery_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +36,17 @@ SERVER = "smtp:localhost"
 def ledger(topdir: Path) -> dict[str, dict[str, object]]:
     path = topdir / "certs/.deploys.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def three_more_scans(beat: Service) -> None:
+    """Wait until beat has sent three more roll scans than it had now."""
+    scans = beat.log_text().count("sslm.roll.scan")
+    wait_for(
+        "three more roll scans",
+        lambda: beat.log_text().count("sslm.roll.scan") >= scans + 3,
+        timeout_s=30,
+        log=beat.log,
+    )
 
 
 def test_beat_retries_a_failed_deploy_and_announces_failure_and_recovery_once(
@@ -49,14 +68,7 @@ def test_beat_retries_a_failed_deploy_and_announces_failure_and_recovery_once(
     workers.start("all@retry", pool="prefork", concurrency=2, env=env)
 
     # When the CLI renews and rolls through the broker
-    first = run_tool(
-        "sslm-mgr",
-        "-renew",
-        "-roll",
-        cwd=topdir,
-        env={"SSLM_BROKER_URL": redis_server.url()},
-        timeout=180,
-    )
+    first = enqueue(topdir, redis_server, "-renew", "-roll")
 
     # Then the run fails naming the server, whose deploy failed in its restart
     assert first.returncode == 1, first.stdout + first.stderr
@@ -80,13 +92,7 @@ def test_beat_retries_a_failed_deploy_and_announces_failure_and_recovery_once(
     assert hooks[0]["type"] == "failure", hooks
     assert MAIL in str(hooks[0]["title"]) and SERVER in str(hooks[0]["message"]), hooks
     # and, while the retry is not due, later scans say nothing more
-    scans = beat.log_text().count("sslm.roll.scan")
-    wait_for(
-        "three more roll scans",
-        lambda: beat.log_text().count("sslm.roll.scan") >= scans + 3,
-        timeout_s=30,
-        log=beat.log,
-    )
+    three_more_scans(beat)
     assert len(hooks) == 1 and len(box.messages) == 1, (hooks, box.messages)
 
     # When the restart is fixed and the retry time has come
@@ -106,11 +112,5 @@ def test_beat_retries_a_failed_deploy_and_announces_failure_and_recovery_once(
     wait_for("the recovery is mailed", lambda: len(box.messages) >= 2, timeout_s=30)
     assert [hook["type"] for hook in hooks] == ["failure", "success"], hooks
     assert "recovered" in box.messages[1]
-    scans = beat.log_text().count("sslm.roll.scan")
-    wait_for(
-        "three more roll scans",
-        lambda: beat.log_text().count("sslm.roll.scan") >= scans + 3,
-        timeout_s=30,
-        log=beat.log,
-    )
+    three_more_scans(beat)
     assert len(hooks) == 2 and len(box.messages) == 2, (hooks, box.messages)
