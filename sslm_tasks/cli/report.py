@@ -8,7 +8,7 @@ from sslm_tasks.cli._common import DATE_FORMAT, relative
 from sslm_tasks.cli.run import RunReport
 from sslm_tasks.lifecycle import acme_plan
 from sslm_tasks.lifecycle.health import Problem
-from sslm_tasks.lifecycle.status import ServiceStatus, VersionStatus
+from sslm_tasks.lifecycle.status import KeyStatus, ServiceStatus, VersionStatus
 from sslm_tasks.renewal import format_renew_in
 from sslm_tasks.store.layout import ServiceRef
 
@@ -42,6 +42,36 @@ def _version_lines(
 
 def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime(DATE_FORMAT)
+
+
+def _key_lines(keys: KeyStatus, now: datetime) -> list[str]:
+    """The key plan of a ``key_standby`` service: the key's age, the standby and its DNS."""
+    lines = []
+    if keys.curr_key_since is not None:
+        age = (now - keys.curr_key_since).total_seconds() / 86400
+        lines.append(
+            f"{'key age':>20} : {age:.1f} days (key {keys.curr_key and keys.curr_key[:16]}, "
+            f"since {_when(keys.curr_key_since)}; the standby takes over at "
+            f"{keys.rollover_days:g} days)"
+        )
+    if keys.standby_key is None:
+        lines.append(f"{'standby key':>20} : none yet")
+        return lines
+    lines.append(
+        f"{'standby key':>20} : {keys.standby_key[:16]} (made {_when(keys.standby_created)})"
+    )
+    if keys.standby_seen is not None:
+        lines.append(
+            f"{'standby TLSA':>20} : served by every NS since {_when(keys.standby_seen)}; "
+            f"ready from {_when(keys.standby_ready_at)}"
+        )
+    elif keys.standby_ns is not None:
+        lines.append(
+            f"{'standby TLSA on NS':>20} : {keys.standby_ns.serving} of {keys.standby_ns.asked}"
+        )
+    else:
+        lines.append(f"{'standby TLSA':>20} : not seen on the name servers yet")
+    return lines
 
 
 def _problem_line(problem: Problem, ref: ServiceRef) -> str:
@@ -87,6 +117,8 @@ def service_lines(status: ServiceStatus, *, verbose: bool) -> list[str]:
         lines.append(f"{'next TLSA on NS':>20} : {dane.next_ns}")
     if dane.retire_prev:
         lines.append(f"{'prev TLSA':>20} : still published until the deploy succeeds")
+    if status.keys is not None:
+        lines.extend(_key_lines(status.keys, now))
     for server in status.servers:
         outcome = server.last
         if outcome is None:

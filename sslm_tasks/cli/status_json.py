@@ -17,7 +17,7 @@ from typing import Any, Final, TextIO
 
 from sslm_tasks.lifecycle.deployment import ServerOutcome
 from sslm_tasks.lifecycle.health import ORDER, Problem, Word, worst
-from sslm_tasks.lifecycle.status import ServerStatus, ServiceStatus, VersionStatus
+from sslm_tasks.lifecycle.status import KeyStatus, ServerStatus, ServiceStatus, VersionStatus
 
 #: Raised when a field changes meaning or goes; a new field does not raise it.
 SCHEMA_VERSION: Final = 1
@@ -134,6 +134,7 @@ def service_json(status: ServiceStatus) -> dict[str, Any]:
         "servers": [_server(server) for server in status.servers],
         "last_error": status.last_error,
         "notice": status.notice,
+        "keys": None if status.keys is None else _keys(status.keys),
         "revocations": [
             {
                 "stamp": done.stamp,
@@ -144,6 +145,20 @@ def service_json(status: ServiceStatus) -> dict[str, Any]:
             }
             for done in status.revocations
         ],
+    }
+
+
+def _keys(keys: KeyStatus) -> dict[str, Any]:
+    return {
+        "curr_key": keys.curr_key,
+        "curr_key_since": time_value(keys.curr_key_since),
+        "rollover_days": keys.rollover_days,
+        "standby_key": keys.standby_key,
+        "standby_created": time_value(keys.standby_created),
+        "standby_seen": time_value(keys.standby_seen),
+        "standby_ns_serving": None if keys.standby_ns is None else keys.standby_ns.serving,
+        "standby_ns_asked": None if keys.standby_ns is None else keys.standby_ns.asked,
+        "standby_ready_at": time_value(keys.standby_ready_at),
     }
 
 

@@ -36,7 +36,7 @@ from pydantic import (
 
 from sslm_tasks.config.probes import parse_verify
 from sslm_tasks.crypto.csr import san_problem, subject_value_problem
-from sslm_tasks.crypto.keys import ec_curve_names
+from sslm_tasks.crypto.keys import KeySpec, ec_curve_names
 from sslm_tasks.crypto.signing import DIGESTS
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.layout import group_problem, name_problem
@@ -470,6 +470,9 @@ def _challenge_prefix(value: str) -> str | None:
 
 # --------------------------------------------------------------------------- service files
 
+#: Days a key serves under ``key_standby`` when ``key_rollover_days`` is not set.
+DEFAULT_KEY_ROLLOVER_DAYS: Final = 90.0
+
 
 class KeyOpts(_Model):
     ktype: Literal["ec", "rsa", "ed25519"] = "ec"
@@ -506,6 +509,10 @@ class KeyOpts(_Model):
         if not 2048 <= value <= 16384:
             raise ValueError("RSA keys must be 2048 to 16384 bits")
         return value
+
+    def spec(self) -> KeySpec:
+        """What a new key of the service is made of."""
+        return KeySpec(ktype=self.ktype, ec_curve=self.ec_algo, rsa_bits=self.rsa_bits)
 
 
 class X509Opts(_Model):
@@ -602,9 +609,48 @@ class ServiceConfig(_Model):
     dane_tls_ttl: int = Field(default=1800, strict=True, ge=0, le=MAX_TTL)
     renew_expire_days: PositiveDays | None = None
     renew_expire_days_spread: Days | None = None
+    #: sslm addition: renewals keep the key, and a standby key's TLSA records are published
+    #: beside the current ones until it replaces the key (``lifecycle.standby``).
+    key_standby: bool = Field(default=False, strict=True)
+    #: Days a key serves before the standby key replaces it (with ``key_standby`` only).
+    key_rollover_days: PositiveDays | None = None
     keyopts: KeyOpts = Field(default_factory=KeyOpts, alias="KeyOpts")
     x509: X509Opts = Field(alias="X509")
     ca: CAOpts | None = Field(default=None, alias="CA")
+
+    @field_validator("key_standby")
+    @classmethod
+    def _standby_fits(cls, value: bool, info: ValidationInfo) -> bool:
+        """A standby key has no certificate until it is used, so its records can only be
+        selector 1 (the key); and a local CA never changes its key on a schedule."""
+        if not value:
+            return value
+        if info.data.get("group") == CA_GROUP:
+            raise ValueError("a local CA keeps its key; key_standby is for services")
+        dane: list[DaneTls] = info.data.get("dane_tls", [])
+        if not dane:
+            raise ValueError("needs dane_tls: the standby key is there for DANE")
+        full = next((entry for entry in dane if entry.selector != 1), None)
+        if full is not None:
+            raise ValueError(
+                f"needs selector 1 in every dane_tls entry, and [{full.port}, '{full.proto}', "
+                f"{full.usage}, {full.selector}, {full.matching}] hashes a certificate, which "
+                "a standby key does not have yet"
+            )
+        return value
+
+    @field_validator("key_rollover_days")
+    @classmethod
+    def _rollover_needs_standby(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and not info.data.get("key_standby"):
+            raise ValueError("needs key_standby = true (without it every renewal makes a new key)")
+        return value
+
+    @property
+    def rollover_days(self) -> float:
+        """Days a key serves under ``key_standby``: ``key_rollover_days``, else
+        :data:`DEFAULT_KEY_ROLLOVER_DAYS`."""
+        return self.key_rollover_days or DEFAULT_KEY_ROLLOVER_DAYS
 
     @property
     def self_signed(self) -> bool:

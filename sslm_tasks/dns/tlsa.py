@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cryptography import x509
-
 from sslm_tasks.config.models import DaneTls
-from sslm_tasks.crypto.tlsa import tlsa_data
+from sslm_tasks.crypto.tlsa import TlsaSubject, tlsa_data
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import PUBLIC_MODE, check_group
@@ -45,7 +43,7 @@ _PHASE_NORMAL: Final = "normal"
 _PHASE_ROLL: Final = "roll next to curr"
 _NEXT: Final = "next"
 #: The versions a group file has sections for (see :func:`group_file_text`).
-_SECTION_LABELS: Final = frozenset({"curr", _NEXT, "prev"})
+_SECTION_LABELS: Final = frozenset({"curr", _NEXT, "prev", "standby"})
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def _is_ip(name: str) -> bool:
 
 
 def service_records(
-    cert: x509.Certificate,
+    subject: TlsaSubject,
     dane: Sequence[DaneTls],
     *,
     ttl: int,
@@ -190,10 +188,11 @@ def service_records(
     sans: Sequence[str],
     mx_hosts: Sequence[str],
 ) -> tuple[list[TlsaRecord], list[str]]:
-    """Every TLSA record ``cert`` needs under the service's ``dane_tls`` entries.
+    """Every TLSA record ``subject`` needs under the service's ``dane_tls`` entries.
 
     Parameters:
-      cert(Certificate): the certificate the records describe.
+      subject(Certificate | PublicKey): the certificate the records describe, or the key of
+        one to come (a standby key: selector 1 entries only).
       dane(Sequence[DaneTls]): the service's ``dane_tls`` entries.
       ttl(int): ``dane_tls_ttl``; ``<= 0`` leaves the TTL out (upstream's rule).
       apex, sans, mx_hosts: see :func:`tlsa_owners`.
@@ -203,7 +202,8 @@ def service_records(
       entries may produce the same one); warnings from :func:`tlsa_owners`, each once.
 
     Raises:
-      CryptoError: an entry's selector or matching type is unsupported.
+      CryptoError: an entry's selector or matching type is unsupported, or needs a
+        certificate where ``subject`` is a bare key.
     """
     record_ttl = ttl if ttl > 0 else None
     records: list[TlsaRecord] = []
@@ -211,7 +211,7 @@ def service_records(
     for entry in dane:
         owners, skipped = tlsa_owners(entry, apex=apex, sans=sans, mx_hosts=mx_hosts)
         warnings.extend(skipped)
-        data = tlsa_data(cert, entry.selector, entry.matching)
+        data = tlsa_data(subject, entry.selector, entry.matching)
         records.extend(
             TlsaRecord(owner, record_ttl, entry.usage, entry.selector, entry.matching, data)
             for owner in owners
@@ -237,7 +237,8 @@ def group_file_text(
     apex: str, versions: Mapping[str, Sequence[tuple[str, Sequence[TlsaRecord]]]]
 ) -> str:
     """The per-apex ``tlsa.<apex>``: every service's ``curr`` and, while a roll is pending,
-    ``next`` records, so resolvers know both keys across the switch.
+    ``next`` records, so resolvers know both keys across the switch; for a service with a
+    standby key, that key's records too, published long before it is used.
 
     Parameters:
       apex(str): the zone, for the header.

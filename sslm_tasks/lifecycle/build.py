@@ -27,7 +27,6 @@ from sslm_tasks.crypto.bundle import compose_outputs
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr, csr_to_pem, load_csr
 from sslm_tasks.crypto.inspect import key_matches_cert, load_certs, verify_chain
 from sslm_tasks.crypto.keys import (
-    KeySpec,
     PrivateKey,
     generate_private_key,
     load_private_key,
@@ -36,7 +35,7 @@ from sslm_tasks.crypto.keys import (
 )
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
-from sslm_tasks.lifecycle import acme_timing
+from sslm_tasks.lifecycle import acme_timing, standby
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import load_version_cert, renew_decision, version_file
 from sslm_tasks.lifecycle.record import Phase
@@ -174,7 +173,7 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
         return RenewCheck(True, "forced", decision)
     due, reason = acme_timing.due(ctx, decision, record=record)
     key_compromised = _key_compromised(ctx)
-    urgent = key_compromised or _signer_changed(ctx)
+    urgent = key_compromised or _signer_changed(ctx) or standby.switch_due(ctx)
     if not due and urgent is None:
         return RenewCheck(False, reason, decision)
     pending = read_link(ctx.layout, ctx.ref, "next")
@@ -252,11 +251,6 @@ def _load_key(path: Path) -> PrivateKey:
     return load_private_key(path.read_bytes())
 
 
-def _key_spec(svc: ServiceConfig) -> KeySpec:
-    opts = svc.keyopts
-    return KeySpec(ktype=opts.ktype, ec_curve=opts.ec_algo, rsa_bits=opts.rsa_bits)
-
-
 def make_key(ctx: ServiceContext) -> None:
     """The private key (0600 from its first byte).
 
@@ -264,6 +258,8 @@ def make_key(ctx: ServiceContext) -> None:
     carried over: re-keying a CA would silently orphan every certificate it signed, so a CA
     gets a new key only through ``sslm-mgr dev -keys`` (``-f`` renews it, with the same key),
     or after ``sslm-mgr revoke --reason keyCompromise``: a compromised key is never carried.
+    A service with ``key_standby`` keeps ``curr``'s key too, until the standby key takes over
+    (:mod:`.standby`: on schedule, or at once when ``curr``'s key was compromised).
     """
     stamp = building_stamp(ctx)
     if version_file(ctx, stamp, files.PRIVKEY).is_file():
@@ -280,6 +276,15 @@ def make_key(ctx: ServiceContext) -> None:
         return
     if ctx.ref.group == CA_GROUP and not curr_compromised and carry_key(ctx, stamp, ("curr",)):
         return
+    if ctx.service.key_standby:
+        switch_to = standby.key_for_build(ctx, curr_compromised=curr_compromised)
+        if switch_to is not None:
+            _write_version(
+                ctx, stamp, {files.PRIVKEY: (private_key_to_pem(switch_to), files.KEY_MODE)}
+            )
+            return
+        if not curr_compromised and carry_key(ctx, stamp, ("curr",)):
+            return
     write_new_key(ctx, stamp)
 
 
@@ -300,7 +305,7 @@ def carry_key(ctx: ServiceContext, stamp: str, sources: tuple[files.LinkName, ..
 
 
 def write_new_key(ctx: ServiceContext, stamp: str) -> None:
-    key = generate_private_key(_key_spec(ctx.service))
+    key = generate_private_key(ctx.service.keyopts.spec())
     _write_version(ctx, stamp, {files.PRIVKEY: (private_key_to_pem(key), files.KEY_MODE)})
 
 

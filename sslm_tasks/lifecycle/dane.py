@@ -6,7 +6,8 @@ apex changes, so it follows ``dane_tls`` edits too (upstream only rewrote it at 
 with a ``[[dns_update]]`` entry gets its records by RFC 2136 update instead of the include
 (:mod:`sslm_tasks.dns.tlsa_update`); the store keeps the file all the same. It
 holds every service's ``curr`` records, its ``next`` records while a roll is pending, and its
-``prev`` records from the roll until the servers have taken the new certificate. A change of
+``prev`` records from the roll until the servers have taken the new certificate, and for a
+service with ``key_standby`` its standby key's records all the time (:mod:`.standby`). A change of
 the file is counted in the zone's refresh ledger (``dns.refresh``); the refresh itself runs
 once for all pending zones, so many changes cost one ``--serial_bump``, and a crash in between
 loses nothing.
@@ -24,85 +25,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from cryptography import x509
-
-from sslm_tasks.config.files import MAIN_FILE
-from sslm_tasks.config.load import Config, list_services
-from sslm_tasks.config.models import CA_GROUP, ServiceConfig
-from sslm_tasks.crypto.inspect import load_certs
-from sslm_tasks.dns.lookup import DnsNoAnswer, mx_hosts, primary_for, soa_serial
-from sslm_tasks.dns.propagation import cached_ttls, check_records
+from sslm_tasks.config.load import list_services
+from sslm_tasks.config.models import CA_GROUP
+from sslm_tasks.dns.lookup import primary_for, soa_serial
 from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.dns.tlsa import (
     TlsaRecord,
     group_file_text,
     listed_services,
     publish_group_file,
-    service_file_text,
 )
-from sslm_tasks.dns.tlsa import service_records as tlsa_records
 from sslm_tasks.dns.tlsa_update import publish_tlsa
 from sslm_tasks.dns.update import updater_for
-from sslm_tasks.errors import ConfigError, SslmError
+from sslm_tasks.errors import SslmError
+from sslm_tasks.lifecycle import standby
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import DaneRoll
+from sslm_tasks.lifecycle.tlsa_records import record_keys, version_records
+from sslm_tasks.lifecycle.tlsa_sightings import Gate, cacheable_before, look, publishes
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import LinkName, ServiceRef
 from sslm_tasks.store.versions import is_complete, read_link
-
-
-def _cert(ctx: ServiceContext, which: LinkName) -> tuple[str, x509.Certificate] | None:
-    layout, ref = ctx.layout, ctx.ref
-    stamp = read_link(layout, ref, which)
-    if stamp is None or not is_complete(layout, ref, stamp):
-        return None
-    return stamp, load_certs((layout.version_dir(ref, stamp) / files.CERT).read_bytes())[0]
-
-
-def _dns_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return list(names.get_values_for_type(x509.DNSName))
-
-
-def _needs_mx(svc: ServiceConfig) -> bool:
-    return any(entry.port == 25 or entry.subtype == "MX" for entry in svc.dane_tls)
-
-
-def version_records(ctx: ServiceContext, which: LinkName) -> list[TlsaRecord]:
-    """The TLSA records of one version (none without ``dane_tls`` or without that version).
-
-    Also (re)writes the version's ``tlsa.rr`` when its content changed, unless the context
-    only reads (``-d``, ``-s``: they write nothing).
-
-    Raises:
-      ConfigError: an MX-based entry but no usable ``[[dns_primary]]`` for the apex.
-      DnsNoAnswer (transient) / DnsAnswerError: the MX lookup at the primary failed.
-    """
-    svc, ref = ctx.service, ctx.ref
-    found = _cert(ctx, which)
-    if not svc.dane_tls or found is None:
-        return []
-    stamp, cert = found
-    mx: list[str] = []
-    if _needs_mx(svc):
-        mx = [host.host for host in mx_hosts(primary_for(ctx.ws.config, ref.group), ref.group)]
-    records, _warnings = tlsa_records(
-        cert, svc.dane_tls, ttl=svc.dane_tls_ttl, apex=ref.group, sans=_dns_sans(cert), mx_hosts=mx
-    )
-    text = service_file_text(records, apex=ref.group, service=ref.service, stamp=stamp)
-    path = ctx.layout.version_dir(ref, stamp) / files.TLSA_RR
-    if ctx.repair and (not path.is_file() or path.read_text() != text):
-        write_atomic(path, text.encode(), mode=files.PUBLIC_MODE)
-    return records
 
 
 def _group_services(ws: Workspace, group: str) -> list[ServiceRef]:
@@ -138,7 +85,10 @@ def _publish_group(ws: Workspace, group: str) -> bool:
         wanted: list[LinkName] = ["curr", "next"] if _next_publishable(ctx) else ["curr"]
         if ctx.record.dane.retire_prev:
             wanted.append("prev")
-        entries = [(which, version_records(ctx, which)) for which in wanted]
+        entries: list[tuple[str, list[TlsaRecord]]] = [
+            (which, version_records(ctx, which)) for which in wanted
+        ]
+        entries.append(("standby", standby.published_records(ctx)))
         versions[ref.service] = [(which, recs) for which, recs in entries if recs]
     if not versions and not ws.layout.group_tlsa(group).exists():
         return False
@@ -173,8 +123,10 @@ def publish_for_service(ctx: ServiceContext) -> None:
         ctx.layout.group_tlsa(ref.group)
     ):
         return
+    standby.prepare(ctx)
     observe_before(ctx)
     publish_group(ctx.ws, ref.group)
+    standby.watch(ctx)
 
 
 def _tlsa_dirs(ws: Workspace) -> list[Path]:
@@ -244,39 +196,34 @@ def _primary_serial(ws: Workspace, zone: str) -> int | None:
 # --------------------------------------------------------------------------- the roll gate
 
 
-@dataclass(frozen=True)
-class Gate:
-    open: bool
-    reason: str
-
-
-def _keys(records: Iterable[TlsaRecord]) -> set[tuple[str, int, int, int, str]]:
-    return {record.key for record in records}
+def _adds_records(ctx: ServiceContext, upcoming: LinkName) -> bool:
+    """Whether ``upcoming``'s records include one that is not published already: neither
+    ``curr``'s nor, for a service with a standby key, the standby's."""
+    published = record_keys(version_records(ctx, "curr"))
+    published |= record_keys(standby.published_records(ctx))
+    return not record_keys(version_records(ctx, upcoming)) <= published
 
 
 def _changes_records(ctx: ServiceContext, upcoming: LinkName, going: LinkName) -> bool:
     """Whether the records of ``upcoming`` include one that ``going`` does not have."""
-    return not _keys(version_records(ctx, upcoming)) <= _keys(version_records(ctx, going))
-
-
-def _publishes(config: Config, group: str) -> bool:
-    """Whether sslm puts the group's TLSA records into its zone: through ``[dns]`` include
-    files, or by RFC 2136 update (``[[dns_update]]``)."""
-    return config.main.dns is not None or config.main.update_of(group) is not None
+    return not record_keys(version_records(ctx, upcoming)) <= record_keys(
+        version_records(ctx, going)
+    )
 
 
 def _next_publishable(ctx: ServiceContext) -> bool:
     """Whether ``next``'s records may go into the zone: once :func:`observe_before` recorded
     what caches may hold (only the service's own ``tlsa`` step does, right before it publishes
-    them), or at once when they add no key, nothing is served yet, or there is no ``[dns]`` to
-    ask (the roll gate then stops the roll)."""
+    them), or at once when they add no record (the same key, or the standby key, long
+    published), nothing is served yet, or there is no ``[dns]`` to ask (the roll gate then
+    stops the roll)."""
     layout, ref = ctx.layout, ctx.ref
     pending = read_link(layout, ref, "next")
     if pending is None or ctx.record.dane.next_stamp == pending:
         return True
-    if not _publishes(ctx.ws.config, ref.group) or read_link(layout, ref, "curr") is None:
+    if not publishes(ctx.ws.config, ref.group) or read_link(layout, ref, "curr") is None:
         return True
-    return not _changes_records(ctx, "next", "curr")
+    return not _adds_records(ctx, "next")
 
 
 def observe_before(ctx: ServiceContext) -> None:
@@ -288,7 +235,8 @@ def observe_before(ctx: ServiceContext) -> None:
     lowered with a renewal, 60 s to 4 s, let the roll come while resolvers held the old RRset).
 
     Once per ``next``; nothing to do without ``dane_tls``, ``[dns]``, a ``curr`` (a first
-    certificate rolls at once), or when the key did not change. A ``next`` that replaces one
+    certificate rolls at once), or when ``next`` adds no record (the key did not change, or it
+    is the standby key, whose records were published long ago). A ``next`` that replaces one
     that never rolled keeps the larger TTL: caches may still hold what preceded both.
 
     Raises:
@@ -296,73 +244,27 @@ def observe_before(ctx: ServiceContext) -> None:
       DnsAnswerError / ConfigError: the primary refused, or no ``[[dns_primary]]`` fits.
     """
     svc, ref, layout, config = ctx.service, ctx.ref, ctx.layout, ctx.ws.config
-    if not svc.dane_tls or not _publishes(config, ref.group):
+    if not svc.dane_tls or not publishes(config, ref.group):
         return
     pending, current = read_link(layout, ref, "next"), read_link(layout, ref, "curr")
     if pending is None or current is None or pending == current:
         return
     if not is_complete(layout, ref, pending) or ctx.record.dane.next_stamp == pending:
         return
-    if not _changes_records(ctx, "next", "curr"):
+    if not _adds_records(ctx, "next"):
         return
-    owners = {record.owner for record in version_records(ctx, "next")}
-    look = cached_ttls(ref.group, primary_for(config, ref.group), "TLSA", owners)
-    if look.ttl is None:
-        raise DnsNoAnswer(f"{ref}: what caches may hold: no NS answered: {look.summary()}")
+    ttl = cacheable_before(ctx, version_records(ctx, "next"))
     dane = ctx.record.dane
     carried = dane.ttl_before if dane.next_stamp is not None else None
     ctx.record.dane = replace(
         dane,
         next_stamp=pending,
-        ttl_before=max(look.ttl, carried or 0),
+        ttl_before=max(ttl, carried or 0),
         ttl_served=None,
         next_seen=None,
         next_ns=None,
     )
     ctx.save()
-
-
-@dataclass(frozen=True)
-class _Sighting:
-    """One pass over every authoritative NS for the records of a version."""
-
-    lagging: list[str]
-    ttl: int
-    counts: str
-
-
-def _look(ctx: ServiceContext, which: LinkName) -> _Sighting:
-    """Does every authoritative NS of the apex serve every record of ``which``? The largest
-    TTL served (observed: with ``dane_tls_ttl = 0`` it is the zone's default).
-
-    Raises:
-      ConfigError: ``dane_tls`` without a ``[dns]`` section, or no ``[[dns_primary]]`` fits.
-      DnsNoAnswer (transient): the primary did not answer.
-    """
-    ref, config = ctx.ref, ctx.ws.config
-    if not _publishes(config, ref.group):
-        where = config.conf_dir / MAIN_FILE
-        raise ConfigError(
-            where, "dns", None, "dane_tls needs a [dns] section with tlsa_dirs, or [[dns_update]]"
-        )
-    primary = primary_for(config, ref.group)
-    by_owner: dict[str, list[str]] = {}
-    for record in version_records(ctx, which):
-        text = f"{record.usage} {record.selector} {record.matching} {record.data}"
-        by_owner.setdefault(record.owner, []).append(text)
-    lagging = []
-    ttl = 0
-    serving_all: set[str] | None = None  # servers that serve every owner's records
-    asked: set[str] = set()
-    for owner, expected in by_owner.items():
-        result = check_records(ref.group, primary, "TLSA", owner, expected)
-        ttl = max(ttl, result.ttl or 0)
-        serving = set(result.caught_up)
-        asked |= serving | {line.split(": ", 1)[0] for line in result.lagging}
-        serving_all = serving if serving_all is None else serving_all & serving
-        if not result.ok:
-            lagging.append(result.summary())
-    return _Sighting(lagging, ttl, f"{len(serving_all or ())} of {len(asked)}")
 
 
 def _note(ctx: ServiceContext) -> None:
@@ -373,8 +275,10 @@ def _note(ctx: ServiceContext) -> None:
 
 def roll_gate(ctx: ServiceContext) -> Gate:
     """Whether DNS lets ``next`` become ``curr``: open when the service has no DANE, when the
-    records do not change (``-r`` kept the key), or when every authoritative NS has served the
-    ``next`` records for twice the largest TTL a cache may hold: theirs, or that of what the NS
+    records do not change (``-r`` kept the key, or a standby service renewed on its key),
+    when ``next`` holds the standby key and its records have long been served
+    (:func:`standby.roll_gate`), or when every authoritative NS has served the ``next``
+    records for twice the largest TTL a cache may hold: theirs, or that of what the NS
     served before they were published (``ttl_before``, :func:`observe_before`), so that no
     resolver still hands out an RRset without the new key.
 
@@ -388,6 +292,9 @@ def roll_gate(ctx: ServiceContext) -> Gate:
         return Gate(True, "no DANE records")
     if not _changes_records(ctx, "next", "curr"):
         return Gate(True, "TLSA records unchanged")
+    by_standby = standby.roll_gate(ctx, version_records(ctx, "next"))
+    if by_standby is not None:
+        return by_standby
     dane = ctx.record.dane
     if dane.next_stamp != read_link(ctx.layout, ctx.ref, "next"):
         return Gate(
@@ -395,7 +302,7 @@ def roll_gate(ctx: ServiceContext) -> Gate:
             "the next TLSA records are not published yet: the tlsa step publishes them once "
             "the name servers said how long caches may hold the records there now",
         )
-    sighting = _look(ctx, "next")
+    sighting = look(ctx, version_records(ctx, "next"))
     dane.next_ns = sighting.counts
     if sighting.lagging:
         dane.next_seen = None
@@ -421,7 +328,9 @@ def roll_gate(ctx: ServiceContext) -> Gate:
 def rolled(ctx: ServiceContext) -> None:
     """After a roll: keep the old records published until the servers took the new certificate
     and until twice the TTLs the roll gate saw have passed since every NS served the new ones
-    (the caller saves the record). A first certificate replaced nothing: nothing to retire."""
+    (the caller saves the record). A first certificate replaced nothing: nothing to retire.
+    After a switch to the standby key, the new records were served long before: the standby's
+    sighting and TTLs stand in for the gate's."""
     if not ctx.service.dane_tls:
         return
     if read_link(ctx.layout, ctx.ref, "prev") is None:
@@ -430,6 +339,9 @@ def rolled(ctx: ServiceContext) -> None:
     dane = ctx.record.dane
     ttl = max(dane.ttl_before or 0, dane.ttl_served or 0)
     seen = dane.next_seen if dane.next_stamp == read_link(ctx.layout, ctx.ref, "curr") else None
+    switched = standby.sighting_of_curr(ctx)
+    if switched is not None:
+        seen, ttl = switched
     ctx.record.dane = DaneRoll(
         retire_prev=True,
         retire_after=None if seen is None else seen + timedelta(seconds=2 * ttl),
@@ -452,7 +364,7 @@ def retire_gate(ctx: ServiceContext) -> Gate:
         return Gate(True, "no old TLSA records to retire")
     now = ctx.now()
     if dane.retire_after is None:
-        sighting = _look(ctx, "curr")
+        sighting = look(ctx, version_records(ctx, "curr"))
         if sighting.lagging:
             return Gate(False, "waiting for DNS: " + "; ".join(sighting.lagging))
         wait = 2 * max(dane.retire_ttl or 0, sighting.ttl)

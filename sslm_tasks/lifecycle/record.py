@@ -14,6 +14,7 @@ the rest, in one place per concern, each written by the step that owns it:
 - what is failing now (a build, a roll, the production copy, a DNS publication), since when,
   how often, why, and the health last announced;
 - the certificates of the service that were revoked (``sslm-mgr revoke``), and why;
+- since when ``curr``'s key serves, and the standby key: its TTLs, when every NS served it;
 - when production began to hold ``curr``: a server deploy that began later carries it. (The
   deploys themselves are recorded once per server, not per service, since one deploy carries
   every service: :mod:`sslm_tasks.lifecycle.deployment`.)
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
@@ -45,9 +46,10 @@ from sslm_tasks.errors import StoreError
 log = logging.getLogger(__name__)
 
 #: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts;
-#: 3: ``dns_updates`` and the DANE roll's observed TTLs; 4: ``revocations`` (a release that
-#: does not know a part must not drop it, so it refuses the newer record instead).
-RECORD_VERSION: Final = 4
+#: 3: ``dns_updates`` and the DANE roll's observed TTLs; 4: ``revocations``; 5: ``keys`` (the
+#: key's age and the standby key). A release that does not know a part must not drop it, so
+#: it refuses the newer record instead.
+RECORD_VERSION: Final = 5
 
 T = TypeVar("T")
 
@@ -292,6 +294,72 @@ class DaneRoll:
         )
 
 
+@dataclass
+class KeyPlan:
+    """Which key the service serves since when, and its standby key (``key_standby``).
+
+    ``curr_key`` is the SHA-256 of ``curr``'s public key (SubjectPublicKeyInfo, hex) and
+    ``curr_key_since`` when sslm first saw ``curr`` hold it: the key's age, which decides when
+    the standby replaces it. The standby key is named the same way (``standby_key``); its
+    records are published once ``standby_ttl_before`` (what caches may hold at their owners
+    from before, as for a roll) is known, and may be relied on from twice the larger TTL after
+    ``standby_seen``, the first time every authoritative NS served them. Every ``standby_*``
+    value belongs to ``standby_key``: a new standby starts them over.
+    """
+
+    curr_key: str | None = None
+    curr_key_since: datetime | None = None
+    standby_key: str | None = None
+    standby_created: datetime | None = None
+    standby_ttl_before: int | None = None
+    standby_seen: datetime | None = None
+    standby_ns: str | None = None
+    standby_ttl_served: int | None = None
+
+    @property
+    def standby_cache_ttl(self) -> int:
+        """The largest TTL a cache may hold at the standby's owners: from before its records
+        were published, or theirs."""
+        return max(self.standby_ttl_before or 0, self.standby_ttl_served or 0)
+
+    @property
+    def standby_ready_at(self) -> datetime | None:
+        """From when no cache can hold an RRset without the standby's records: twice
+        :attr:`standby_cache_ttl` after every NS first served them (None: not seen yet)."""
+        if self.standby_seen is None:
+            return None
+        return self.standby_seen + timedelta(seconds=2 * self.standby_cache_ttl)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "curr_key": self.curr_key,
+            "curr_key_since": _iso(self.curr_key_since),
+            "standby_key": self.standby_key,
+            "standby_created": _iso(self.standby_created),
+            "standby_ttl_before": self.standby_ttl_before,
+            "standby_seen": _iso(self.standby_seen),
+            "standby_ns": self.standby_ns,
+            "standby_ttl_served": self.standby_ttl_served,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> KeyPlan:
+        return cls(
+            curr_key=_str_or_none(raw.get("curr_key"), "keys.curr_key"),
+            curr_key_since=_time(raw.get("curr_key_since"), "keys.curr_key_since"),
+            standby_key=_str_or_none(raw.get("standby_key"), "keys.standby_key"),
+            standby_created=_time(raw.get("standby_created"), "keys.standby_created"),
+            standby_ttl_before=_int_or_none(
+                raw.get("standby_ttl_before"), "keys.standby_ttl_before"
+            ),
+            standby_seen=_time(raw.get("standby_seen"), "keys.standby_seen"),
+            standby_ns=_str_or_none(raw.get("standby_ns"), "keys.standby_ns"),
+            standby_ttl_served=_int_or_none(
+                raw.get("standby_ttl_served"), "keys.standby_ttl_served"
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class AriPlan:
     """What the renew check remembers about the CA's answer for one ``curr`` (RFC 9773).
@@ -509,6 +577,7 @@ class ServiceRecord:
     notice: str | None = None
     #: The service's revoked certificates, oldest first.
     revocations: list[Revocation] = field(default_factory=list)
+    keys: KeyPlan = field(default_factory=KeyPlan)
 
     def revoked(self, stamp: str | None) -> Revocation | None:
         """The revocation of version ``stamp``, if it was revoked."""
@@ -535,6 +604,7 @@ class ServiceRecord:
             "notified": None if self.notified is None else self.notified.to_json(),
             "notice": self.notice,
             "revocations": [revocation.to_json() for revocation in self.revocations],
+            "keys": self.keys.to_json(),
         }
 
     @classmethod
@@ -586,6 +656,7 @@ class ServiceRecord:
                 Revocation.from_json(_of(entry, dict, "revocations"))
                 for entry in _of(data.get("revocations", []), list, "revocations")
             ],
+            keys=KeyPlan.from_json(_of(data.get("keys", {}), dict, "keys")),
         )
 
 

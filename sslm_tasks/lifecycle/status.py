@@ -95,6 +95,23 @@ class NameserverCount:
 
 
 @dataclass(frozen=True)
+class KeyStatus:
+    """The key plan of a service with ``key_standby``: how old ``curr``'s key is, when it is to
+    change, and the standby key that replaces it (named by its public key's SHA-256)."""
+
+    curr_key: str | None
+    curr_key_since: datetime | None
+    rollover_days: float
+    standby_key: str | None
+    standby_created: datetime | None
+    #: When every authoritative NS was first seen serving the standby's TLSA records.
+    standby_seen: datetime | None
+    standby_ns: NameserverCount | None
+    #: From when the standby may replace the key (twice the cache TTL after ``standby_seen``).
+    standby_ready_at: datetime | None
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     ref: ServiceRef
     #: The moment the status was read (the workspace's clock).
@@ -123,6 +140,8 @@ class ServiceStatus:
     notice: str | None
     #: The service's revoked certificates (``sslm-mgr revoke``), oldest first.
     revocations: list[Revocation] = field(default_factory=list)
+    #: With ``key_standby`` only.
+    keys: KeyStatus | None = None
 
     @property
     def renew_at(self) -> datetime | None:
@@ -262,4 +281,21 @@ def service_status(
         last_error=record.last_error,
         notice=record.notice,
         revocations=list(record.revocations),
+        keys=_key_status(ctx),
+    )
+
+
+def _key_status(ctx: ServiceContext) -> KeyStatus | None:
+    if not ctx.service.key_standby:
+        return None
+    keys = ctx.record.keys
+    return KeyStatus(
+        curr_key=keys.curr_key,
+        curr_key_since=keys.curr_key_since,
+        rollover_days=ctx.service.rollover_days,
+        standby_key=keys.standby_key,
+        standby_created=keys.standby_created,
+        standby_seen=keys.standby_seen,
+        standby_ns=nameserver_count(keys.standby_ns),
+        standby_ready_at=keys.standby_ready_at,
     )

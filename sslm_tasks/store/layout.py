@@ -81,6 +81,7 @@ _LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _DB: Final = "db"
 _CB: Final = "cb"
 _STATE: Final = "state.json"
+_STANDBY: Final = "standby"
 
 
 def host_name_problem(name: str, *, wildcard: bool = False) -> str | None:
@@ -285,6 +286,14 @@ class Layout:
 
     def cb_dir(self, ref: ServiceRef) -> Path:
         return self.service_dir(ref) / _CB
+
+    def standby_dir(self, ref: ServiceRef) -> Path:
+        """Where the service's standby key waits (``key_standby``): 0700, beside ``db``, since
+        it belongs to no version until a renewal takes it."""
+        return self.service_dir(ref) / _STANDBY
+
+    def standby_key(self, ref: ServiceRef) -> Path:
+        return self.standby_dir(ref) / PRIVKEY
 
     def state_file(self, ref: ServiceRef) -> Path:
         return self.service_dir(ref) / _STATE

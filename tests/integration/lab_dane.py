@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +133,17 @@ def serve_mail(topdir: Path, workdir: Path, *, verify: bool) -> MailServer:
 """
     )
     return server
+
+
+def served(lab: DnsLab, server: str, owner: str) -> set[str]:
+    return {rdata.to_text().lower() for rdata in lab.query(owner, "TLSA", server)}
+
+
+def wait_served(lab: DnsLab, owner: str, records: set[str], *, present: bool = True) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = [served(lab, server, owner) for server in lab.servers]
+        if all((records <= s) if present else not (records & s) for s in got):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{owner}: wanted {records} present={present}, served {got}")

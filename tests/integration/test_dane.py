@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from exporter import key, samples
-from lab_dane import SERVICE, MailServer, serve_mail, write_topdir
+from lab_dane import SERVICE, MailServer, serve_mail, served, wait_served, write_topdir
 from lab_dns import SECONDARY, DnsLab
 from services import RedisServer, WorkerStarter
 from support import chain_verifies, run_tool
@@ -26,10 +26,6 @@ def topdir(tmp_path: Path, dns_lab: DnsLab) -> Path:
 def mgr(topdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     result = run_tool("sslm-mgr", *args, cwd=topdir)
     return result
-
-
-def served(lab: DnsLab, server: str, owner: str) -> set[str]:
-    return {rdata.to_text().lower() for rdata in lab.query(owner, "TLSA", server)}
 
 
 def spki_record(topdir: Path, which: str) -> str:
@@ -51,16 +47,6 @@ def spki_record(topdir: Path, which: str) -> str:
         .decode()
     )
     return f"3 1 1 {digest}"
-
-
-def wait_served(lab: DnsLab, owner: str, records: set[str], *, present: bool = True) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        got = [served(lab, server, owner) for server in lab.servers]
-        if all((records <= s) if present else not (records & s) for s in got):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{owner}: wanted {records} present={present}, served {got}")
 
 
 def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(

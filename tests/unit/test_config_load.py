@@ -153,3 +153,50 @@ def test_a_file_that_is_not_utf8_is_named_with_its_place(conf: Path) -> None:
         load_config([], conf_dir=conf)
     assert caught.value.key == "(encoding)" and caught.value.value == b"\xe9"
     assert "line 3, column 17" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "value", "problem"),
+    [
+        ("key_standby = true\n", "key_standby", True, "needs dane_tls"),
+        (
+            "dane_tls = [[25, 'tcp', 3, 0, 1]]\nkey_standby = true\n",
+            "key_standby",
+            True,
+            "needs selector 1 in every dane_tls entry, and [25, 'tcp', 3, 0, 1] hashes",
+        ),
+        ("key_rollover_days = 30\n", "key_rollover_days", 30, "needs key_standby = true"),
+        (
+            "dane_tls = [[25, 'tcp', 3, 1, 1]]\nkey_standby = true\nkey_rollover_days = 0\n",
+            "key_rollover_days",
+            0,
+            "greater than 0",
+        ),
+        ("key_standby = 'yes'\n", "key_standby", "yes", "valid boolean"),
+    ],
+    ids=["no-dane", "selector-0", "rollover-alone", "rollover-0", "not-a-bool"],
+)
+def test_a_standby_key_needs_dane_with_key_records(
+    conf: Path, lines: str, key: str, value: object, problem: str
+) -> None:
+    # Given a service that asks for a standby key where it cannot have one
+    service = conf / "example.com" / "web-ec"
+    text = service.read_text()
+    head, tail = text.split("[KeyOpts]", 1)
+    head = "\n".join(line for line in head.splitlines() if not line.startswith("dane_tls"))
+    service.write_text(f"{head}\n{lines}\n[KeyOpts]{tail}")
+    # When it is loaded, then the error names the file, the key and the value
+    with pytest.raises(ConfigError) as caught:
+        load_config(["example.com:web-ec"], conf_dir=conf)
+    assert caught.value.file == str(service)
+    assert (caught.value.key, caught.value.value) == (key, value)
+    assert problem in caught.value.problem
+
+
+def test_a_standby_key_defaults_to_a_90_day_rollover(conf: Path) -> None:
+    service = conf / "example.com" / "mail-ec"
+    standby = "dane_tls = [[25, 'tcp', 3, 1, 1]]\nkey_standby = true\n[KeyOpts]"
+    service.write_text(service.read_text().replace("[KeyOpts]", standby, 1))
+    config, _ = load_config(["example.com:mail-ec"], conf_dir=conf)
+    loaded = config.services[ServiceRef("example.com", "mail-ec")]
+    assert loaded.key_standby and loaded.rollover_days == 90

@@ -25,6 +25,7 @@ from sslm_tasks.lifecycle.record import (
     DaneRoll,
     DnsPublication,
     DnsUpdates,
+    KeyPlan,
     OrderRecord,
     Phase,
     Revocation,
@@ -110,6 +111,16 @@ def full_record() -> ServiceRecord:
         revocations=[
             Revocation("20251201-00:00:00", "0A1B", "keyCompromise", NOW, "crl:my-int"),
         ],
+        keys=KeyPlan(
+            curr_key="ab" * 32,
+            curr_key_since=NOW - timedelta(days=3),
+            standby_key="cd" * 32,
+            standby_created=NOW - timedelta(days=2),
+            standby_ttl_before=300,
+            standby_seen=NOW - timedelta(days=1),
+            standby_ns="2 of 2",
+            standby_ttl_served=60,
+        ),
     )
 
 
@@ -127,7 +138,7 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # Then it comes back equal, stamped with the save time, in a file the group may read
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
     assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o640
-    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 4
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 5
 
 
 def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
@@ -149,19 +160,34 @@ def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
 def test_a_record_of_the_release_before_reads_with_no_revocations(ws: Workspace) -> None:
     # Given a record of format 3, which had no revocations
     v3 = full_record().to_json()
-    del v3["revocations"]
+    del v3["revocations"], v3["keys"]
     v3["version"] = 3
     ws.layout.service_dir(REF).mkdir(parents=True)
     ws.layout.state_file(REF).write_text(json.dumps(v3))
     # When it is loaded, then every other part is kept and none is revoked
     loaded = load_record(ws, REF)
     assert loaded.notice is None and loaded.revocations == []
-    assert loaded == ServiceRecord(**{**full_record().__dict__, "revocations": []})
+    assert loaded == ServiceRecord(
+        **{**full_record().__dict__, "revocations": [], "keys": KeyPlan()}
+    )
     # and a version is found revoked only by its own stamp
     assert full_record().revoked("20251201-00:00:00") is not None
     assert (
         full_record().revoked("20260101-00:00:00") is None and full_record().revoked(None) is None
     )
+
+
+def test_a_record_of_format_4_reads_with_no_key_plan(ws: Workspace) -> None:
+    # Given a record of format 4, which knew nothing of key ages and standby keys
+    v4 = full_record().to_json()
+    del v4["keys"]
+    v4["version"] = 4
+    ws.layout.service_dir(REF).mkdir(parents=True)
+    ws.layout.state_file(REF).write_text(json.dumps(v4))
+    # When it is loaded, then every other part is kept and the key plan starts empty
+    loaded = load_record(ws, REF)
+    assert loaded.notice is None
+    assert loaded == ServiceRecord(**{**full_record().__dict__, "keys": KeyPlan()})
 
 
 def test_a_record_of_the_first_release_is_read_without_loss(ws: Workspace) -> None:

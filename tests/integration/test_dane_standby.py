@@ -1,0 +1,199 @@
+"""Standby keys (``key_standby``) end to end, in-process, against the lab's signed BIND primary
+and secondary and a TLS server that each deploy restarts with the production certificate.
+
+A service with a 1-day ``key_rollover_days`` is driven with an injected clock through renewals
+on its key and one key switch. At every step the zone (read with ``delv``, DNSSEC-validated on
+both name servers) lists the key being served and the standby, and a DANE client checking the
+server against exactly those records (``openssl s_client -dane_tlsa_rrdata``) succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from lab_dane import MailServer, serve_mail, wait_served, write_topdir
+from lab_dns import DnsLab
+from support import edit, run_tool
+
+from sslm_tasks.cli.local import run_in_process
+from sslm_tasks.cli.run import RunReport, RunRequest
+from sslm_tasks.config.load import load_config
+from sslm_tasks.lifecycle.workspace import Workspace
+
+SVC = "example.test/mail"
+MX = "mx1.example.test"
+#: A TLSA record in delv's answer (not its RRSIG): the hex may be split by spaces.
+TLSA_LINE = re.compile(r"\sIN\s+TLSA\s+(\d+)\s+(\d+)\s+(\d+)\s+([0-9A-Fa-f ]+)$", re.M)
+
+
+@pytest.fixture
+def topdir(tmp_path: Path, dns_lab: DnsLab) -> Path:
+    top = write_topdir(tmp_path / "top", dns_lab)
+    edit(
+        top / "conf.d/example.test/mail",
+        "dane_tls_ttl = 1\n",
+        "dane_tls_ttl = 1\nkey_standby = true\nkey_rollover_days = 1\n",
+    )
+    # Certificates of 0.2 days, due at half their life: every 3 (injected) hours, a renewal.
+    edit(top / "conf.d/ca/my-int", "sign_end_days = 90", "sign_end_days = 0.2")
+    return top
+
+
+@pytest.fixture
+def mail_server(topdir: Path, tmp_path: Path) -> Iterator[MailServer]:
+    server = serve_mail(topdir, tmp_path, verify=True)
+    yield server
+    server.stop()
+
+
+def spki_hash(pem_path: Path, *, private: bool = False) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo of a certificate (or a private key), by openssl."""
+    if private:
+        pubkey = ["openssl", "pkey", "-in", str(pem_path), "-pubout"]
+    else:
+        pubkey = ["openssl", "x509", "-in", str(pem_path), "-noout", "-pubkey"]
+    pem = subprocess.run(pubkey, capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pem, capture_output=True, check=True
+    ).stdout
+    digest = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True
+    )
+    return digest.stdout.split()[0].decode()
+
+
+def validated_tlsa(lab: DnsLab, owner: str) -> dict[str, set[str]]:
+    """The TLSA rdata each name server serves at ``owner``, DNSSEC-validated by ``delv``."""
+    found = {}
+    for server in lab.servers:
+        anchor = str(lab.trust_anchor_file())
+        delv = subprocess.run(
+            [
+                "delv",
+                f"@{server}",
+                "-a",
+                anchor,
+                "+root=example.test",
+                "+nomultiline",
+                owner,
+                "TLSA",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "; fully validated" in delv.stdout, delv.stdout + delv.stderr
+        found[server] = {
+            f"{usage} {selector} {matching} {''.join(data.split())}".lower()
+            for usage, selector, matching, data in TLSA_LINE.findall(delv.stdout)
+        }
+    return found
+
+
+def dane_client_ok(server: MailServer, rrdata: set[str], at: datetime) -> str:
+    """Connect as a DANE client that trusts exactly ``rrdata`` at ``MX``; the verdict line."""
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername", MX]
+    args += ["-dane_tlsa_domain", MX, "-verify_return_error", "-attime", str(int(at.timestamp()))]
+    for rr in sorted(rrdata):
+        args += ["-dane_tlsa_rrdata", rr]
+    probe = subprocess.run(args, input="", capture_output=True, text=True, timeout=30, check=False)
+    assert probe.returncode == 0 and "Verification: OK" in probe.stdout, probe.stdout + probe.stderr
+    return next(line for line in probe.stdout.splitlines() if "DANE TLSA" in line)
+
+
+def run_at(topdir: Path, at: datetime) -> RunReport:
+    """One renew-and-roll run of the service (and its CAs) with the clock at ``at``."""
+    config, refs = load_config(["example.test:mail"], conf_dir=topdir / "conf.d")
+    return run_in_process(
+        Workspace(config=config, clock=lambda: at), refs, RunRequest(renew=True, roll=True)
+    )
+
+
+def actions(report: RunReport) -> list[str]:
+    return [action for outcome in report.outcomes for action in outcome.actions]
+
+
+def test_renewals_keep_the_key_and_the_switch_to_the_standby_needs_no_wait(
+    topdir: Path, dns_lab: DnsLab, mail_server: MailServer
+) -> None:
+    owner = f"_{mail_server.port}._tcp.{MX}"
+    certs = topdir / "certs" / SVC
+    start = datetime.now(UTC)
+
+    def check_dns_and_client(at: datetime, served_key: str, standby_key: str) -> set[str]:
+        """Both keys are in the validated zone on every NS, and a DANE client trusts the
+        server by those records alone."""
+        wanted = {f"3 1 1 {served_key}", f"3 1 1 {standby_key}"}
+        wait_served(dns_lab, owner, wanted)
+        served = validated_tlsa(dns_lab, owner)
+        assert all(wanted <= records for records in served.values()), served
+        assert spki_hash(topdir / "prod-certs" / SVC / "curr/cert.pem") == served_key
+        line = dane_client_ok(mail_server, served[dns_lab.primary], at)
+        assert f"...{served_key[-24:]} matched ee certificate" in line.lower(), line
+        return served[dns_lab.primary]
+
+    # Given a first certificate (its key K1) and a standby key made and published beside it
+    first = run_tool("sslm-mgr", "-renew", cwd=topdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    k1 = spki_hash(certs / "curr/cert.pem")
+    standby_file = certs / "standby/privkey.pem"
+    s1 = spki_hash(standby_file, private=True)
+    assert s1 != k1
+    assert stat.S_IMODE(standby_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(standby_file.parent.stat().st_mode) == 0o700
+    assert not list((topdir / "prod-certs").rglob("standby"))
+    assert "PRIVATE" not in (certs / "state.json").read_text()
+    check_dns_and_client(start, k1, s1)
+
+    # When it is renewed twice within the day: the key stays, so do the records, no DNS wait
+    for hours in (3, 6):
+        at = start + timedelta(hours=hours)
+        report = run_at(topdir, at)
+        assert report.ok, actions(report)
+        assert any("TLSA records unchanged" in a or "rolled" in a for a in actions(report)), (
+            actions(report)
+        )
+        assert spki_hash(certs / "curr/cert.pem") == k1
+        assert not (certs / "next").exists()
+        check_dns_and_client(at, k1, s1)
+    renewed_at = json.loads((certs / "state.json").read_text())["keys"]
+    assert renewed_at["standby_key"] == s1 and renewed_at["standby_seen"] is not None
+
+    # When the key is a day old: the renewal takes the standby key and rolls in the same run
+    switch_at = start + timedelta(hours=25)
+    report = run_at(topdir, switch_at)
+    said = actions(report)
+    assert report.ok, said
+    assert any("switching to the standby key" in a for a in said), said
+    assert any("next holds the standby key" in a for a in said), said
+    assert spki_hash(certs / "curr/cert.pem") == s1
+    assert spki_hash(topdir / "prod-certs" / SVC / "curr/cert.pem") == s1
+    assert not (certs / "next").exists()
+    # Then a new standby (S2) is published beside S1, and K1's records are retired
+    s2 = spki_hash(standby_file, private=True)
+    assert s2 not in (k1, s1)
+    after_switch = check_dns_and_client(switch_at, s1, s2)
+    wait_served(dns_lab, owner, {f"3 1 1 {k1}"}, present=False)
+
+    # When renewed again on the new key: nothing in DNS changes
+    later = switch_at + timedelta(hours=3)
+    report = run_at(topdir, later)
+    assert report.ok, actions(report)
+    assert spki_hash(certs / "curr/cert.pem") == s1
+    assert check_dns_and_client(later, s1, s2) == after_switch - {f"3 1 1 {k1}"}
+
+    # and -s says how old the key is and which standby is ready since when
+    status = json.loads(run_tool("sslm-mgr", "-s", "--json", cwd=topdir).stdout)
+    mail = next(s for s in status["services"] if s["service"] == "mail")
+    assert mail["keys"]["curr_key"] == s1 and mail["keys"]["standby_key"] == s2
+    assert mail["keys"]["rollover_days"] == 1
+    text = run_tool("sslm-mgr", "-s", "example.test:mail", cwd=topdir).stdout
+    assert f"standby key : {s2[:16]}" in text and "key age" in text, text
