@@ -197,3 +197,38 @@ def test_renewals_keep_the_key_and_the_switch_to_the_standby_needs_no_wait(
     assert mail["keys"]["rollover_days"] == 1
     text = run_tool("sslm-mgr", "-s", "example.test:mail", cwd=topdir).stdout
     assert f"standby key : {s2[:16]}" in text and "key age" in text, text
+
+
+def test_a_compromised_key_is_replaced_by_the_standby_whose_records_are_out(
+    topdir: Path, dns_lab: DnsLab
+) -> None:
+    owner = f"_25._tcp.{MX}"
+    certs = topdir / "certs" / SVC
+    # Given a certificate and its standby, which every name server has been seen serving
+    first = run_tool("sslm-mgr", "-renew", cwd=topdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    k1 = spki_hash(certs / "curr/cert.pem")
+    s1 = spki_hash(certs / "standby/privkey.pem", private=True)
+    wait_served(dns_lab, owner, {f"3 1 1 {k1}", f"3 1 1 {s1}"})
+    watched = run_tool("sslm-mgr", "-renew", "example.test:mail", cwd=topdir)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert json.loads((certs / "state.json").read_text())["keys"]["standby_seen"] is not None
+    # When curr's key is reported compromised
+    done = run_tool(
+        "sslm-mgr", "revoke", "example.test:mail", "--reason", "keyCompromise", cwd=topdir
+    )
+    # Then the new build holds the standby key, whose roll waits only for what is left of the
+    # standby's 2 x TTL (the owners' negative-caching TTL, asked before it was published)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert spki_hash(certs / "next/cert.pem") == s1
+    assert "not rolling yet: next holds the standby key" in done.stdout, done.stdout
+    # and once that has passed, it rolls with no new wait for DNS
+    report = run_at(topdir, datetime.now(UTC) + timedelta(minutes=3))
+    assert report.ok, actions(report)
+    assert any("next holds the standby key, whose TLSA" in a for a in actions(report))
+    assert spki_hash(certs / "curr/cert.pem") == s1
+    # and the compromised key's records leave the zone, a new standby's come in
+    s2 = spki_hash(certs / "standby/privkey.pem", private=True)
+    assert s2 not in (k1, s1)
+    wait_served(dns_lab, owner, {f"3 1 1 {s1}", f"3 1 1 {s2}"})
+    wait_served(dns_lab, owner, {f"3 1 1 {k1}"}, present=False)
