@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from lab_dane import MailServer, serve_mail, wait_served, write_topdir
 from lab_dns import DnsLab
+from lab_update import redis_texts, texts_under
+from services import RedisServer, WorkerStarter
 from support import edit, run_tool
 
 from sslm_tasks.cli.local import run_in_process
@@ -232,3 +234,33 @@ def test_a_compromised_key_is_replaced_by_the_standby_whose_records_are_out(
     assert s2 not in (k1, s1)
     wait_served(dns_lab, owner, {f"3 1 1 {s1}", f"3 1 1 {s2}"})
     wait_served(dns_lab, owner, {f"3 1 1 {k1}"}, present=False)
+
+
+def test_on_workers_the_standby_is_published_and_watched_and_is_in_no_message(
+    topdir: Path, dns_lab: DnsLab, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given a worker serving every queue of this tree, and the CLI talking to it
+    worker = workers.start("standby@test", env={"SSL_MGR_TOPDIR": str(topdir)})
+    broker = {"SSLM_BROKER_URL": redis_server.url()}
+    owner = f"_25._tcp.{MX}"
+    certs = topdir / "certs" / SVC
+    # When the first certificate is issued through the workers
+    first = run_tool("sslm-mgr", "-renew", cwd=topdir, env=broker, timeout=180)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # Then its key's and the standby's records reach both name servers
+    k1 = spki_hash(certs / "curr/cert.pem")
+    standby_file = certs / "standby/privkey.pem"
+    s1 = spki_hash(standby_file, private=True)
+    wait_served(dns_lab, owner, {f"3 1 1 {k1}", f"3 1 1 {s1}"})
+    # and the next renew check (nothing due) sees every NS serve the standby
+    again = run_tool("sslm-mgr", "-renew", cwd=topdir, env=broker, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    keys = json.loads((certs / "state.json").read_text())["keys"]
+    assert keys["standby_key"] == s1 and keys["standby_ns"] == "2 of 2", keys
+    # and the standby key is in no message, task result, log line or record
+    body = "".join(standby_file.read_text().splitlines()[1:-1])
+    held = (
+        redis_texts(redis_server.url()) + texts_under(topdir / "logs") + worker.service.log_text()
+    )
+    held += (certs / "state.json").read_text()
+    assert body[40:100] not in held and "PRIVATE KEY" not in held  # past the ASN.1 header
