@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from support import RunMgr, edit, openssl, tree_snapshot
+from support import RunMgr, crl_verify, edit, openssl, tree_snapshot
 from test_status import validate
 
 from sslm_tasks.config.load import load_config
@@ -27,23 +27,6 @@ def _with_crl_url(topdir: Path) -> None:
         "    digest = 'sha384'",
         f"    digest = 'sha384'\n    crl_url = '{CRL_URL}'",
     )
-
-
-def crl_verify(topdir: Path, version: Path) -> tuple[bool, str]:
-    """``openssl verify -crl_check`` of ``version`` against the root, with my-int's CRL."""
-    result = openssl(
-        "verify",
-        "-crl_check",
-        "-CAfile",
-        str(topdir / "certs/ca/my-root/curr/cert.pem"),
-        "-untrusted",
-        str(version / "chain.pem"),
-        "-CRLfile",
-        str(topdir / "certs/ca/my-int/crl.pem"),
-        str(version / "cert.pem"),
-        check=False,
-    )
-    return result.returncode == 0, result.stdout + result.stderr
 
 
 def stores(topdir: Path) -> dict[str, str]:
