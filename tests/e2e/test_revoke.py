@@ -168,3 +168,56 @@ def test_a_link_planted_at_the_crl_copy_is_never_followed(
     assert result.returncode == 1
     assert f"{copy} is a link or not a regular file" in result.stdout + result.stderr
     assert copy.is_symlink() and outside.read_text() == "not sslm's\n"
+
+
+def test_a_revoked_curr_is_critical_until_a_next_waits_to_replace_it(
+    topdir: Path, mgr: RunMgr, tmp_path: Path
+) -> None:
+    # Given the example tree, web-ec's curr revoked for a reason that renews nothing
+    assert mgr("-renew", "-roll").returncode == 0
+    assert mgr("revoke", "example.com:web-ec", "-reason", "superseded").returncode == 0
+    stamp = (topdir / "certs/example.com/web-ec/curr").resolve().name
+
+    # When its status is read, Then it is failing: -s exits 1 and says why
+    shown = mgr("-s", "example.com:web-ec")
+    assert shown.returncode == 1, shown.stdout
+    assert "health : failing" in shown.stdout
+    assert (
+        "failing : revoked since" in shown.stdout and "was revoked for superseded" in shown.stdout
+    )
+    # and -s --json has the problem, and curr says it was revoked
+    status = mgr("-s", "--json", "example.com:web-ec")
+    assert status.returncode == 1
+    validate(status.stdout, tmp_path)
+    (service,) = json.loads(status.stdout)["services"]
+    assert service["health"] == "failing"
+    (problem,) = service["problems"]
+    assert (problem["what"], problem["where"], problem["attempts"]) == (
+        "revoked",
+        "example.com:web-ec",
+        0,
+    )
+    assert f"curr {stamp}" in problem["reason"] and "sslm-mgr -renew -f" in problem["reason"]
+    assert service["curr"]["revoked"] == "superseded"
+    # and the monitoring check is CRITICAL
+    check = mgr("-s", "--check", "example.com:web-ec")
+    assert check.returncode == 2, check.stdout
+    assert "was revoked for superseded" in check.stdout
+
+    # When a next is built that will replace it
+    assert mgr("-renew", "-f", "example.com:web-ec").returncode == 0
+
+    # Then it is pending (-s exits 0), and the check warns at once that curr is revoked
+    status = mgr("-s", "--json", "example.com:web-ec")
+    assert status.returncode == 0
+    validate(status.stdout, tmp_path)
+    (service,) = json.loads(status.stdout)["services"]
+    assert (service["health"], service["problems"]) == ("pending", [])
+    assert (service["curr"]["revoked"], service["next"]["revoked"]) == ("superseded", None)
+    check = mgr("-s", "--check", "example.com:web-ec")
+    assert check.returncode == 1, check.stdout
+    assert "curr was revoked for superseded; next replaces it at its roll" in check.stdout
+
+    # When it rolls, Then the service is ok again
+    assert mgr("-roll", "-f", "example.com:web-ec").returncode == 0
+    assert mgr("-s", "--check", "example.com:web-ec").returncode == 0
