@@ -213,6 +213,63 @@ def test_two_deploys_to_one_server_share_one_ssh_connection_kept_in_a_private_di
     wait_for("the connection closes", lambda: not socket.exists(), timeout_s=5)
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (sshd's per-connection children start sessions of
+    their own, so its process group does not hold them)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(root: int) -> Iterator[None]:
+    """SIGSTOP ``root``'s whole tree: its connections stay open and answer nothing, as a
+    server that died or a network that dropped them; SIGCONT on the way out."""
+    stopped = _tree(root)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_a_shared_connection_to_a_server_gone_silent_is_given_up(
+    sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given keepalive probes every second, and a deploy whose connection waits for the next
+    # one behind its socket (for ControlPersist, 60 s)
+    monkeypatch.setenv("SSLM_SSH_SERVER_ALIVE_S", "1")
+    config = smtp_config(restart)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    settings = load_settings()
+    socket_path = control_path(
+        control_directory(settings.ssh_command[0]), settings.ssh_command, "smtp1.test"
+    )
+    assert stat.S_ISSOCK(socket_path.lstat().st_mode)
+
+    # When the server stops answering without closing the connection
+    with frozen(sshd.service.process.pid):
+        # Then the master gives the connection up after 3 unanswered probes, not 60 s idle
+        wait_for("the master gives up", lambda: not socket_path.exists(), timeout_s=15)
+
+    # and once the server answers again, the next deploy logs in anew and succeeds
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    assert sshd.logins() == 2
+
+
 def test_without_connection_sharing_each_command_logs_in(
     sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
