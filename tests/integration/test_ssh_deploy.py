@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -393,7 +394,11 @@ date +%s.%N > "$span.end"
 
 
 def test_a_deploy_worker_deploys_several_servers_at_once(
-    services: Services, redis_server: RedisServer, workers: WorkerStarter, tmp_path: Path
+    services: Services,
+    redis_server: RedisServer,
+    workers: WorkerStarter,
+    tmp_path: Path,
+    runtime_dir: Path,
 ) -> None:
     # Given two servers over ssh whose restart takes a second, and the deploy worker as its
     # launcher starts it (pool and concurrency are the launcher's defaults)
@@ -410,11 +415,11 @@ def test_a_deploy_worker_deploys_several_servers_at_once(
         + "    skip_prod_copy = true\n"
     )
     server = start_sshd(services, remote_roots={}, aliases=hosts)
-    workers.start(
+    worker = workers.start(
         f"deploy-default@{socket.gethostname()}",
         script="workers/deploy.sh",
         ping_queue="deploy.default",
-        env={**server.env(), "SSL_MGR_TOPDIR": str(topdir)},
+        env={**server.env(), "SSL_MGR_TOPDIR": str(topdir), "XDG_RUNTIME_DIR": str(runtime_dir)},
     )
 
     # When both servers' deploys are sent at once
@@ -435,6 +440,58 @@ def test_a_deploy_worker_deploys_several_servers_at_once(
     began = [float((spans / f"{run}.start").read_text()) for run in runs]
     ended = [float((spans / f"{run}.end").read_text()) for run in runs]
     assert max(began) < min(ended), (began, ended)
+    # and when the worker stops, its connections close and their directory goes (the deploys
+    # ran on threads of the worker process itself: its atexit does it)
+    assert len(list(runtime_dir.glob("sslm-ssh-*"))) == 1
+    assert worker.terminate() == 0
+    assert list(runtime_dir.iterdir()) == []
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short ``$XDG_RUNTIME_DIR`` of the test's own (a socket's path has 104 bytes at most,
+    and ``/tmp`` is shared): where a worker makes its ``sslm-ssh-*`` directory."""
+    path = Path(tempfile.mkdtemp(prefix="sslm-xdg-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_prefork_pool_process_removes_its_ssh_directory_when_it_ends(
+    services: Services,
+    redis_server: RedisServer,
+    workers: WorkerStarter,
+    tmp_path: Path,
+    runtime_dir: Path,
+) -> None:
+    # Given a prefork worker whose pool process deployed a server over ssh, the connection
+    # left open for the next deploy behind a socket in its directory
+    topdir = tmp_path / "top"
+    shutil.copytree(REPO / "conf.d", topdir / "conf.d")
+    script = write_script(tmp_path / "restart.sh", "#!/bin/sh\ntrue\n")
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"\n[smtp]\n    servers = ['smtp1.test']\n    restart_cmd = '{script}'\n"
+        + "    skip_prod_copy = true\n"
+    )
+    server = start_sshd(services, remote_roots={})
+    env = {**server.env(), "SSL_MGR_TOPDIR": str(topdir), "XDG_RUNTIME_DIR": str(runtime_dir)}
+    worker = workers.start("prefork@test", pool="prefork", concurrency=1, env=env)
+    app = producer(redis_server.url())
+    sent = app.send_task(
+        "sslm.deploy.server", args=(target().to_json(), []), kwargs={"site": "default"}
+    )
+    assert sent.get(timeout=60)["ok"]
+    (directory,) = runtime_dir.glob("sslm-ssh-*")
+    assert any(stat.S_ISSOCK(entry.lstat().st_mode) for entry in directory.iterdir())
+
+    # When the worker stops (warm shutdown: its pool process ends without running atexit)
+    assert worker.terminate() == 0
+
+    # Then the pool process closed its connection and removed its directory
+    assert list(runtime_dir.iterdir()) == []
 
 
 def test_an_unbalanced_ssh_command_is_a_config_error_naming_the_variable(

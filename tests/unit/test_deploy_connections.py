@@ -8,12 +8,14 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 from support import unavailable
 
 from sslm_tasks.config.settings import load_settings
+from sslm_tasks.deploy import connections
 from sslm_tasks.deploy.connections import control_path
 from sslm_tasks.deploy.transport import SshTransport
 from sslm_tasks.errors import ConfigError
@@ -118,3 +120,33 @@ def test_a_bad_server_alive_interval_is_a_config_error(
     with pytest.raises(ConfigError) as err:
         load_settings()
     assert err.value.key == "SSLM_SSH_SERVER_ALIVE_S"
+
+
+def test_a_forked_child_makes_its_own_directory_and_leaves_its_parents_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given this process's directory of sockets, under a runtime directory of the test's own
+    runtime = Path(tempfile.mkdtemp(prefix="sslm-xdg-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    try:
+        ours = connections.control_directory("ssh")
+        report = tmp_path / "child"
+        # When a child forked now (a prefork pool process) asks for one, then ends
+        pid = os.fork()
+        if pid == 0:  # the child: report, clean up as a pool process does, never return
+            try:
+                report.write_text(str(connections.control_directory("ssh")))
+                connections.close_all()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        # Then it got a directory of its own and removed it, and ours is still there
+        theirs = Path(report.read_text())
+        assert theirs != ours and theirs.parent == runtime
+        assert not theirs.exists() and ours.is_dir()
+        # and ours goes when this process cleans up
+        connections.close_all()
+        assert not ours.exists()
+    finally:
+        connections.close_all()
+        shutil.rmtree(runtime, ignore_errors=True)
