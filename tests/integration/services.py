@@ -295,9 +295,13 @@ class RabbitMQServer:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``rabbitmqctl -n <node> args`` against this node; fails the test on an error."""
+        # The CLI is an Erlang node too, by default on one of 35672-35682, which the machine's
+        # own rabbitmqctl and other tests' use as well: a free port of its own.
+        port = str(free_port())
+        env = {**self.env, "RABBITMQ_CTL_DIST_PORT_MIN": port, "RABBITMQ_CTL_DIST_PORT_MAX": port}
         return subprocess.run(
             [str(_rabbitmq_binary("rabbitmqctl")), "-n", self.node, *args],
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
