@@ -73,6 +73,7 @@ def test_key_compromise_through_workers_renews_with_a_new_key(
     # Then curr is revoked, and a worker built a next with a new key at once
     assert done.returncode == 0, done.stdout + done.stderr
     assert "example.com:mail-ec: revoked curr" in done.stdout
+    assert "curr was revoked for keyCompromise: a new key" in done.stdout
     assert not crl_verify(topdir, mail / "curr")[0]
     assert "example.com:mail-ec: step keygen" in worker.service.log_text()
     assert (mail / "next").resolve() != (mail / "curr").resolve()
