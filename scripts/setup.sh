@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# sshd, named and rabbitmq-server live in sbin; a non-login shell may not have it on PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 want_dev=false
 [ "${1:-}" = "--dev" ] && want_dev=true
 
@@ -20,6 +23,9 @@ if $want_dev; then
            [pebble]=pebble [named]=bind9 [rndc]=bind9-utils [dig]=bind9-dnsutils
            [delv]=bind9-dnsutils [ldns-dane]=ldnsutils [ip]=iproute2
            [unbound]=unbound
+           # the RabbitMQ tests start a private node (tests/integration/services.py) with
+           # an epmd of its own; erlang-base comes with rabbitmq-server, epmd is checked too
+           [rabbitmq-server]=rabbitmq-server [epmd]=erlang-base
            [systemd-analyze]=systemd)
 fi
 

@@ -22,6 +22,7 @@ from celery import Celery, Task, bootsteps, signals  # type: ignore[import-untyp
 from sslm_tasks.broker_transport import TRANSPORT as REDIS_TRANSPORT
 from sslm_tasks.config.load import load_settings_only
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
+from sslm_tasks.deploy.connections import close_all
 from sslm_tasks.errors import ConfigError, SslmError
 from sslm_tasks.log_file import open_log_file
 from sslm_tasks.logs import send_to
@@ -182,6 +183,13 @@ def _consume_configured_queues(conf: Any, **kwargs: Any) -> None:
         # Celery logs and swallows exceptions from signal handlers, and the worker would go on
         # consuming the default queue only. SystemExit is not swallowed: stop, saying why.
         raise SystemExit(f"sslm worker: {err}") from err
+
+
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _close_ssh_connections(**kwargs: Any) -> None:
+    # A prefork pool process ends with os._exit, without atexit: close its shared ssh
+    # connections and remove its sslm-ssh-* directory here (a no-op if it made none).
+    close_all()
 
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]

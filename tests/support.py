@@ -111,6 +111,25 @@ def verify_against(root: Path, version: Path) -> str:
     return result.stdout + result.stderr
 
 
+def crl_verify(topdir: Path, version: Path) -> tuple[bool, str]:
+    """``openssl verify -crl_check`` of ``version`` against the example's root, with the
+    example intermediate my-int's CRL (``certs/ca/my-int/crl.pem``): whether it passed, and
+    openssl's whole output."""
+    result = openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        str(topdir / "certs/ca/my-root/curr/cert.pem"),
+        "-untrusted",
+        str(version / "chain.pem"),
+        "-CRLfile",
+        str(topdir / "certs/ca/my-int/crl.pem"),
+        str(version / "cert.pem"),
+        check=False,
+    )
+    return result.returncode == 0, result.stdout + result.stderr
+
+
 def chain_verifies(topdir: Path, svc: str, which: str = "curr") -> bool:
     """Whether ``certs/<svc>/<which>`` verifies to the example's root with openssl."""
     return verify_output(topdir, topdir / "certs" / svc / which).strip().endswith("OK")

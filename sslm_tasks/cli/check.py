@@ -10,11 +10,13 @@ OK (shown here on two lines)::
 
 A service is
 
-- CRITICAL when it is ``failing`` (any step, deploy or verify), or its ``curr`` has expired or
+- CRITICAL when it is ``failing`` (any step, deploy or verify, or a revoked ``curr`` that
+  nothing replaces), or its ``curr`` has expired or
   expires within the critical days: ``--crit-days``, by default 7 days but never more than half
   the certificate's renew target (a 6-day certificate renews 3 days before it expires: it turns
   critical with 1.5 days left);
-- WARNING when it is ``expiring`` (past its renew point with no new certificate), its ``curr``
+- WARNING when its ``curr`` was revoked and a ``next`` waits to replace it at its roll, when
+  it is ``expiring`` (past its renew point with no new certificate), its ``curr``
   expires within ``--warn-days`` (not set by default: the renew point, which follows the
   certificate's lifetime, decides), or it has been ``pending`` for longer than
   ``--pending-hours`` (24): a ``next`` that should have rolled, a server that has not taken
@@ -119,11 +121,22 @@ def judge(status: ServiceStatus, limits: Thresholds) -> Verdict:
         where = "" if first.where == str(status.ref) else f" on {first.where}"
         more = len(status.health.problems) - 1
         also = f" (and {more} more)" if more else ""
-        return Verdict(CRITICAL, f"{first.what}{where} failing: {first.reason}{also}")
+        # A revoked curr is not a step that failed: its reason says it all.
+        what = "" if first.what == "revoked" else f"{first.what}{where} failing: "
+        return Verdict(CRITICAL, f"{what}{first.reason}{also}")
     if left is not None and left <= 0:
         return Verdict(CRITICAL, f"curr expired {-left:.1f} days ago")
     if left is not None and left < crit_days(status, limits):
         return Verdict(CRITICAL, f"curr expires in {left:.1f} days")
+    revoked = status.health.curr_revoked
+    if revoked is not None:
+        # Not failing: a next that was not revoked waits to replace it. Still served until
+        # that roll, so it warns at once rather than after --pending-hours.
+        roll = "" if status.roll_due is None else f", due {_time(status.roll_due)}"
+        return Verdict(
+            WARNING,
+            f"curr was revoked for {revoked.reason}; next replaces it at its roll{roll}",
+        )
     if word == "expiring":
         due = status.renew_at
         when = "" if due is None else f" (renew at {_time(due)})"

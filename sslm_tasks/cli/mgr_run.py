@@ -127,20 +127,13 @@ def _enqueue(
     args: argparse.Namespace,
 ) -> int:
     """Send the workflows to the workers; wait for them unless ``--no-wait``."""
+    refused = _broker_refused(broker_url)
+    if refused is not None:
+        return refused
     # Celery, kombu and the broker clients are imported only here: an in-process run (cron, the
     # main job, every kill point of the crash tests) starts in half the time without them.
-    from sslm_tasks.broker import check_broker
-    from sslm_tasks.cli import remote
-
-    try:
-        check_broker(broker_url)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except TransientError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return EXIT_FAILED
     from sslm_tasks.app import app
+    from sslm_tasks.cli import remote
 
     runs = remote.enqueue(config, refs, options, request)
     apexes = zone_apexes(ref.group for ref in refs)
@@ -157,6 +150,22 @@ def _enqueue(
         remote.dns_refresh(app, apexes, result, timeout_s=args.wait_timeout)
     print(report.run_text(result, remote=True))
     return EXIT_FAILED if not result.ok else EXIT_BUSY if result.busy else EXIT_OK
+
+
+def _broker_refused(broker_url: str) -> int | None:
+    """One look at the broker: None when it takes our login, else the exit status after the
+    reason is printed (it refused the credentials: usage; it cannot be reached: failed)."""
+    from sslm_tasks.broker import check_broker
+
+    try:
+        check_broker(broker_url)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TransientError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return None
 
 
 def _under_run_lock(
@@ -240,6 +249,12 @@ def revoke(args_in: Sequence[str]) -> int:
     options = RunOptions(test=args.test)
     ws = Workspace(config=config, options=options, clock=utc_now)
     if settings.broker_url:
+        # A revocation cannot be taken back: a broker that cannot take the follow-up (the CA's
+        # new CRL to production, keyCompromise's renew) must stop it before it happens. With
+        # Redis its locks would stop it too; with RabbitMQ and file locks only this does.
+        refused = _broker_refused(settings.broker_url)
+        if refused is not None:
+            return refused
         # The CRL is shared with the workers' renew checks: their locks guard it.
         from sslm_tasks.locks.select import locker_for
 

@@ -78,7 +78,9 @@ def _problem_line(problem: Problem, ref: ServiceRef) -> str:
     """``deploy on smtp:mx1 since <time>, 3 attempts, next try <time>: <reason>`` (where, when
     it is not the service itself)."""
     where = "" if problem.where == str(ref) else f" on {problem.where}"
-    tries = f", {problem.attempts} attempt{'s' if problem.attempts != 1 else ''}"
+    # 0 attempts: a state rather than a step that failed (a revoked curr).
+    count = problem.attempts
+    tries = f", {count} attempt{'s' if count != 1 else ''}" if count else ""
     retry = "" if problem.retry_at is None else f", next try {_when(problem.retry_at)}"
     return f"{problem.what}{where} since {_when(problem.since)}{tries}{retry}: {problem.reason}"
 

@@ -548,12 +548,13 @@ class Survey:
             (
                 "sslm_failures",
                 "Failing now, by step: services (build, roll, "
-                "production, dns, clean) and servers (deploy, verify).",
+                "production, dns, clean; revoked: a revoked curr nothing replaces) and "
+                "servers (deploy, verify).",
                 ("step",),
             )
         )
         counts: dict[str, int] = dict.fromkeys(
-            ("build", "roll", "production", "dns", "clean", *_SERVER_STEPS), 0
+            ("build", "roll", "production", "dns", "clean", "revoked", *_SERVER_STEPS), 0
         )
         for entry in summary.kept:
             for step in entry.failing:

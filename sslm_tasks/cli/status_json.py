@@ -17,6 +17,7 @@ from typing import Any, Final, TextIO
 
 from sslm_tasks.lifecycle.deployment import ServerOutcome
 from sslm_tasks.lifecycle.health import ORDER, Problem, Word, worst
+from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.lifecycle.status import KeyStatus, ServerStatus, ServiceStatus, VersionStatus
 
 #: Raised when a field changes meaning or goes; a new field does not raise it.
@@ -33,11 +34,15 @@ def _days(later: datetime | None, earlier: datetime) -> float | None:
     return None if later is None else round((later - earlier).total_seconds() / _DAY_S, 4)
 
 
-def _version(version: VersionStatus | None, now: datetime) -> dict[str, Any] | None:
+def _version(
+    version: VersionStatus | None, now: datetime, revocations: list[Revocation]
+) -> dict[str, Any] | None:
     if version is None:
         return None
+    revoked = next((done.reason for done in revocations if done.stamp == version.stamp), None)
     encoded: dict[str, Any] = {
         "stamp": version.stamp,
+        "revoked": revoked,
         "not_before": time_value(version.not_before),
         "not_after": time_value(version.not_after),
         "days_left": _days(version.not_after, now),
@@ -98,8 +103,8 @@ def service_json(status: ServiceStatus) -> dict[str, Any]:
         "pending_servers": status.health.pending_servers,
         "pending_since": time_value(status.pending_since),
         "phase": str(status.phase),
-        "curr": _version(status.curr, now),
-        "next": _version(status.next, now),
+        "curr": _version(status.curr, now, status.revocations),
+        "next": _version(status.next, now, status.revocations),
         "renew": {
             "due": renew.due,
             "at": time_value(status.renew_at),

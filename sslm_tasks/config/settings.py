@@ -179,6 +179,12 @@ class RuntimeSettings(BaseSettings):
     #: time, share one connection, one key exchange and one login. 0 turns the sharing off
     #: (each command connects anew); ssh itself would read 0 as "forever".
     ssh_control_persist_s: int = Field(default=60, ge=0, le=3600)
+    #: Seconds between ssh's keepalive probes through an open connection (ssh's
+    #: ``ServerAliveInterval``; ``ServerAliveCountMax`` is 3): a connection whose server went
+    #: away without closing it (a host that died, a network that dropped it) is given up after
+    #: 3 unanswered probes, and a shared master with it, instead of leaving the next commands
+    #: to wait on it until their timeout.
+    ssh_server_alive_s: int = Field(default=15, ge=1, le=3600)
     #: How long one ACME step may keep failing for a reason that passes (DNS not there yet on
     #: every name server, the CA validating or issuing, the CA unreachable, a badNonce storm)
     #: before the build fails, naming the last thing seen: on workers through retries with

@@ -10,8 +10,11 @@ process alone: made by :func:`tempfile.mkdtemp` (mode 0700, owned by us, an ungu
 under ``$XDG_RUNTIME_DIR`` or ``/tmp``, never under a configured or shared path. Each socket is
 named by a hash of the ssh command and the server's name as configured, so two aliases of one
 machine, or two ssh configurations, never share a login. When the process exits, the
-connections are closed and the directory removed (a prefork pool child ends without running
-``atexit``: its connections then close themselves after ``ControlPersist`` seconds).
+connections are closed and the directory removed by :func:`close_all`: at exit (``atexit``),
+and, since a prefork pool process ends without running ``atexit``, on Celery's
+``worker_process_shutdown`` too (connected in :mod:`sslm_tasks.app`; this module knows no
+Celery). Only the process that made the directory removes it: a child forked after it was
+made makes its own.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ _EXIT_TIMEOUT_S = 5.0
 # thread comes first.
 _guard = threading.Lock()
 _directory: Path | None = None
+#: The ssh program that closes the connections, and the process the directory belongs to.
+_program = "ssh"
+_owner = 0
 
 
 def _base() -> str:
@@ -63,12 +69,30 @@ def control_directory(ssh_program: str) -> Path:
     Raises:
       OSError: the directory cannot be made.
     """
+    global _directory, _program, _owner
+    with _guard:
+        if _directory is None or _owner != os.getpid():
+            # None yet, or the parent's (this process was forked after it made its own):
+            # never share the parent's sockets, nor remove its directory at this one's end.
+            _directory = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=_base()))
+            _program, _owner = ssh_program, os.getpid()
+        return _directory
+
+
+def close_all() -> None:
+    """Close this process's shared connections and remove its directory, if it made one.
+
+    Idempotent, and safe in any process: a forked child that inherited its parent's directory
+    leaves it alone. Runs at exit, and on ``worker_process_shutdown`` in a prefork pool
+    process, which ends without running ``atexit``.
+    """
     global _directory
     with _guard:
-        if _directory is None:
-            _directory = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=_base()))
-            atexit.register(_close_and_remove, ssh_program, _directory)
-        return _directory
+        directory, owned = _directory, _owner == os.getpid()
+        if owned:
+            _directory = None
+    if directory is not None and owned:
+        _close_and_remove(_program, directory)
 
 
 def control_path(directory: Path, ssh_command: Sequence[str], host: str) -> Path:
@@ -99,3 +123,6 @@ def _close_and_remove(ssh_program: str, directory: Path) -> None:
     with contextlib.suppress(OSError):  # the directory is gone already
         close_connections(ssh_program, directory)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+atexit.register(close_all)

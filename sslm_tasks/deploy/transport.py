@@ -34,6 +34,10 @@ from sslm_tasks.store.layout import BUNDLE, PRIVKEY
 #: Characters of stderr kept in an error message: enough for ssh's or rsync's last lines.
 _STDERR_KEPT = 400
 
+#: Unanswered keepalive probes after which ssh gives a connection up (``ServerAliveCountMax``,
+#: ssh's default): with ``SSLM_SSH_SERVER_ALIVE_S`` of 15, a silent server is given up in 45 s.
+SERVER_ALIVE_COUNT_MAX = 3
+
 #: ssh's own exit status for its failures (connection, authentication, host key); a remote
 #: command that exits 255 itself looks the same, and is classified by ssh's message as well.
 _SSH_FAILED = 255
@@ -139,6 +143,7 @@ class SshTransport:
         connect_timeout_s: int = 10,
         control_dir: Path | None = None,
         control_persist_s: int = 60,
+        server_alive_s: int = 15,
         rsync: str = "rsync",
     ) -> None:
         problem = server_host_problem(host)
@@ -163,6 +168,10 @@ class SshTransport:
             ssh_command[0],
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={connect_timeout_s}",
+            # A server gone silent is given up after SERVER_ALIVE_COUNT_MAX probes; without
+            # them a shared master on a dead connection held every command sent through it.
+            "-o", f"ServerAliveInterval={server_alive_s}",
+            "-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
             *shared,
             *ssh_command[1:],
         )  # fmt: skip
@@ -189,6 +198,7 @@ class SshTransport:
             connect_timeout_s=settings.ssh_connect_timeout_s,
             control_dir=control_dir,
             control_persist_s=persist_s,
+            server_alive_s=settings.ssh_server_alive_s,
         )
 
     def copy_argv(self, prod_dir: Path) -> list[str]:

@@ -3,10 +3,13 @@ the notifications all say, read from the same records.
 
 - ``failing``: something is failing now: a build, a roll, the production copy, a DNS
   publication (the service's record), or the deploy or verify of a server that uses it (the
-  deploy ledger);
+  deploy ledger); or ``curr`` was revoked (``sslm-mgr revoke``, any reason) and no ``next``
+  that was not revoked waits to replace it: clients that check revocation refuse what the
+  servers still present (problem ``revoked``);
 - ``expiring``: ``curr`` is past its renew point and no new version is waiting;
-- ``pending``: work is under way: no certificate yet, a ``next`` waiting for its roll, a server
-  that has not taken ``curr`` yet;
+- ``pending``: work is under way: no certificate yet, a ``next`` waiting for its roll (also
+  one that replaces a revoked ``curr``: :attr:`Health.curr_revoked` says so), a server that
+  has not taken ``curr`` yet;
 - ``ok``: none of these.
 
 Reading only: nothing here changes a file or asks the network.
@@ -21,6 +24,7 @@ from typing import Final, Literal
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import CertLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
+from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.renewal import MiddleOfSpread
 from sslm_tasks.store.versions import read_link
 
@@ -52,6 +56,8 @@ class Health:
     expires: datetime | None = None
     #: Days until then (negative once expired).
     days_left: float | None = None
+    #: ``curr``'s revocation, when it was revoked and is still ``curr``.
+    curr_revoked: Revocation | None = None
 
 
 def worst(words: list[Word]) -> Word:
@@ -77,12 +83,21 @@ def health(
             problems.append(
                 Problem(what, key, since, outcome.failures, outcome.detail, outcome.retry_at)
             )
-    pending = lacking(ctx, ledger) if read_link(ctx.layout, ctx.ref, "curr") else []
+    curr_stamp = read_link(ctx.layout, ctx.ref, "curr")
+    pending = lacking(ctx, ledger) if curr_stamp else []
     curr = load(ctx, "curr")
     expires = None if curr is None else curr.not_valid_after_utc
     now = ctx.now()
     days_left = None if expires is None else (expires - now).total_seconds() / 86400
-    waiting = read_link(ctx.layout, ctx.ref, "next") is not None
+    next_stamp = read_link(ctx.layout, ctx.ref, "next")
+    waiting = next_stamp is not None
+    revoked = record.revoked(curr_stamp)
+    if revoked is not None and (next_stamp is None or record.revoked(next_stamp) is not None):
+        # Still served, refused by every client that checks the CRL or OCSP, and nothing
+        # queued to replace it: as bad as a failed deploy (see docs/decisions.md).
+        problems.append(
+            Problem("revoked", str(ctx.ref), revoked.at, 0, _revoked_reason(ctx, revoked), None)
+        )
     # Judged at the renew target: a run's own draw would flip the verdict between looks.
     overdue = curr is not None and renew_decision(ctx, load=load, rng=MiddleOfSpread()).due
     word: Word
@@ -94,4 +109,16 @@ def health(
         word = "pending"
     else:
         word = "ok"
-    return Health(word, problems, pending, expires, days_left)
+    return Health(word, problems, pending, expires, days_left, revoked)
+
+
+def _revoked_reason(ctx: ServiceContext, revoked: Revocation) -> str:
+    """Why a revoked ``curr`` is a problem, and what replaces it (or how to replace it)."""
+    said = (
+        f"curr {revoked.stamp} (serial {revoked.serial}) was revoked for {revoked.reason} "
+        f"({revoked.by}) and is still in use: clients that check revocation refuse it"
+    )
+    if revoked.reason == "keyCompromise":
+        # The renew check builds a new key for it by itself (build.compromised).
+        return f"{said}; the next renew check builds a new key"
+    return f"{said}; renew it (sslm-mgr -renew -f {ctx.ref}) or remove the service"

@@ -67,6 +67,10 @@ def _describe(ref: ServiceRef, now: Health) -> str:
         where = "" if problem.where == str(ref) else f" on {problem.where}"
         since = "" if problem.since is None else f" since {problem.since:%Y-%m-%d %H:%M} UTC"
         retry = "" if problem.retry_at is None else f"; next try {problem.retry_at:%H:%M} UTC"
+        if problem.what == "revoked":
+            # A state, not a step that failed: no attempts to count.
+            lines.append(f"- revoked{since}: {problem.reason}")
+            continue
         lines.append(
             f"- {problem.what}{where} failing{since} ({problem.attempts} attempts): "
             f"{problem.reason}{retry}"

@@ -50,3 +50,35 @@ def test_a_failed_deploy_is_announced_once_retried_and_its_recovery_announced(
     # and later runs stay quiet
     assert mgr().returncode == 0
     assert len(hooks) == 2 and len(box.messages) == 2
+
+
+def test_a_revoked_curr_is_announced_as_a_failure_and_its_replacement_as_a_recovery(
+    topdir: Path,
+    mgr: RunMgr,
+    inbox: tuple[Inbox, int],
+    webhook: tuple[list[dict[str, object]], int],
+) -> None:
+    box, mail_port = inbox
+    hooks, hook_port = webhook
+    # Given the example tree deployed, with notifications, and web-ec's curr revoked for a
+    # reason that renews nothing
+    configure(topdir, restart="/bin/true", mail_port=mail_port, hook_port=hook_port)
+    assert mgr("-renew", "-roll").returncode == 0
+    assert mgr("revoke", "example.com:web-ec", "-reason", "superseded").returncode == 0
+    before = len(hooks)
+
+    # When the next run looks at it
+    mgr("-renew", "-roll")
+
+    # Then one failure is announced for web-ec, saying it was revoked
+    new = hooks[before:]
+    assert [hook["type"] for hook in new] == ["failure"], new
+    message = str(new[0]["message"])
+    assert "example.com:web-ec is failing" in message
+    assert "- revoked since" in message and "was revoked for superseded" in message
+    assert "attempts" not in message
+    # When it is renewed and rolled, Then its recovery is announced
+    assert mgr("-renew", "-f", "example.com:web-ec").returncode == 0
+    assert mgr("-roll", "-f", "example.com:web-ec").returncode == 0
+    assert [hook["type"] for hook in hooks[before:]] == ["failure", "success"]
+    assert len(box.messages) == len(hooks)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from support import RunMgr, edit, openssl, tree_snapshot
+from support import RunMgr, crl_verify, edit, openssl, tree_snapshot
 from test_status import validate
 
 from sslm_tasks.config.load import load_config
@@ -27,23 +27,6 @@ def _with_crl_url(topdir: Path) -> None:
         "    digest = 'sha384'",
         f"    digest = 'sha384'\n    crl_url = '{CRL_URL}'",
     )
-
-
-def crl_verify(topdir: Path, version: Path) -> tuple[bool, str]:
-    """``openssl verify -crl_check`` of ``version`` against the root, with my-int's CRL."""
-    result = openssl(
-        "verify",
-        "-crl_check",
-        "-CAfile",
-        str(topdir / "certs/ca/my-root/curr/cert.pem"),
-        "-untrusted",
-        str(version / "chain.pem"),
-        "-CRLfile",
-        str(topdir / "certs/ca/my-int/crl.pem"),
-        str(version / "cert.pem"),
-        check=False,
-    )
-    return result.returncode == 0, result.stdout + result.stderr
 
 
 def stores(topdir: Path) -> dict[str, str]:
@@ -185,3 +168,56 @@ def test_a_link_planted_at_the_crl_copy_is_never_followed(
     assert result.returncode == 1
     assert f"{copy} is a link or not a regular file" in result.stdout + result.stderr
     assert copy.is_symlink() and outside.read_text() == "not sslm's\n"
+
+
+def test_a_revoked_curr_is_critical_until_a_next_waits_to_replace_it(
+    topdir: Path, mgr: RunMgr, tmp_path: Path
+) -> None:
+    # Given the example tree, web-ec's curr revoked for a reason that renews nothing
+    assert mgr("-renew", "-roll").returncode == 0
+    assert mgr("revoke", "example.com:web-ec", "-reason", "superseded").returncode == 0
+    stamp = (topdir / "certs/example.com/web-ec/curr").resolve().name
+
+    # When its status is read, Then it is failing: -s exits 1 and says why
+    shown = mgr("-s", "example.com:web-ec")
+    assert shown.returncode == 1, shown.stdout
+    assert "health : failing" in shown.stdout
+    assert (
+        "failing : revoked since" in shown.stdout and "was revoked for superseded" in shown.stdout
+    )
+    # and -s --json has the problem, and curr says it was revoked
+    status = mgr("-s", "--json", "example.com:web-ec")
+    assert status.returncode == 1
+    validate(status.stdout, tmp_path)
+    (service,) = json.loads(status.stdout)["services"]
+    assert service["health"] == "failing"
+    (problem,) = service["problems"]
+    assert (problem["what"], problem["where"], problem["attempts"]) == (
+        "revoked",
+        "example.com:web-ec",
+        0,
+    )
+    assert f"curr {stamp}" in problem["reason"] and "sslm-mgr -renew -f" in problem["reason"]
+    assert service["curr"]["revoked"] == "superseded"
+    # and the monitoring check is CRITICAL
+    check = mgr("-s", "--check", "example.com:web-ec")
+    assert check.returncode == 2, check.stdout
+    assert "was revoked for superseded" in check.stdout
+
+    # When a next is built that will replace it
+    assert mgr("-renew", "-f", "example.com:web-ec").returncode == 0
+
+    # Then it is pending (-s exits 0), and the check warns at once that curr is revoked
+    status = mgr("-s", "--json", "example.com:web-ec")
+    assert status.returncode == 0
+    validate(status.stdout, tmp_path)
+    (service,) = json.loads(status.stdout)["services"]
+    assert (service["health"], service["problems"]) == ("pending", [])
+    assert (service["curr"]["revoked"], service["next"]["revoked"]) == ("superseded", None)
+    check = mgr("-s", "--check", "example.com:web-ec")
+    assert check.returncode == 1, check.stdout
+    assert "curr was revoked for superseded; next replaces it at its roll" in check.stdout
+
+    # When it rolls, Then the service is ok again
+    assert mgr("-roll", "-f", "example.com:web-ec").returncode == 0
+    assert mgr("-s", "--check", "example.com:web-ec").returncode == 0

@@ -10,7 +10,16 @@ import pytest
 from lab_acme import write_topdir
 from lab_dns import DnsLab, start_dns_lab
 from lab_pebble import Pebble, start_pebble
-from services import OUR_VARIABLES, RedisServer, Services, WorkerStarter, services_in, start_redis
+from services import (
+    OUR_VARIABLES,
+    RabbitMQServer,
+    RedisServer,
+    Services,
+    WorkerStarter,
+    services_in,
+    start_rabbitmq,
+    start_redis,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +41,12 @@ def services(tmp_path: Path) -> Iterator[Services]:
 def redis_server(services: Services) -> RedisServer:
     """A private redis-server with a password on a free loopback port."""
     return start_redis(services)
+
+
+@pytest.fixture
+def rabbitmq(services: Services) -> RabbitMQServer:
+    """A private RabbitMQ node (own epmd, node name, data, user) on a free loopback port."""
+    return start_rabbitmq(services)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import AMQPError
+from kombu import Connection
 from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import RedisError
@@ -98,6 +101,8 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    #: Seconds :meth:`Services.stop_all` gives a SIGTERM before it kills; ``None``: kill at once.
+    graceful_stop_s: float | None = None
 
     @property
     def alive(self) -> bool:
@@ -167,8 +172,13 @@ class Services:
     def stop_all(self) -> None:
         # The end of a test needs no graceful stop (a test of one stops its service itself):
         # SIGKILL, so a worker's warm shutdown cannot hold the teardown for its whole grace.
+        # A service that asked for a graceful stop (a broker that flushes and deregisters)
+        # gets a SIGTERM and its few seconds first.
         for service in reversed(self.started):
-            service.kill()
+            if service.graceful_stop_s is not None:
+                service.terminate(timeout_s=service.graceful_stop_s)
+            else:
+                service.kill()
         self.started.clear()
 
 
@@ -247,6 +257,136 @@ def start_redis(
         alive=lambda: service.alive,
     )
     return server
+
+
+# --- rabbitmq ------------------------------------------------------------------------------
+
+#: Where Debian keeps RabbitMQ's own scripts. /usr/sbin/rabbitmq-server is a wrapper that, run
+#: as root, switches to the rabbitmq user and the system's /var/lib/rabbitmq: not ours.
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+#: A RabbitMQ node takes about 4 s to boot here, more on a loaded machine.
+RABBITMQ_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RabbitMQServer:
+    """A private RabbitMQ node on 127.0.0.1: its own epmd, node name, data, logs and user."""
+
+    port: int
+    user: str
+    password: str
+    node: str
+    #: The environment its CLI tools need to reach it (cookie in HOME, epmd port).
+    env: dict[str, str]
+    service: Service
+
+    def url(self, vhost: str = "") -> str:
+        """The AMQP URL of ``vhost`` (default: ``/``)."""
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}/{vhost}"
+
+    def answers(self) -> bool:
+        """Whether an AMQP connection with our user opens (the node has booted)."""
+        try:
+            with Connection(self.url(), connect_timeout=1) as connection:
+                connection.ensure_connection(max_retries=1)
+            return True
+        except (OSError, OperationalError, AMQPError):
+            return False
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``rabbitmqctl -n <node> args`` against this node; fails the test on an error."""
+        # The CLI is an Erlang node too, by default on one of 35672-35682, which the machine's
+        # own rabbitmqctl and other tests' use as well: a free port of its own.
+        port = str(free_port())
+        env = {**self.env, "RABBITMQ_CTL_DIST_PORT_MIN": port, "RABBITMQ_CTL_DIST_PORT_MAX": port}
+        return subprocess.run(
+            [str(_rabbitmq_binary("rabbitmqctl")), "-n", self.node, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+
+def _rabbitmq_binary(name: str) -> Path:
+    """RabbitMQ's own script ``name`` (never the su wrapper in /usr/sbin), or fail/skip."""
+    path = RABBITMQ_BIN / name
+    if not path.exists():
+        unavailable(f"{path} is missing (Debian: apt-get install rabbitmq-server)")
+    return path
+
+
+def start_rabbitmq(services: Services) -> RabbitMQServer:
+    """Start a RabbitMQ node of our own on 127.0.0.1 and wait until AMQP logins work.
+
+    Nothing is shared with a RabbitMQ the machine may run: a free AMQP port, a free Erlang
+    distribution port, an epmd of its own on a free port (started here, so it is stopped
+    here: the one a node starts itself daemonizes and would outlive the test), a unique node
+    name, HOME (the Erlang cookie), data and logs under the test's directory, its own
+    rabbitmq.conf (a new user and password), rabbitmq-env.conf and no plugins. It is stopped
+    with SIGTERM (a clean shutdown) at the end of the test, SIGKILL after 15 s.
+    """
+    server_bin = _rabbitmq_binary("rabbitmq-server")
+    epmd = require_binary("epmd")
+    base = services.workdir / "rabbitmq"
+    base.mkdir(exist_ok=True)
+    port, dist_port, epmd_port = free_port(), free_port(), free_port()
+    node = f"sslm-test-{port}@localhost"
+    user, password = "sslm", secrets.token_hex(16)
+    (base / "rabbitmq.conf").write_text(
+        f"listeners.tcp.1 = 127.0.0.1:{port}\n"
+        f"default_user = {user}\n"
+        f"default_pass = {password}\n"
+        "loopback_users = none\n"
+    )
+    (base / "enabled_plugins").write_text("[].\n")
+    # Our own env file: Debian's /etc/rabbitmq/rabbitmq-env.conf names the system's node.
+    (base / "rabbitmq-env.conf").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+    env.update(
+        HOME=str(base),
+        RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
+        RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+        RABBITMQ_ADVANCED_CONFIG_FILE=str(base / "advanced.config"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+        RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+        RABBITMQ_LOG_BASE=str(base / "log"),
+        RABBITMQ_NODENAME=node,
+        RABBITMQ_DIST_PORT=str(dist_port),
+        ERL_EPMD_PORT=str(epmd_port),
+        ERL_EPMD_ADDRESS="127.0.0.1",
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+    )
+    epmd_service = services.spawn(
+        f"epmd-{epmd_port}", [epmd, "-address", "127.0.0.1", "-port", str(epmd_port)], env=env
+    )
+    wait_for(
+        "epmd listens",
+        lambda: _listening(epmd_port),
+        timeout_s=START_TIMEOUT_S,
+        log=epmd_service.log,
+        alive=lambda: epmd_service.alive,
+    )
+    service = services.spawn(f"rabbitmq-{port}", [str(server_bin)], env=env, cwd=base)
+    service.graceful_stop_s = 15.0
+    server = RabbitMQServer(port, user, password, node, env, service)
+    wait_for(
+        f"rabbitmq node {node} accepts an AMQP login",
+        server.answers,
+        timeout_s=RABBITMQ_START_TIMEOUT_S,
+        log=service.log,
+        alive=lambda: service.alive,
+    )
+    return server
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 # --- celery --------------------------------------------------------------------------------

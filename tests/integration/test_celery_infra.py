@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from services import (
     REPO,
     START_TIMEOUT_S,
     VENV_BIN,
+    RabbitMQServer,
     RedisServer,
     Services,
     WorkerStarter,
@@ -28,7 +28,6 @@ from services import (
     start_redis,
     wait_for,
 )
-from support import unavailable
 
 from sslm_tasks.app import UNACKED_RESTORE_INTERVAL_S
 from sslm_tasks.broker import check_broker
@@ -235,28 +234,11 @@ def test_worker_without_broker_refuses_to_start(tmp_path: Path) -> None:
     assert "SSLM_BROKER_URL" in run.stderr
 
 
-def _rabbitmq_listening() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def test_ping_over_rabbitmq(services: Services) -> None:
-    if not _rabbitmq_listening():
-        unavailable("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
-    url = "amqp://guest:guest@127.0.0.1:5672//"
-    # The RabbitMQ server is shared: a site of our own gives this test a queue no one else's
-    # worker consumes. Results come back over the broker (the rpc:// default for amqp).
-    site = f"t{uuid.uuid4().hex[:12]}"
-    worker = WorkerStarter(services, url).start(
-        f"amqp-{site}@test", queues=[f"deploy.{site}"], env={"SSLM_SITE": site}
-    )
-    app = producer(url)
-    try:
-        assert app.send_task("sslm.ping", queue=f"deploy.{site}").get(timeout=10) == worker.node
-    finally:
-        worker.terminate()
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(f"deploy.{site}")
+def test_ping_over_rabbitmq(services: Services, rabbitmq: RabbitMQServer) -> None:
+    # Given a worker on a private RabbitMQ node. Results come back over the broker (the rpc://
+    # default for amqp).
+    worker = WorkerStarter(services, rabbitmq.url()).start("amqp@test", queues=["issue"])
+    app = producer(rabbitmq.url())
+    # When a ping is sent, Then this worker answers it through that node
+    assert app.send_task("sslm.ping", queue="issue").get(timeout=10) == worker.node
+    assert "issue" in rabbitmq.ctl("list_queues", "name").stdout

@@ -19,6 +19,7 @@ import pytest
 from services import (
     FAST_REDELIVERY,
     REPO,
+    RabbitMQServer,
     RedisServer,
     Services,
     WorkerStarter,
@@ -28,7 +29,7 @@ from services import (
     producer,
     wait_for,
 )
-from support import chain_verifies, run_tool, unavailable
+from support import chain_verifies, run_tool
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -482,52 +483,34 @@ def test_a_deploy_worker_killed_inside_a_deploy_redelivers_and_the_server_is_dep
 
 
 def test_the_pipeline_runs_on_rabbitmq_too(
-    topdir: Path, services: Services, redis_server: RedisServer
+    topdir: Path, services: Services, redis_server: RedisServer, rabbitmq: RabbitMQServer
 ) -> None:
-    # RabbitMQ is optional (Redis is the broker of record): skip, saying why, when there is none.
-    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-    except OSError:
-        unavailable("no RabbitMQ on 127.0.0.1:5672 (optional: Redis is the broker of record)")
-    if not Path(rabbitmqctl).exists():
-        unavailable("rabbitmqctl not installed: cannot make a private vhost")
-    # Given a private vhost (the server is shared) as broker, and Redis for results
-    vhost = f"sslm-test-{os.getpid()}-{int(time.time())}"
-    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)
-    try:
-        subprocess.run(
-            [rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-            check=True,
-            capture_output=True,
-        )
-        broker = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-        backend = {"SSLM_RESULT_BACKEND": redis_server.url()}
-        # Started without the starter's ping task: that one waits for its result over the
-        # broker, while these workers store results in Redis; a control ping needs no backend.
-        WorkerStarter(services, broker).start(
-            "amqp@test",
-            pool="prefork",
-            concurrency=2,
-            wait=False,
-            env=worker_env(topdir, **backend),
-        )
-        app = producer(broker)
-        wait_for(
-            "the amqp worker answers", lambda: control_ping_answered(app, "amqp@test"), timeout_s=30
-        )
-        # When the CLI runs the main job through it
-        result = run_tool(
-            "sslm-mgr",
-            "-renew",
-            "-roll",
-            cwd=topdir,
-            env={"SSLM_BROKER_URL": broker, **backend},
-            timeout=120,
-        )
-        # Then the same certificates land on disk
-        assert result.returncode == 0, result.stdout + result.stderr
-        for svc in LEAVES:
-            assert chain_verifies(topdir, svc), svc
-    finally:
-        subprocess.run([rabbitmqctl, "delete_vhost", vhost], capture_output=True)
+    # Given a private RabbitMQ node as broker, and Redis for results
+    broker = rabbitmq.url()
+    backend = {"SSLM_RESULT_BACKEND": redis_server.url()}
+    # Started without the starter's ping task: that one waits for its result over the
+    # broker, while these workers store results in Redis; a control ping needs no backend.
+    WorkerStarter(services, broker).start(
+        "amqp@test",
+        pool="prefork",
+        concurrency=2,
+        wait=False,
+        env=worker_env(topdir, **backend),
+    )
+    app = producer(broker)
+    wait_for(
+        "the amqp worker answers", lambda: control_ping_answered(app, "amqp@test"), timeout_s=30
+    )
+    # When the CLI runs the main job through it
+    result = run_tool(
+        "sslm-mgr",
+        "-renew",
+        "-roll",
+        cwd=topdir,
+        env={"SSLM_BROKER_URL": broker, **backend},
+        timeout=120,
+    )
+    # Then the same certificates land on disk
+    assert result.returncode == 0, result.stdout + result.stderr
+    for svc in LEAVES:
+        assert chain_verifies(topdir, svc), svc

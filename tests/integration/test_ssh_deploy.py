@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,6 +214,63 @@ def test_two_deploys_to_one_server_share_one_ssh_connection_kept_in_a_private_di
     wait_for("the connection closes", lambda: not socket.exists(), timeout_s=5)
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (sshd's per-connection children start sessions of
+    their own, so its process group does not hold them)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(root: int) -> Iterator[None]:
+    """SIGSTOP ``root``'s whole tree: its connections stay open and answer nothing, as a
+    server that died or a network that dropped them; SIGCONT on the way out."""
+    stopped = _tree(root)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_a_shared_connection_to_a_server_gone_silent_is_given_up(
+    sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given keepalive probes every second, and a deploy whose connection waits for the next
+    # one behind its socket (for ControlPersist, 60 s)
+    monkeypatch.setenv("SSLM_SSH_SERVER_ALIVE_S", "1")
+    config = smtp_config(restart)
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    settings = load_settings()
+    socket_path = control_path(
+        control_directory(settings.ssh_command[0]), settings.ssh_command, "smtp1.test"
+    )
+    assert stat.S_ISSOCK(socket_path.lstat().st_mode)
+
+    # When the server stops answering without closing the connection
+    with frozen(sshd.service.process.pid):
+        # Then the master gives the connection up after 3 unanswered probes, not 60 s idle
+        wait_for("the master gives up", lambda: not socket_path.exists(), timeout_s=15)
+
+    # and once the server answers again, the next deploy logs in anew and succeeds
+    deploy(config, target(), prod_dir=prod, timeout_s=20)
+    assert sshd.logins() == 2
+
+
 def test_without_connection_sharing_each_command_logs_in(
     sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,7 +394,11 @@ date +%s.%N > "$span.end"
 
 
 def test_a_deploy_worker_deploys_several_servers_at_once(
-    services: Services, redis_server: RedisServer, workers: WorkerStarter, tmp_path: Path
+    services: Services,
+    redis_server: RedisServer,
+    workers: WorkerStarter,
+    tmp_path: Path,
+    runtime_dir: Path,
 ) -> None:
     # Given two servers over ssh whose restart takes a second, and the deploy worker as its
     # launcher starts it (pool and concurrency are the launcher's defaults)
@@ -353,11 +415,11 @@ def test_a_deploy_worker_deploys_several_servers_at_once(
         + "    skip_prod_copy = true\n"
     )
     server = start_sshd(services, remote_roots={}, aliases=hosts)
-    workers.start(
+    worker = workers.start(
         f"deploy-default@{socket.gethostname()}",
         script="workers/deploy.sh",
         ping_queue="deploy.default",
-        env={**server.env(), "SSL_MGR_TOPDIR": str(topdir)},
+        env={**server.env(), "SSL_MGR_TOPDIR": str(topdir), "XDG_RUNTIME_DIR": str(runtime_dir)},
     )
 
     # When both servers' deploys are sent at once
@@ -378,6 +440,58 @@ def test_a_deploy_worker_deploys_several_servers_at_once(
     began = [float((spans / f"{run}.start").read_text()) for run in runs]
     ended = [float((spans / f"{run}.end").read_text()) for run in runs]
     assert max(began) < min(ended), (began, ended)
+    # and when the worker stops, its connections close and their directory goes (the deploys
+    # ran on threads of the worker process itself: its atexit does it)
+    assert len(list(runtime_dir.glob("sslm-ssh-*"))) == 1
+    assert worker.terminate() == 0
+    assert list(runtime_dir.iterdir()) == []
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short ``$XDG_RUNTIME_DIR`` of the test's own (a socket's path has 104 bytes at most,
+    and ``/tmp`` is shared): where a worker makes its ``sslm-ssh-*`` directory."""
+    path = Path(tempfile.mkdtemp(prefix="sslm-xdg-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_prefork_pool_process_removes_its_ssh_directory_when_it_ends(
+    services: Services,
+    redis_server: RedisServer,
+    workers: WorkerStarter,
+    tmp_path: Path,
+    runtime_dir: Path,
+) -> None:
+    # Given a prefork worker whose pool process deployed a server over ssh, the connection
+    # left open for the next deploy behind a socket in its directory
+    topdir = tmp_path / "top"
+    shutil.copytree(REPO / "conf.d", topdir / "conf.d")
+    script = write_script(tmp_path / "restart.sh", "#!/bin/sh\ntrue\n")
+    main = topdir / "conf.d/ssl-mgr.conf"
+    main.write_text(
+        main.read_text()
+        + f"\n[smtp]\n    servers = ['smtp1.test']\n    restart_cmd = '{script}'\n"
+        + "    skip_prod_copy = true\n"
+    )
+    server = start_sshd(services, remote_roots={})
+    env = {**server.env(), "SSL_MGR_TOPDIR": str(topdir), "XDG_RUNTIME_DIR": str(runtime_dir)}
+    worker = workers.start("prefork@test", pool="prefork", concurrency=1, env=env)
+    app = producer(redis_server.url())
+    sent = app.send_task(
+        "sslm.deploy.server", args=(target().to_json(), []), kwargs={"site": "default"}
+    )
+    assert sent.get(timeout=60)["ok"]
+    (directory,) = runtime_dir.glob("sslm-ssh-*")
+    assert any(stat.S_ISSOCK(entry.lstat().st_mode) for entry in directory.iterdir())
+
+    # When the worker stops (warm shutdown: its pool process ends without running atexit)
+    assert worker.terminate() == 0
+
+    # Then the pool process closed its connection and removed its directory
+    assert list(runtime_dir.iterdir()) == []
 
 
 def test_an_unbalanced_ssh_command_is_a_config_error_naming_the_variable(
