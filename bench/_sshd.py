@@ -23,7 +23,12 @@ every session would start the bench host's root login shell, bash, which reads r
 ``.bashrc`` for commands over ssh (about 150 ms per session on the machine of issue 15), a cost
 of this machine's root account rather than of any deploy.
 
-Needs root (mount namespaces), sshd, ssh, ssh-keygen, rsync and unshare.
+sshd also runs in a PID namespace of its own, as its init, as in the tests: each connection
+and each command runs in a session of its own, out of reach of a signal to sshd's process
+group, but when sshd stops the kernel ends every process in its namespace, so no connection
+(nor the client's ssh master behind it) outlives the bench.
+
+Needs root (mount and PID namespaces), sshd, ssh, ssh-keygen, rsync and unshare.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class BenchSshd:
         return self.log.read_text(errors="replace").count("Accepted publickey")
 
     def stop(self) -> None:
+        """Stop sshd (the kernel then ends the rest of its PID namespace) and unshare."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -204,7 +210,7 @@ Host *
     )
     log = home / "sshd.log"
     argv = [
-        "unshare", "--mount", "--propagation", "private", "--",
+        "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--",
         "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(SSHD), str(server_config), str(passwd),
     ]  # fmt: skip
     with log.open("wb") as log_file:

@@ -144,6 +144,12 @@ class Services:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.started: list[Service] = []
+        self._after_stop: list[Callable[[], None]] = []
+
+    def at_stop(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` at :meth:`stop_all`, once every service is stopped (the last one
+        registered first): for what a service leaves that its process group does not hold."""
+        self._after_stop.append(cleanup)
 
     def spawn(
         self,
@@ -180,6 +186,8 @@ class Services:
             else:
                 service.kill()
         self.started.clear()
+        while self._after_stop:
+            self._after_stop.pop()()
 
 
 # --- redis -------------------------------------------------------------------------------

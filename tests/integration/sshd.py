@@ -14,23 +14,41 @@ the servers by alias (``smtp1.test`` is ``127.0.0.1`` on sshd's port), pins the 
 its own known_hosts with ``StrictHostKeyChecking yes``, and uses only the test's client key.
 The namespace needs root (CAP_SYS_ADMIN); without it, or without sshd, ssh or rsync, the test
 fails under CI and is skipped elsewhere.
+
+Stopping it stops everything it started. sshd puts each connection in a session of its own
+(``setsid``), and each command run without a terminal in yet another, so its process group
+holds only the listener: a connection's process outlived a kill of the group, and with it the
+connection and the client's ssh master behind it, for ``ControlPersist`` (60 s), and whatever
+a restart command left running for good. So sshd also runs in a PID namespace of its own, as
+its init: when it dies the kernel kills every process in the namespace, whatever session it
+is in. On the client side, the masters that deploys started are daemons (ssh forks them off
+and ``setsid``s them): ending the test's services ends the masters of its connections too (see
+:func:`end_ssh_masters`), and this process's own are closed (``connections.close_all``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from services import START_TIMEOUT_S, Service, Services, free_port, unavailable, wait_for
 
+from sslm_tasks.deploy import connections
+
 SSHD = Path("/usr/sbin/sshd")
+#: sshd's namespaces: its own mounts, and its own PIDs with sshd as init (``--fork``), so that
+#: its death ends every process it started; ``--kill-child``: so does unshare's.
+_UNSHARE = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child")
 #: ConnectTimeout the tests give ssh: short, so a test of an unreachable host stays short.
 CONNECT_TIMEOUT_S = 5
 
@@ -61,6 +79,8 @@ class SshServer:
     service: Service
     #: The command that started it, to start it again.
     argv: list[str]
+    #: Every host name the client configuration knows (reachable or not).
+    aliases: tuple[str, ...]
 
     @property
     def ssh_command(self) -> tuple[str, ...]:
@@ -80,6 +100,15 @@ class SshServer:
         assert not self.service.alive
         self.service = services.spawn("sshd-again", self.argv)
         _wait_listening(self.port, self.service)
+        services.at_stop(_namespace_ender(self.service))
+
+    def control_socket_names(self) -> frozenset[str]:
+        """The names sslm gives the control sockets of connections to these servers, in
+        whatever directory (see ``connections.control_path``): they tell their masters."""
+        return frozenset(
+            connections.control_path(Path("/"), self.ssh_command, alias).name
+            for alias in self.aliases
+        )
 
     def sessions(self) -> int:
         """How many sessions sshd has started so far (its log says so for each one)."""
@@ -113,12 +142,10 @@ def _require_tools() -> None:
     if not SSHD.is_file():
         unavailable(f"{SSHD} is not installed (Debian: apt-get install openssh-server)")
     if os.geteuid() != 0:
-        unavailable("the ssh deploy tests run sshd in a private mount namespace: needs root")
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True
-    )
+        unavailable("the ssh deploy tests run sshd in private namespaces: needs root")
+    probe = subprocess.run([*_UNSHARE, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        unavailable(f"cannot create a mount namespace (needs CAP_SYS_ADMIN): {probe.stderr}")
+        unavailable(f"cannot create mount and PID namespaces (CAP_SYS_ADMIN): {probe.stderr}")
 
 
 def _listening(port: int) -> bool:
@@ -203,10 +230,7 @@ Host *
 
     mounts = [str(path) for pair in remote_roots.items() for path in reversed(pair)]
     argv = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
+        *_UNSHARE,
         "--",
         "sh",
         "-c",
@@ -218,7 +242,20 @@ Host *
     ]
     service = services.spawn("sshd", argv)
     _wait_listening(port, service)
-    return SshServer(port, client_config, service, argv)
+    server = SshServer(
+        port,
+        client_config,
+        service,
+        argv,
+        (*aliases, *unreachable_aliases, "stranger.test"),
+    )
+    services.at_stop(_namespace_ender(service))
+    # Run last-registered first: the masters are dead before this process's own directory
+    # goes (close_all), so its ``ssh -O exit`` never waits (5 s) on one that answers nothing.
+    services.at_stop(connections.close_all)
+    names = server.control_socket_names()
+    services.at_stop(lambda: end_ssh_masters(names))
+    return server
 
 
 def _wait_listening(port: int, service: Service) -> None:
@@ -229,3 +266,96 @@ def _wait_listening(port: int, service: Service) -> None:
         log=service.log,
         alive=lambda: service.alive,
     )
+
+
+# --- stopping what sshd and the deploys left ------------------------------------------------
+
+
+def _processes() -> Iterator[tuple[int, Path]]:
+    """Every process's pid and /proc directory, but ours."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            yield int(entry.name), entry
+
+
+def _living(proc: Path) -> bool:
+    """Whether the process still runs: a zombie (state ``Z``, only waiting for its parent to
+    read its status) runs nothing."""
+    try:
+        # pid (comm) state ...: comm may hold spaces and parentheses, so split after its ')'
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_until_gone(what: str, find: Callable[[], list[int]]) -> None:
+    """SIGKILL what ``find`` lists until it lists nothing (a process may start another
+    meanwhile); fails the test after :data:`START_TIMEOUT_S`."""
+
+    def gone() -> bool:
+        found = find()
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):  # it has ended meanwhile
+                os.kill(pid, signal.SIGKILL)
+        return not found
+
+    wait_for(what, gone, timeout_s=START_TIMEOUT_S)
+
+
+def _namespace_ender(service: Service) -> Callable[[], None]:
+    """What waits, once ``service`` (unshare, then sshd as init) is killed, until no process
+    is left in sshd's PID namespace: the kernel kills them as init dies, without waiting."""
+    # unshare's pid_for_children is the namespace it made (sshd is listening: it exists).
+    # Held open until the end: a namespace that is gone may give its number to a new one,
+    # another test's.
+    held = os.open(f"/proc/{service.process.pid}/ns/pid_for_children", os.O_RDONLY)
+    namespace = os.fstat(held)
+    ours = os.stat("/proc/self/ns/pid")
+    if (ours.st_dev, ours.st_ino) == (namespace.st_dev, namespace.st_ino):
+        os.close(held)
+        # Its members would be every process of this machine.
+        raise AssertionError(f"sshd runs in our own PID namespace: {service.process.args}")
+
+    def members() -> list[int]:
+        found = []
+        for pid, proc in _processes():
+            with contextlib.suppress(OSError):  # it has ended meanwhile
+                member = (proc / "ns/pid").stat()
+                same = (member.st_dev, member.st_ino) == (namespace.st_dev, namespace.st_ino)
+                if same and _living(proc):
+                    found.append(pid)
+        return found
+
+    def end() -> None:
+        try:
+            assert not service.alive, "stop the service before its namespace"
+            _kill_until_gone(f"sshd's PID namespace {namespace.st_ino} empties", members)
+        finally:
+            os.close(held)
+
+    return end
+
+
+def ssh_masters(socket_names: Iterable[str]) -> list[int]:
+    """The processes whose command line names a control socket called one of
+    ``socket_names``: a master (``ssh: <directory>/<name> [mux]``, the title it gives itself)
+    or a client with ``-o ControlPath=<directory>/<name>``."""
+    alternatives = "|".join(map(re.escape, socket_names))
+    named = re.compile(rf"/(?:{alternatives})\b")
+    found = []
+    for pid, proc in _processes():
+        with contextlib.suppress(OSError):  # it has ended meanwhile
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            ssh = Path(argv[0].split(":")[0]).name == "ssh"
+            if ssh and named.search(" ".join(argv)) and _living(proc):
+                found.append(pid)
+    return found
+
+
+def end_ssh_masters(socket_names: Iterable[str]) -> None:
+    """Kill every ssh master (and client) of the control sockets called ``socket_names``,
+    wherever they are and whichever process started them (this one, a worker, sslm-mgr), and
+    wait until they are gone. A master left alone outlives the test: it is a daemon, and it
+    waits ``ControlPersist`` seconds after its last command, or forever when it is stopped."""
+    names = frozenset(socket_names)
+    _kill_until_gone("the test's ssh masters end", lambda: ssh_masters(names))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,8 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import REPO, RedisServer, Services, WorkerStarter, producer, wait_for
-from sshd import CONNECT_TIMEOUT_S, SshServer, start_sshd
+from services import (
+    REPO,
+    RedisServer,
+    Services,
+    WorkerStarter,
+    producer,
+    services_in,
+    wait_for,
+)
+from sshd import CONNECT_TIMEOUT_S, SshServer, ssh_masters, start_sshd
 from support import RunMgr
 
 from sslm_tasks.config.models import MainConfig
@@ -271,6 +280,68 @@ def test_a_shared_connection_to_a_server_gone_silent_is_given_up(
     assert sshd.logins() == 2
 
 
+def _running_since(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), or None if it no longer runs (a zombie
+    runs nothing): with the pid, it names one process, never a later one given that pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _named(token: str) -> list[int]:
+    """The processes whose command line holds ``token``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if token.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_stopping_the_services_leaves_no_process_of_sshd_nor_ssh_master_behind(
+    tmp_path: Path, prod: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given sshd started by the harness, and a deploy through it whose restart command leaves
+    # a daemon running in a session of its own (as a restarted service does)
+    lingering = f"3600.{secrets.randbelow(10**9)}"  # an argument no other process has
+    script = write_script(
+        tmp_path / "restart.sh",
+        f"#!/bin/sh\nsetsid sleep {lingering} </dev/null >/dev/null 2>&1 &\n",
+    )
+    started: dict[int, int | None] = {}
+    try:
+        with services_in(tmp_path) as services:
+            server = start_sshd(services, remote_roots={prod: remote})
+            for name, value in server.env().items():
+                monkeypatch.setenv(name, value)
+            deploy(smtp_config(str(script)), target(), prod_dir=prod, timeout_s=20)
+            wait_for("the daemon starts", lambda: bool(_named(lingering)), timeout_s=5)
+            # and the connection kept for the next deploy by an ssh master of this process,
+            # one that answers nothing (stopped): it cannot notice that sshd went away
+            names = server.control_socket_names()
+            [master] = ssh_masters(names)
+            os.kill(master, signal.SIGSTOP)
+            sshd_side = _tree(server.service.process.pid)
+            started = {pid: _running_since(pid) for pid in [*sshd_side, *_named(lingering), master]}
+            # sshd's processes hold the listener and the connection's (a session of its own)
+            assert len(sshd_side) >= 2, sshd_side
+
+        # When the services are stopped, as at the end of every test
+        # Then none of those processes runs any more, nor any ssh master of the test's sockets
+        left = [pid for pid, since in started.items() if _running_since(pid) == since]
+        assert left == [], {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left}
+        assert ssh_masters(names) == []
+        assert _named(lingering) == []
+    finally:
+        # This test made them: if the harness left any, the test ends them.
+        for pid, since in started.items():
+            if _running_since(pid) == since:
+                with contextlib.suppress(ProcessLookupError):  # it has ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+
+
 def test_without_connection_sharing_each_command_logs_in(
     sshd: SshServer, prod: Path, restart: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -314,16 +385,10 @@ def test_a_failing_restart_command_fails_permanently_with_its_status_and_output(
 
 
 @pytest.fixture
-def hanging(tmp_path: Path) -> Iterator[Path]:
-    """A restart command that never ends; the test's leftover is killed by its recorded pid."""
-    pid_file = tmp_path / "hanging.pid"
-    yield write_script(tmp_path / "hang.sh", f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
-    # sshd does not stop a command without a terminal when its client is killed (which the
-    # docs say); this test started that sleep, so it ends it.
-    if pid_file.exists():
-        # ProcessLookupError: it has ended already.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+def hanging(tmp_path: Path) -> Path:
+    """A restart command that never ends. sshd does not stop a command without a terminal
+    when its client is killed (which the docs say): stopping sshd does (its PID namespace)."""
+    return write_script(tmp_path / "hang.sh", "#!/bin/sh\nexec sleep 60\n")
 
 
 def test_a_hanging_restart_command_is_killed_at_the_timeout(
