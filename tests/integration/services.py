@@ -1,7 +1,9 @@
 """Real services for the integration tests, started here on loopback and always stopped.
 
 Every daemon runs in its own process group (``start_new_session``), so stopping it also stops
-the children it forked (a prefork worker's pool). Nothing here reaches beyond 127.0.0.1.
+the children it forked (a prefork worker's pool). What leaves that group (a child that starts a
+session of its own, a daemon) is stopped by a cleanup its starter registers (``at_stop``; sshd's
+in ``sshd.py``). Nothing here reaches beyond 127.0.0.1.
 
 A binary that is missing fails the test when ``CI`` is set and skips it otherwise, as in
 dramatiq's tests: a laptop without redis-server may skip, CI must not pass by skipping.
@@ -186,8 +188,15 @@ class Services:
             else:
                 service.kill()
         self.started.clear()
+        # Each runs, even after one failed: the first failure is raised at the end.
+        failed: list[BaseException] = []
         while self._after_stop:
-            self._after_stop.pop()()
+            try:
+                self._after_stop.pop()()
+            except Exception as err:  # raised below, once the rest ran
+                failed.append(err)
+        if failed:
+            raise failed[0]
 
 
 # --- redis -------------------------------------------------------------------------------
