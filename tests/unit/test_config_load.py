@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import REPO
@@ -153,3 +155,22 @@ def test_a_file_that_is_not_utf8_is_named_with_its_place(conf: Path) -> None:
         load_config([], conf_dir=conf)
     assert caught.value.key == "(encoding)" and caught.value.value == b"\xe9"
     assert "line 3, column 17" in caught.value.problem
+
+
+def test_each_file_is_parsed_once_though_a_wildcard_scans_it_first(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a selection whose wildcard reads every service file of its group
+    parsed: list[str] = []
+    parse = tomllib.loads
+
+    def counted(text: str) -> dict[str, Any]:
+        parsed.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(tomllib, "loads", counted)
+    # When the configuration is loaded
+    config, _ = load_config(["example.com:ALL"], conf_dir=conf)
+    # Then each file was parsed once: the main files, the services and their CAs
+    assert len(config.services) == 5
+    assert len(parsed) == len(set(parsed)) == 2 + 5
