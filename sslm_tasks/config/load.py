@@ -12,6 +12,7 @@ import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +70,20 @@ class Config:
 
     def service_file(self, ref: ServiceRef) -> Path:
         return self.conf_dir / ref.group / ref.service
+
+    @cached_property
+    def zones(self) -> frozenset[str]:
+        """The zones named in ``ssl-mgr.conf`` (:func:`zone_of`): the groups, the
+        ``[[dns_primary]]`` domains but ``default``, the ``[[dns_update]]`` zones; never ``ca``."""
+        main = self.main
+        zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
+        zones |= {
+            p.domain.strip().rstrip(".").lower()
+            for p in main.dns_primary
+            if p.domain.strip().lower() not in DEFAULT_DOMAINS
+        }
+        zones |= {entry.domain for entry in main.dns_update}
+        return frozenset(zones - {CA_GROUP, ""})
 
     def log_dir(self) -> Path:
         """Where the log goes: ``logdir`` as set, or the default only if it exists.
@@ -347,20 +362,18 @@ def update_key(config: Config, key_file: str) -> TsigKey:
 def zone_of(config: Config, group: str, name: str) -> str | None:
     """The zone the DNS records of ``name`` (a wildcard counts as its base name) go into: the
     longest suffix among the configured groups, the ``[[dns_primary]]`` domains but ``default``,
-    the ``[[dns_update]]`` zones and ``group`` (the service's own); None when none is one."""
-    main = config.main
+    the ``[[dns_update]]`` zones and ``group`` (the service's own); None when none is one.
+
+    Each of the name's suffixes is looked up, longest first, so the cost is its number of
+    labels, not the number of zones (every service of 100 groups would otherwise walk all 100).
+    """
     host = name.rstrip(".").lower().removeprefix("*.")
-    zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
-    zones |= {
-        p.domain.strip().rstrip(".").lower()
-        for p in main.dns_primary
-        if p.domain.strip().lower() not in DEFAULT_DOMAINS
-    }
-    zones |= {entry.domain for entry in main.dns_update}
-    zones.discard(CA_GROUP)
-    zones.add(group)
-    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))]
-    return max(found, key=len) if found else None
+    labels = host.split(".")
+    for start in range(len(labels)):
+        suffix = ".".join(labels[start:])
+        if suffix and (suffix == group or suffix in config.zones):
+            return suffix
+    return None
 
 
 def update_of(config: Config, group: str, name: str) -> DnsUpdate | None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from support import REPO
 
-from sslm_tasks.config.load import find_conf_dir, load_config
+from sslm_tasks.config.load import find_conf_dir, load_config, zone_of
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.layout import ServiceRef
 
@@ -174,3 +174,25 @@ def test_each_file_is_parsed_once_though_a_wildcard_scans_it_first(
     # Then each file was parsed once: the main files, the services and their CAs
     assert len(config.services) == 5
     assert len(parsed) == len(set(parsed)) == 2 + 5
+
+
+def test_a_name_goes_into_the_longest_zone_of_many_groups(conf: Path) -> None:
+    # Given 100 groups, some of them inside others
+    groups = [f"g{i:03d}.example.net" for i in range(98)] + ["example.net", "a.g001.example.net"]
+    append(
+        conf / "ssl-mgr.conf",
+        "".join(
+            f"\n[[groups]]\n    active = false\n    domain = '{g}'\n    services = ['ALL']\n"
+            for g in groups
+        ),
+    )
+    config, _ = load_config(["example.com:web-ec"], conf_dir=conf)
+    # Then each name's zone is its longest configured suffix (a wildcard counts as its base)
+    assert zone_of(config, "example.com", "www.b.a.g001.example.net") == "a.g001.example.net"
+    assert zone_of(config, "example.com", "*.g001.example.net.") == "g001.example.net"
+    assert zone_of(config, "example.com", "G097.Example.NET") == "g097.example.net"
+    assert zone_of(config, "example.com", "g200.example.net") == "example.net"
+    # the service's own group counts, the ca group never does, and no suffix is no zone
+    assert zone_of(config, "other.org", "mx.other.org") == "other.org"
+    assert zone_of(config, "example.com", "host.ca") is None
+    assert zone_of(config, "example.com", "example.org") is None
