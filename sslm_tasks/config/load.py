@@ -195,9 +195,10 @@ def _expand_wildcard(
     if not any(name in ALL_SERVICES for name in names):
         return names
     files = scan_group(conf_dir / group)
-    found.services |= {ServiceRef(group, name) for name in files.services}
+    refs = [ServiceRef(group, name) for name in files.services]  # each checks both names
+    found.services.update(refs)
     found.strays += files.strays
-    found.parsed |= {ServiceRef(group, name): raw for name, raw in files.parsed.items()}
+    found.parsed |= {ref: files.parsed[ref.service] for ref in refs if ref.service in files.parsed}
     return files.services
 
 
