@@ -37,6 +37,7 @@ from sslm_tasks.store.layout import Layout, ServiceRef, group_problem, name_prob
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
+_LINE_MARKERS = tuple(f"\n{marker}" for marker in _SERVICE_MARKERS)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -249,7 +250,9 @@ def scan_group(group_dir: Path) -> GroupFiles:
             for line in text.splitlines()
             if not line.lstrip().startswith("#")
         ]
-        if not all(any(line.startswith(m) for line in squeezed) for m in _SERVICE_MARKERS):
+        # A marker begins a line when it follows a newline here (a squeezed line has none).
+        lines = "\n" + "\n".join(squeezed)
+        if not all(marker in lines for marker in _LINE_MARKERS):
             continue
         problem = name_problem(path.name)
         if problem is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from support import REPO
 
-from sslm_tasks.config.load import find_conf_dir, load_config, zone_of
+from sslm_tasks.config.load import find_conf_dir, load_config, scan_group, zone_of
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.layout import ServiceRef
 
@@ -196,3 +196,17 @@ def test_a_name_goes_into_the_longest_zone_of_many_groups(conf: Path) -> None:
     assert zone_of(config, "other.org", "mx.other.org") == "other.org"
     assert zone_of(config, "example.com", "host.ca") is None
     assert zone_of(config, "example.com", "example.org") is None
+
+
+def test_a_service_file_has_each_marker_at_the_start_of_a_line(conf: Path) -> None:
+    # Given upstream's five markers, written with spaces and in any case, in one file
+    group = conf / "example.com"
+    marked = "Name = 'x'\n  GROUP= 'example.com'\nservice ='{}'\n[ KeyOpts ]\n[X509]\n"
+    (group / "spaced").write_text(marked.format("spaced"))
+    # and files where one of them is only in a comment, or inside another line
+    (group / "commented").write_text(marked.format("commented").replace("[X509]", "# [X509]"))
+    (group / "inline").write_text(marked.format("inline").replace("[X509]", "x = '[x509]'"))
+    # Then only the first is a service file
+    found = scan_group(group)
+    assert "spaced" in found.services
+    assert "commented" not in found.services and "inline" not in found.services
