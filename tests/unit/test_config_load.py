@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from support import REPO
 
-from sslm_tasks.config.load import find_conf_dir, load_config, scan_group, zone_of
+from sslm_tasks.config import load as load_module
+from sslm_tasks.config.load import Config, find_conf_dir, load_config, scan_group, zone_of
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.layout import ServiceRef
 
@@ -210,3 +211,32 @@ def test_a_service_file_has_each_marker_at_the_start_of_a_line(conf: Path) -> No
     found = scan_group(group)
     assert "spaced" in found.services
     assert "commented" not in found.services and "inline" not in found.services
+
+
+def test_many_services_are_ordered_each_after_its_signer_once(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 300 leaves of the intermediate, selected before the CAs, the intermediate first
+    group = conf / "example.com"
+    web = (group / "web-ec").read_text()
+    for i in range(300):
+        (group / f"w{i:03d}").write_text(web.replace("service = 'web-ec'", f"service = 'w{i:03d}'"))
+    looked: list[ServiceRef] = []
+    signer = load_module.signer_of
+
+    def counted(config: Config, ref: ServiceRef) -> ServiceRef | None:
+        looked.append(ref)
+        return signer(config, ref)
+
+    monkeypatch.setattr(load_module, "signer_of", counted)
+    # When they are loaded and ordered
+    _, refs = load_config(["example.com:ALL", "ca:my-int,my-root"], conf_dir=conf)
+    # Then the root comes first, then the intermediate, then the leaves in the order selected
+    leaves = sorted(["mail-ec", "mail-rsa", "web-ec", *(f"w{i:03d}" for i in range(300))])
+    assert refs == [
+        ServiceRef("ca", "my-root"),
+        ServiceRef("ca", "my-int"),
+        *(ServiceRef("example.com", name) for name in leaves),
+    ]
+    # and each service's signer was looked up once
+    assert sorted(looked, key=str) == sorted(refs, key=str)
