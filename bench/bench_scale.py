@@ -1,17 +1,23 @@
 """sslm at 1,000 and 10,000 services: what a run costs when nothing is due, and what a broker
 run sends. Each figure is printed for both sizes with the growth factor (10 = linear).
 
-The tree is built quickly: the CAs and one service are issued for real, and that service's
-store and production copy are copied to every other one (same dates, so nothing is due).
+The tree (issue 15, P5) holds the example's two local CAs and groups of 100 services each
+(10 groups at 1,000, 100 at 10,000; ``--per-group N`` changes that, ``--per-group 0`` puts every
+service in one group). It is built quickly: the CAs and one service are issued for real, and
+that service's configuration, store and production copy are copied to every other one (same
+dates, so nothing is due).
 Measured (each a separate process, wall time and peak RSS):
 - ``sslm-mgr -renew`` in-process, nothing due;
 - ``sslm-mgr -s`` and ``sslm-mgr -s --json``;
 - ``load_config`` of the whole tree (in this process);
 - ``sslm-mgr -renew --no-wait`` over a Redis with no worker: the number of messages queued,
-  the largest one, and Redis's memory per queued service.
+  the largest one, and Redis's memory per queued service;
+- beat's renew scan (``sslm.renew.scan``, run as a function) with ``DUE`` services made due
+  (their store removed): its time and the messages it queued;
+- ``sslm-metrics --listen``: its first scrape and one after a service's record changed.
 
 Starts its own redis-server on a free loopback port and stops it.
-Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000,10000]
+Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000,10000] [--per-group 100]
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_private_ca import make_tree
+from bench_metrics import exporter, scrape
+from bench_private_ca import SERVICE
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
@@ -34,15 +41,47 @@ from services import VENV_BIN, services_in, start_redis  # noqa: E402
 
 from sslm_tasks.config.load import load_config  # noqa: E402
 
-GROUP = "bench.example"
+#: The services the renew scan finds due: its messages should be these, not the tree's size.
+DUE = 10
+GROUP_ENTRY = "\n[[groups]]\n    active = true\n    domain = '{name}'\n    services = ['ALL']\n"
+#: Runs beat's renew scan in this process, as a worker would, and prints its seconds.
+_SCAN = """import time
+from sslm_tasks.tasks import renew_scan
+started = time.perf_counter()
+renew_scan()
+print(time.perf_counter() - started)
+"""
 
 
-def build(top: Path, count: int) -> None:
-    make_tree(top, count)
+def group_names(count: int, per_group: int) -> list[str]:
+    if per_group <= 0 or per_group >= count:
+        return ["bench.example"]
+    return [f"bench{g:03d}.example" for g in range(count // per_group)]
+
+
+def service_file(group: str, index: int) -> str:
+    return SERVICE.format(i=index).replace("bench.example", group)
+
+
+def make_config(top: Path, groups: list[str], per_group: int) -> None:
+    shutil.copytree(REPO / "conf.d", top / "conf.d")
+    for group in groups:
+        (top / "conf.d" / group).mkdir()
+        for i in range(per_group):
+            (top / "conf.d" / group / f"svc{i:03d}").write_text(service_file(group, i))
+    main = top / "conf.d" / "ssl-mgr.conf"
+    main.write_text(main.read_text() + "".join(GROUP_ENTRY.format(name=g) for g in groups))
+
+
+def build(top: Path, count: int, per_group: int) -> None:
+    groups = group_names(count, per_group)
+    per_group = count // len(groups)
+    make_config(top, groups, per_group)
     env = {**os.environ, "SSL_MGR_TOPDIR": str(top)}
     env.pop("SSLM_BROKER_URL", None)
+    first = groups[0]
     done = subprocess.run(
-        [str(VENV_BIN / "sslm-mgr"), "-renew", "-roll", "ca:ALL", f"{GROUP}:svc000"],
+        [str(VENV_BIN / "sslm-mgr"), "-renew", "-roll", "ca:ALL", "example.com", f"{first}:svc000"],
         cwd=top,
         env=env,
         capture_output=True,
@@ -50,10 +89,13 @@ def build(top: Path, count: int) -> None:
     )
     if done.returncode != 0:
         raise SystemExit(done.stdout + done.stderr)
-    for tree in (top / "certs" / GROUP, top / "prod-certs" / GROUP):
-        template = tree / "svc000"
-        for i in range(1, count):
-            shutil.copytree(template, tree / f"svc{i:03d}", symlinks=True)
+    for tree in ("certs", "prod-certs"):
+        template = top / tree / first / "svc000"
+        for group in groups:
+            for i in range(per_group):
+                target = top / tree / group / f"svc{i:03d}"
+                if target != template:
+                    shutil.copytree(template, target, symlinks=True)
 
 
 def measure(top: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -86,18 +128,45 @@ def broker_figures(top: Path, count: int) -> dict[str, float]:
         messages = client.llen("issue")
         largest = max((len(item) for item in client.lrange("issue", 0, -1)), default=0)
         used = client.info("memory")["used_memory"] - base
+        client.flushall()
+        scan_s = renew_scan(top, redis.url())
+        scanned = client.llen("issue")
     return {
         "--no-wait s": seconds,
         "messages": messages,
         "largest message KB": largest / 1024,
         "Redis KB per service": used / 1024 / count,
+        f"renew scan ({DUE} due) s": scan_s,
+        f"renew scan ({DUE} due) messages": scanned,
     }
 
 
-def figures(count: int) -> dict[str, float]:
+def renew_scan(top: Path, broker_url: str) -> float:
+    """Seconds of beat's renew scan once ``DUE`` services have no certificate (so are due)."""
+    for store in sorted((top / "certs").glob("bench*/svc*"))[-DUE:]:
+        shutil.rmtree(store)
+    env = {**os.environ, "SSL_MGR_TOPDIR": str(top), "SSLM_BROKER_URL": broker_url}
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", _SCAN], cwd=top, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return float(done.stdout.split()[-1])
+
+
+def metrics_figures(top: Path) -> dict[str, float]:
+    with exporter(top) as (url, _):
+        first, _ = scrape(url)
+        record = next((top / "certs").glob("bench*/svc000/state.json"))
+        record.write_text(record.read_text())  # rewritten: a new mtime
+        changed, _ = scrape(url)
+    return {"metrics scrape s": first, "metrics scrape, 1 changed s": changed}
+
+
+def figures(count: int, per_group: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         top = Path(tmp)
-        build(top, count)
+        build(top, count, per_group)
         found: dict[str, float] = {}
         start = time.perf_counter()
         load_config([], conf_dir=top / "conf.d")
@@ -110,21 +179,26 @@ def figures(count: int) -> dict[str, float]:
             seconds, peak = measure(top, *args)
             found[f"{name} s"] = seconds
             found[f"{name} MB"] = peak
-        found.update(broker_figures(top, count))
+        found.update(metrics_figures(top))
+        found.update(broker_figures(top, count))  # last: the scan removes services' stores
         return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000")
-    sizes = [int(size) for size in parser.parse_args().sizes.split(",")]
-    results = {size: figures(size) for size in sizes}
+    parser.add_argument(
+        "--per-group", type=int, default=100, help="services per group; 0: all in one group"
+    )
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results = {size: figures(size, args.per_group) for size in sizes}
     first = sizes[0]
-    print(f"{'figure':<28}" + "".join(f"{size:>12}" for size in sizes) + "   growth")
+    print(f"{'figure':<32}" + "".join(f"{size:>12}" for size in sizes) + "   growth")
     for name in results[first]:
         values = [results[size][name] for size in sizes]
         growth = values[-1] / values[0] if values[0] else float("nan")
-        print(f"{name:<28}" + "".join(f"{value:>12.3f}" for value in values) + f"   {growth:.1f}x")
+        print(f"{name:<32}" + "".join(f"{value:>12.3f}" for value in values) + f"   {growth:.1f}x")
 
 
 if __name__ == "__main__":

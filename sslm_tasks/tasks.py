@@ -543,7 +543,11 @@ def clean(self: Task, *, group: str, service: str) -> list[str]:
 def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
     """The services no workflow holds now: a scan leaves a running one alone."""
     claims = _claims()
-    return [ref for ref in refs if claims is None or claims.holder(_claim_name(ref)) is None]
+    wanted = list(refs)
+    if claims is None:
+        return wanted
+    held = claims.held([_claim_name(ref) for ref in wanted])
+    return [ref for ref in wanted if _claim_name(ref) not in held]
 
 
 @app.task(name=TaskName.RENEW_SCAN.value)  # type: ignore[untyped-decorator]

@@ -12,6 +12,7 @@ import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from sslm_tasks.store.layout import Layout, ServiceRef, group_problem, name_prob
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
+_LINE_MARKERS = tuple(f"\n{marker}" for marker in _SERVICE_MARKERS)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -69,6 +71,20 @@ class Config:
 
     def service_file(self, ref: ServiceRef) -> Path:
         return self.conf_dir / ref.group / ref.service
+
+    @cached_property
+    def zones(self) -> frozenset[str]:
+        """The zones named in ``ssl-mgr.conf`` (:func:`zone_of`): the groups, the
+        ``[[dns_primary]]`` domains but ``default``, the ``[[dns_update]]`` zones; never ``ca``."""
+        main = self.main
+        zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
+        zones |= {
+            p.domain.strip().rstrip(".").lower()
+            for p in main.dns_primary
+            if p.domain.strip().lower() not in DEFAULT_DOMAINS
+        }
+        zones |= {entry.domain for entry in main.dns_update}
+        return frozenset(zones - {CA_GROUP, ""})
 
     def log_dir(self) -> Path:
         """Where the log goes: ``logdir`` as set, or the default only if it exists.
@@ -169,6 +185,8 @@ class _Found:
 
     services: set[ServiceRef] = field(default_factory=set)
     strays: list[str] = field(default_factory=list)
+    #: The TOML of the service files the scan parsed, so each file is parsed once per load.
+    parsed: dict[ServiceRef, dict[str, Any]] = field(default_factory=dict)
 
 
 def _expand_wildcard(
@@ -178,8 +196,10 @@ def _expand_wildcard(
     if not any(name in ALL_SERVICES for name in names):
         return names
     files = scan_group(conf_dir / group)
-    found.services |= {ServiceRef(group, name) for name in files.services}
+    refs = [ServiceRef(group, name) for name in files.services]  # each checks both names
+    found.services.update(refs)
     found.strays += files.strays
+    found.parsed |= {ref: files.parsed[ref.service] for ref in refs if ref.service in files.parsed}
     return files.services
 
 
@@ -190,6 +210,9 @@ class GroupFiles:
 
     services: list[str]
     strays: list[str]
+    #: The TOML of each service file that parses (a file that does not is read again by
+    #: :func:`load_service`, whose error names the problem).
+    parsed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def list_services(group_dir: Path) -> list[str]:
@@ -210,41 +233,50 @@ def scan_group(group_dir: Path) -> GroupFiles:
     """
     services: list[str] = []
     strays: list[str] = []
+    parsed: dict[str, dict[str, Any]] = {}
     for path in sorted(group_dir.iterdir()) if group_dir.is_dir() else []:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            text = path.read_text(errors="replace")
+            data = path.read_bytes()
         except OSError:
             continue
+        try:
+            text, exact = data.decode(), True
+        except UnicodeDecodeError:
+            text, exact = data.decode(errors="replace"), False
         squeezed = [
             "".join(line.split()).lower()
             for line in text.splitlines()
             if not line.lstrip().startswith("#")
         ]
-        if not all(any(line.startswith(m) for line in squeezed) for m in _SERVICE_MARKERS):
+        # A marker begins a line when it follows a newline here (a squeezed line has none).
+        lines = "\n" + "\n".join(squeezed)
+        if not all(marker in lines for marker in _LINE_MARKERS):
             continue
         problem = name_problem(path.name)
         if problem is not None:
             raise ConfigError(path, "(file name)", path.name, f"not a service name: {problem}")
-        declared = _declared_service(text)
-        if declared is not None and declared != path.name:
+        raw = _toml_or_none(text)
+        declared = None if raw is None else raw.get("service")
+        if isinstance(declared, str) and declared != path.name:
             strays.append(
                 f"{path}: says service = {declared!r}, so it is no service file of its own "
                 "(a copy?): ignored"
             )
             continue
         services.append(path.name)
-    return GroupFiles(services, strays)
+        if raw is not None and exact:
+            parsed[path.name] = raw
+    return GroupFiles(services, strays, parsed)
 
 
-def _declared_service(text: str) -> str | None:
-    """The ``service`` a file declares; None when it is no TOML that says (its load fails)."""
+def _toml_or_none(text: str) -> dict[str, Any] | None:
+    """The TOML of a file; None when it is none (its load fails, with the reason)."""
     try:
-        declared = tomllib.loads(text).get("service")
-    except tomllib.TOMLDecodeError:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
         return None
-    return declared if isinstance(declared, str) else None
 
 
 def load_main(conf_dir: Path, *, read_secrets: bool = True) -> MainConfig:
@@ -334,20 +366,18 @@ def update_key(config: Config, key_file: str) -> TsigKey:
 def zone_of(config: Config, group: str, name: str) -> str | None:
     """The zone the DNS records of ``name`` (a wildcard counts as its base name) go into: the
     longest suffix among the configured groups, the ``[[dns_primary]]`` domains but ``default``,
-    the ``[[dns_update]]`` zones and ``group`` (the service's own); None when none is one."""
-    main = config.main
+    the ``[[dns_update]]`` zones and ``group`` (the service's own); None when none is one.
+
+    Each of the name's suffixes is looked up, longest first, so the cost is its number of
+    labels, not the number of zones (every service of 100 groups would otherwise walk all 100).
+    """
     host = name.rstrip(".").lower().removeprefix("*.")
-    zones = {g.domain.strip().rstrip(".").lower() for g in main.groups}
-    zones |= {
-        p.domain.strip().rstrip(".").lower()
-        for p in main.dns_primary
-        if p.domain.strip().lower() not in DEFAULT_DOMAINS
-    }
-    zones |= {entry.domain for entry in main.dns_update}
-    zones.discard(CA_GROUP)
-    zones.add(group)
-    found = [z for z in zones if z and (host == z or host.endswith(f".{z}"))]
-    return max(found, key=len) if found else None
+    labels = host.split(".")
+    for start in range(len(labels)):
+        suffix = ".".join(labels[start:])
+        if suffix and (suffix == group or suffix in config.zones):
+            return suffix
+    return None
 
 
 def update_of(config: Config, group: str, name: str) -> DnsUpdate | None:
@@ -446,11 +476,21 @@ def account_binding(config: Config, ca: str) -> AccountBinding | None:
     return _binding(config.conf_dir / CA_FILE, ca, info, topdir=config.topdir)
 
 
-def load_service(conf_dir: Path, ref: ServiceRef) -> ServiceConfig:
+def load_service(
+    conf_dir: Path, ref: ServiceRef, *, parsed: dict[str, Any] | None = None
+) -> ServiceConfig:
+    """The service file of ``ref``, validated; ``parsed``: its TOML, when a group's scan has
+    already read it (:class:`GroupFiles`).
+
+    Raises:
+      ConfigError: the file is missing, is no TOML, or says something invalid.
+    """
     path = conf_dir / ref.group / ref.service
-    if not path.is_file():
-        raise ConfigError(path, "(file)", None, f"no service file for {ref}")
-    svc = _validate(ServiceConfig, read_toml(path), path)
+    if parsed is None:
+        if not path.is_file():
+            raise ConfigError(path, "(file)", None, f"no service file for {ref}")
+        parsed = read_toml(path)
+    svc = _validate(ServiceConfig, parsed, path)
     if svc.group != ref.group:
         raise ConfigError(path, "group", svc.group, f"expected {ref.group!r} (the directory name)")
     if svc.service != ref.service:
@@ -550,14 +590,16 @@ def load_config(
     services: dict[ServiceRef, ServiceConfig] = {}
     signers: dict[ServiceRef, ServiceRef] = {}
     broken: dict[ServiceRef, ConfigError] = {}
+    # Looked for once: thousands of services name the same few CAs.
+    ca_files = {name for name in cas if (conf_dir / CA_GROUP / name).is_file()}
     pending = deque(selected)
     while pending:
         ref = pending.popleft()
         if ref in services or ref in broken:
             continue
         try:
-            svc = load_service(conf_dir, ref)
-            signer = _signing_ca_ref(conf_dir, ref, svc, cas)
+            svc = load_service(conf_dir, ref, parsed=found.parsed.pop(ref, None))
+            signer = _signing_ca_ref(conf_dir, ref, svc, cas, ca_files)
         except ConfigError as err:
             if ref not in found.services:
                 raise
@@ -613,8 +655,14 @@ def _break_dependents(
 
 
 def _signing_ca_ref(
-    conf_dir: Path, ref: ServiceRef, svc: ServiceConfig, cas: Mapping[str, CaInfo]
+    conf_dir: Path,
+    ref: ServiceRef,
+    svc: ServiceConfig,
+    cas: Mapping[str, CaInfo],
+    ca_files: set[str],
 ) -> ServiceRef | None:
+    """The local CA service that signs ``ref``; None for a self-signed or ACME one.
+    ``ca_files``: the CAs that have a service file in ``conf_dir/ca``."""
     if svc.self_signed:
         return None
     path = conf_dir / ref.group / ref.service
@@ -625,7 +673,7 @@ def _signing_ca_ref(
     if not ca.is_local:
         return None
     signer = ServiceRef(CA_GROUP, svc.signing_ca)
-    if not (conf_dir / CA_GROUP / svc.signing_ca).is_file():
+    if svc.signing_ca not in ca_files:
         raise ConfigError(
             path,
             "signing_ca",

@@ -57,6 +57,10 @@ class SubjectSpec:
 
 
 def _ip_address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if ":" not in name and not name.replace(".", "").isdigit():
+        # No IPv6 without a colon, no IPv4 but of digits and dots: a host name, known without
+        # the two exceptions ipaddress raises for it (every SAN of every service, at load).
+        return None
     try:
         return ipaddress.ip_address(name)
     except ValueError:

@@ -37,7 +37,13 @@ from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
 from sslm_tasks.errors import PermanentError, StoreError
 from sslm_tasks.lifecycle import acme_timing, standby
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.current import load_version_cert, renew_decision, version_file
+from sslm_tasks.lifecycle.current import (
+    CertLoader,
+    load_version_cert,
+    once_each,
+    renew_decision,
+    version_file,
+)
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.workspace import SignerMaterial
 from sslm_tasks.renewal import RenewDecision
@@ -71,7 +77,19 @@ def _write_version(ctx: ServiceContext, stamp: str, contents: dict[str, tuple[by
     )
 
 
-def _signer_changed(ctx: ServiceContext) -> str | None:
+def _signer_cert(ctx: ServiceContext, signer: ServiceRef) -> x509.Certificate | None:
+    """The signing CA's ``curr`` certificate, parsed once per run for all the leaves it signs
+    (a CA renewed in the run has a new stamp, so a new entry)."""
+    stamp = read_link(ctx.layout, signer, "curr")
+    if stamp is None:
+        return None
+    known = ctx.ws.ca_certs
+    if (signer, stamp) not in known:
+        known[signer, stamp] = load_version_cert(ctx.of(signer), "curr")
+    return known[signer, stamp]
+
+
+def _signer_changed(ctx: ServiceContext, load: CertLoader) -> str | None:
     """Why ``curr`` no longer chains to the local CA that signs the service, or None.
 
     The CA may have a new key (its subject key id is not ``curr``'s authority key id: only
@@ -81,10 +99,10 @@ def _signer_changed(ctx: ServiceContext) -> str | None:
     renewal never orphans its leaves.
     """
     signer = signer_of(ctx.ws.config, ctx.ref)
-    curr = load_version_cert(ctx, "curr")
+    curr = load(ctx, "curr")
     if signer is None or curr is None:
         return None
-    ca_cert = load_version_cert(ctx.of(signer), "curr")
+    ca_cert = _signer_cert(ctx, signer)
     if ca_cert is None:
         return None
     if curr.issuer != ca_cert.subject:
@@ -168,12 +186,13 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
         if waiting is not None:
             return RenewCheck(False, f"build {stamp} waits: {waiting}", stamp=stamp)
         return RenewCheck(True, f"resuming build {stamp}", stamp=stamp)
-    decision = renew_decision(ctx)
+    load = once_each(load_version_cert)
+    decision = renew_decision(ctx, load=load)
     if force:
         return RenewCheck(True, "forced", decision)
     due, reason = acme_timing.due(ctx, decision, record=record)
     key_compromised = _key_compromised(ctx)
-    urgent = key_compromised or _signer_changed(ctx) or standby.switch_due(ctx)
+    urgent = key_compromised or _signer_changed(ctx, load) or standby.switch_due(ctx)
     if not due and urgent is None:
         return RenewCheck(False, reason, decision)
     pending = read_link(ctx.layout, ctx.ref, "next")

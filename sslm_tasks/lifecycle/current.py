@@ -41,6 +41,19 @@ def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certif
 CertLoader = Callable[[ServiceContext, files.LinkName], x509.Certificate | None]
 
 
+def once_each(load: CertLoader) -> CertLoader:
+    """``load``, reading each link's certificate once: for one look at one service (health,
+    the renew rule and the status all want ``curr``'s), not across a step that moves links."""
+    seen: dict[files.LinkName, x509.Certificate | None] = {}
+
+    def loaded(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
+        if which not in seen:
+            seen[which] = load(ctx, which)
+        return seen[which]
+
+    return loaded
+
+
 def renew_decision(
     ctx: ServiceContext, *, load: CertLoader = load_version_cert, rng: random.Random | None = None
 ) -> RenewDecision:

@@ -31,6 +31,9 @@ from sslm_tasks.store.versions import read_link
 Word = Literal["ok", "pending", "failing", "expiring"]
 #: The words from best to worst; a set of services is as healthy as its worst.
 ORDER: Final[tuple[Word, ...]] = ("ok", "pending", "expiring", "failing")
+#: The renew rule's draw at the renew target, shared by every look: a new ``random.Random``
+#: seeds itself from the OS (tens of µs), and every status, metric and notice looks at it.
+_AT_TARGET: Final = MiddleOfSpread()
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def health(
             Problem("revoked", str(ctx.ref), revoked.at, 0, _revoked_reason(ctx, revoked), None)
         )
     # Judged at the renew target: a run's own draw would flip the verdict between looks.
-    overdue = curr is not None and renew_decision(ctx, load=load, rng=MiddleOfSpread()).due
+    overdue = curr is not None and renew_decision(ctx, load=load, rng=_AT_TARGET).due
     word: Word
     if problems:
         word = "failing"

@@ -155,6 +155,20 @@ def _mirror_file(directory: Dir, source: Path) -> bool:
     return True
 
 
+def _refuse_overlap(ws: Workspace) -> None:
+    """Stop before mirroring anything when production could reach the store's keys.
+
+    Raises:
+      StoreError: the production tree and the store lie one inside the other.
+    """
+    if ws.production_overlaps_store:
+        layout = ws.layout
+        raise StoreError(
+            f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
+            "refusing to mirror"
+        )
+
+
 def sync_service(ctx: ServiceContext) -> bool:
     """Copy ``curr`` and ``next`` of one service to production, and a local CA's CRL; True
     when anything changed.
@@ -169,11 +183,7 @@ def sync_service(ctx: ServiceContext) -> bool:
         a file, or a write failed.
     """
     ws, ref, layout = ctx.ws, ctx.ref, ctx.layout
-    if confined.overlaps(layout.prod_dir, layout.certs_dir):
-        raise StoreError(
-            f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
-            "refusing to mirror"
-        )
+    _refuse_overlap(ws)
     wanted = {which: _wanted(ws, ref, which) for which in _VERSIONS}
     changed = False
     with (
@@ -214,11 +224,7 @@ def sync_group_tlsa(ws: Workspace, group: str) -> bool:
     copy = layout.prod_dir / group / source.name
     if not source.exists() and not copy.exists() and not copy.is_symlink():
         return False
-    if confined.overlaps(layout.prod_dir, layout.certs_dir):
-        raise StoreError(
-            f"production tree {layout.prod_dir} overlaps the store {layout.certs_dir}: "
-            "refusing to mirror"
-        )
+    _refuse_overlap(ws)
     with (
         ws.lock(f"tlsa:{group}"),
         confined.open_root(layout.prod_dir, mode=PROD_DIR_MODE) as root,

@@ -23,7 +23,13 @@ from sslm_tasks.config.load import acme_ca_of
 from sslm_tasks.crypto.inspect import cert_info, load_certs
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.current import CertLoader, due_time, load_version_cert, renew_decision
+from sslm_tasks.lifecycle.current import (
+    CertLoader,
+    due_time,
+    load_version_cert,
+    once_each,
+    renew_decision,
+)
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revocation
@@ -223,19 +229,6 @@ def pending_since(
     return min(moments, default=None)
 
 
-def _once_each(load: CertLoader) -> CertLoader:
-    """``load``, reading each link's certificate once (health, the renew rule and the status
-    all want ``curr``'s)."""
-    seen: dict[LinkName, x509.Certificate | None] = {}
-
-    def loaded(ctx: ServiceContext, which: LinkName) -> x509.Certificate | None:
-        if which not in seen:
-            seen[which] = load(ctx, which)
-        return seen[which]
-
-    return loaded
-
-
 def service_status(
     ctx: ServiceContext,
     ledger: dict[str, ServerOutcome],
@@ -252,7 +245,7 @@ def service_status(
       StoreError: a link, the record or the ledger is unreadable.
     """
     record = ctx.record
-    load = _once_each(load)
+    load = once_each(load)
     judged = health(ctx, ledger, load=load)
     curr = _version(ctx, "curr", load, details=details)
     lacking = set(judged.pending_servers)

@@ -23,6 +23,7 @@ from sslm_tasks.locks import Locker
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
 from sslm_tasks.store.atomic import ensure_dir
+from sslm_tasks.store.confined import overlaps
 from sslm_tasks.store.layout import DIR_MODE_GROUP, Layout, ServiceRef
 
 #: A shared-file lock outlives a holder that died by this long; writers hold it for seconds.
@@ -140,6 +141,11 @@ class Workspace:
     #: Local CA versions read to sign with, by CA and stamp (``build.signer_material``): the
     #: workspace lives for one run or one task, in which every leaf of a CA needs them.
     signers: dict[tuple[ServiceRef, str], SignerMaterial] = field(default_factory=dict, repr=False)
+    #: Local CA certificates by CA and stamp, for the renew check of every leaf a CA signs
+    #: (``build.check_renew``): parsed once per run, not once per leaf.
+    ca_certs: dict[tuple[ServiceRef, str], x509.Certificate | None] = field(
+        default_factory=dict, repr=False
+    )
 
     def lock(self, name: str) -> AbstractContextManager[object]:
         """Hold the named lock (e.g. one apex's TLSA file) while writing, when others may write."""
@@ -162,6 +168,12 @@ class Workspace:
     @cached_property
     def layout(self) -> Layout:
         return self.config.layout(test=self.options.test)
+
+    @cached_property
+    def production_overlaps_store(self) -> bool:
+        """Whether the production tree and the store lie one inside the other (links
+        resolved), looked at once per run or task rather than once per service mirrored."""
+        return overlaps(self.layout.prod_dir, self.layout.certs_dir)
 
     def service(self, ref: ServiceRef) -> ServiceConfig:
         """A service's configuration: validated up front when selected, else read now (the

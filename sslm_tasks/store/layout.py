@@ -246,6 +246,9 @@ class Layout:
     _version_dirs: dict[tuple[ServiceRef, str], Path] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+    _links: dict[tuple[ServiceRef, str], Path] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def certs_dir(self) -> Path:
@@ -270,7 +273,10 @@ class Layout:
         return found
 
     def link(self, ref: ServiceRef, which: LinkName) -> Path:
-        return self.service_dir(ref) / which
+        found = self._links.get((ref, which))
+        if found is None:
+            found = self._links[ref, which] = self.service_dir(ref) / which
+        return found
 
     def link_target(self, stamp: str) -> str:
         """The relative target a link in the service dir stores for ``stamp`` (``db/<stamp>``).

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from support import RunMgr, openssl, tree_snapshot, verify_output
 
+from sslm_tasks.config.load import load_config
+from sslm_tasks.lifecycle.build import check_renew
+from sslm_tasks.lifecycle.context import ServiceContext
+from sslm_tasks.lifecycle.workspace import Workspace
+
 SERVICES = [
     "ca/my-root",
     "ca/my-int",
@@ -333,3 +338,18 @@ def test_status_names_a_service_with_a_broken_link_and_shows_the_others(
     assert run.returncode == 1
     assert "Failed to perform required task(s): example.com:web-ec" in run.stdout
     assert verify_leaf(topdir, "example.com/mail-ec").strip().endswith("OK")
+
+
+def test_a_ca_rekeyed_while_a_workspace_lives_makes_its_leaves_due(
+    topdir: Path, mgr: RunMgr
+) -> None:
+    # Given issued leaves, and one workspace (a run, or a task) that checked one of them
+    assert mgr("-renew").returncode == 0
+    config, refs = load_config(["example.com:mail-ec"], conf_dir=topdir / "conf.d")
+    ws = Workspace(config=config)
+    assert not check_renew(ServiceContext(ws, refs[0]), record=False).build
+    # When the intermediate gets a new key and is rolled meanwhile
+    assert mgr("dev", "-keys", "-cert", "-ntoc", "ca:my-int").returncode == 0
+    # Then the same workspace sees the new CA certificate, not the one it read before
+    check = check_renew(ServiceContext(ws, refs[0]), record=False)
+    assert check.build and "signing CA has a new key" in check.reason

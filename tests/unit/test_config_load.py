@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import REPO
 
-from sslm_tasks.config.load import find_conf_dir, load_config
+from sslm_tasks.config import load as load_module
+from sslm_tasks.config.load import Config, find_conf_dir, load_config, scan_group, zone_of
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.layout import ServiceRef
 
@@ -200,3 +203,87 @@ def test_a_standby_key_defaults_to_a_90_day_rollover(conf: Path) -> None:
     config, _ = load_config(["example.com:mail-ec"], conf_dir=conf)
     loaded = config.services[ServiceRef("example.com", "mail-ec")]
     assert loaded.key_standby and loaded.rollover_days == 90
+
+
+def test_each_file_is_parsed_once_though_a_wildcard_scans_it_first(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a selection whose wildcard reads every service file of its group
+    parsed: list[str] = []
+    parse = tomllib.loads
+
+    def counted(text: str) -> dict[str, Any]:
+        parsed.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(tomllib, "loads", counted)
+    # When the configuration is loaded
+    config, _ = load_config(["example.com:ALL"], conf_dir=conf)
+    # Then each file was parsed once: the main files, the services and their CAs
+    assert len(config.services) == 5
+    assert len(parsed) == len(set(parsed)) == 2 + 5
+
+
+def test_a_name_goes_into_the_longest_zone_of_many_groups(conf: Path) -> None:
+    # Given 100 groups, some of them inside others
+    groups = [f"g{i:03d}.example.net" for i in range(98)] + ["example.net", "a.g001.example.net"]
+    append(
+        conf / "ssl-mgr.conf",
+        "".join(
+            f"\n[[groups]]\n    active = false\n    domain = '{g}'\n    services = ['ALL']\n"
+            for g in groups
+        ),
+    )
+    config, _ = load_config(["example.com:web-ec"], conf_dir=conf)
+    # Then each name's zone is its longest configured suffix (a wildcard counts as its base)
+    assert zone_of(config, "example.com", "www.b.a.g001.example.net") == "a.g001.example.net"
+    assert zone_of(config, "example.com", "*.g001.example.net.") == "g001.example.net"
+    assert zone_of(config, "example.com", "G097.Example.NET") == "g097.example.net"
+    assert zone_of(config, "example.com", "g200.example.net") == "example.net"
+    # the service's own group counts, the ca group never does, and no suffix is no zone
+    assert zone_of(config, "other.org", "mx.other.org") == "other.org"
+    assert zone_of(config, "example.com", "host.ca") is None
+    assert zone_of(config, "example.com", "example.org") is None
+
+
+def test_a_service_file_has_each_marker_at_the_start_of_a_line(conf: Path) -> None:
+    # Given upstream's five markers, written with spaces and in any case, in one file
+    group = conf / "example.com"
+    marked = "Name = 'x'\n  GROUP= 'example.com'\nservice ='{}'\n[ KeyOpts ]\n[X509]\n"
+    (group / "spaced").write_text(marked.format("spaced"))
+    # and files where one of them is only in a comment, or inside another line
+    (group / "commented").write_text(marked.format("commented").replace("[X509]", "# [X509]"))
+    (group / "inline").write_text(marked.format("inline").replace("[X509]", "x = '[x509]'"))
+    # Then only the first is a service file
+    found = scan_group(group)
+    assert "spaced" in found.services
+    assert "commented" not in found.services and "inline" not in found.services
+
+
+def test_many_services_are_ordered_each_after_its_signer_once(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 300 leaves of the intermediate, selected before the CAs, the intermediate first
+    group = conf / "example.com"
+    web = (group / "web-ec").read_text()
+    for i in range(300):
+        (group / f"w{i:03d}").write_text(web.replace("service = 'web-ec'", f"service = 'w{i:03d}'"))
+    looked: list[ServiceRef] = []
+    signer = load_module.signer_of
+
+    def counted(config: Config, ref: ServiceRef) -> ServiceRef | None:
+        looked.append(ref)
+        return signer(config, ref)
+
+    monkeypatch.setattr(load_module, "signer_of", counted)
+    # When they are loaded and ordered
+    _, refs = load_config(["example.com:ALL", "ca:my-int,my-root"], conf_dir=conf)
+    # Then the root comes first, then the intermediate, then the leaves in the order selected
+    leaves = sorted(["mail-ec", "mail-rsa", "web-ec", *(f"w{i:03d}" for i in range(300))])
+    assert refs == [
+        ServiceRef("ca", "my-root"),
+        ServiceRef("ca", "my-int"),
+        *(ServiceRef("example.com", name) for name in leaves),
+    ]
+    # and each service's signer was looked up once
+    assert sorted(looked, key=str) == sorted(refs, key=str)
