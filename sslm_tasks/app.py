@@ -24,6 +24,8 @@ from sslm_tasks.config.load import load_settings_only
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings, is_redis_url, load_settings
 from sslm_tasks.deploy.connections import close_all
 from sslm_tasks.errors import ConfigError, SslmError
+from sslm_tasks.locks.file import FileLease
+from sslm_tasks.locks.tree import hold_for_workers
 from sslm_tasks.log_file import open_log_file
 from sslm_tasks.logs import send_to
 from sslm_tasks.routing import Queue, all_queues, configured_sites, route_task
@@ -182,6 +184,20 @@ def _consume_configured_queues(conf: Any, **kwargs: Any) -> None:
     except ConfigError as err:
         # Celery logs and swallows exceptions from signal handlers, and the worker would go on
         # consuming the default queue only. SystemExit is not swallowed: stop, saying why.
+        raise SystemExit(f"sslm worker: {err}") from err
+
+
+#: The worker's shared hold on the tree's run lock, kept for the process's life.
+_tree_hold: list[FileLease] = []
+
+
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _keep_in_process_runs_out(**kwargs: Any) -> None:
+    # Before the pool starts, so its processes inherit the hold (locks.tree).
+    try:
+        certs = ensure_dir(load_settings_only().layout().certs_dir, mode=DIR_MODE_GROUP)
+        _tree_hold.append(hold_for_workers(certs, note_wait=logging.getLogger("sslm").warning))
+    except SslmError as err:
         raise SystemExit(f"sslm worker: {err}") from err
 
 

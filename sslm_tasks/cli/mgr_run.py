@@ -175,8 +175,13 @@ def _under_run_lock(
     *,
     log_format: LogFormat,
     log_level: LogLevel,
+    through_workers: bool = False,
 ) -> int:
-    """The log set up, then ``work`` under the tree's run lock; its exit status."""
+    """The log set up, then ``work`` under the tree's run lock; its exit status.
+
+    ``through_workers``: ``work`` hands its writes to the workers, which hold the run lock
+    shared as long as they serve the tree (``locks.tree``), and guards its own with their
+    locks: it takes no run lock (it would never get it)."""
     try:
         # The log first: a log that cannot be written stops the run before it writes anything.
         _setup_logging(ws.config, verbose=args.verb, kind=log_format, level=log_level)
@@ -186,6 +191,8 @@ def _under_run_lock(
     except StoreError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    if through_workers:
+        return work()
     try:
         certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
         lease = FileLocker(certs).acquire(RUN_LOCK, ttl_s=3600, blocking_s=args.lock_wait)
@@ -276,5 +283,10 @@ def revoke(args_in: Sequence[str]) -> int:
         return EXIT_OK if result is not None and result.ok else EXIT_FAILED
 
     return _under_run_lock(
-        ws, args, work, log_format=settings.log_format, log_level=settings.log_level
+        ws,
+        args,
+        work,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+        through_workers=bool(settings.broker_url),
     )

@@ -38,10 +38,11 @@ def _same_file(fd: int, path: Path) -> bool:
 class FileLease(Lease):
     """A held ``flock``; see :class:`~sslm_tasks.locks.Lease` for the contract."""
 
-    def __init__(self, name: str, path: Path, fd: int) -> None:
+    def __init__(self, name: str, path: Path, fd: int, *, shared: bool = False) -> None:
         self._name = name
         self._path = path
         self._fd: int | None = fd
+        self._shared = shared
 
     @property
     def name(self) -> str:
@@ -52,8 +53,10 @@ class FileLease(Lease):
         if fd is None:
             return
         try:
-            # Clear the holder note first, so a waiter never blames a holder that has left.
-            os.ftruncate(fd, 0)
+            # Clear the holder note first, so a waiter never blames a holder that has left
+            # (a shared holder leaves it: others may still hold the lock with it).
+            if not self._shared:
+                os.ftruncate(fd, 0)
         finally:
             os.close(fd)
 
@@ -83,10 +86,13 @@ class FileLocker(Locker):
         """The file that holds lock ``name`` (see ``layout.lock_file_name``)."""
         return self.directory / lock_file_name(name)
 
-    def acquire(self, name: str, *, ttl_s: float, blocking_s: float = 0) -> FileLease:
+    def acquire(
+        self, name: str, *, ttl_s: float, blocking_s: float = 0, shared: bool = False
+    ) -> FileLease:
         """Take lock ``name``; see :meth:`sslm_tasks.locks.Locker.acquire`.
 
-        Creates ``directory`` (0750) and the lock file (0600) when missing.
+        Creates ``directory`` (0750) and the lock file (0600) when missing. ``shared``: held
+        together with other shared holders, never with an exclusive one (``flock`` LOCK_SH).
 
         Raises:
           ValueError: ``ttl_s`` is not positive or ``name`` is empty.
@@ -105,7 +111,7 @@ class FileLocker(Locker):
             except OSError as err:
                 raise StoreError(f"opening lock file {path}: {err.strerror or err}") from err
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 try:
                     holder = os.pread(fd, _HOLDER_MAX, 0).decode(errors="replace").strip()
@@ -125,9 +131,10 @@ class FileLocker(Locker):
             # Someone removed or replaced the file between our open and our flock: the lock we
             # got is on an orphan inode, which excludes nobody. Start over on the current file.
             os.close(fd)
-        lease = FileLease(name, path, fd)
+        lease = FileLease(name, path, fd, shared=shared)
         try:
-            note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+            who = "sslm workers, e.g. " if shared else ""
+            note = f"{who}pid {os.getpid()} on {socket.gethostname()}\n".encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, note, 0)
         except OSError as err:
