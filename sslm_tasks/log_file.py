@@ -43,16 +43,18 @@ class LogFile(ConcurrentRotatingFileHandler):
         self._reported = False
 
     def emit_all(self, records: list[logging.LogRecord]) -> None:
-        """Append ``records`` under one hold of the log's lock: one lock, stale-handle check and
-        rotation check for the lot, where :meth:`emit` takes them per line."""
+        """Append ``records`` under one hold of the log's lock (:meth:`emit` takes it, with a
+        stale-handle check, per line); the size is still checked before each line, so the
+        log rotates where it would have line by line."""
         try:
-            text = self.terminator.join(self.format(record) for record in records)
+            lines = [self.format(record) for record in records]
             self._do_lock()
             try:
                 self._check_stream()
-                if self.shouldRollover(records[0]):
-                    self.doRollover()
-                self.do_write(text)
+                for record, line in zip(records, lines, strict=True):
+                    if self.shouldRollover(record):
+                        self.doRollover()
+                    self.do_write(line)
             finally:
                 self._do_unlock()
         except Exception:
