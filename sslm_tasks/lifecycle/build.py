@@ -65,8 +65,9 @@ class RenewCheck:
     stamp: str | None = None
 
 
-def _write_version(ctx: ServiceContext, stamp: str, contents: dict[str, tuple[bytes, int]]) -> None:
-    """Write files of build ``stamp``, each fsynced; the directory is synced by ``point``."""
+def write_version(ctx: ServiceContext, stamp: str, contents: dict[str, tuple[bytes, int]]) -> None:
+    """Write files of build ``stamp`` in one batch, each fsynced, renamed in ``contents``'s
+    order; the directory is synced by ``point``, before ``next`` may lead there."""
     write_files_atomic(
         {version_file(ctx, stamp, name): data for name, data in contents.items()}, sync_dir=False
     )
@@ -294,14 +295,14 @@ def carry_key(ctx: ServiceContext, stamp: str, sources: tuple[files.LinkName, ..
         source = None if source_stamp is None else version_file(ctx, source_stamp, files.PRIVKEY)
         if source is not None and source.is_file():
             pem = private_key_to_pem(_load_key(source))
-            _write_version(ctx, stamp, {files.PRIVKEY: (pem, files.KEY_MODE)})
+            write_version(ctx, stamp, {files.PRIVKEY: (pem, files.KEY_MODE)})
             return True
     return False
 
 
 def write_new_key(ctx: ServiceContext, stamp: str) -> None:
     key = generate_private_key(_key_spec(ctx.service))
-    _write_version(ctx, stamp, {files.PRIVKEY: (private_key_to_pem(key), files.KEY_MODE)})
+    write_version(ctx, stamp, {files.PRIVKEY: (private_key_to_pem(key), files.KEY_MODE)})
 
 
 def _subject(svc: ServiceConfig) -> SubjectSpec:
@@ -321,7 +322,7 @@ def make_csr(ctx: ServiceContext) -> None:
         return
     svc = ctx.service
     csr = build_csr(key, _subject(svc), svc.x509.sans, is_ca=svc.is_ca)
-    _write_version(ctx, stamp, {files.CSR: (csr_to_pem(csr), files.PUBLIC_MODE)})
+    write_version(ctx, stamp, {files.CSR: (csr_to_pem(csr), files.PUBLIC_MODE)})
 
 
 def _policy(signer: ServiceConfig, *, is_ca: bool, with_crl: bool) -> SigningPolicy:
@@ -396,7 +397,7 @@ def sign(ctx: ServiceContext) -> None:
     cert_pem = cert.public_bytes(Encoding.PEM)
     # The chain before the certificate (dicts keep their order, and so do the renames): a
     # certificate present means its build has signed (has_cert).
-    _write_version(
+    write_version(
         ctx,
         stamp,
         {
@@ -433,7 +434,7 @@ def store(ctx: ServiceContext) -> str:
             f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}"
             + _signer_advice(ctx)
         )
-    _write_version(
+    write_version(
         ctx,
         stamp,
         {
