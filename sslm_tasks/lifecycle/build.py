@@ -25,7 +25,7 @@ from sslm_tasks.config.load import signer_of
 from sslm_tasks.config.models import CA_GROUP, ServiceConfig
 from sslm_tasks.crypto.bundle import compose_outputs
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr, csr_to_pem, load_csr
-from sslm_tasks.crypto.inspect import key_matches_cert, load_certs, verify_chain
+from sslm_tasks.crypto.inspect import extension_value, key_matches_cert, load_certs, verify_chain
 from sslm_tasks.crypto.keys import (
     KeySpec,
     PrivateKey,
@@ -355,10 +355,17 @@ def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
     version), and every leaf the CA signs in the run needs them."""
     found = ca.ws.signers.get((ca.ref, stamp))
     if found is None:
+        cert = load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0]
+        fullchain_pem = version_file(ca, stamp, files.FULLCHAIN).read_bytes()
+        path = load_certs(fullchain_pem)
         found = SignerMaterial(
             key=_load_key(version_file(ca, stamp, files.PRIVKEY)),
-            cert=load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0],
-            fullchain_pem=version_file(ca, stamp, files.FULLCHAIN).read_bytes(),
+            cert=cert,
+            fullchain_pem=fullchain_pem,
+            problems=tuple(verify_chain(cert, path, now=ca.now())),
+            constrained=any(
+                extension_value(link.extensions, x509.NameConstraints) is not None for link in path
+            ),
         )
         ca.ws.signers[(ca.ref, stamp)] = found
     return found
@@ -429,7 +436,7 @@ def store(ctx: ServiceContext) -> str:
     # validity, CA flags); only the last link, to a root we were never given, cannot be.
     # Local CAs keep the full check up to their self-signed root.
     acme_signed = not svc.self_signed and signer_of(ctx.ws.config, ctx.ref) is None
-    problems = verify_chain(cert, load_certs(outputs.chain), now=ctx.now(), open_top=acme_signed)
+    problems = _problems(ctx, cert, chain_pem, outputs.chain, open_top=acme_signed)
     if problems:
         raise PermanentError(
             f"{ctx.ref}: new certificate does not verify: {'; '.join(problems)}"
@@ -459,6 +466,31 @@ def store(ctx: ServiceContext) -> str:
     # again; or, its start undone too, the rerun finds next complete and rolls it.
     ctx.save(sync_dir=False)
     return stamp
+
+
+def _problems(
+    ctx: ServiceContext, cert: x509.Certificate, chain_pem: bytes, chain: bytes, *, open_top: bool
+) -> list[str]:
+    """What is wrong with the new certificate's path through ``chain``.
+
+    A leaf whose chain is its local CA's fullchain as the CA signed it is judged against the
+    CA's certificate as the end of its path (one signature, its names, validity and usages),
+    and the CA's own path by the verdict the run made once for all its leaves
+    (:func:`signer_material`): on this machine each whole-path check of a P-384 chain costs
+    about 1 ms, half of it the CA's signature that is the same for every leaf. Name
+    constraints on the CA's path bind the leaf's names, so such a leaf's path is judged whole.
+    """
+    try:
+        signing = None if ctx.service.is_ca else signing_ca_curr(ctx)
+    except PermanentError:  # the CA lost its curr since it signed: the whole path, below
+        signing = None
+    if signing is not None:
+        ca = signer_material(ctx.of(signing[0]), signing[1])
+        if chain_pem == ca.fullchain_pem and not ca.constrained:
+            if ca.problems:
+                return [f"its signing CA {signing[0]}: {problem}" for problem in ca.problems]
+            return verify_chain(cert, [ca.cert], now=ctx.now(), open_top=True)
+    return verify_chain(cert, load_certs(chain), now=ctx.now(), open_top=open_top)
 
 
 def _signer_advice(ctx: ServiceContext) -> str:
