@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -349,6 +350,16 @@ def has_cert(ctx: ServiceContext, stamp: str) -> bool:
     return key_matches_cert(key, load_certs(cert.read_bytes())[0])
 
 
+#: Extensions of a CA's path that bind the leaves below it (their names, purposes, policies):
+#: such a leaf's path is judged whole, never against its CA alone (:func:`_problems`).
+_LEAF_CONSTRAINTS: Final = (
+    x509.NameConstraints,
+    x509.ExtendedKeyUsage,
+    x509.PolicyConstraints,
+    x509.InhibitAnyPolicy,
+)
+
+
 def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
     """The key, certificate and fullchain of local CA version ``stamp``, read once per
     workspace: a version's files do not change once a link leads to it (a new key is a new
@@ -364,7 +375,9 @@ def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
             fullchain_pem=fullchain_pem,
             problems=tuple(verify_chain(cert, path, now=ca.now())),
             constrained=any(
-                extension_value(link.extensions, x509.NameConstraints) is not None for link in path
+                extension_value(link.extensions, kind) is not None
+                for link in path
+                for kind in _LEAF_CONSTRAINTS
             ),
         )
         ca.ws.signers[(ca.ref, stamp)] = found
@@ -477,8 +490,8 @@ def _problems(
     CA's certificate as the end of its path (one signature, its names, validity and usages),
     and the CA's own path by the verdict the run made once for all its leaves
     (:func:`signer_material`): on this machine each whole-path check of a P-384 chain costs
-    about 1 ms, half of it the CA's signature that is the same for every leaf. Name
-    constraints on the CA's path bind the leaf's names, so such a leaf's path is judged whole.
+    about 1.4 ms, 0.6-0.9 ms of it the CA's own link, the same for every leaf. Constraints on
+    the CA's path that bind the leaf (names, key purposes, policies) make its path judged whole.
     """
     try:
         signing = None if ctx.service.is_ca else signing_ca_curr(ctx)

@@ -124,8 +124,8 @@ class SignerMaterial:
     """What a local CA version signs with: its key, its certificate, its fullchain (PEM), and
     the verdict on its own path to its root, judged once when the material is read
     (``build.signer_material``): every leaf it signs in the run shares that part of the path.
-    ``constrained``: a certificate of that path has name constraints, which bind the names of
-    every leaf below, so each leaf's whole path is judged again."""
+    ``constrained``: a certificate of that path has constraints that bind every leaf below
+    (names, key purposes, policies), so each leaf's whole path is judged again."""
 
     key: PrivateKey
     cert: x509.Certificate
