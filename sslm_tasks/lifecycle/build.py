@@ -230,8 +230,8 @@ def start_build(ctx: ServiceContext) -> str:
     record.build_signer = None if signing is None else signing[1]
     record.build_workflow = ctx.workflow or None
     record.last_error = None
-    # Undone by a power cut (or a kill before the segment's end, which writes it: held_saves),
-    # the build is only not resumed: its directory is left to clean, a next there is rolled.
+    # Undone by a power cut, the build is only not resumed: its directory is left to clean.
+    # Not held for the segment's end: a step delivered again after a kill resumes this build.
     ctx.save(sync_dir=False)
     return stamp
 
@@ -474,10 +474,10 @@ def store(ctx: ServiceContext) -> str:
     record.roll_due = None if given is None else roll_due(cert.not_valid_before_utc, given)
     record.last_error = None
     record.backoff = None
-    # Undone by a power cut (or a kill before the segment's end), the record still says
-    # renewing this stamp: the rerun resumes it, finds every file there and only points next
-    # again; or, its start undone too, the rerun finds next complete and rolls it.
-    ctx.save(sync_dir=False)
+    # Undone by a power cut, or by a kill before the segment's end (held: a local CA's roll
+    # follows in the same segment and writes it), the record still says renewing this stamp:
+    # the rerun resumes it, finds every file there and only points next again.
+    ctx.save(hold=True)
     return stamp
 
 

@@ -42,7 +42,7 @@ class ServiceContext:
     repair: bool = True
     workflow: str = ""
     _record: ServiceRecord | None = field(default=None, repr=False)
-    #: Inside :meth:`held_saves`: a save without its directory fsync is held.
+    #: Inside :meth:`held_saves`: a save with ``hold`` is held.
     _holding: bool = field(default=False, repr=False)
     #: A save was held and is not on disk yet.
     _held: bool = field(default=False, repr=False)
@@ -64,22 +64,26 @@ class ServiceContext:
             self._record = load_record(self.ws, self.ref, repair=self.repair)
         return self._record
 
-    def save(self, *, sync_dir: bool = True) -> None:
+    def save(self, *, sync_dir: bool = True, hold: bool = False) -> None:
         """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).
 
         ``sync_dir=False`` leaves out the fsync of the service directory after the rename, for
         a save that a power cut may undo: one whose loss is the same as a crash just before it
         (which a rerun handles), with nothing outside the store acting on it before the
-        directory is synced again (the next link flip there, or the next full save). Inside
-        :meth:`held_saves` such a save is held instead, as a kill may then undo it too.
+        directory is synced again (the next link flip there, or the next full save).
+
+        ``hold`` is for such a save that a kill may undo too (it implies ``sync_dir=False``):
+        inside :meth:`held_saves` it is held, and written with the next full save, before a
+        :meth:`reload` or at the block's end. Not the build's start: a step delivered again
+        after its worker was killed must find the build to resume it, not start another.
 
         Raises:
           StoreError: it could not be written, or holds something like a private key.
         """
-        if self._holding and not sync_dir:
+        if hold and self._holding:
             self._held = True
             return
-        self._write(sync_dir=sync_dir)
+        self._write(sync_dir=sync_dir and not hold)
 
     def _write(self, *, sync_dir: bool) -> None:
         self._held = False
@@ -89,12 +93,11 @@ class ServiceContext:
 
     @contextmanager
     def held_saves(self) -> Iterator[None]:
-        """Hold the saves without a directory fsync made inside the block: each is written by
-        the next full save, before a :meth:`reload`, or when the block ends (however it
-        ends). A segment's steps run inside one (``pipeline.run_steps``): a local CA's build
-        start and its ``next`` are then written with its roll, two state writes fewer per
-        private-CA service. A kill inside the block undoes a held save as a power cut would
-        undo it outside: the rerun sees the record as before it.
+        """Hold the saves made with ``hold`` inside the block: each is written by the next full
+        save, before a :meth:`reload`, or when the block ends (however it ends). A segment's
+        steps run inside one (``pipeline.run_steps``): a local CA's ``next`` is then written
+        with its roll, one state write fewer per private-CA service. A kill inside the block
+        undoes a held save as a power cut would: the rerun sees the record as before it.
 
         Raises:
           StoreError: the held save could not be written at the end.

@@ -1,6 +1,6 @@
-"""A held save of the state record (one without a directory fsync, inside a segment): written
-by the segment's next full save, at its end (also when a step fails), or before the record is
-read again; never left behind, and never held outside a segment."""
+"""A held save of the state record (``hold``, inside a segment): written by the segment's next
+full save, at its end (also when a step fails), or before the record is read again; never left
+behind, never held outside a segment, and a save without ``hold`` is never held."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def on_disk(ctx: ServiceContext) -> str | None:
 def saving(phase: Phase) -> Step:
     def run(ctx: ServiceContext) -> Verdict:
         ctx.record.phase = phase
-        ctx.save(sync_dir=False)
+        ctx.save(hold=True)
         return Verdict()
 
     return Step(f"to_{phase}", Kind.ACT, run)
@@ -51,22 +51,27 @@ def failing(ctx: ServiceContext) -> Verdict:
 
 def test_a_held_save_is_written_by_the_next_save_or_a_reload(ctx: ServiceContext) -> None:
     with ctx.held_saves():
-        # Given a save without a directory fsync inside the block: nothing is written yet
+        # Given a save with hold inside the block: nothing is written yet
         ctx.record.phase = Phase.RENEWING
-        ctx.save(sync_dir=False)
+        ctx.save(hold=True)
         assert on_disk(ctx) is None
         # When the record is read again, Then the held change is written first, not lost
         assert ctx.reload().phase is Phase.RENEWING
         assert on_disk(ctx) == "renewing"
         # And a later full save carries a held one with it
         ctx.record.phase = Phase.ISSUED
-        ctx.save(sync_dir=False)
+        ctx.save(hold=True)
         ctx.record.last_error = None
         ctx.save()
         assert on_disk(ctx) == "issued"
+        # And a save without a directory fsync but without hold (a build's start, which a
+        # step delivered again must find) is written at once
+        ctx.record.phase = Phase.RENEWING
+        ctx.save(sync_dir=False)
+        assert on_disk(ctx) == "renewing"
     # And outside the block nothing is held
     ctx.record.phase = Phase.ROLLED
-    ctx.save(sync_dir=False)
+    ctx.save(hold=True)
     assert on_disk(ctx) == "rolled"
 
 
