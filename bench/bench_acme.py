@@ -1,8 +1,8 @@
 """Issue N dns-01 certificates from Pebble through Redis and 2 worker processes, against the same
 N certificates issued (a) by a minimal client on the ``acme`` library alone, on N threads, and
 (b) by N sequential ``certbot certonly --manual`` runs with hook scripts (upstream's approach),
-and print the wall-time ratios. Target (issue 4): sslm within 1.5x of (a), at least 10x faster
-than (b).
+and print the wall-time ratios. Targets (issue 15, P1): sslm at most 1.0x (a) in at least 4 of 5
+runs (issue 4 asked 1.5x), and at least 10x faster than (b).
 
 The lab is the integration tests' own (``tests/integration``): BIND primary 127.0.0.53 and
 secondary 127.0.0.54 serving ``example.test`` and ``other.test`` (signed, the zones
@@ -94,8 +94,8 @@ from sslm_tasks.lifecycle.workspace import Workspace  # noqa: E402
 
 APEX, OTHER = "example.test", "other.test"
 APEXES = (APEX, OTHER)
-#: Issue 4's targets: sslm / (a) at most this, (b) / sslm at least this.
-TARGET_VS_LIBRARY = 1.5
+#: Issue 15's targets (P1): sslm / (a) at most this (in 4 runs of 5), (b) / sslm at least this.
+TARGET_VS_LIBRARY = 1.0
 TARGET_VS_CERTBOT = 10.0
 #: Bounds of one issuance (any method) and of one DNS wait: a stuck run fails, it never hangs.
 ISSUE_TIMEOUT_S = 120.0

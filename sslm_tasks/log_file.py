@@ -7,6 +7,7 @@ not pay for.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import stat
 import sys
@@ -40,6 +41,24 @@ class LogFile(ConcurrentRotatingFileHandler):
             lock_file_directory=str(path.parent),
         )
         self._reported = False
+
+    def emit_all(self, records: list[logging.LogRecord]) -> None:
+        """Append ``records`` under one hold of the log's lock (:meth:`emit` takes it, with a
+        stale-handle check, per line); the size is still checked before each line, so the
+        log rotates where it would have line by line."""
+        try:
+            lines = [self.format(record) for record in records]
+            self._do_lock()
+            try:
+                self._check_stream()
+                for record, line in zip(records, lines, strict=True):
+                    if self.shouldRollover(record):
+                        self.doRollover()
+                    self.do_write(line)
+            finally:
+                self._do_unlock()
+        except Exception:
+            self.handleError(records[0])
 
     def handleError(self, record: logging.LogRecord) -> None:
         if not self._reported:
@@ -77,3 +96,33 @@ def open_log_file(logdir: Path) -> LogFile:
     except OSError as err:
         raise StoreError(f"{path}: cannot write the log: {err.strerror}") from None
     return LogFile(path)
+
+
+class RunLog(logging.handlers.MemoryHandler):
+    """The lines of one ``sslm-mgr`` run, held in memory and appended to ``log`` in batches:
+    each line through :meth:`LogFile.emit` costs the lock file's flock, a stat and a write
+    (about 0.1 ms; 8 lines per service renewed). A warning or an error, a full buffer and
+    the end of the run (``close``, which ``logging.shutdown`` also calls at exit) write what
+    is held at once: a run killed with SIGKILL loses at most the lines since the last
+    warning, never a warning itself.
+    """
+
+    #: Lines held at most before they are written.
+    CAPACITY: Final = 512
+
+    def __init__(self, log: LogFile) -> None:
+        super().__init__(self.CAPACITY, flushLevel=logging.WARNING, target=log)
+        self.log = log
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        self.log.setFormatter(fmt)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self.buffer:
+                self.log.emit_all(self.buffer)
+                self.buffer = []
+        finally:
+            self.release()

@@ -46,7 +46,7 @@ from sslm_tasks.acme.directory import DEFAULT_TIMEOUT_S, AcmeServer, connect
 from sslm_tasks.acme.network import AcmePermanentError, translate
 from sslm_tasks.config.eab import KEY_FILE_KEY, KID_KEY, AccountBinding
 from sslm_tasks.errors import StoreError
-from sslm_tasks.store.atomic import ensure_dir, write_atomic
+from sslm_tasks.store.atomic import ensure_dir, write_atomic, write_files_atomic
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +181,17 @@ def _write_key(cb_dir: Path, directory_url: str, key: JWK) -> Path:
 
 
 def _write_records(account_dir: Path, uri: str, *, now: datetime) -> None:
-    """``regr.json`` as certbot writes it, and ``meta.json`` unless one is there already."""
+    """``regr.json`` as certbot writes it, and ``meta.json`` unless one is there already, in
+    one batch (one directory fsync for both)."""
     regr = acme.messages.RegistrationResource(body=acme.messages.Registration(), uri=uri)
-    write_atomic(account_dir / REGR, regr.json_dumps().encode(), mode=_JSON_MODE)
+    records = {account_dir / REGR: (regr.json_dumps().encode(), _JSON_MODE)}
     if not (account_dir / META).exists():
         meta = {
             "creation_dt": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "creation_host": socket.gethostname(),
         }
-        write_atomic(account_dir / META, json.dumps(meta).encode(), mode=_JSON_MODE)
+        records[account_dir / META] = (json.dumps(meta).encode(), _JSON_MODE)
+    write_files_atomic(records)
 
 
 def _register(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -30,6 +31,7 @@ import requests
 from josepy.errors import DeserializationError
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
+from requests.adapters import HTTPAdapter
 
 from sslm_tasks.errors import PermanentError, TransientError
 
@@ -108,11 +110,28 @@ def suggested_retry(error: BaseException) -> datetime | None:
     return None
 
 
+#: Each thread's connection pool, shared by all its networks (:class:`AcmeNetwork`).
+_pools = threading.local()
+
+
+def _thread_adapter() -> HTTPAdapter:
+    adapter: HTTPAdapter | None = getattr(_pools, "adapter", None)
+    if adapter is None:
+        adapter = _pools.adapter = HTTPAdapter()
+    return adapter
+
+
 class AcmeNetwork(acme.client.ClientNetwork):
     """``ClientNetwork`` that remembers the ``Retry-After`` header of its latest response.
 
     One instance serves one thread (as ``requests.Session`` does), so "latest" is well defined:
     right after a request raised, it is that request's header.
+
+    Its connections come from a pool shared by every network of its thread: each account has
+    its own network (its key, its nonces, its session's hooks), and a step of another service,
+    or a new account's registration, would otherwise open a connection and make a TLS
+    handshake of its own with the same CA (two per new account, one per service a worker
+    process handles). The pool is therefore not closed with one network.
     """
 
     def __init__(
@@ -127,6 +146,13 @@ class AcmeNetwork(acme.client.ClientNetwork):
         super().__init__(key, account=account, alg=alg, user_agent=user_agent, timeout=timeout_s)
         self.last_retry_after: str | None = None
         self.session.hooks["response"].append(self._remember_retry_after)
+        shared = _thread_adapter()
+        self.session.mount("https://", shared)
+        self.session.mount("http://", shared)
+
+    def __del__(self) -> None:
+        """Leave the thread's pool open for its other networks (``ClientNetwork`` closes the
+        session, and with it every adapter mounted there)."""
 
     def _remember_retry_after(self, response: requests.Response, *_: object, **__: object) -> None:
         self.last_retry_after = response.headers.get("Retry-After")

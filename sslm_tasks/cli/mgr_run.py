@@ -22,7 +22,7 @@ from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, utc_now
 from sslm_tasks.locks.file import FileLocker
-from sslm_tasks.log_file import open_log_file
+from sslm_tasks.log_file import RunLog, open_log_file
 from sslm_tasks.logs import LogFormat, LogLevel, send_to
 from sslm_tasks.store.atomic import ensure_dir
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RUN_LOCK, ServiceRef
@@ -69,8 +69,11 @@ def act(
     )
 
 
-def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat, level: LogLevel) -> None:
-    """``<logdir>/sslm``, the log workers write too; stderr as well with ``-v``.
+def _setup_logging(
+    config: Config, *, verbose: bool, kind: LogFormat, level: LogLevel
+) -> logging.Handler:
+    """``<logdir>/sslm``, the log workers write too, its lines held for the run
+    (:class:`RunLog`: the caller flushes it when the run ends); stderr as well with ``-v``.
 
     Raises:
       ConfigError: ``logdir`` is not set and the default does not exist (see
@@ -79,11 +82,13 @@ def _setup_logging(config: Config, *, verbose: bool, kind: LogFormat, level: Log
         read-only or full file system); nothing else has been written yet.
     """
     logdir = ensure_dir(config.log_dir(), mode=DIR_MODE_GROUP)
-    send_to([open_log_file(logdir)], level, kind)
+    run_log = RunLog(open_log_file(logdir))
+    send_to([run_log], level, kind)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
         logging.getLogger().addHandler(console)
+    return run_log
 
 
 def _dry_run(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> int:
@@ -184,7 +189,7 @@ def _under_run_lock(
     locks: it takes no run lock (it would never get it)."""
     try:
         # The log first: a log that cannot be written stops the run before it writes anything.
-        _setup_logging(ws.config, verbose=args.verb, kind=log_format, level=log_level)
+        run_log = _setup_logging(ws.config, verbose=args.verb, kind=log_format, level=log_level)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -203,7 +208,11 @@ def _under_run_lock(
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
     with lease:
-        return work()
+        try:
+            return work()
+        finally:
+            # The run's lines go in before the lock does: the next run's follow them.
+            run_log.flush()
 
 
 def _in_process(ws: Workspace, refs: Sequence[ServiceRef], request: RunRequest) -> RunReport | None:

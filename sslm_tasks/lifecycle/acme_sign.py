@@ -40,13 +40,13 @@ from sslm_tasks.config.load import account_binding, acme_ca_of
 from sslm_tasks.config.models import CaInfo
 from sslm_tasks.errors import PermanentError, SslmError, StoreError
 from sslm_tasks.lifecycle import acme_timing
-from sslm_tasks.lifecycle.build import building_stamp, has_cert
+from sslm_tasks.lifecycle.build import building_stamp, has_cert, write_version
 from sslm_tasks.lifecycle.challenges import ChallengePublisher, publisher_for, withdraw_everything
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import version_file
 from sslm_tasks.lifecycle.record import OrderRecord
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.atomic import ensure_dir, write_atomic
+from sslm_tasks.store.atomic import ensure_dir
 
 log = logging.getLogger("sslm")
 
@@ -104,14 +104,21 @@ class Order:
         return orders.challenges_for(order, self.ca.challenge_kind, self.account.key)
 
     def keep(self, order: OrderState) -> None:
-        """Record ``order`` for this build; a record that says so already is not rewritten."""
+        """Record ``order`` for this build; a record that says so already is not rewritten.
+
+        The first record of an order is made durable (its directory synced): lost to a power
+        cut, it would leave an order at the CA that no build knows. A later state of the same
+        order is not: lost, it is a crash just before it, and the next step polls the order
+        again from the state before.
+        """
         record = self.ctx.record
         if record.order is not None and record.order.stamp == self.stamp:
             if record.order.order == order:
                 return
             record.order.order = order
-        else:
-            record.order = OrderRecord(self.stamp, order)
+            self.ctx.save(sync_dir=False)
+            return
+        record.order = OrderRecord(self.stamp, order)
         self.ctx.save()
 
     def csr_pem(self) -> bytes:
@@ -280,8 +287,12 @@ def finalize(ctx: ServiceContext) -> tuple[bool, str]:
     except OrderFailed as err:
         _abandon(ctx, current, err)
         raise
-    write_atomic(version_file(ctx, step.stamp, files.CHAIN), chain_pem, mode=files.PUBLIC_MODE)
-    write_atomic(version_file(ctx, step.stamp, files.CERT), cert_pem, mode=files.PUBLIC_MODE)
+    # The chain before the certificate, as a local sign writes them (has_cert).
+    write_version(
+        ctx,
+        step.stamp,
+        {files.CHAIN: (chain_pem, files.PUBLIC_MODE), files.CERT: (cert_pem, files.PUBLIC_MODE)},
+    )
     log.info("%s: certificate of order %s is in build %s", ctx.ref, current.url, step.stamp)
     _finish(ctx)
     return True, f"issued by order {current.url}"

@@ -11,6 +11,8 @@ authorizations are read; token paths recorded before the tokens are written), an
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,6 +42,10 @@ class ServiceContext:
     repair: bool = True
     workflow: str = ""
     _record: ServiceRecord | None = field(default=None, repr=False)
+    #: Inside :meth:`held_saves`: a save with ``hold`` is held.
+    _holding: bool = field(default=False, repr=False)
+    #: A save was held and is not on disk yet.
+    _held: bool = field(default=False, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -58,7 +64,7 @@ class ServiceContext:
             self._record = load_record(self.ws, self.ref, repair=self.repair)
         return self._record
 
-    def save(self, *, sync_dir: bool = True) -> None:
+    def save(self, *, sync_dir: bool = True, hold: bool = False) -> None:
         """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).
 
         ``sync_dir=False`` leaves out the fsync of the service directory after the rename, for
@@ -66,12 +72,43 @@ class ServiceContext:
         (which a rerun handles), with nothing outside the store acting on it before the
         directory is synced again (the next link flip there, or the next full save).
 
+        ``hold`` is for such a save that a kill may undo too (it implies ``sync_dir=False``):
+        inside :meth:`held_saves` it is held, and written with the next full save, before a
+        :meth:`reload` or at the block's end. Not the build's start: a step delivered again
+        after its worker was killed must find the build to resume it, not start another.
+
         Raises:
           StoreError: it could not be written, or holds something like a private key.
         """
+        if hold and self._holding:
+            self._held = True
+            return
+        self._write(sync_dir=sync_dir and not hold)
+
+    def _write(self, *, sync_dir: bool) -> None:
+        self._held = False
         record = self.record
         record.updated = self.now()
         write_state(self.layout, self.ref, record.to_json(), sync_dir=sync_dir)
+
+    @contextmanager
+    def held_saves(self) -> Iterator[None]:
+        """Hold the saves made with ``hold`` inside the block: each is written by the next full
+        save, before a :meth:`reload`, or when the block ends (however it ends). A segment's
+        steps run inside one (``pipeline.run_steps``): a local CA's ``next`` is then written
+        with its roll, one state write fewer per private-CA service. A kill inside the block
+        undoes a held save as a power cut would: the rerun sees the record as before it.
+
+        Raises:
+          StoreError: the held save could not be written at the end.
+        """
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            if self._held:
+                self._write(sync_dir=False)
 
     def started_here(self) -> bool:
         """Whether the record's build was started by this very workflow (a step delivered
@@ -79,7 +116,10 @@ class ServiceContext:
         return bool(self.workflow) and self.record.build_workflow == self.workflow
 
     def reload(self) -> ServiceRecord:
-        """Read the record again: another writer (a deploy worker) may have changed it."""
+        """Read the record again: another writer (a deploy worker) may have changed it. A
+        held save is written first, so what this context changed is not lost."""
+        if self._held:
+            self._write(sync_dir=False)
         self._record = None
         return self.record
 

@@ -255,18 +255,20 @@ def run_steps(
 
     A decision that says no ends its stage. A patient step that is not done yet (a transient
     error) stops the segment: its number and verdict are returned, for the caller to try it
-    again later (every step is idempotent). Returns None once every step ran.
+    again later (every step is idempotent). Returns None once every step ran. The saves its
+    steps make without a directory fsync are held for the segment (``held_saves``).
     """
-    for index, (stage, step) in enumerate(segment.steps[start:], start):
-        if stage in walk.skipped:
-            continue
-        verdict = look(ctx, step)
-        if step.patient and not verdict.go:
-            return index, verdict
-        walk.note(ctx, step, verdict)
-        if step.kind is Kind.DECIDE and not verdict.go:
-            walk.skipped.append(stage)
-    return None
+    with ctx.held_saves():
+        for index, (stage, step) in enumerate(segment.steps[start:], start):
+            if stage in walk.skipped:
+                continue
+            verdict = look(ctx, step)
+            if step.patient and not verdict.go:
+                return index, verdict
+            walk.note(ctx, step, verdict)
+            if step.kind is Kind.DECIDE and not verdict.go:
+                walk.skipped.append(stage)
+        return None
 
 
 # --------------------------------------------------------------------------- waiting

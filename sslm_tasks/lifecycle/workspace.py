@@ -122,11 +122,17 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class SignerMaterial:
-    """What a local CA version signs with: its key, its certificate, its fullchain (PEM)."""
+    """What a local CA version signs with: its key, its certificate, its fullchain (PEM), and
+    the verdict on its own path to its root, judged once when the material is read
+    (``build.signer_material``): every leaf it signs in the run shares that part of the path.
+    ``constrained``: a certificate of that path has constraints that bind every leaf below
+    (names, key purposes, policies), so each leaf's whole path is judged again."""
 
     key: PrivateKey
     cert: x509.Certificate
     fullchain_pem: bytes
+    problems: tuple[str, ...] = ()
+    constrained: bool = False
 
 
 @dataclass

@@ -66,11 +66,13 @@ def sync_directory(directory: Path) -> None:
         raise _as_store_error("syncing", directory, err) from err
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+def _write_temp(path: Path, data: bytes, mode: int) -> tuple[Path, int]:
     """Write ``data`` to a new temp file beside ``path`` with ``mode``, not yet synced (the
-    caller fsyncs every temp of a batch in one pass); return the temp path.
+    caller fsyncs every temp of a batch in one pass, through the descriptor it gets back
+    rather than by opening each file again); return the temp path and its open descriptor,
+    which the caller closes.
 
-    On failure the temp file is removed before the error propagates.
+    On failure the temp file is closed and removed before the error propagates.
     """
     tmp = _temp_sibling(path)
     # O_EXCL: never open a file someone planted; O_NOFOLLOW: nor follow a planted link.
@@ -86,20 +88,11 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    os.close(fd)
-    return tmp
+    return tmp, fd
 
 
 def _as_store_error(what: str, path: Path, err: OSError) -> StoreError:
     return StoreError(f"{what} {path}: {err.strerror or err}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, sync_dir: bool = True) -> None:
@@ -135,17 +128,22 @@ def write_files_atomic(files: Mapping[Path, tuple[bytes, int]], *, sync_dir: boo
       StoreError: a file could not be written; no temp file remains.
     """
     temps: dict[Path, Path] = {}
+    descriptors: list[int] = []
     try:
         for path, (data, mode) in files.items():
             try:
-                temps[path] = _write_temp(path, data, mode)
+                temps[path], fd = _write_temp(path, data, mode)
             except OSError as err:
                 raise _as_store_error("writing", path, err) from err
-        for path, tmp in temps.items():
+            descriptors.append(fd)
+        for path, fd in zip(temps, descriptors, strict=True):
             try:
-                _fsync_file(tmp)
+                os.fsync(fd)
             except OSError as err:
                 raise _as_store_error("writing", path, err) from err
+        for fd in descriptors:
+            os.close(fd)
+        descriptors.clear()
         for path, tmp in list(temps.items()):
             try:
                 os.replace(tmp, path)
@@ -153,6 +151,8 @@ def write_files_atomic(files: Mapping[Path, tuple[bytes, int]], *, sync_dir: boo
                 raise _as_store_error("installing", path, err) from err
             del temps[path]
     finally:
+        for fd in descriptors:
+            os.close(fd)
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     if sync_dir:

@@ -3,9 +3,13 @@ checked for a worker in tests/integration/test_compose.py)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from support import LOG_LINE, RunMgr
+
+from sslm_tasks.cli import mgr as sslm_mgr
 
 
 def test_the_log_file_lines_have_the_shared_shape(topdir: Path, mgr: RunMgr) -> None:
@@ -43,3 +47,17 @@ def test_a_bad_log_level_is_refused_before_anything_is_written(topdir: Path, mgr
     assert result.returncode == 2, result.stdout + result.stderr
     assert "SSLM_LOG_LEVEL" in result.stderr and "LOUD" in result.stderr, result.stderr
     assert not (topdir / "certs").exists() and not (topdir / "logs").exists()
+
+
+def test_an_in_process_run_has_written_its_lines_when_it_returns(
+    topdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given sslm-mgr called in this process, which holds a run's lines in memory (RunLog)
+    monkeypatch.setenv("SSL_MGR_TOPDIR", str(topdir))
+    monkeypatch.delenv("SSLM_BROKER_URL", raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    # When the run returns (the process goes on: a test, a caller of its own)
+    assert sslm_mgr.main(["-renew", "ca:my-root"]) == 0
+    # Then its lines are in the file already, not left to the interpreter's exit
+    assert " ca:my-root: step keygen" in (topdir / "logs/sslm").read_text()

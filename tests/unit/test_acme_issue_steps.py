@@ -3,18 +3,24 @@ its root is checked, how long the waiting tasks wait, and how a local sign refus
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from cryptography import x509
-from support import REPO
+from cryptography.hazmat.primitives.serialization import Encoding
+from support import REPO, record_disk_order, synced_before
 
+from sslm_tasks.acme import orders
 from sslm_tasks.acme.network import AcmeRateLimited, AcmeTransientError
+from sslm_tasks.acme.order_state import OrderState
 from sslm_tasks.config.load import load_config
 from sslm_tasks.config.settings import DEFAULT_ACME_WAIT_S, load_settings
-from sslm_tasks.crypto.csr import SubjectSpec, build_csr
+from sslm_tasks.crypto.csr import SubjectSpec, build_csr, load_csr
 from sslm_tasks.crypto.inspect import verify_chain
 from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key
 from sslm_tasks.crypto.signing import SigningPolicy, self_sign, sign_with_ca
@@ -207,3 +213,84 @@ def test_a_chain_without_its_root_verifies_only_when_the_top_may_stay_open() -> 
     assert verify_chain(leaf, [impostor[1]], now=NOW, open_top=True)
     # and a leaf alone is no chain
     assert verify_chain(leaf, [], now=NOW, open_top=True)
+
+
+def _order(url: str, status: str) -> OrderState:
+    return OrderState(url=url, status=status, identifiers=("example.test",), authorizations=())
+
+
+def test_an_orders_first_record_is_durable_and_its_later_states_are_not(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a build and its step's view of the order (no CA needed to record one)
+    stamp = build.start_build(ctx)
+    step = acme_sign.Order(ctx, cast(Any, None), stamp, cast(Any, None), cast(Any, None))
+    state, service_dir = ctx.layout.state_file(ctx.ref), ctx.layout.service_dir(ctx.ref)
+    events = record_disk_order(monkeypatch)
+    # When the order the CA created is recorded
+    step.keep(_order("https://ca.test/order/1", "pending"))
+    # Then the record is durable, its directory synced after the rename: an order at the CA
+    # that no build knows of would be lost with it
+    renamed = events.index(("rename", os.path.realpath(state)))
+    assert ("fsync", os.path.realpath(service_dir)) in events[renamed:]
+    # When a later state of the same order is recorded
+    events.clear()
+    step.keep(_order("https://ca.test/order/1", "ready"))
+    # Then it is written (fsynced before its rename) but the directory is not synced: lost, it
+    # is a crash just before it, and the next step polls the order again
+    assert ("rename", os.path.realpath(state)) in events
+    assert ("fsync", os.path.realpath(service_dir)) not in events
+    assert ctx.reload().order is not None and ctx.record.order.order.status == "ready"
+    # And a state recorded already is not written again
+    events.clear()
+    step.keep(_order("https://ca.test/order/1", "ready"))
+    assert events == []
+
+
+def test_an_acme_certificate_goes_in_chain_first_and_store_syncs_it_before_next(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a build with its key and CSR, and a CA that issues at once
+    stamp = build.start_build(ctx)
+    build.make_key(ctx)
+    build.make_csr(ctx)
+    now = datetime.now(UTC)
+    ca_key = generate_private_key(KeySpec(ktype="ec", ec_curve="secp256r1"))
+    ca_csr = build_csr(ca_key, SubjectSpec(CN="Test CA"), [], is_ca=True)
+    ca_cert = self_sign(ca_csr, ca_key, SigningPolicy(days=30, is_ca=True), now=now)
+    csr = load_csr((ctx.layout.version_dir(ctx.ref, stamp) / "csr.pem").read_bytes())
+    leaf = sign_with_ca(csr, ca_key, ca_cert, SigningPolicy(days=30), now=now)
+    issued = _order("https://ca.test/order/1", "valid")
+    step = SimpleNamespace(
+        stamp=stamp,
+        client=None,
+        ca=SimpleNamespace(ca_preferred_chain=""),
+        current=lambda: issued,
+        csr_pem=lambda: b"csr",
+        keep=lambda order: None,
+    )
+    monkeypatch.setattr(acme_sign, "_begin", lambda ctx: step)
+    monkeypatch.setattr(orders, "finalize", lambda client, order, csr_pem: order)
+    monkeypatch.setattr(
+        orders,
+        "fetch_certificate",
+        lambda *a, **k: (leaf.public_bytes(Encoding.PEM), ca_cert.public_bytes(Encoding.PEM)),
+    )
+    version = ctx.layout.version_dir(ctx.ref, stamp)
+    events = record_disk_order(monkeypatch)
+    # When the finalize step downloads the certificate
+    assert acme_sign.finalize(ctx)[0] is True
+    # Then each file was fsynced before it got its name, the chain named before the
+    # certificate (a certificate present means the build signed: has_cert)
+    for name in ("chain.pem", "cert.pem"):
+        assert any(
+            Path(path).name.startswith(f"{name}.tmp-")
+            for path in synced_before(events, version / name)
+        )
+    renames = [path for kind, path in events if kind == "rename"]
+    assert renames.index(str(version / "chain.pem")) < renames.index(str(version / "cert.pem"))
+    # And the version directory waits for store, which syncs it before next leads there
+    assert ("fsync", str(version)) not in events
+    events.clear()
+    build.store(ctx)
+    assert str(version) in synced_before(events, ctx.layout.link(ctx.ref, "next"))

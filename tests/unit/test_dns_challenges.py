@@ -10,13 +10,14 @@ import base64
 import hashlib
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import unavailable
+from support import record_disk_order, synced_before, unavailable
 
 from sslm_tasks.dns.challenges import ChallengeFile, ChallengeRecord
 from sslm_tasks.errors import LockBusy, StoreError
@@ -276,3 +277,18 @@ def test_concurrent_orders_in_separate_processes_lose_no_record(
     contents = {copy.read_bytes() for copy in copies(files)}
     assert len(contents) == 1
     assert len(served_txt(tmp_path, copies(files)[1])) == 2 * WRITERS
+
+
+def test_every_copy_is_fsynced_before_its_rename_and_its_directory_after(
+    files: ChallengeFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When records are added (the master and every copy written in one batch)
+    events = record_disk_order(monkeypatch)
+    files.add(APEX, [(APEX, validation("a"))], order_id="order-a")
+    # Then each file's data was synced before it got its name, and its directory after that
+    for copy in copies(files):
+        assert any(
+            Path(p).name.startswith(f"{copy.name}.tmp-") for p in synced_before(events, copy)
+        )
+        renamed = events.index(("rename", os.path.realpath(copy)))
+        assert ("fsync", os.path.realpath(copy.parent)) in events[renamed:]

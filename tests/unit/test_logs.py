@@ -12,7 +12,7 @@ import pytest
 from support import LOG_LINE
 
 from sslm_tasks.errors import StoreError
-from sslm_tasks.log_file import open_log_file
+from sslm_tasks.log_file import RunLog, open_log_file
 from sslm_tasks.logs import JsonFormatter, LineFormatter, send_to
 
 
@@ -76,3 +76,30 @@ def test_a_log_that_is_a_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a regular file"):
         open_log_file(tmp_path)
     assert (tmp_path / "elsewhere").read_text() == "theirs\n"
+
+
+def test_a_runs_lines_are_held_until_a_warning_or_the_flush(tmp_path: Path) -> None:
+    # Given a run's log
+    run_log = RunLog(open_log_file(tmp_path))
+    run_log.setFormatter(LineFormatter())
+    try:
+        # When info lines are logged, they are held (one append per batch, not per line)
+        run_log.handle(record(logging.INFO, "svc: step keygen"))
+        run_log.handle(record(logging.INFO, "svc: step csr"))
+        assert (tmp_path / "sslm").read_text() == ""
+        # Then a warning writes them at once, with itself, in order
+        run_log.handle(record(logging.WARNING, "svc: lock not released"))
+        lines = (tmp_path / "sslm").read_text().splitlines()
+        assert [line.split(" ", 2)[2].strip() for line in lines] == [
+            "svc: step keygen",
+            "svc: step csr",
+            "svc: lock not released",
+        ]
+        # And the run's end writes what is left, every line once
+        run_log.handle(record(logging.INFO, "svc: step store"))
+        run_log.flush()
+        run_log.flush()
+        assert (tmp_path / "sslm").read_text().count("step store") == 1
+        assert all(LOG_LINE.fullmatch(line) for line in lines)
+    finally:
+        run_log.close()
