@@ -40,8 +40,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own daemons on loopback: keep apt from starting the system's copies
+  # (a system named or unbound takes port 53 on every address, the lab's aliases included;
+  # rabbitmq-server and redis-server would run for nothing). policy-rc.d exit 101 = "don't".
+  policy=/usr/sbin/policy-rc.d
+  made_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    made_policy=true
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if $made_policy; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 PYTHON=${PYTHON:-python3}
