@@ -24,9 +24,9 @@ from typing import Any, Final, NoReturn, TypedDict
 from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
+from sslm_tasks.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.config.load import Config, load_config, load_settings_only, signer_of
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
-from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, unattached_post_copies
 from sslm_tasks.dns.refresh import refresh_zones

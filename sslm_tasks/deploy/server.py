@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sslm_tasks.commands import CommandResult, run_command
 from sslm_tasks.config.models import MainConfig
 from sslm_tasks.config.settings import load_settings
-from sslm_tasks.deploy.commands import CommandResult, run_command
 from sslm_tasks.deploy.targets import DeployTarget
 from sslm_tasks.deploy.transport import Transport, transport_for
 from sslm_tasks.errors import ConfigError

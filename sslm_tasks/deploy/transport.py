@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from sslm_tasks.commands import CommandResult, execute, run_command
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.models import CA_GROUP, server_host_problem
 from sslm_tasks.config.settings import ENV_SOURCE, RuntimeSettings
-from sslm_tasks.deploy.commands import CommandResult, execute, run_command
 from sslm_tasks.deploy.connections import control_directory, control_path
 from sslm_tasks.deploy.targets import is_local_host
 from sslm_tasks.errors import ConfigError, PermanentError, SslmError, TransientError

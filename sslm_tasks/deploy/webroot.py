@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Final
 
-from sslm_tasks.deploy.commands import CommandResult
+from sslm_tasks.commands import CommandResult
 from sslm_tasks.deploy.transport import Transport
 from sslm_tasks.errors import PermanentError, StoreError, TransientError
 

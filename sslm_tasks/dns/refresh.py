@@ -34,10 +34,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Final
 
+from sslm_tasks.commands import DEFAULT_TIMEOUT_S, CommandResult, run_command
 from sslm_tasks.config.files import MAIN_FILE
 from sslm_tasks.config.load import Config
 from sslm_tasks.config.models import CA_GROUP
-from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S, CommandResult, run_command
 from sslm_tasks.errors import ConfigError, StoreError
 from sslm_tasks.locks import Lease, Locker
 from sslm_tasks.store.atomic import ensure_dir, write_atomic

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 from cryptography import x509
 
+from sslm_tasks.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.config.load import list_services
 from sslm_tasks.config.models import ServerSection
 from sslm_tasks.config.probes import parse_verify
 from sslm_tasks.crypto.inspect import load_certs
-from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import deploy
 from sslm_tasks.deploy.targets import ANY_DOMAIN, DeployTarget
 from sslm_tasks.deploy.verify import check_served, published_tlsa

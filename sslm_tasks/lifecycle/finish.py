@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Final
 
-from sslm_tasks.deploy.commands import DEFAULT_TIMEOUT_S
+from sslm_tasks.commands import DEFAULT_TIMEOUT_S
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, deploy_targets, unattached_post_copies
 from sslm_tasks.errors import SslmError
