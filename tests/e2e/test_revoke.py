@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from support import RunMgr, crl_verify, edit, openssl, tree_snapshot
+from support import RunMgr, crl_verify, edit, openssl, run_tool, tree_snapshot
 from test_status import validate
 
 from sslm_tasks.config.load import load_config
@@ -203,6 +204,13 @@ def test_a_revoked_curr_is_critical_until_a_next_waits_to_replace_it(
     check = mgr("-s", "--check", "example.com:web-ec")
     assert check.returncode == 2, check.stdout
     assert "was revoked for superseded" in check.stdout
+    # and the metrics count it among the failures, by its own step
+    prom = tmp_path / "sslm.prom"
+    written = run_tool("sslm-metrics", "--textfile", str(prom), cwd=topdir)
+    assert written.returncode == 0, written.stderr
+    assert re.search(r'^sslm_failures\{step="revoked"\} 1(\.0)?$', prom.read_text(), re.M), (
+        prom.read_text()
+    )
 
     # When a next is built that will replace it
     assert mgr("-renew", "-f", "example.com:web-ec").returncode == 0
