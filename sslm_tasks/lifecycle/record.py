@@ -315,6 +315,9 @@ class KeyPlan:
     standby_seen: datetime | None = None
     standby_ns: str | None = None
     standby_ttl_served: int | None = None
+    #: The owners ``standby_ttl_before`` was asked for: a new one (a SAN added with a renewal)
+    #: is asked too, and the standby must be seen again.
+    standby_owners: list[str] = field(default_factory=list)
 
     @property
     def standby_cache_ttl(self) -> int:
@@ -340,6 +343,7 @@ class KeyPlan:
             "standby_seen": _iso(self.standby_seen),
             "standby_ns": self.standby_ns,
             "standby_ttl_served": self.standby_ttl_served,
+            "standby_owners": list(self.standby_owners),
         }
 
     @classmethod
@@ -357,6 +361,10 @@ class KeyPlan:
             standby_ttl_served=_int_or_none(
                 raw.get("standby_ttl_served"), "keys.standby_ttl_served"
             ),
+            standby_owners=[
+                str(owner)
+                for owner in _of(raw.get("standby_owners", []), list, "keys.standby_owners")
+            ],
         )
 
 

@@ -147,13 +147,31 @@ def prepare(ctx: ServiceContext) -> None:
             standby_created=ctx.now(),
         )
         changed = True
-    if keys.standby_ttl_before is None and publishes(ctx.ws.config, ctx.ref.group):
-        records = key_records(ctx, key.public_key())
-        if records:
-            keys.standby_ttl_before = cacheable_before(ctx, records)
-            changed = True
+    if publishes(ctx.ws.config, ctx.ref.group):
+        changed |= _ask_before_publishing(ctx, key_records(ctx, key.public_key()))
     if changed:
         ctx.save()
+
+
+def _ask_before_publishing(ctx: ServiceContext, records: list[TlsaRecord]) -> bool:
+    """Before the standby's records go out at an owner they were not at (all of them the
+    first time; later, an owner a renewal added, such as a new SAN): ask what caches may hold
+    there now, keep the larger TTL, and have the standby seen again with them all. Returns
+    whether the record changed."""
+    keys = ctx.record.keys
+    owners = sorted({record.owner for record in records})
+    asked = set(keys.standby_owners) if keys.standby_ttl_before is not None else set()
+    new = [record for record in records if record.owner not in asked]
+    if not new:
+        if owners == keys.standby_owners:
+            return False
+        keys.standby_owners = owners  # an owner went: nothing to ask
+        return True
+    ttl = cacheable_before(ctx, new)
+    keys.standby_ttl_before = max(ttl, keys.standby_ttl_before or 0)
+    keys.standby_owners = owners
+    keys.standby_seen, keys.standby_ns, keys.standby_ttl_served = None, None, None
+    return True
 
 
 def watch(ctx: ServiceContext) -> None:

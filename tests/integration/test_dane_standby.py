@@ -264,3 +264,39 @@ def test_on_workers_the_standby_is_published_and_watched_and_is_in_no_message(
     )
     held += (certs / "state.json").read_text()
     assert body[40:100] not in held and "PRIVATE KEY" not in held  # past the ASN.1 header
+
+
+def test_an_owner_a_renewal_adds_is_asked_before_the_standby_goes_there(
+    topdir: Path, dns_lab: DnsLab
+) -> None:
+    # Given a standby service whose records are at its names (SANs), seen on every NS
+    service = topdir / "conf.d/example.test/mail"
+    edit(service, "dane_tls = [[25, 'tcp', 3, 1, 1]]", "dane_tls = [[443, 'tcp', 3, 1, 1]]")
+    certs = topdir / "certs" / SVC
+    start = datetime.now(UTC)
+    first = run_tool("sslm-mgr", "-renew", cwd=topdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    report = run_at(topdir, start + timedelta(hours=1))
+    assert report.ok, actions(report)
+    keys = json.loads((certs / "state.json").read_text())["keys"]
+    new_owner = "_443._tcp.www.example.test."
+    assert keys["standby_seen"] is not None and new_owner not in keys["standby_owners"]
+    s1 = keys["standby_key"]
+    # When a renewal adds a name, and its certificate rolls (after the usual DNS gate)
+    edit(service, "sans = ['example.test',", "sans = ['www.example.test', 'example.test',")
+    k1 = keys["curr_key"]
+    for hours in (4, 4.1, 5):
+        report = run_at(topdir, start + timedelta(hours=hours))
+        assert report.ok, actions(report)
+        # next's records (the same key at the new name too) reach both NS before the gate looks
+        wait_served(dns_lab, new_owner, {f"3 1 1 {k1}"})
+    assert not (certs / "next").exists(), "the renewal with the new name did not roll"
+    # Then the standby goes to the new name only after every NS was asked what caches hold
+    # there, and must be seen again before it is ready
+    keys = json.loads((certs / "state.json").read_text())["keys"]
+    assert new_owner in keys["standby_owners"], keys
+    assert keys["standby_seen"] is None and keys["standby_key"] == s1, keys
+    wait_served(dns_lab, new_owner, {f"3 1 1 {s1}"})
+    assert run_at(topdir, start + timedelta(hours=6)).ok
+    keys = json.loads((certs / "state.json").read_text())["keys"]
+    assert keys["standby_seen"] is not None and keys["standby_ns"] == "2 of 2", keys

@@ -120,6 +120,7 @@ def full_record() -> ServiceRecord:
             standby_seen=NOW - timedelta(days=1),
             standby_ns="2 of 2",
             standby_ttl_served=60,
+            standby_owners=["_25._tcp.mx1.example.com."],
         ),
     )
 
