@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 from sslm_tasks.config.load import Config
 from sslm_tasks.dns.refresh import zone_apexes
@@ -111,14 +112,11 @@ def under_run_lock(
     except StoreError as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_FAILED
-    if through_workers:
-        try:
-            return work()
-        finally:
-            run_log.flush()
+    lease: AbstractContextManager[object] = nullcontext()
     try:
-        certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
-        lease = FileLocker(certs).acquire(RUN_LOCK, ttl_s=3600, blocking_s=args.lock_wait)
+        if not through_workers:
+            certs = ensure_dir(ws.layout.certs_dir, mode=DIR_MODE_GROUP)
+            lease = FileLocker(certs).acquire(RUN_LOCK, ttl_s=3600, blocking_s=args.lock_wait)
     except LockBusy as err:
         print(f"Error: {err}", file=sys.stderr)
         return EXIT_BUSY

@@ -50,7 +50,7 @@ def _key_lines(keys: KeyStatus, now: datetime) -> list[str]:
     if keys.curr_key_since is not None:
         age = (now - keys.curr_key_since).total_seconds() / 86400
         lines.append(
-            f"{'key age':>20} : {age:.1f} days (key {keys.curr_key and keys.curr_key[:16]}, "
+            f"{'key age':>20} : {age:.1f} days (key {(keys.curr_key or '')[:16]}, "
             f"since {_when(keys.curr_key_since)}; the standby takes over at "
             f"{keys.rollover_days:g} days)"
         )

@@ -4,6 +4,7 @@ host that serves its production certificate: what the DANE tests share."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -147,3 +148,52 @@ def wait_served(lab: DnsLab, owner: str, records: set[str], *, present: bool = T
             return
         time.sleep(0.2)
     raise AssertionError(f"{owner}: wanted {records} present={present}, served {got}")
+
+
+#: A TLSA record in delv's answer (not its RRSIG): the hex may be split by spaces.
+TLSA_LINE = re.compile(r"\sIN\s+TLSA\s+(\d+)\s+(\d+)\s+(\d+)\s+([0-9A-Fa-f ]+)$", re.M)
+
+
+def spki_hash(pem_path: Path, *, private: bool = False) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo of a certificate (or a private key), by openssl."""
+    if private:
+        pubkey = ["openssl", "pkey", "-in", str(pem_path), "-pubout"]
+    else:
+        pubkey = ["openssl", "x509", "-in", str(pem_path), "-noout", "-pubkey"]
+    pem = subprocess.run(pubkey, capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pem, capture_output=True, check=True
+    ).stdout
+    digest = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True
+    )
+    return digest.stdout.split()[0].decode()
+
+
+def validated_tlsa(lab: DnsLab, owner: str) -> dict[str, set[str]]:
+    """The TLSA rdata each name server serves at ``owner``, DNSSEC-validated by ``delv``."""
+    found = {}
+    for server in lab.servers:
+        anchor = str(lab.trust_anchor_file())
+        delv = subprocess.run(
+            [
+                "delv",
+                f"@{server}",
+                "-a",
+                anchor,
+                "+root=example.test",
+                "+nomultiline",
+                owner,
+                "TLSA",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "; fully validated" in delv.stdout, delv.stdout + delv.stderr
+        found[server] = {
+            f"{usage} {selector} {matching} {''.join(data.split())}".lower()
+            for usage, selector, matching, data in TLSA_LINE.findall(delv.stdout)
+        }
+    return found

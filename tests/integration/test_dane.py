@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 from exporter import key, samples
-from lab_dane import SERVICE, MailServer, serve_mail, served, wait_served, write_topdir
+from lab_dane import (
+    SERVICE,
+    MailServer,
+    serve_mail,
+    served,
+    spki_hash,
+    validated_tlsa,
+    wait_served,
+    write_topdir,
+)
 from lab_dns import SECONDARY, DnsLab
 from services import RedisServer, WorkerStarter
 from support import chain_verifies, run_tool
@@ -29,24 +38,7 @@ def mgr(topdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def spki_record(topdir: Path, which: str) -> str:
-    cert = topdir / "certs/example.test/mail" / which / "cert.pem"
-    pubkey = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], capture_output=True, check=True
-    ).stdout
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-outform", "der"],
-        input=pubkey,
-        capture_output=True,
-        check=True,
-    ).stdout
-    digest = (
-        subprocess.run(
-            ["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True
-        )
-        .stdout.split()[0]
-        .decode()
-    )
-    return f"3 1 1 {digest}"
+    return f"3 1 1 {spki_hash(topdir / 'certs/example.test/mail' / which / 'cert.pem')}"
 
 
 def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
@@ -90,24 +82,8 @@ def test_tlsa_rollover_waits_for_every_name_server_then_retires_the_old_records(
     assert metrics[key("sslm_tlsa_published_nameservers", apex="example.test")] == 2
     assert metrics[key("sslm_tlsa_nameservers", apex="example.test")] == 2
     # and the records validate against the signed zone's key (DNSSEC) on both servers
-    for server in dns_lab.servers:
-        delv = subprocess.run(
-            [
-                "delv",
-                f"@{server}",
-                "-a",
-                str(dns_lab.trust_anchor_file()),
-                "+root=example.test",
-                owner,
-                "TLSA",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert "; fully validated" in delv.stdout, delv.stdout + delv.stderr
-        assert new.split()[-1] in delv.stdout.replace(" ", "").lower()
+    served_validated = validated_tlsa(dns_lab, owner)
+    assert all(new in records for records in served_validated.values()), served_validated
     time.sleep(2.2)  # dane_tls_ttl = 1 s: 2 x TTL after the first sighting
     rolled = mgr(topdir, "-roll", "example.test:mail")
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr

@@ -10,7 +10,6 @@ server against exactly those records (``openssl s_client -dane_tlsa_rrdata``) su
 from __future__ import annotations
 
 import json
-import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from lab_dane import MailServer, serve_mail, wait_served, write_topdir
+from lab_dane import MailServer, serve_mail, spki_hash, validated_tlsa, wait_served, write_topdir
 from lab_dns import DnsLab
 from lab_update import redis_texts, texts_under
 from services import RedisServer, WorkerStarter
@@ -31,8 +30,6 @@ from sslm_tasks.lifecycle.workspace import Workspace
 
 SVC = "example.test/mail"
 MX = "mx1.example.test"
-#: A TLSA record in delv's answer (not its RRSIG): the hex may be split by spaces.
-TLSA_LINE = re.compile(r"\sIN\s+TLSA\s+(\d+)\s+(\d+)\s+(\d+)\s+([0-9A-Fa-f ]+)$", re.M)
 
 
 @pytest.fixture
@@ -53,51 +50,6 @@ def mail_server(topdir: Path, tmp_path: Path) -> Iterator[MailServer]:
     server = serve_mail(topdir, tmp_path, verify=True)
     yield server
     server.stop()
-
-
-def spki_hash(pem_path: Path, *, private: bool = False) -> str:
-    """SHA-256 of the SubjectPublicKeyInfo of a certificate (or a private key), by openssl."""
-    if private:
-        pubkey = ["openssl", "pkey", "-in", str(pem_path), "-pubout"]
-    else:
-        pubkey = ["openssl", "x509", "-in", str(pem_path), "-noout", "-pubkey"]
-    pem = subprocess.run(pubkey, capture_output=True, check=True).stdout
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pem, capture_output=True, check=True
-    ).stdout
-    digest = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True
-    )
-    return digest.stdout.split()[0].decode()
-
-
-def validated_tlsa(lab: DnsLab, owner: str) -> dict[str, set[str]]:
-    """The TLSA rdata each name server serves at ``owner``, DNSSEC-validated by ``delv``."""
-    found = {}
-    for server in lab.servers:
-        anchor = str(lab.trust_anchor_file())
-        delv = subprocess.run(
-            [
-                "delv",
-                f"@{server}",
-                "-a",
-                anchor,
-                "+root=example.test",
-                "+nomultiline",
-                owner,
-                "TLSA",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert "; fully validated" in delv.stdout, delv.stdout + delv.stderr
-        found[server] = {
-            f"{usage} {selector} {matching} {''.join(data.split())}".lower()
-            for usage, selector, matching, data in TLSA_LINE.findall(delv.stdout)
-        }
-    return found
 
 
 def dane_client_ok(server: MailServer, rrdata: set[str], at: datetime) -> str:
