@@ -21,8 +21,11 @@ that holds anything else (a link, a subdirectory, a file of another name) is mov
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -33,6 +36,7 @@ from sslm_tasks.lifecycle.workspace import Workspace, utc_now
 from sslm_tasks.store import confined
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.confined import Dir
+from sslm_tasks.store.identity import files_identity
 from sslm_tasks.store.layout import ProdLinkName, ServiceRef
 from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link
 
@@ -42,6 +46,7 @@ log = logging.getLogger("sslm")
 _SECRET_FILES: Final = frozenset({files.PRIVKEY, files.BUNDLE})
 #: What a production version holds (upstream's file set), and all sslm ever deletes there.
 SHIPPED_FILES: Final = frozenset({*files.COMPLETE_FILES, files.TLSA_RR, files.INFO})
+_SHIPPED_ORDER: Final = tuple(sorted(SHIPPED_FILES))
 #: Files of a local CA's service directory copied beside its versions (its CRL), and all
 #: sslm ever replaces or deletes there besides the versions.
 CA_SERVICE_FILES: Final = frozenset({files.CRL})
@@ -54,10 +59,10 @@ _NEW, _OLD = "new", "old"
 Wanted = dict[str, tuple[bytes, int]]
 
 
-def _wanted(ws: Workspace, ref: ServiceRef, which: ProdLinkName) -> Wanted | None:
-    """The files production should hold for ``which``; None when it should not exist."""
+def _wanted(ws: Workspace, ref: ServiceRef, stamp: str | None) -> Wanted | None:
+    """The files production should hold for a link to ``stamp``; None when it should not
+    exist."""
     layout = ws.layout
-    stamp = read_link(layout, ref, which)
     if stamp is None or not is_complete(layout, ref, stamp):
         return None
     names = SHIPPED_FILES - _SECRET_FILES if ref.group == CA_GROUP else SHIPPED_FILES
@@ -184,15 +189,58 @@ def sync_service(ctx: ServiceContext) -> bool:
     """
     ws, ref, layout = ctx.ws, ctx.ref, ctx.layout
     _refuse_overlap(ws)
-    wanted = {which: _wanted(ws, ref, which) for which in _VERSIONS}
+    stamps = {which: read_link(layout, ref, which) for which in _VERSIONS}
+    record = ctx.record
+    seen = _identity(layout, ref, stamps)
     changed = False
+    if seen is None or seen != record.prod_seen:
+        record.prod_seen = None  # whatever it held is no longer what is on disk
+        changed = _sync_versions(ctx, stamps)
+        seen = _identity(layout, ref, stamps)
+        if seen != record.prod_seen:  # written with the segment's next save, or at its end
+            record.prod_seen = seen
+            ctx.save(hold=True)
+    if ref.group == CA_GROUP:
+        with _service_dir(layout.prod_dir, ref) as service:
+            for name in sorted(CA_SERVICE_FILES):
+                changed |= _mirror_file(service, layout.service_dir(ref) / name)
+    return changed
+
+
+def _identity(
+    layout: files.Layout, ref: ServiceRef, stamps: dict[ProdLinkName, str | None]
+) -> str | None:
+    """What the service's production copy and the store versions it mirrors are on disk now
+    (:func:`files_identity`); the sync found them as they should be when the record's
+    ``prod_seen`` is this, and nothing of them changed since."""
+    service = os.fspath(layout.prod_dir / ref.group / ref.service)
+    places: list[tuple[str, Sequence[str]]] = [(service, _VERSIONS)]
+    for which, stamp in stamps.items():
+        places.append((os.path.join(service, which), _SHIPPED_ORDER))
+        if stamp is not None:
+            places.append((os.fspath(layout.version_dir(ref, stamp)), _SHIPPED_ORDER))
+    return files_identity(places)
+
+
+@contextmanager
+def _service_dir(prod_dir: Path, ref: ServiceRef) -> Iterator[Dir]:
+    """The service's production directory, reached through no link, made when missing."""
     with (
-        confined.open_root(layout.prod_dir, mode=PROD_DIR_MODE) as root,
+        confined.open_root(prod_dir, mode=PROD_DIR_MODE) as root,
         confined.open_subdir(root, files.check_name("group", ref.group), mode=PROD_DIR_MODE) as grp,
         confined.open_subdir(
             grp, files.check_name("service", ref.service), mode=PROD_DIR_MODE
         ) as service,
     ):
+        yield service
+
+
+def _sync_versions(ctx: ServiceContext, stamps: dict[ProdLinkName, str | None]) -> bool:
+    """Make production's ``curr`` and ``next`` hold what the links lead to (byte for byte);
+    True when anything changed."""
+    wanted = {which: _wanted(ctx.ws, ctx.ref, stamp) for which, stamp in stamps.items()}
+    changed = False
+    with _service_dir(ctx.layout.prod_dir, ctx.ref) as service:
         _clear_leftovers(service)
         for which in _VERSIONS:
             switched = _switch(service, which, wanted[which])
@@ -200,9 +248,6 @@ def sync_service(ctx: ServiceContext) -> bool:
                 ctx.record.prod_since = ctx.now()
                 ctx.save()
             changed |= switched
-        if ref.group == CA_GROUP:
-            for name in sorted(CA_SERVICE_FILES):
-                changed |= _mirror_file(service, layout.service_dir(ref) / name)
     return changed
 
 

@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 
 #: The format this release writes. 1: the first release (``extra`` entries); 2: typed parts;
 #: 3: ``dns_updates`` and the DANE roll's observed TTLs; 4: ``revocations``; 5: ``keys`` (the
-#: key's age and the standby key). A release that does not know a part must not drop it, so
-#: it refuses the newer record instead.
-RECORD_VERSION: Final = 5
+#: key's age and the standby key); 6: ``prod_seen`` (the production copy as last verified). A
+#: release that does not know a part must not drop it, so it refuses the newer record instead.
+RECORD_VERSION: Final = 6
 
 T = TypeVar("T")
 
@@ -570,6 +570,11 @@ class ServiceRecord:
     #: When production began to hold the current ``curr``: a server deploy that began later
     #: carries it (:mod:`sslm_tasks.lifecycle.deployment`).
     prod_since: datetime | None = None
+    #: What the production copy and its store versions were on disk (a digest of each file's
+    #: identity: device, inode, size, times) when the copy was last found byte for byte as it
+    #: should be; while they are still exactly that, the copy is not read again
+    #: (:mod:`sslm_tasks.lifecycle.production`).
+    prod_seen: str | None = None
     last_error: str | None = None
     updated: datetime | None = None
     order: OrderRecord | None = None
@@ -600,6 +605,7 @@ class ServiceRecord:
             "build_workflow": self.build_workflow,
             "roll_due": _iso(self.roll_due),
             "prod_since": _iso(self.prod_since),
+            "prod_seen": self.prod_seen,
             "last_error": self.last_error,
             "updated": _iso(self.updated),
             "order": None if self.order is None else self.order.to_json(),
@@ -646,6 +652,7 @@ class ServiceRecord:
             # -roll-mins given to the renew is kept (lifecycle.roll): an older one goes.
             roll_due=_time(data.get("roll_due"), "roll_due") if version >= 3 else None,
             prod_since=_time(data.get("prod_since"), "prod_since"),
+            prod_seen=_str_or_none(data.get("prod_seen"), "prod_seen"),
             last_error=_str_or_none(data.get("last_error"), "last_error"),
             updated=_time(data.get("updated"), "updated"),
             order=_part(data.get("order"), OrderRecord.from_json, "order"),

@@ -4,6 +4,7 @@ that killed writes left behind."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import get_args
@@ -47,13 +48,14 @@ def clean_service(
     protected.add(in_flight)
     _remove_temps(layout.service_dir(ref))
     candidates: list[str] = []
-    for entry in db.iterdir():
-        if not (STAMP_RE.match(entry.name) and entry.is_dir() and not entry.is_symlink()):
-            log.info("%s: clean: leaving unexpected entry %s", ref, entry)
-        elif entry.name not in protected:
-            candidates.append(entry.name)
-        else:
-            _remove_temps(entry)
+    with os.scandir(db) as found:
+        for entry in found:
+            if not (STAMP_RE.match(entry.name) and entry.is_dir(follow_symlinks=False)):
+                log.info("%s: clean: leaving unexpected entry %s", ref, entry.path)
+            elif entry.name not in protected:
+                candidates.append(entry.name)
+            else:
+                _remove_temps(entry.path)
     doomed = sorted(candidates, reverse=True)[max(1, keep) :]
     deleted: list[str] = []
     for stamp in sorted(doomed):
@@ -66,8 +68,11 @@ def clean_service(
     return deleted
 
 
-def _remove_temps(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if is_temp_name(entry.name) and (entry.is_symlink() or not entry.is_dir()):
-            remove_file(entry)
-            log.info("clean: removed %s, left by a write that was killed", entry)
+def _remove_temps(directory: str | Path) -> None:
+    # The names come with their types (scandir): a directory of thousands of services costs
+    # one listing each, not a stat per entry.
+    with os.scandir(directory) as found:
+        for entry in found:
+            if is_temp_name(entry.name) and not entry.is_dir(follow_symlinks=False):
+                remove_file(Path(entry.path))
+                log.info("clean: removed %s, left by a write that was killed", entry.path)

@@ -94,11 +94,14 @@ def read_link(layout: Layout, ref: ServiceRef, which: LinkName) -> str | None:
     if stamp is None:
         raise StoreError(f"link {link} points at {target!r}, expected db/<YYYYmmdd-HH:MM:SS>")
     try:
-        present = layout.version_dir(ref, stamp).is_dir()
+        # Followed: the link's target is db/<stamp>, the version itself.
+        present = stat.S_ISDIR(os.stat(link).st_mode)
     except PermissionError:
         # A reader outside the owner (the metrics exporter) may not look into db/ (0700): it
         # takes the link as it stands.
         present = True
+    except OSError:
+        present = False
     return stamp if present else None
 
 

@@ -3,7 +3,9 @@ deletes a file it did not write (issue 10, item 1)."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from sslm_tasks.config.load import load_config
 from sslm_tasks.lifecycle import production
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store import confined
+from sslm_tasks.store import confined, identity
 from sslm_tasks.store.layout import ServiceRef
 
 WEB = "example.com/web-ec"
@@ -172,3 +174,63 @@ def test_a_corrupt_state_record_stays_with_its_service(topdir: Path, mgr: RunMgr
     # and -s says what happened to it
     status = mgr("-s", "example.com:mail-ec")
     assert "state record was unreadable" in status.stdout, status.stdout
+
+
+def _web_context(topdir: Path) -> ServiceContext:
+    config, _ = load_config([WEB.replace("/", ":")], conf_dir=topdir / "conf.d")
+    return ServiceContext(Workspace(config=config), ServiceRef("example.com", "web-ec"))
+
+
+def _same_size_edit(path: Path) -> None:
+    """Change one character of the file in place (same inode, same size)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle] = ord("A") if data[middle] != ord("A") else ord("B")
+    with path.open("r+b") as handle:
+        handle.write(bytes(data))
+
+
+def test_a_production_copy_seen_whole_is_not_read_again_until_something_changes(
+    topdir: Path, mgr: RunMgr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an issued tree whose production copy of web-ec was checked and found whole, long
+    # enough after its last write for the check to be remembered (no racy window here)
+    assert mgr("-renew", "-roll").returncode == 0
+    monkeypatch.setattr(identity, "RACY_S", 0.0)
+    assert production.sync_service(_web_context(topdir)) is False
+    state = topdir / "certs" / WEB / "state.json"
+    assert json.loads(state.read_text())["prod_seen"] is not None
+    # When nothing changed, the next sync does not read a production file
+    with monkeypatch.context() as reads:
+        reads.setattr(confined, "read_file", _refused)
+        assert production.sync_service(_web_context(topdir)) is False
+    # But a same-size edit made in place afterwards is found and repaired by the next sync
+    prod_cert = topdir / "prod-certs" / WEB / "curr" / "cert.pem"
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    _same_size_edit(prod_cert)
+    assert production.sync_service(_web_context(topdir)) is True
+    assert prod_cert.read_bytes() == (topdir / "certs" / WEB / "curr" / "cert.pem").read_bytes()
+    # and so is a file dropped beside the copy, and a store file edited in place
+    time.sleep(0.05)
+    assert production.sync_service(_web_context(topdir)) is False  # seen again, remembered
+    stray = topdir / "prod-certs" / WEB / "curr" / "stray.pem"
+    stray.write_text("not sslm's")
+    assert production.sync_service(_web_context(topdir)) is True
+    assert not (topdir / "prod-certs" / WEB / "curr" / "stray.pem").exists()
+    time.sleep(0.05)
+    assert production.sync_service(_web_context(topdir)) is False
+    _same_size_edit(topdir / "certs" / WEB / "curr" / "chain.pem")
+    assert production.sync_service(_web_context(topdir)) is True
+
+
+def test_a_copy_written_just_now_is_compared_byte_for_byte_next_time(
+    topdir: Path, mgr: RunMgr
+) -> None:
+    # Given a production copy sslm has just written (inside the racy window)
+    assert mgr("-renew", "-roll").returncode == 0
+    # Then no identity is remembered for it: a clock coarser than the next edit could hide one
+    assert json.loads((topdir / "certs" / WEB / "state.json").read_text())["prod_seen"] is None
+
+
+def _refused(*_: object) -> bytes:
+    raise AssertionError("a production file was read although nothing changed")

@@ -139,7 +139,7 @@ def test_every_part_round_trips_in_a_private_file(ws: Workspace) -> None:
     # Then it comes back equal, stamped with the save time, in a file the group may read
     assert loaded == ServiceRecord(**{**full_record().__dict__, "updated": NOW})
     assert stat.S_IMODE(ws.layout.state_file(REF).stat().st_mode) == 0o640
-    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 5
+    assert json.loads(ws.layout.state_file(REF).read_text())["version"] == RECORD_VERSION == 6
 
 
 def test_a_record_of_the_release_before_reads_with_no_records_added_by_update(
