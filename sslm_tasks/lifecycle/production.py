@@ -183,6 +183,10 @@ def sync_service(ctx: ServiceContext) -> bool:
     When ``curr`` changed (a roll, or a repair), the record notes since when production holds
     it (``prod_since``): servers hold it only after a deploy that began later.
 
+    The copies are compared byte for byte, unless every file of them and of the store versions
+    they mirror is exactly what it was when a sync last found them whole (the record's
+    ``prod_seen``, :mod:`sslm_tasks.store.identity`): then nothing is read.
+
     Raises:
       StoreError: the production tree overlaps the store, a directory on the way is a link or
         a file, or a write failed.
@@ -197,7 +201,7 @@ def sync_service(ctx: ServiceContext) -> bool:
         record.prod_seen = None  # whatever it held is no longer what is on disk
         changed = _sync_versions(ctx, stamps)
         seen = _identity(layout, ref, stamps)
-        if seen != record.prod_seen:  # written with the segment's next save, or at its end
+        if seen is not None:  # written with the segment's next save, or at its end
             record.prod_seen = seen
             ctx.save(hold=True)
     if ref.group == CA_GROUP:
