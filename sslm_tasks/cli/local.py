@@ -86,15 +86,12 @@ def walk_segment(ctx: ServiceContext, segment: Segment, walk: Walk, *, wait_s: f
         start = index + 1
 
 
-def walk_service(
-    ws: Workspace, ref: ServiceRef, request: RunRequest, *, run_id: str, wait_s: float
-) -> Walk:
+def walk_service(ctx: ServiceContext, request: RunRequest, *, wait_s: float) -> Walk:
     """Every stage the request asks of one service, in order; a wait is given ``wait_s``."""
-    ctx = ServiceContext(ws, ref, workflow=run_id)
     stages = pipeline.service_stages(
         renew_it=request.renew,
         roll_it=request.roll,
-        wanted=ws.options.dev,
+        wanted=ctx.ws.options.dev,
         acme=acme_sign.is_acme(ctx),
     )
     walk = Walk()
@@ -117,7 +114,11 @@ def _service_turn(
     wait_s: float,
 ) -> None:
     before = _links(ws, ref)
-    walk = walk_service(ws, ref, request, run_id=run_id, wait_s=wait_s)
+    ctx = ServiceContext(ws, ref, workflow=run_id)
+    walk = walk_service(ctx, request, wait_s=wait_s)
+    # What the walk left in the record is what the finish's retire looks for: the others'
+    # records need not be read again.
+    outcome.retiring = ctx.record.dane.retire_prev
     for line in walk.said:
         if line.startswith(CLEANED):
             report.cleaned[str(ref)] = line.removeprefix(CLEANED).split(", ")
@@ -213,7 +214,7 @@ def _finish(ws: Workspace, report: RunReport, request: RunRequest) -> None:
         if changed or dev.certs_prod or force:
             report.deploy_failures += finish.post_copies(ws)
     try:
-        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok])
+        retired = finish.retire(ws, [o.ref for o in outcomes if o.ok and o.retiring])
     except SslmError as err:
         report.deploy_failures.append(f"TLSA: {err}")
         retired = []

@@ -79,6 +79,8 @@ class ServiceOutcome:
     synced: bool = False
     #: Another run or workflow holds the service (exit 3 when nothing else failed).
     busy: bool = False
+    #: Its old TLSA records wait to be retired once its servers hold the new ``curr``.
+    retiring: bool = False
 
     def note(self, text: str) -> None:
         self.actions.append(text)
