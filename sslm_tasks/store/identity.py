@@ -24,17 +24,15 @@ from typing import Final
 RACY_S: Final = 2.0
 
 
-def files_identity(
-    places: Iterable[tuple[str, Sequence[str]]], *, now_ns: int | None = None
-) -> str | None:
+def files_identity(places: Iterable[tuple[str, Sequence[str]]]) -> str | None:
     """A digest of each directory of ``places`` and of the named files in it, each looked at
     without following a link (an absent one counts as absent); None when any of them changed
-    less than :data:`RACY_S` before ``now_ns`` (the wall clock by default).
+    less than :data:`RACY_S` ago (by the wall clock, which the kernel's times follow).
 
     The directory's own times stand for the names it holds: a file added beside the named ones
     changes the digest too.
     """
-    newest_trusted = (time.time_ns() if now_ns is None else now_ns) - int(RACY_S * 1e9)
+    newest_trusted = time.time_ns() - int(RACY_S * 1e9)
     seen: list[object] = []
     for directory, names in places:
         for path in (directory, *(os.path.join(directory, name) for name in names)):
