@@ -200,8 +200,10 @@ def sync_service(ctx: ServiceContext) -> bool:
     if seen is None or seen != record.prod_seen:
         record.prod_seen = None  # whatever it held is no longer what is on disk
         changed = _sync_versions(ctx, stamps)
-        seen = _identity(layout, ref, stamps)
-        if seen is not None:  # written with the segment's next save, or at its end
+        # Found whole without a write: the identity taken before the comparison is the one to
+        # remember (a change since would only make the next look compare again). After a
+        # write there is none to remember: the new files are inside the racy window.
+        if seen is not None and not changed:  # saved with the segment's next save, or at its end
             record.prod_seen = seen
             ctx.save(hold=True)
     if ref.group == CA_GROUP:

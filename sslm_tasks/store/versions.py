@@ -16,6 +16,7 @@ writer of the same service.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,9 @@ from sslm_tasks.store.layout import (
     LinkName,
     ServiceRef,
 )
+
+#: What following a link to a version that is not there raises (as ``Path.is_dir`` takes them).
+_DANGLING: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 #: Upstream's stamp shape, so existing trees keep working; sslm fills it in UTC.
 STAMP_FORMAT: Final = "%Y%m%d-%H:%M:%S"
@@ -100,7 +104,9 @@ def read_link(layout: Layout, ref: ServiceRef, which: LinkName) -> str | None:
         # A reader outside the owner (the metrics exporter) may not look into db/ (0700): it
         # takes the link as it stands.
         present = True
-    except OSError:
+    except OSError as err:
+        if err.errno not in _DANGLING:
+            raise StoreError(f"reading link {link}: {err.strerror or err}") from err
         present = False
     return stamp if present else None
 

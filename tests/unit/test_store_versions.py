@@ -126,6 +126,37 @@ def test_dangling_link_reads_as_absent(layout: Layout) -> None:
     assert read_link(layout, REF, "prev") is None
 
 
+def test_a_version_that_is_a_link_loop_reads_as_absent(layout: Layout) -> None:
+    # Given a link whose version directory was replaced by a link to itself
+    stamp = new_version(layout, REF, now=NOW)
+    point(layout, REF, "prev", stamp)
+    version = layout.version_dir(REF, stamp)
+    version.rmdir()
+    version.symlink_to(version.name)
+    # Then it reads as absent, as a dangling one does
+    assert read_link(layout, REF, "prev") is None
+
+
+def test_a_version_that_cannot_be_looked_at_is_an_error(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a link whose version the system cannot look at (an I/O error)
+    stamp = new_version(layout, REF, now=NOW)
+    point(layout, REF, "prev", stamp)
+
+    link, real_stat = os.fspath(layout.link(REF, "prev")), os.stat
+
+    def failing(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(path) == link:
+            raise OSError(5, "Input/output error")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    # Then reading it stops with the link named, rather than taking it as absent
+    with pytest.raises(StoreError, match="Input/output error"):
+        read_link(layout, REF, "prev")
+
+
 def test_foreign_link_is_an_error(layout: Layout) -> None:
     # Given a curr link edited by hand to point elsewhere
     new_version(layout, REF, now=NOW)
