@@ -45,6 +45,10 @@ class ConfigError(PermanentError):
         shown = "" if value is None else f" = {_VALUE_REPR.repr(value)}"
         super().__init__(_printable(f"{self.file}: {key}{shown}: {problem}"))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, object, str]]:
+        # A remembered configuration keeps the errors of the services that fail alone.
+        return (type(self), (self.file, self.key, self.value, self.problem))
+
 
 def _printable(text: str) -> str:
     """``text`` with what does not print escaped as in a repr: a file or key name holding a

@@ -133,7 +133,7 @@ def _settings() -> RuntimeSettings:
 
 
 def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
-    config, _ = load_config(refs)
+    config, _ = load_config(refs, remember=True)
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
 
 
@@ -554,7 +554,7 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    config, refs = load_config([])
+    config, refs = load_config([], remember=True)
     ws = Workspace(config=config, locker=_locker(config))
     for line in config.strays:
         log.warning("%s", line)
@@ -625,7 +625,7 @@ def _announce(ws: Workspace, ledger: dict[str, deployment.ServerOutcome]) -> Non
 @app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]
 def clean_all() -> list[str]:
     """Beat's daily clean of every configured service."""
-    _, refs = load_config([])
+    _, refs = load_config([], remember=True)
     for ref in refs:
         clean.apply_async(kwargs={"group": ref.group, "service": ref.service})
     return [str(ref) for ref in refs]

@@ -9,11 +9,14 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from sslm_tasks.store.identity import RACY_S
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -38,6 +41,15 @@ def unavailable(reason: str) -> NoReturn:
 
 #: The ``mgr`` fixture: run sslm-mgr on the test's topdir.
 RunMgr = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def settle(mgr: RunMgr) -> None:
+    """Run a no-op renew once the files the last run wrote are old enough to vouch for
+    (store/identity.py's racy rule): it remembers what it finds whole (the production copies,
+    the configuration), after which a run with nothing to do writes nothing."""
+    time.sleep(RACY_S + 0.1)
+    settled = mgr("-renew")
+    assert settled.returncode == 0, settled.stdout + settled.stderr
 
 
 def tree_snapshot(top: Path) -> dict[str, str]:

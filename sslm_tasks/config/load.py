@@ -8,6 +8,7 @@ nests too deeply for the parser, or cannot be read.
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sslm_tasks.config import remembered
 from sslm_tasks.config.eab import KEY_FILE_KEY, KID_KEY, AccountBinding
 from sslm_tasks.config.files import CA_FILE, MAIN_FILE, SEARCH_DIRS
 from sslm_tasks.config.models import (
@@ -33,7 +35,7 @@ from sslm_tasks.config.tsig import TsigKey, read_tsig_key
 from sslm_tasks.crypto.csr import san_problem
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.confined import overlaps
-from sslm_tasks.store.layout import Layout, ServiceRef, group_problem, name_problem
+from sslm_tasks.store.layout import CERTS_DIR, Layout, ServiceRef, group_problem, name_problem
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
@@ -285,15 +287,22 @@ def load_main(conf_dir: Path, *, read_secrets: bool = True) -> MainConfig:
     if not path.exists():
         raise ConfigError(path, "(file)", None, "missing")
     main = _validate(MainConfig, read_toml(path), path)
-    _check_trees(path, main, topdir=conf_dir.parent)
-    _check_dns_update(path, main, topdir=conf_dir.parent, read_secrets=read_secrets)
-    _check_notify(path, main)
+    _check_surroundings(path, main, topdir=conf_dir.parent, read_secrets=read_secrets)
     for index, group in enumerate(main.groups):
         if group.active and (not group.domain or not group.services):
             raise ConfigError(
                 path, f"groups[{index}]", group.domain, "active group needs a domain and services"
             )
     return main
+
+
+def _check_surroundings(path: Path, main: MainConfig, *, topdir: Path, read_secrets: bool) -> None:
+    """What ``ssl-mgr.conf`` names outside the configuration tree: the trees sslm writes, the
+    TSIG key files, the notification URLs. Checked at every load, also of a remembered
+    configuration (:mod:`~sslm_tasks.config.remembered`): they change without the file."""
+    _check_trees(path, main, topdir=topdir)
+    _check_dns_update(path, main, topdir=topdir, read_secrets=read_secrets)
+    _check_notify(path, main)
 
 
 def _check_trees(path: Path, main: MainConfig, *, topdir: Path) -> None:
@@ -418,9 +427,9 @@ def load_cas(conf_dir: Path, main: MainConfig, *, read_secrets: bool = True) -> 
         if not isinstance(table, dict):
             raise ConfigError(path, name, table, "expected a [table] per CA")
         cas[name] = _validate(CaInfo, table, path, prefix=name)
-        binding = _binding(path, name, cas[name], topdir=conf_dir.parent)
-        if binding is not None and read_secrets:
-            binding.hmac_key()  # a bad key stops the run now, not at the first registration
+        _binding(path, name, cas[name], topdir=conf_dir.parent)
+    if read_secrets:
+        _check_account_keys(path, cas, topdir=conf_dir.parent)
     if main.globals.preferred_acme_profile:
         cas = {
             name: ca
@@ -431,6 +440,15 @@ def load_cas(conf_dir: Path, main: MainConfig, *, read_secrets: bool = True) -> 
             for name, ca in cas.items()
         }
     return cas
+
+
+def _check_account_keys(path: Path, cas: Mapping[str, CaInfo], *, topdir: Path) -> None:
+    """Read each External Account Binding's HMAC key: a bad one stops the run now, not at the
+    first registration (checked at every load, as :func:`_check_surroundings`)."""
+    for name, ca in cas.items():
+        binding = _binding(path, name, ca, topdir=topdir)
+        if binding is not None:
+            binding.hmac_key()
 
 
 def _binding(path: Path, name: str, ca: CaInfo, *, topdir: Path) -> AccountBinding | None:
@@ -559,8 +577,20 @@ def load_settings_only(conf_dir: Path | None = None) -> Config:
     )
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """A load of the whole tree, as :mod:`~sslm_tasks.config.remembered` keeps it."""
+
+    config: Config
+    ordered: list[ServiceRef]
+
+
 def load_config(
-    selection: Iterable[str] = (), *, conf_dir: Path | None = None, read_secrets: bool = True
+    selection: Iterable[str] = (),
+    *,
+    conf_dir: Path | None = None,
+    read_secrets: bool = True,
+    remember: bool = False,
 ) -> tuple[Config, list[ServiceRef]]:
     """Load and validate everything a run over ``selection`` needs.
 
@@ -574,11 +604,32 @@ def load_config(
     metrics exporter runs as a user that owns nothing of the tree, so their 0600 files are
     closed to it). The keys naming them are checked either way.
 
+    A load of the whole tree (no ``selection``) takes the configuration the last such load
+    with ``remember`` kept in the store, when no file of the configuration tree and no code
+    changed since (:mod:`~sslm_tasks.config.remembered`); what lies outside the tree is checked
+    again either way. ``remember``: keep this load for the next ones (for the commands that
+    write the tree anyway; ``-s`` and the exporter write nothing).
+
     Raises:
       ConfigError: the main files, or a service named explicitly (or a CA one needs), do not
         load.
     """
     conf_dir = (conf_dir or find_conf_dir()).absolute()
+    selection = list(selection)
+    certs_dir = conf_dir.parent / CERTS_DIR
+    if not selection:
+        recalled = remembered.recall(certs_dir, conf_dir)
+        if isinstance(recalled, _Loaded):
+            _check_surroundings(
+                conf_dir / MAIN_FILE,
+                recalled.config.main,
+                topdir=conf_dir.parent,
+                read_secrets=read_secrets,
+            )
+            if read_secrets:
+                _check_account_keys(conf_dir / CA_FILE, recalled.config.cas, topdir=conf_dir.parent)
+            return recalled.config, list(recalled.ordered)
+    started_ns = time.time_ns()
     main = load_main(conf_dir, read_secrets=read_secrets)
     cas = load_cas(conf_dir, main, read_secrets=read_secrets)
     found = _Found()
@@ -628,7 +679,36 @@ def load_config(
             broken[ref] = err
             del services[ref]
     chosen = [ref for ref in selected if ref in services]
-    return config, order_by_signer(config, chosen)
+    ordered = order_by_signer(config, chosen)
+    if remember and not selection:
+        places = _read_places(conf_dir, main)
+        remembered.keep(
+            certs_dir, conf_dir, places, _Loaded(config, ordered), read_since_ns=started_ns
+        )
+    return config, ordered
+
+
+def _read_places(conf_dir: Path, main: MainConfig) -> list[tuple[str, list[str]]]:
+    """Every directory and file a load of the whole tree reads or looks for: the main files,
+    every name in ``ca/`` (the local CAs' service files), and each active group's service files,
+    or every name in its directory when a wildcard scans it (any file may become a service)."""
+    places = [(str(conf_dir), [MAIN_FILE, CA_FILE, CA_GROUP]), _listed(conf_dir / CA_GROUP)]
+    for group in main.groups:
+        if group.active and group.domain:
+            group_dir = conf_dir / group.domain
+            if any(name in ALL_SERVICES for name in group.services):
+                places.append(_listed(group_dir))
+            else:
+                places.append((str(group_dir), list(group.services)))
+    return places
+
+
+def _listed(directory: Path) -> tuple[str, list[str]]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:  # absent, or not a directory: its identity says so
+        names = []
+    return str(directory), names
 
 
 def _break_dependents(

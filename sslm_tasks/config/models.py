@@ -72,8 +72,14 @@ MAX_TTL: Final = 2**31 - 1
 
 class _Model(BaseModel):
     # allow_inf_nan: inf or nan in any number would only fail when it is used, mid-run.
+    # defer_build: a remembered configuration (config/remembered.py) is unpickled, never
+    # validated, so a run that finds one does not pay for building the validators.
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        allow_inf_nan=False,
+        defer_build=True,
     )
 
 
@@ -220,7 +226,7 @@ class RenewInfo(RootModel[dict[Annotated[str, AfterValidator(_renew_point_key)],
     a spelling of ``target_<days>``.
     """
 
-    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False, defer_build=True)
 
     root: dict[Annotated[str, AfterValidator(_renew_point_key)], Days] = Field(default_factory=dict)
 

@@ -24,20 +24,31 @@ from typing import Final
 RACY_S: Final = 2.0
 
 
-def files_identity(places: Iterable[tuple[str, Sequence[str]]]) -> str | None:
-    """A digest of each directory of ``places`` and of the named files in it, each looked at
-    without following a link (an absent one counts as absent); None when any of them changed
-    less than :data:`RACY_S` ago (by the wall clock, which the kernel's times follow).
+def files_identity(
+    places: Iterable[tuple[str, Sequence[str]]],
+    *,
+    follow_links: bool = False,
+    read_since_ns: int | None = None,
+) -> str | None:
+    """A digest of each directory of ``places`` and of the named files in it (an absent one
+    counts as absent); None when any of them changed less than :data:`RACY_S` before now (by
+    the wall clock, which the kernel's times follow), or before ``read_since_ns`` when given:
+    the moment a caller began reading the files, so that one changed while it read them (after
+    it read the old bytes, maybe) never vouches for what it read.
 
+    A link is looked at itself, unless ``follow_links``: then the file it leads to stands for
+    it (a configuration file may be a link to a shared one, whose edits must count).
     The directory's own times stand for the names it holds: a file added beside the named ones
     changes the digest too.
     """
-    newest_trusted = time.time_ns() - int(RACY_S * 1e9)
+    since = time.time_ns() if read_since_ns is None else read_since_ns
+    newest_trusted = since - int(RACY_S * 1e9)
+    look = os.stat if follow_links else os.lstat
     seen: list[object] = []
     for directory, names in places:
         for path in (directory, *(os.path.join(directory, name) for name in names)):
             try:
-                found = os.lstat(path)
+                found = look(path)
             except FileNotFoundError:
                 seen.append((path, None))
                 continue

@@ -68,6 +68,8 @@ STAMP_RE: Final = re.compile(r"[0-9]{8}-[0-9]{2}:[0-9]{2}:[0-9]{2}")
 #: Name of the whole-tree run lock: a :class:`~sslm_tasks.locks.file.FileLocker` opened on
 #: :attr:`Layout.certs_dir` takes exactly :meth:`Layout.lock_file` for it.
 RUN_LOCK: Final = "sslm"
+#: The store's directory in the topdir.
+CERTS_DIR: Final = "certs"
 
 # Room for the ".lock" suffix and the leading dot under the usual 255-byte NAME_MAX.
 _LOCK_NAME_MAX: Final = 200
@@ -252,7 +254,7 @@ class Layout:
 
     @property
     def certs_dir(self) -> Path:
-        return self.topdir / "certs"
+        return self.topdir / CERTS_DIR
 
     def group_dir(self, group: str) -> Path:
         return self.certs_dir / check_group(group)

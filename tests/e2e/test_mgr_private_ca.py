@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from support import RunMgr, openssl, tree_snapshot, verify_output
+from support import RunMgr, openssl, settle, tree_snapshot, verify_output
 
 from sslm_tasks.config.load import load_config
 from sslm_tasks.lifecycle.build import check_renew
@@ -124,8 +124,9 @@ def test_status_json_reports_every_service(topdir: Path, mgr: RunMgr) -> None:
 
 
 def test_second_renew_is_a_no_op_and_a_pending_next_is_kept(topdir: Path, mgr: RunMgr) -> None:
-    # Given a tree with curr for everything
+    # Given a tree with curr for everything, settled
     assert mgr("-renew").returncode == 0
+    settle(mgr)
     before = tree_snapshot(topdir / "certs")
     # When renew runs again, nothing is due
     again = mgr("-renew")
@@ -296,6 +297,7 @@ def test_dev_copy_and_csr_keep_the_current_key(topdir: Path, mgr: RunMgr) -> Non
 
 def test_fsr_is_its_own_dev_option_not_f_s_r(topdir: Path, mgr: RunMgr) -> None:
     assert mgr("-renew").returncode == 0
+    settle(mgr)
     before = tree_snapshot(topdir / "certs")
     # With no servers configured there is nothing to restart, and nothing is renewed
     # (read as -f -s -r it would have shown the status and renewed nothing either, so check

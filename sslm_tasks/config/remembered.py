@@ -1,0 +1,131 @@
+"""The validated configuration of a whole tree, remembered between runs: a run over thousands
+of services need not parse and validate every service file again while none of them changed.
+
+What a remembered configuration vouches for is only what a load reads inside the configuration
+tree: the bytes of each file it read and the names in each directory it listed (their identity,
+:func:`~sslm_tasks.store.identity.files_identity`, links followed), and the code that validated
+them (this package's files, the interpreter, pydantic, cryptography). What a load checks outside
+it (the trees sslm writes into, the secret files, the notification URLs) is checked again at
+every load, remembered or not: those change without any configuration file changing.
+
+Pickle, because the point is to skip pydantic's validation, and only pickle restores the
+validated models as they were without it. Unpickling runs whatever code the file names, so the
+file is used only when it is the running user's own, writable by no one else, and not a link:
+whoever could write it could change sslm's code or configuration just as well. A digest of
+the content refuses a torn file. Anything amiss makes it a miss: the configuration is then
+loaded from its files, as without this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import stat
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+import cryptography
+import pydantic
+
+import sslm_tasks
+from sslm_tasks.errors import StoreError
+from sslm_tasks.store.atomic import write_atomic
+from sslm_tasks.store.identity import files_identity
+from sslm_tasks.store.layout import KEY_MODE
+
+log = logging.getLogger("sslm")
+
+#: Hidden, like the run lock beside it: no group or service is ever named so.
+FILE_NAME: Final = ".config-remembered"
+#: Changed whenever what is pickled changes shape.
+_FORMAT: Final = 1
+_DIGEST_SIZE: Final = 32
+
+#: Directories and the names in them, as :func:`files_identity` takes them.
+Places = Sequence[tuple[str, Sequence[str]]]
+
+
+@cache
+def _code_places() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Every directory of this package and its source files: a release or an edit of any of
+    them may validate differently."""
+    root = Path(sslm_tasks.__file__).parent
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+        found.append((directory, tuple(sorted(n for n in names if n.endswith(".py")))))
+    return tuple(found)
+
+
+def _code_identity() -> str | None:
+    code = files_identity(_code_places(), follow_links=True)
+    if code is None:
+        return None
+    versions = f"{sys.version}|pydantic {pydantic.VERSION}|cryptography {cryptography.__version__}"
+    return f"{versions}|{code}"
+
+
+def recall(certs_dir: Path, conf_dir: Path) -> object | None:
+    """What :func:`keep` kept for ``conf_dir`` in ``certs_dir``, when none of its inputs and
+    none of the code changed since; None otherwise (no file, another user's, unreadable,
+    torn, from other code, an input changed or changed too recently to tell)."""
+    path = certs_dir / FILE_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            log.debug("%s: not this user's own file, not used", path)
+            return None
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    digest, body = data[:_DIGEST_SIZE], data[_DIGEST_SIZE:]
+    if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
+        return None
+    try:
+        form, conf, code, inputs, identity, kept = pickle.loads(body)
+    except Exception:  # any failure to unpickle is a miss, never an error
+        return None
+    if form != _FORMAT or conf != str(conf_dir) or code != _code_identity():
+        return None
+    if identity is None or files_identity(inputs, follow_links=True) != identity:
+        return None
+    value: object = kept
+    return value
+
+
+def keep(
+    certs_dir: Path, conf_dir: Path, inputs: Places, value: object, *, read_since_ns: int
+) -> None:
+    """Remember ``value``, loaded from ``inputs`` (read from ``read_since_ns`` on), for
+    :func:`recall`. Nothing is kept when an input changed since then (its bytes may be newer
+    than what was read) or the store does not exist yet; a failure to write is logged, never
+    raised: the next load reads the files again."""
+    code = _code_identity()
+    identity = files_identity(inputs, follow_links=True, read_since_ns=read_since_ns)
+    if code is None or identity is None or not certs_dir.is_dir():
+        return
+    places = [(directory, list(names)) for directory, names in inputs]
+    body = pickle.dumps(
+        (_FORMAT, str(conf_dir), code, places, identity, value), protocol=pickle.HIGHEST_PROTOCOL
+    )
+    digest = hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
+    try:
+        write_atomic(certs_dir / FILE_NAME, digest + body, mode=KEY_MODE, sync_dir=False)
+    except StoreError as err:
+        log.debug("the configuration is not remembered: %s", err)
