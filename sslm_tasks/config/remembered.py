@@ -114,11 +114,16 @@ def keep(
 ) -> None:
     """Remember ``value``, loaded from ``inputs`` (read from ``read_since_ns`` on), for
     :func:`recall`. Nothing is kept when an input changed since then (its bytes may be newer
-    than what was read) or the store does not exist yet; a failure to write is logged, never
-    raised: the next load reads the files again."""
+    than what was read), or the store does not exist yet or is another user's (root running
+    sslm on a tree its own user runs would leave a file that user may not read, and replaces);
+    a failure to write is logged, never raised: the next load reads the files again."""
+    try:
+        owner = certs_dir.stat().st_uid
+    except OSError:
+        return
     code = _code_identity()
     identity = files_identity(inputs, follow_links=True, read_since_ns=read_since_ns)
-    if code is None or identity is None or not certs_dir.is_dir():
+    if owner != os.geteuid() or code is None or identity is None:
         return
     places = [(directory, list(names)) for directory, names in inputs]
     body = pickle.dumps(

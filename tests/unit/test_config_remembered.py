@@ -158,10 +158,6 @@ def test_a_file_that_is_not_the_users_own_is_not_used(conf: Path) -> None:
     assert recalled(conf) is None
     path.chmod(0o600)
     assert recalled(conf) is not None
-    if os.geteuid() == 0:
-        os.chown(path, 65534, -1)  # another user's
-        assert recalled(conf) is None
-        os.chown(path, 0, -1)
     elsewhere = path.with_name("elsewhere")
     path.rename(elsewhere)
     path.symlink_to(elsewhere.name)  # a link, even to a good file
@@ -182,6 +178,20 @@ def test_a_torn_file_or_other_code_is_a_miss(conf: Path, monkeypatch: pytest.Mon
     assert recalled(conf) is not None
     monkeypatch.setattr(remembered, "_code_identity", lambda: "another release")
     assert recalled(conf) is None
+
+
+def test_another_users_file_or_store_is_not_used(conf: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test changes owners: run the suite as root (as CI does)")
+    remember(conf)
+    os.chown(kept(conf), 65534, -1)  # another user's file
+    assert recalled(conf) is None
+    kept(conf).unlink()
+    os.chown(conf.parent / "certs", 65534, -1)  # another user's store: nothing left in it
+    load_config([], conf_dir=conf, remember=True)
+    assert not kept(conf).exists()
+    os.chown(conf.parent / "certs", 0, -1)
+    remember(conf)
 
 
 def test_only_a_load_that_remembers_writes_and_a_selection_never_recalls(conf: Path) -> None:
