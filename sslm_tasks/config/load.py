@@ -36,6 +36,7 @@ from sslm_tasks.crypto.csr import san_problem
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.confined import overlaps
 from sslm_tasks.store.layout import CERTS_DIR, Layout, ServiceRef, group_problem, name_problem
+from sslm_tasks.store.read import read_bytes
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
@@ -139,7 +140,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         and where they are), is not TOML, or nests deeper than the parser can follow.
     """
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError:
         raise ConfigError(path, "(file)", None, "missing") from None
     except OSError as err:
@@ -240,7 +241,7 @@ def scan_group(group_dir: Path) -> GroupFiles:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
         except OSError:
             continue
         try:

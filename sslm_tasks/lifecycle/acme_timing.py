@@ -42,6 +42,7 @@ from sslm_tasks.lifecycle.record import AriPlan, Backoff, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import RenewDecision
 from sslm_tasks.store import layout as files
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def due(ctx: ServiceContext, decision: RenewDecision, *, record: bool) -> tuple[
     now = ctx.now()
     plan = ctx.record.ari
     if plan is None or plan.curr != curr or plan.must_ask(now=now):
-        cert_pem = (ctx.layout.version_dir(ctx.ref, curr) / files.CERT).read_bytes()
+        cert_pem = read_bytes(ctx.layout.version_dir(ctx.ref, curr) / files.CERT)
         fresh, answered = _ask(ctx.ws, ca, cert_pem, now=now, lifetime_renew_at=decision.renew_at)
         plan = merge_plan(plan, fresh, curr=curr, answered=answered)
         if record:

@@ -51,6 +51,7 @@ from sslm_tasks.renewal import RenewDecision
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import ensure_dir, write_files_atomic
 from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import is_complete, new_version, point, read_link
 
 #: Days a certificate lives when its signer's ``[CA]`` table does not say.
@@ -270,7 +271,7 @@ def building_stamp(ctx: ServiceContext) -> str:
 
 
 def _load_key(path: Path) -> PrivateKey:
-    return load_private_key(path.read_bytes())
+    return load_private_key(read_bytes(path))
 
 
 def make_key(ctx: ServiceContext) -> None:
@@ -344,7 +345,7 @@ def make_csr(ctx: ServiceContext) -> None:
     if not key_path.is_file():
         raise StoreError(f"{ctx.ref}: build {stamp} has no private key yet")
     key = _load_key(key_path)
-    if target.is_file() and load_csr(target.read_bytes()).public_key() == key.public_key():
+    if target.is_file() and load_csr(read_bytes(target)).public_key() == key.public_key():
         return
     svc = ctx.service
     csr = build_csr(key, _subject(svc), svc.x509.sans, is_ca=svc.is_ca)
@@ -371,7 +372,7 @@ def has_cert(ctx: ServiceContext, stamp: str) -> bool:
     if not cert.is_file():
         return False
     key = _load_key(version_file(ctx, stamp, files.PRIVKEY))
-    return key_matches_cert(key, load_certs(cert.read_bytes())[0])
+    return key_matches_cert(key, load_certs(read_bytes(cert))[0])
 
 
 #: Extensions of a CA's path that bind the leaves below it (their names, purposes, policies):
@@ -390,8 +391,8 @@ def signer_material(ca: ServiceContext, stamp: str) -> SignerMaterial:
     version), and every leaf the CA signs in the run needs them."""
     found = ca.ws.signers.get((ca.ref, stamp))
     if found is None:
-        cert = load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0]
-        fullchain_pem = version_file(ca, stamp, files.FULLCHAIN).read_bytes()
+        cert = load_certs(read_bytes(version_file(ca, stamp, files.CERT)))[0]
+        fullchain_pem = read_bytes(version_file(ca, stamp, files.FULLCHAIN))
         path = load_certs(fullchain_pem)
         found = SignerMaterial(
             key=_load_key(version_file(ca, stamp, files.PRIVKEY)),
@@ -420,7 +421,7 @@ def sign(ctx: ServiceContext) -> None:
     csr_path = version_file(ctx, stamp, files.CSR)
     if not csr_path.is_file():
         raise StoreError(f"{ctx.ref}: build {stamp} has no CSR yet")
-    csr = load_csr(csr_path.read_bytes())
+    csr = load_csr(read_bytes(csr_path))
     svc = ctx.service
     now = ctx.now()
     chain_pem: bytes | None = None
@@ -459,9 +460,9 @@ def store(ctx: ServiceContext) -> str:
     a broken chain (upstream's AKI bug) can never reach ``next``.
     """
     stamp = building_stamp(ctx)
-    key_pem = version_file(ctx, stamp, files.PRIVKEY).read_bytes()
-    cert_pem = version_file(ctx, stamp, files.CERT).read_bytes()
-    chain_pem = version_file(ctx, stamp, files.CHAIN).read_bytes()
+    key_pem = read_bytes(version_file(ctx, stamp, files.PRIVKEY))
+    cert_pem = read_bytes(version_file(ctx, stamp, files.CERT))
+    chain_pem = read_bytes(version_file(ctx, stamp, files.CHAIN))
     svc = ctx.service
     outputs = compose_outputs(
         cert_pem=cert_pem, chain_pem=None if svc.self_signed else chain_pem, key_pem=key_pem
@@ -539,8 +540,8 @@ def _signer_advice(ctx: ServiceContext) -> str:
         return ""
     signer, stamp = signing
     ca = ctx.of(signer)
-    ca_cert = load_certs(version_file(ca, stamp, files.CERT).read_bytes())[0]
-    ca_chain = load_certs(version_file(ca, stamp, files.CHAIN).read_bytes())
+    ca_cert = load_certs(read_bytes(version_file(ca, stamp, files.CERT)))[0]
+    ca_chain = load_certs(read_bytes(version_file(ca, stamp, files.CHAIN)))
     if not verify_chain(ca_cert, ca_chain, now=ctx.now()):
         return ""
     return (

@@ -19,7 +19,7 @@ from datetime import datetime
 from sslm_tasks.config.models import ServiceConfig
 from sslm_tasks.lifecycle.record import BadRecord, Phase, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store.layout import Layout, ServiceRef
+from sslm_tasks.store.layout import Layout, LinkName, ServiceRef
 from sslm_tasks.store.state import CorruptState, read_state, set_aside, write_state
 from sslm_tasks.store.versions import is_complete, read_link
 
@@ -46,6 +46,8 @@ class ServiceContext:
     _holding: bool = field(default=False, repr=False)
     #: A save was held and is not on disk yet.
     _held: bool = field(default=False, repr=False)
+    #: The links a reading context has read (:meth:`link`).
+    _links: dict[LinkName, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -63,6 +65,20 @@ class ServiceContext:
         if self._record is None:
             self._record = load_record(self.ws, self.ref, repair=self.repair)
         return self._record
+
+    def link(self, which: LinkName) -> str | None:
+        """The stamp ``which`` points at (:func:`~sslm_tasks.store.versions.read_link`).
+
+        A context that only reads (``repair=False``) reads each link once: a look at a service
+        (its health, its status, when it is due) asks for ``curr`` and ``next`` several times,
+        and gets one consistent answer. A context that works reads the link every time, since
+        its steps move them.
+        """
+        if self.repair:
+            return read_link(self.layout, self.ref, which)
+        if which not in self._links:
+            self._links[which] = read_link(self.layout, self.ref, which)
+        return self._links[which]
 
     def save(self, *, sync_dir: bool = True, hold: bool = False) -> None:
         """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).

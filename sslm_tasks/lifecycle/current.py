@@ -7,10 +7,12 @@ neither the acme library nor dnspython's query machinery.
 
 from __future__ import annotations
 
+import errno
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 
@@ -18,7 +20,12 @@ from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.read import read_bytes
+from sslm_tasks.store.versions import is_complete
+
+#: What reading a certificate that is not there raises: no file (or a directory, or a link
+#: loop) where it should be.
+_NO_FILE: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 
 
 def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
@@ -27,13 +34,16 @@ def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
 
 def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
     """The leaf certificate a link points at, or None when the link or file is missing."""
-    stamp = read_link(ctx.layout, ctx.ref, which)
+    stamp = ctx.link(which)
     if stamp is None:
         return None
-    path = version_file(ctx, stamp, files.CERT)
-    if not path.is_file():
-        return None
-    return load_certs(path.read_bytes())[0]
+    try:
+        pem = read_bytes(version_file(ctx, stamp, files.CERT))
+    except OSError as err:
+        if err.errno in _NO_FILE:
+            return None
+        raise
+    return load_certs(pem)[0]
 
 
 #: Reads the certificate a link points at (:func:`load_version_cert`, or for a reader that may
@@ -90,8 +100,8 @@ def due_time(ctx: ServiceContext, *, load: CertLoader | None = None) -> datetime
     without a complete ``next``. ``load`` reads its certificate elsewhere than in the store
     (the metrics exporter reads the production copy, which holds complete versions only)."""
     layout, ref = ctx.layout, ctx.ref
-    pending = read_link(layout, ref, "next")
-    if pending is None or pending == read_link(layout, ref, "curr"):
+    pending = ctx.link("next")
+    if pending is None or pending == ctx.link("curr"):
         return None
     if load is None:
         cert = load_version_cert(ctx, "next") if is_complete(layout, ref, pending) else None

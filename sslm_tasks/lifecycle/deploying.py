@@ -27,6 +27,7 @@ from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.logs import trace
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import read_link
 
 
@@ -94,7 +95,7 @@ def _curr_cert(ws: Workspace, ref: ServiceRef) -> x509.Certificate | None:
     if stamp is None:
         return None
     path = ws.layout.version_dir(ref, stamp) / files.CERT
-    return load_certs(path.read_bytes())[0] if path.is_file() else None
+    return load_certs(read_bytes(path))[0] if path.is_file() else None
 
 
 def check_server(

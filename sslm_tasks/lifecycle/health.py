@@ -26,7 +26,6 @@ from sslm_tasks.lifecycle.current import CertLoader, load_version_cert, renew_de
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
 from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.renewal import MiddleOfSpread
-from sslm_tasks.store.versions import read_link
 
 Word = Literal["ok", "pending", "failing", "expiring"]
 #: The words from best to worst; a set of services is as healthy as its worst.
@@ -86,13 +85,13 @@ def health(
             problems.append(
                 Problem(what, key, since, outcome.failures, outcome.detail, outcome.retry_at)
             )
-    curr_stamp = read_link(ctx.layout, ctx.ref, "curr")
+    curr_stamp = ctx.link("curr")
     pending = lacking(ctx, ledger) if curr_stamp else []
     curr = load(ctx, "curr")
     expires = None if curr is None else curr.not_valid_after_utc
     now = ctx.now()
     days_left = None if expires is None else (expires - now).total_seconds() / 86400
-    next_stamp = read_link(ctx.layout, ctx.ref, "next")
+    next_stamp = ctx.link("next")
     waiting = next_stamp is not None
     revoked = record.revoked(curr_stamp)
     if revoked is not None and (next_stamp is None or record.revoked(next_stamp) is not None):

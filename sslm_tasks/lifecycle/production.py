@@ -38,6 +38,7 @@ from sslm_tasks.store import layout as files
 from sslm_tasks.store.confined import Dir
 from sslm_tasks.store.identity import files_identity
 from sslm_tasks.store.layout import ProdLinkName, ServiceRef
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link
 
 log = logging.getLogger("sslm")
@@ -72,7 +73,7 @@ def _wanted(ws: Workspace, ref: ServiceRef, stamp: str | None) -> Wanted | None:
         path = source / name
         if path.is_file():
             mode = files.KEY_MODE if name in _SECRET_FILES else files.PUBLIC_MODE
-            wanted[name] = (path.read_bytes(), mode)
+            wanted[name] = (read_bytes(path), mode)
     return wanted
 
 
@@ -151,7 +152,7 @@ def _mirror_file(directory: Dir, source: Path) -> bool:
     """Make ``source``'s name in ``directory`` a copy of it, in one step, or remove the copy
     when ``source`` is gone; True when anything changed. A link there is an error, never
     followed nor removed (:func:`confined.replace_file`, :func:`confined.remove_file`)."""
-    wanted = source.read_bytes() if source.is_file() else None
+    wanted = read_bytes(source) if source.is_file() else None
     if wanted is None:
         return confined.remove_file(directory, source.name)
     if confined.read_file(directory, source.name) == wanted:

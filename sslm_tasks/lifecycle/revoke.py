@@ -34,6 +34,7 @@ from sslm_tasks.lifecycle.current import version_file
 from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import is_complete, read_link
 
 log = logging.getLogger("sslm")
@@ -62,15 +63,15 @@ def _ca_material(ctx: ServiceContext) -> tuple[x509.Certificate, bytes] | None:
     stamp = read_link(ctx.layout, ctx.ref, "curr")
     if stamp is None or not is_complete(ctx.layout, ctx.ref, stamp):
         return None
-    cert = load_certs(version_file(ctx, stamp, files.CERT).read_bytes())[0]
-    return cert, version_file(ctx, stamp, files.PRIVKEY).read_bytes()
+    cert = load_certs(read_bytes(version_file(ctx, stamp, files.CERT)))[0]
+    return cert, read_bytes(version_file(ctx, stamp, files.PRIVKEY))
 
 
 def _current_crl(ctx: ServiceContext) -> x509.CertificateRevocationList | None:
     path = ctx.layout.crl_file(ctx.ref)
     if not path.is_file():
         return None
-    return crls.load_crl(path.read_bytes(), source=str(path))
+    return crls.load_crl(read_bytes(path), source=str(path))
 
 
 def _issue(
@@ -146,7 +147,7 @@ def _revoked_cert(ctx: ServiceContext, which: files.LinkName) -> tuple[str, x509
     stamp = read_link(ctx.layout, ctx.ref, which)
     if stamp is None or not version_file(ctx, stamp, files.CERT).is_file():
         raise PermanentError(f"{ctx.ref}: {which} holds no certificate to revoke")
-    return stamp, load_certs(version_file(ctx, stamp, files.CERT).read_bytes())[0]
+    return stamp, load_certs(read_bytes(version_file(ctx, stamp, files.CERT)))[0]
 
 
 def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:

@@ -46,6 +46,7 @@ from sslm_tasks.lifecycle.tlsa_records import key_records, record_keys, version_
 from sslm_tasks.lifecycle.tlsa_sightings import Gate, cacheable_before, look, publishes
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 from sslm_tasks.store.layout import DIR_MODE_PRIVATE, KEY_MODE
+from sslm_tasks.store.read import read_bytes
 
 
 def key_id(key: PublicKey | PublicKeyTypes) -> str:
@@ -57,7 +58,7 @@ def key_id(key: PublicKey | PublicKeyTypes) -> str:
 def _load(ctx: ServiceContext) -> PrivateKey | None:
     path = ctx.layout.standby_key(ctx.ref)
     try:
-        return load_private_key(path.read_bytes())
+        return load_private_key(read_bytes(path))
     except FileNotFoundError:
         return None
     except OSError as err:

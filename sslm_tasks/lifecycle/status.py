@@ -36,7 +36,8 @@ from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revoc
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import MiddleOfSpread, RenewDecision, RenewTable
 from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
-from sslm_tasks.store.versions import STAMP_FORMAT, read_link
+from sslm_tasks.store.read import read_bytes
+from sslm_tasks.store.versions import STAMP_FORMAT
 
 #: How the DANE gate records its last look at the nameservers (``lifecycle.dane``).
 _NS_COUNT: Final = re.compile(r"(\d+) of (\d+)")
@@ -167,7 +168,7 @@ def published_cert(ctx: ServiceContext, which: LinkName) -> x509.Certificate | N
         return None
     path = ctx.layout.prod_version_dir(ctx.ref, which) / CERT
     try:
-        return load_certs(path.read_bytes())[0]
+        return load_certs(read_bytes(path))[0]
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -177,7 +178,7 @@ def published_cert(ctx: ServiceContext, which: LinkName) -> x509.Certificate | N
 def _version(
     ctx: ServiceContext, which: LinkName, load: CertLoader, *, details: bool
 ) -> VersionStatus | None:
-    stamp = read_link(ctx.layout, ctx.ref, which)
+    stamp = ctx.link(which)
     cert = load(ctx, which)
     if stamp is None or cert is None:
         return None

@@ -20,6 +20,7 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import LinkName
+from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import is_complete, read_link
 
 #: A TLSA record as DNS tells records apart: owner and rdata (see ``TlsaRecord.key``).
@@ -31,7 +32,7 @@ def _cert(ctx: ServiceContext, which: LinkName) -> tuple[str, x509.Certificate] 
     stamp = read_link(layout, ref, which)
     if stamp is None or not is_complete(layout, ref, stamp):
         return None
-    return stamp, load_certs((layout.version_dir(ref, stamp) / files.CERT).read_bytes())[0]
+    return stamp, load_certs(read_bytes(layout.version_dir(ref, stamp) / files.CERT))[0]
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any, Final
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import ensure_dir, write_atomic
 from sslm_tasks.store.layout import DIR_MODE_GROUP, RECORD_MODE, Layout, ServiceRef
+from sslm_tasks.store.read import read_bytes
 
 # A private key in PEM always carries this, whatever the algorithm or encoding.
 _KEY_MARKER: Final = "PRIVATE KEY-----"
@@ -38,7 +39,7 @@ def read_state(layout: Layout, ref: ServiceRef) -> object | None:
     """
     path = layout.state_file(ref)
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError:
         return None
     except OSError as err:

@@ -92,3 +92,23 @@ def test_a_segment_writes_its_held_save_at_its_end_even_when_a_step_fails(
         pipeline.run_steps(ctx, broken, Walk())
     # Then what the first step recorded is on disk all the same
     assert on_disk(ctx) == "rolled"
+
+
+def test_a_reading_context_reads_each_link_once_a_working_one_every_time(
+    ctx: ServiceContext,
+) -> None:
+    # Given curr pointing at one version
+    db = ctx.layout.db_dir(ctx.ref)
+    for stamp in ("20260101-00:00:00", "20260201-00:00:00"):
+        (db / stamp).mkdir(parents=True)
+    link = ctx.layout.link(ctx.ref, "curr")
+    link.symlink_to("db/20260101-00:00:00")
+    reading = ServiceContext(ctx.ws, ctx.ref, repair=False)
+    assert reading.link("curr") == ctx.link("curr") == "20260101-00:00:00"
+    assert reading.link("next") is None
+    # When the link moves, Then a look under way keeps one answer; a working context sees it
+    link.unlink()
+    link.symlink_to("db/20260201-00:00:00")
+    assert reading.link("curr") == "20260101-00:00:00"
+    assert ctx.link("curr") == "20260201-00:00:00"
+    assert ServiceContext(ctx.ws, ctx.ref, repair=False).link("curr") == "20260201-00:00:00"

@@ -1,0 +1,31 @@
+"""Reading a small file whole: what every run does a few times per service (its record, its
+certificate, its configuration file).
+
+``Path.read_bytes`` builds a buffered reader around each file; on the bench machine that cost
+about 39 µs a file, against 5 µs for the system calls it comes down to (open, fstat, read,
+close), and a no-op run over 10,000 services reads some 30,000 files. The errors are those of
+``open``: ``FileNotFoundError``, ``IsADirectoryError``, ``PermissionError``, any ``OSError``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+_CHUNK: Final = 1 << 16
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The whole content of the regular file ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        wanted = os.fstat(fd).st_size + 1
+        data = os.read(fd, wanted)
+        if len(data) < wanted:  # a regular file reads short only at its end
+            return data
+        parts = [data]  # it grew since the fstat
+        while chunk := os.read(fd, _CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
