@@ -10,7 +10,8 @@ Measured (each a separate process, wall time and peak RSS):
 - ``sslm-mgr -renew`` in-process, nothing due: the first run after the tree was built, and the
   one after it (the steady state: production copies found whole before are not read again);
 - ``sslm-mgr -s`` and ``sslm-mgr -s --json``;
-- ``load_config`` of the whole tree (in this process);
+- ``load_config`` of the whole tree (in this process), reading the files, then taking the
+  configuration the renew runs remembered;
 - ``sslm-mgr -renew --no-wait`` over a Redis with no worker: the number of messages queued,
   the largest one, and Redis's memory per queued service;
 - beat's renew scan (``sslm.renew.scan``, run as a function) with ``DUE`` services made due
@@ -184,6 +185,10 @@ def figures(count: int, per_group: int) -> dict[str, float]:
             seconds, peak = measure(top, *args)
             found[f"{name} s"] = seconds
             found[f"{name} MB"] = peak
+        # The renew runs kept their load (certs/.config-remembered): what a later load costs.
+        start = time.perf_counter()
+        load_config([], conf_dir=top / "conf.d")
+        found["load_config, remembered s"] = time.perf_counter() - start
         found.update(metrics_figures(top))
         found.update(broker_figures(top, count))  # last: the scan removes services' stores
         return found
