@@ -4,9 +4,10 @@ cryptography.x509'`` measured in the same run (issue 15, target 6: ``-s`` within
 The topdir is a copy of the example ``conf.d`` (5 private-CA services) issued once, so ``-s``
 reads real certificates, and renewed once more so that the configuration is remembered
 (``certs/.config-remembered``, what every later run finds); ``-s`` is also measured with that
-file moved away, reading and validating the configuration files. The three commands run in turn, round after round, so a machine whose
-speed drifts slows all three alike; each ratio is the median of the per-round ratios. Wall time
-of the whole process, start-up included; the baseline runs on the same interpreter (this venv's).
+file moved away, reading and validating the configuration files. The commands run in turn,
+round after round, so a machine whose speed drifts slows them all alike; each ratio is the
+median of the per-round ratios. Wall time of the whole process, start-up included; the
+baseline runs on the same interpreter (this venv's).
 
 Usage: .venv/bin/python bench/bench_startup.py [--rounds 21]
 """
