@@ -24,6 +24,7 @@ import os
 import pickle
 import stat
 import sys
+import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -34,7 +35,7 @@ import pydantic
 
 import sslm_tasks
 from sslm_tasks.errors import StoreError
-from sslm_tasks.store.atomic import write_atomic
+from sslm_tasks.store.atomic import is_temp_name, write_atomic
 from sslm_tasks.store.identity import files_identity
 from sslm_tasks.store.layout import KEY_MODE
 
@@ -45,6 +46,9 @@ FILE_NAME: Final = ".config-remembered"
 #: Changed whenever what is pickled changes shape.
 _FORMAT: Final = 1
 _DIGEST_SIZE: Final = 32
+#: A temp file of this file older than this was left by a killed write (a write takes well
+#: under a second, even at 10,000 services).
+_STALE_S: Final = 600.0
 
 #: Directories and the names in them, as :func:`files_identity` takes them.
 Places = Sequence[tuple[str, Sequence[str]]]
@@ -134,3 +138,24 @@ def keep(
         write_atomic(certs_dir / FILE_NAME, digest + body, mode=KEY_MODE, sync_dir=False)
     except StoreError as err:
         log.debug("the configuration is not remembered: %s", err)
+    _remove_stale_temps(certs_dir)
+
+
+def _remove_stale_temps(certs_dir: Path) -> None:
+    """Remove the temp files of writes of this file that were killed before their rename (a
+    few MB each at 10,000 services; the store's clean works per service, so nothing else
+    would). One younger than :data:`_STALE_S` may be another run's write under way."""
+    oldest_live = time.time() - _STALE_S
+    try:
+        with os.scandir(certs_dir) as found:
+            stale = [
+                entry.path
+                for entry in found
+                if entry.name.startswith(f"{FILE_NAME}.")
+                and is_temp_name(entry.name)
+                and entry.stat(follow_symlinks=False).st_mtime < oldest_live
+            ]
+        for path in stale:
+            os.unlink(path)
+    except OSError as err:
+        log.debug("the remembered configuration's old temp files stay: %s", err)

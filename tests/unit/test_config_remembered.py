@@ -207,3 +207,18 @@ def test_only_a_load_that_remembers_writes_and_a_selection_never_recalls(conf: P
     os.utime(service, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
     with pytest.raises(ConfigError, match="renew_expire_days"):
         load_config(["example.com:web-ec"], conf_dir=conf)
+
+
+def test_a_killed_writes_temp_file_goes_at_the_next_keep_a_fresh_one_stays(conf: Path) -> None:
+    certs = conf.parent / "certs"
+    stale = certs / f"{remembered.FILE_NAME}.tmp-0123456789abcdef"
+    fresh = certs / f"{remembered.FILE_NAME}.tmp-fedcba9876543210"
+    other = certs / "state.json.tmp-0123456789abcdef"  # not this module's: never touched
+    for path in (stale, fresh, other):
+        path.write_bytes(b"half a write")
+    an_hour_ago = time.time() - 3600
+    for path in (stale, other):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    remember(conf)
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()
