@@ -19,6 +19,7 @@ loaded from its files, as without this module.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -101,15 +102,21 @@ def recall(certs_dir: Path, conf_dir: Path) -> object | None:
     digest, body = data[:_DIGEST_SIZE], data[_DIGEST_SIZE:]
     if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
         return None
+    # Two pickles: what the configuration was loaded from, then the configuration, which is
+    # unpickled (most of the cost) only once the first says it is still what the files say.
+    unpickler = pickle.Unpickler(io.BytesIO(body))
     try:
-        form, conf, code, inputs, identity, kept = pickle.loads(body)
+        form, conf, code, inputs, identity = unpickler.load()
     except Exception:  # any failure to unpickle is a miss, never an error
         return None
     if form != _FORMAT or conf != str(conf_dir) or code != _code_identity():
         return None
     if identity is None or files_identity(inputs, follow_links=True) != identity:
         return None
-    value: object = kept
+    try:
+        value: object = unpickler.load()
+    except Exception:  # as above
+        return None
     return value
 
 
@@ -130,9 +137,11 @@ def keep(
     if owner != os.geteuid() or code is None or identity is None:
         return
     places = [(directory, list(names)) for directory, names in inputs]
-    body = pickle.dumps(
-        (_FORMAT, str(conf_dir), code, places, identity, value), protocol=pickle.HIGHEST_PROTOCOL
-    )
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dump((_FORMAT, str(conf_dir), code, places, identity))
+    pickler.dump(value)
+    body = stream.getvalue()
     digest = hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
     try:
         write_atomic(certs_dir / FILE_NAME, digest + body, mode=KEY_MODE, sync_dir=False)
