@@ -11,9 +11,9 @@ every load, remembered or not: those change without any configuration file chang
 Pickle, because the point is to skip pydantic's validation, and only pickle restores the
 validated models as they were without it. Unpickling runs whatever code the file names, so the
 file is used only when it is the running user's own, writable by no one else, and not a link:
-whoever could write it could change sslm's code or configuration just as well. A digest of
-the content refuses a torn file. Anything amiss makes it a miss: the configuration is then
-loaded from its files, as without this module.
+the code in it then runs as the one user who could have written it, with no right that user
+did not have already. A digest of the content refuses a torn file. Anything amiss makes it a
+miss: the configuration is then loaded from its files, as without this module.
 """
 
 from __future__ import annotations
