@@ -7,12 +7,10 @@ neither the acme library nor dnspython's query machinery.
 
 from __future__ import annotations
 
-import errno
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
 
 from cryptography import x509
 
@@ -20,12 +18,8 @@ from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.renewal import RenewDecision, decide
 from sslm_tasks.store import layout as files
-from sslm_tasks.store.read import read_bytes
+from sslm_tasks.store.read import ABSENT_ERRNOS, read_bytes
 from sslm_tasks.store.versions import is_complete
-
-#: What reading a certificate that is not there raises: no file (or a directory, or a link
-#: loop) where it should be.
-_NO_FILE: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 
 
 def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
@@ -40,7 +34,7 @@ def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certif
     try:
         pem = read_bytes(version_file(ctx, stamp, files.CERT))
     except OSError as err:
-        if err.errno in _NO_FILE:
+        if err.errno in ABSENT_ERRNOS:
             return None
         raise
     return load_certs(pem)[0]

@@ -9,10 +9,14 @@ close), and a no-op run over 10,000 services reads some 30,000 files. The errors
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Final
 
 _CHUNK: Final = 1 << 16
+#: What opening or following a path that leads to no file raises: nothing there, a file where
+#: a directory should be on the way, a directory where the file should be, a loop of links.
+ABSENT_ERRNOS: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP})
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:

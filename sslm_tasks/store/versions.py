@@ -16,7 +16,6 @@ writer of the same service.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -38,9 +37,7 @@ from sslm_tasks.store.layout import (
     LinkName,
     ServiceRef,
 )
-
-#: What following a link to a version that is not there raises (as ``Path.is_dir`` takes them).
-_DANGLING: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+from sslm_tasks.store.read import ABSENT_ERRNOS
 
 #: Upstream's stamp shape, so existing trees keep working; sslm fills it in UTC.
 STAMP_FORMAT: Final = "%Y%m%d-%H:%M:%S"
@@ -105,7 +102,7 @@ def read_link(layout: Layout, ref: ServiceRef, which: LinkName) -> str | None:
         # takes the link as it stands.
         present = True
     except OSError as err:
-        if err.errno not in _DANGLING:
+        if err.errno not in ABSENT_ERRNOS:  # the link leads to no version
             raise StoreError(f"reading link {link}: {err.strerror or err}") from err
         present = False
     return stamp if present else None

@@ -198,15 +198,15 @@ def test_only_a_load_that_remembers_writes_and_a_selection_never_recalls(conf: P
     load_config([], conf_dir=conf)
     assert not kept(conf).exists()
     remember(conf)
-    # A broken file of a selected service is an error, though the whole tree's load is kept
-    # from before: a selection reads its files.
-    os.utime(kept(conf))
-    service = conf / "example.com" / "web-ec"
-    stat_before = service.stat()
-    service.write_text(service.read_text() + "renew_expire_days = 'soon'\n")
-    os.utime(service, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
-    with pytest.raises(ConfigError, match="renew_expire_days"):
-        load_config(["example.com:web-ec"], conf_dir=conf)
+    # While the whole tree's load is remembered, a selection is loaded from its files: its
+    # own services (the CAs it needs beside them), not the remembered tree's
+    config, refs = load_config(["example.com:web-ec"], conf_dir=conf)
+    assert [str(ref) for ref in refs] == ["example.com:web-ec"]
+    assert {str(ref) for ref in config.services} == {
+        "example.com:web-ec",
+        "ca:my-int",
+        "ca:my-root",
+    }
 
 
 def test_a_killed_writes_temp_file_goes_at_the_next_keep_a_fresh_one_stays(conf: Path) -> None:
