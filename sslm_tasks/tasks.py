@@ -25,7 +25,13 @@ from celery import Task  # type: ignore[import-untyped]
 
 from sslm_tasks.app import app
 from sslm_tasks.commands import DEFAULT_TIMEOUT_S
-from sslm_tasks.config.load import Config, load_config, load_settings_only, signer_of
+from sslm_tasks.config.load import (
+    Config,
+    load_config,
+    load_settings_only,
+    remember_config,
+    signer_of,
+)
 from sslm_tasks.config.settings import RuntimeSettings, load_settings
 from sslm_tasks.deploy.server import post_copy
 from sslm_tasks.deploy.targets import DeployTarget, unattached_post_copies
@@ -133,7 +139,8 @@ def _settings() -> RuntimeSettings:
 
 
 def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
-    config, _ = load_config(refs, remember=True)
+    config, ordered = load_config(refs)
+    remember_config(config, ordered)  # a task works on the tree: it may keep a whole load
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
 
 
@@ -554,7 +561,8 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    config, refs = load_config([], remember=True)
+    config, refs = load_config([])
+    remember_config(config, refs)
     ws = Workspace(config=config, locker=_locker(config))
     for line in config.strays:
         log.warning("%s", line)
@@ -625,7 +633,8 @@ def _announce(ws: Workspace, ledger: dict[str, deployment.ServerOutcome]) -> Non
 @app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]
 def clean_all() -> list[str]:
     """Beat's daily clean of every configured service."""
-    _, refs = load_config([], remember=True)
+    config, refs = load_config([])
+    remember_config(config, refs)
     for ref in refs:
         clean.apply_async(kwargs={"group": ref.group, "service": ref.service})
     return [str(ref) for ref in refs]

@@ -226,10 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return health.main(args)
     try:
-        # Only a run that writes the tree anyway keeps its configuration for the next ones
-        # (not -d nor -n, which change nothing).
-        remember = _acts(args) and not (args.debug or args.dry_run)
-        config, refs = load_config(args.grps_svcs, remember=remember)
+        config, refs = load_config(args.grps_svcs)
     except (ConfigError, OSError) as err:
         # OSError: looking for the files failed (a topdir path too long, say): still bad input.
         problem = f"{err}" if isinstance(err, ConfigError) else f"reading the configuration: {err}"
@@ -244,12 +241,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _run(config, refs, args)
     # A service a wildcard found but whose file does not load failed; the others ran.
     return EXIT_FAILED if config.broken and code == EXIT_OK else code
-
-
-def _acts(args: argparse.Namespace) -> bool:
-    """Whether the command works on the tree (renew, roll, refresh, a dev step), rather than
-    only showing it."""
-    return bool(args.renew or args.roll or args.dns_refresh or _dev_steps(args).any())
 
 
 def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -> int:
@@ -270,7 +261,7 @@ def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -
         dry_run=args.dry_run,
         clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
     )
-    if args.status and not _acts(args):
+    if args.status and not request.acts(options.dev):
         return check.show(ws, refs, args)
     # Imported here, not at the top: a run that acts needs the whole pipeline (the acme
     # library, dnspython's resolver, the log file's redis-importing lock), which -s must not load.

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
-from sslm_tasks.config.load import Config
+from sslm_tasks.config.load import Config, remember_config
 from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.errors import ConfigError, LockBusy, SslmError, StoreError
 from sslm_tasks.lifecycle import build
@@ -155,6 +155,10 @@ def locked_run(
     log_level: LogLevel,
 ) -> int:
     def work() -> int:
+        if request.acts(ws.options.dev) and not request.dry_run:
+            # Kept only now, the log open and the lock held: a run that stops before it
+            # writes leaves nothing behind, not even this.
+            remember_config(ws.config, refs)
         result = in_process(ws, refs, request)
         if result is None:
             return EXIT_FAILED

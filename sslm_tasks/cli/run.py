@@ -58,6 +58,11 @@ class RunRequest:
     dry_run: bool = False
     clean_refs: Sequence[ServiceRef] | None = None
 
+    def acts(self, dev: DevSteps) -> bool:
+        """Whether the run works on the tree (renew, roll, refresh, a dev step), rather than
+        only showing it."""
+        return self.renew or self.roll or self.dns_refresh or dev.any()
+
     def refreshes_dns(self, config: Config, dev: DevSteps) -> bool:
         """``-dns``, or ``dev -fsr`` where a DNS restart command exists."""
         dns = config.main.dns

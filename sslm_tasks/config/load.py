@@ -11,8 +11,8 @@ import os
 import time
 import tomllib
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +62,10 @@ class Config:
     broken: Mapping[ServiceRef, ConfigError] = field(default_factory=dict)
     #: One line for each file of a group directory that looks like a service but is none.
     strays: tuple[str, ...] = ()
+    #: For a load of the whole tree read from its files, when the reading began: what
+    #: :func:`remember_config` needs to keep it. None for a selection and for a remembered load
+    #: (nothing to keep).
+    read_since_ns: int | None = field(default=None, compare=False)
 
     def resolve(self, path: str) -> Path:
         """Relative paths in the config are relative to the topdir, as upstream."""
@@ -591,7 +595,6 @@ def load_config(
     *,
     conf_dir: Path | None = None,
     read_secrets: bool = True,
-    remember: bool = False,
 ) -> tuple[Config, list[ServiceRef]]:
     """Load and validate everything a run over ``selection`` needs.
 
@@ -605,11 +608,10 @@ def load_config(
     metrics exporter runs as a user that owns nothing of the tree, so their 0600 files are
     closed to it). The keys naming them are checked either way.
 
-    A load of the whole tree (no ``selection``) takes the configuration the last such load
-    with ``remember`` kept in the store, when no file of the configuration tree and no code
+    A load of the whole tree (no ``selection``) takes the configuration the last run kept in
+    the store (:func:`remember_config`), when no file of the configuration tree and no code
     changed since (:mod:`~sslm_tasks.config.remembered`); what lies outside the tree is checked
-    again either way. ``remember``: keep this load for the next ones (for the commands that
-    write the tree anyway; ``-s`` and the exporter write nothing).
+    again either way.
 
     Raises:
       ConfigError: the main files, or a service named explicitly (or a CA one needs), do not
@@ -670,6 +672,7 @@ def load_config(
         services=services,
         broken=broken,
         strays=tuple(found.strays),
+        read_since_ns=None if selection else started_ns,
     )
     for ref in list(services):
         try:
@@ -680,13 +683,26 @@ def load_config(
             broken[ref] = err
             del services[ref]
     chosen = [ref for ref in selected if ref in services]
-    ordered = order_by_signer(config, chosen)
-    if remember and not selection:
-        places = _read_places(conf_dir, main)
-        remembered.keep(
-            certs_dir, conf_dir, places, _Loaded(config, ordered), read_since_ns=started_ns
-        )
-    return config, ordered
+    return config, order_by_signer(config, chosen)
+
+
+def remember_config(config: Config, ordered: Sequence[ServiceRef]) -> None:
+    """Keep a load of the whole tree (``config`` and its ``ordered`` services, as
+    :func:`load_config` returned them) for the next loads; nothing for a selection or a load
+    that was itself remembered.
+
+    Only a run that writes the tree anyway calls this, and only once it is sure to go on (its
+    log open, its lock held): a run stopped before it writes leaves the disk as it was."""
+    if config.read_since_ns is None:
+        return
+    conf_dir = config.conf_dir
+    remembered.keep(
+        conf_dir.parent / CERTS_DIR,
+        conf_dir,
+        _read_places(conf_dir, config.main),
+        _Loaded(replace(config, read_since_ns=None), list(ordered)),
+        read_since_ns=config.read_since_ns,
+    )
 
 
 def _read_places(conf_dir: Path, main: MainConfig) -> list[tuple[str, list[str]]]:

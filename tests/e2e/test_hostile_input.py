@@ -17,12 +17,15 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import REPO, RunMgr, edit, run_tool, tree_snapshot
+
+from sslm_tasks.store.identity import RACY_S
 
 MAIN = "ssl-mgr.conf"
 WEB = "example.com/web-ec"
@@ -423,6 +426,9 @@ def test_a_read_only_log_directory_is_one_error_line_before_anything_is_written(
     # Given an issued tree whose logs/ is a read-only mount (root cannot write there either)
     logs = shlex.quote(str(issued / "logs"))
     wrapper = in_mount_namespace(f"mount --bind {logs} {logs} && mount -o remount,bind,ro {logs}")
+    # and old enough for a run to remember its configuration (certs/.config-remembered): a run
+    # that stops here must not
+    time.sleep(RACY_S + 0.1)
     before = tree_snapshot(issued)
     # When a forced renew and roll runs
     result = run_tool("sslm-mgr", *RENEW_ALL, cwd=issued, wrapper=wrapper)

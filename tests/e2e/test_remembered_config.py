@@ -16,16 +16,18 @@ from sslm_tasks.store.identity import RACY_S
 def test_a_run_keeps_it_and_the_show_reads_a_changed_file_again(topdir: Path, mgr: RunMgr) -> None:
     kept = topdir / "certs" / FILE_NAME
     time.sleep(RACY_S + 0.1)  # the copied files must be old enough to vouch for
-    # The first run makes the store (its load comes before it, so keeps nothing)
-    done = mgr("-renew", "-roll")
-    assert done.returncode == 0, done.stdout + done.stderr
-    # A show writes nothing
-    assert mgr("-s").returncode == 0
-    assert not kept.exists()
-    # A run that works on the tree keeps its load, the running user's alone
+    # A run that works on the tree keeps its load (the store made first, with its lock), the
+    # running user's alone
     done = mgr("-renew", "-roll")
     assert done.returncode == 0, done.stdout + done.stderr
     assert kept.stat().st_mode & 0o777 == 0o600
+    # A show writes nothing
+    kept.unlink()
+    assert mgr("-s").returncode == 0
+    assert not kept.exists()
+    done = mgr("-renew")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kept.is_file()
     shown = mgr("-s")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     # A service file changed since (its size kept) is read again: its error is shown

@@ -12,7 +12,7 @@ import pytest
 from support import REPO
 
 from sslm_tasks.config import remembered
-from sslm_tasks.config.load import Config, load_config
+from sslm_tasks.config.load import Config, load_config, remember_config
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store import identity
 
@@ -40,7 +40,8 @@ def recalled(conf: Path) -> object | None:
 
 
 def remember(conf: Path) -> Config:
-    config, _ = load_config([], conf_dir=conf, remember=True)
+    config, refs = load_config([], conf_dir=conf)
+    remember_config(config, refs)
     assert kept(conf).is_file()
     assert recalled(conf) is not None
     return config
@@ -66,7 +67,8 @@ def test_a_remembered_load_is_the_load_of_the_files(conf: Path) -> None:
     )
     time.sleep(0.05)
     # When a run remembers its load and the next load of the whole tree recalls it
-    fresh, fresh_refs = load_config([], conf_dir=conf, remember=True)
+    fresh, fresh_refs = load_config([], conf_dir=conf)
+    remember_config(fresh, fresh_refs)
     assert recalled(conf) is not None
     again, again_refs = load_config([], conf_dir=conf)
     # Then it is the same configuration, order, failures and warnings
@@ -188,7 +190,7 @@ def test_another_users_file_or_store_is_not_used(conf: Path) -> None:
     assert recalled(conf) is None
     kept(conf).unlink()
     os.chown(conf.parent / "certs", 65534, -1)  # another user's store: nothing left in it
-    load_config([], conf_dir=conf, remember=True)
+    remember_config(*load_config([], conf_dir=conf))
     assert not kept(conf).exists()
     os.chown(conf.parent / "certs", 0, -1)
     remember(conf)
@@ -197,7 +199,13 @@ def test_another_users_file_or_store_is_not_used(conf: Path) -> None:
 def test_only_a_load_that_remembers_writes_and_a_selection_never_recalls(conf: Path) -> None:
     load_config([], conf_dir=conf)
     assert not kept(conf).exists()
+    # A selection's load is never kept, nor a remembered load kept again
+    remember_config(*load_config(["example.com:web-ec"], conf_dir=conf))
+    assert not kept(conf).exists()
     remember(conf)
+    before = kept(conf).stat()
+    remember_config(*load_config([], conf_dir=conf))
+    assert kept(conf).stat().st_ino == before.st_ino
     # While the whole tree's load is remembered, a selection is loaded from its files: its
     # own services (the CAs it needs beside them), not the remembered tree's
     config, refs = load_config(["example.com:web-ec"], conf_dir=conf)
