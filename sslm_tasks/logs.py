@@ -78,13 +78,17 @@ def send_to(handlers: Sequence[logging.Handler], level: int | str, kind: LogForm
     root.setLevel(level)
 
 
+#: The logger of step lines, looked up once: a no-op run writes several per service.
+_STEPS = logging.getLogger("sslm")
+
+
 def trace(
     step: str, where: str, detail: str = "", *, field: str = "service", level: int = logging.INFO
 ) -> None:
     """The line of a step that ran, the same in-process and on workers: ``<where>: step
     <name>[: <detail>]``, with ``step`` and ``service``/``server``/``zone`` (``field``) as
     fields of a JSON line."""
-    logging.getLogger("sslm").log(
+    _STEPS.log(
         level,
         "%s: step %s%s",
         where,

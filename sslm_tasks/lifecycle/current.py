@@ -70,7 +70,7 @@ def renew_decision(
         not_before=None if curr is None else curr.not_valid_before_utc,
         not_after=None if curr is None else curr.not_valid_after_utc,
         now=ctx.now(),
-        table=ctx.ws.renew_table(),
+        table=ctx.ws.renew_table,
         rng=ctx.ws.rng if rng is None else rng,
         fixed_target_days=fixed_target,
         fixed_spread_days=svc.renew_expire_days_spread,

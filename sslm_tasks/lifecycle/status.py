@@ -14,7 +14,6 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Final
 
 from cryptography import x509
@@ -34,7 +33,7 @@ from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
 from sslm_tasks.lifecycle.health import Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revocation
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.renewal import MiddleOfSpread, RenewDecision, RenewTable
+from sslm_tasks.renewal import MiddleOfSpread, RenewDecision
 from sslm_tasks.store.layout import CERT, LinkName, ServiceRef
 from sslm_tasks.store.read import read_bytes
 from sslm_tasks.store.versions import STAMP_FORMAT
@@ -45,17 +44,9 @@ _NS_COUNT: Final = re.compile(r"(\d+) of (\d+)")
 
 @dataclass
 class ReadingWorkspace(Workspace):
-    """The workspace of a status: it draws with :class:`MiddleOfSpread`, and makes its renew
-    table once, since it only reads (a run's workspace makes it at each use)."""
+    """The workspace of a status: it draws with :class:`MiddleOfSpread`."""
 
     rng: random.Random = field(default_factory=MiddleOfSpread)
-
-    @cached_property
-    def _renew_table(self) -> RenewTable:
-        return super().renew_table()
-
-    def renew_table(self) -> RenewTable:
-        return self._renew_table
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,10 @@ class Workspace:
         given = self.options.clean_keep
         return max(1, self.config.main.globals.clean_keep if given is None else given)
 
+    @cached_property
     def renew_table(self) -> RenewTable:
+        """The renew rule's table: made once per workspace (a run's configuration does not
+        change under it), not once per service checked."""
         info = self.config.main.renew_info
         spreads = dict(info.spreads)
         legacy_spread = self.config.main.globals.renew_expire_days_spread
