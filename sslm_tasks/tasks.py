@@ -138,9 +138,16 @@ def _settings() -> RuntimeSettings:
     return load_settings()
 
 
-def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
+def _loaded(refs: list[str]) -> tuple[Config, list[ServiceRef]]:
+    """``load_config`` for a task: every task works on the tree, so a load of the whole tree
+    (beat's scans) is kept for the next ones."""
     config, ordered = load_config(refs)
-    remember_config(config, ordered)  # a task works on the tree: it may keep a whole load
+    remember_config(config, ordered)
+    return config, ordered
+
+
+def _workspace(refs: list[str], options: dict[str, Any]) -> Workspace:
+    config, _ = _loaded(refs)
     return Workspace(config=config, options=RunOptions.from_json(options), locker=_locker(config))
 
 
@@ -561,8 +568,7 @@ def _unclaimed(refs: Iterable[ServiceRef]) -> list[ServiceRef]:
 def renew_scan() -> list[str]:
     """Beat's renew check of every configured service: decide first, read-only, and send a
     renew workflow only for a service that needs one (due, or a build to resume)."""
-    config, refs = load_config([])
-    remember_config(config, refs)
+    config, refs = _loaded([])
     ws = Workspace(config=config, locker=_locker(config))
     for line in config.strays:
         log.warning("%s", line)
@@ -633,8 +639,7 @@ def _announce(ws: Workspace, ledger: dict[str, deployment.ServerOutcome]) -> Non
 @app.task(name=TaskName.CLEAN_ALL.value)  # type: ignore[untyped-decorator]
 def clean_all() -> list[str]:
     """Beat's daily clean of every configured service."""
-    config, refs = load_config([])
-    remember_config(config, refs)
+    _, refs = _loaded([])
     for ref in refs:
         clean.apply_async(kwargs={"group": ref.group, "service": ref.service})
     return [str(ref) for ref in refs]

@@ -31,6 +31,8 @@ from services import (
 )
 from support import chain_verifies, run_tool
 
+from sslm_tasks.config.remembered import FILE_NAME as REMEMBERED
+
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
 
@@ -340,6 +342,9 @@ def test_beat_scans_every_service_and_follows_conf_d(
     walks = worker.service.log_text().count("step check")
     time.sleep(5)  # two more renew scans
     assert worker.service.log_text().count("step check") == walks
+    # and the scans keep the whole tree's load for the next ones (conf.d is long past the racy
+    # window by now), which the edit below must not hide
+    assert (topdir / "certs" / REMEMBERED).is_file()
     # When a service is added to conf.d, the next scan issues it without a restart
     (topdir / "conf.d/example.com/web2").write_text(
         (topdir / "conf.d/example.com/web-ec")
