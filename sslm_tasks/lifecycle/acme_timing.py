@@ -43,7 +43,6 @@ from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import RenewDecision
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.read import read_bytes
-from sslm_tasks.store.versions import read_link
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def remembered_replaces(ctx: ServiceContext) -> str | None:
     """``replaces`` for a new order: ``curr``'s certificate ID, when the CA gave a window for
     it (so the CA knows that certificate; another CA's would be refused)."""
     plan = ctx.record.ari
-    curr = read_link(ctx.layout, ctx.ref, "curr")
+    curr = ctx.link("curr")
     if plan is None or plan.curr != curr or plan.window is None:
         return None
     return plan.replaces
@@ -124,7 +123,7 @@ def due(ctx: ServiceContext, decision: RenewDecision, *, record: bool) -> tuple[
     again after its Retry-After or within the hour.
     """
     ca = _acme_ca(ctx)
-    curr = read_link(ctx.layout, ctx.ref, "curr")
+    curr = ctx.link("curr")
     expired = decision.days_left is None or decision.days_left <= 0
     if ca is None or curr is None or decision.renew_at is None or expired:
         return decision.due, decision.reason

@@ -123,7 +123,7 @@ def _signer_changed(ctx: ServiceContext, load: CertLoader) -> str | None:
 def compromised(ctx: ServiceContext, which: files.LinkName) -> bool:
     """Whether the version ``which`` points at was revoked for ``keyCompromise``
     (``sslm-mgr revoke``): its key must never be used again."""
-    found = ctx.record.revoked(read_link(ctx.layout, ctx.ref, which))
+    found = ctx.record.revoked(ctx.link(which))
     return found is not None and found.reason == "keyCompromise"
 
 
@@ -198,7 +198,7 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
     urgent = key_compromised or _signer_changed(ctx, load) or standby.switch_due(ctx)
     if not due and urgent is None:
         return RenewCheck(False, reason, decision)
-    pending = read_link(ctx.layout, ctx.ref, "next")
+    pending = ctx.link("next")
     if (
         key_compromised is None
         and pending is not None
@@ -318,7 +318,7 @@ def carry_key(ctx: ServiceContext, stamp: str, sources: tuple[files.LinkName, ..
     reuse copied it at the umask mode).
     """
     for which in sources:
-        source_stamp = read_link(ctx.layout, ctx.ref, which)
+        source_stamp = ctx.link(which)
         source = None if source_stamp is None else version_file(ctx, source_stamp, files.PRIVKEY)
         if source is not None and source.is_file():
             pem = private_key_to_pem(_load_key(source))

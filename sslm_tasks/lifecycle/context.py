@@ -21,7 +21,7 @@ from sslm_tasks.lifecycle.record import BadRecord, Phase, ServiceRecord
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import Layout, LinkName, ServiceRef
 from sslm_tasks.store.state import CorruptState, read_state, set_aside, write_state
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.versions import is_complete, link_moves, read_link
 
 log = logging.getLogger("sslm")
 
@@ -46,8 +46,8 @@ class ServiceContext:
     _holding: bool = field(default=False, repr=False)
     #: A save was held and is not on disk yet.
     _held: bool = field(default=False, repr=False)
-    #: The links a reading context has read (:meth:`link`).
-    _links: dict[LinkName, str | None] = field(default_factory=dict, repr=False)
+    #: The links read (:meth:`link`), each with the count of link moves when it was read.
+    _links: dict[LinkName, tuple[int, str | None]] = field(default_factory=dict, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -69,16 +69,20 @@ class ServiceContext:
     def link(self, which: LinkName) -> str | None:
         """The stamp ``which`` points at (:func:`~sslm_tasks.store.versions.read_link`).
 
-        A context that only reads (``repair=False``) reads each link once: a look at a service
-        (its health, its status, when it is due) asks for ``curr`` and ``next`` several times,
-        and gets one consistent answer. A context that works reads the link every time, since
-        its steps move them.
+        Each link is read once: a look at a service (its health, its status, the renew check)
+        asks for ``curr`` and ``next`` a dozen times, and each read is two system calls, which
+        at thousands of services is most of a run that has nothing to do. A context that
+        only reads (``repair=False``) keeps its first answer, one consistent view. A context
+        that works reads again after any link moved (``link_moves``), since its steps move
+        them; between moves nobody else can: the service's lock keeps other steps out.
         """
-        if self.repair:
-            return read_link(self.layout, self.ref, which)
-        if which not in self._links:
-            self._links[which] = read_link(self.layout, self.ref, which)
-        return self._links[which]
+        moves = link_moves()
+        known = self._links.get(which)
+        if known is not None and (known[0] == moves or not self.repair):
+            return known[1]
+        stamp = read_link(self.layout, self.ref, which)
+        self._links[which] = (moves, stamp)
+        return stamp
 
     def save(self, *, sync_dir: bool = True, hold: bool = False) -> None:
         """Write the record (stamped ``updated``); atomic and 0640 (no secret in it).

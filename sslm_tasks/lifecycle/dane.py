@@ -49,7 +49,7 @@ from sslm_tasks.lifecycle.tlsa_records import record_keys, version_records
 from sslm_tasks.lifecycle.tlsa_sightings import Gate, cacheable_before, look, publishes
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import LinkName, ServiceRef
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.versions import is_complete
 
 
 def _group_services(ws: Workspace, group: str) -> list[ServiceRef]:
@@ -217,11 +217,11 @@ def _next_publishable(ctx: ServiceContext) -> bool:
     them), or at once when they add no record (the same key, or the standby key, long
     published), nothing is served yet, or there is no ``[dns]`` to ask (the roll gate then
     stops the roll)."""
-    layout, ref = ctx.layout, ctx.ref
-    pending = read_link(layout, ref, "next")
+    ref = ctx.ref
+    pending = ctx.link("next")
     if pending is None or ctx.record.dane.next_stamp == pending:
         return True
-    if not publishes(ctx.ws.config, ref.group) or read_link(layout, ref, "curr") is None:
+    if not publishes(ctx.ws.config, ref.group) or ctx.link("curr") is None:
         return True
     return not _adds_records(ctx, "next")
 
@@ -246,7 +246,7 @@ def observe_before(ctx: ServiceContext) -> None:
     svc, ref, layout, config = ctx.service, ctx.ref, ctx.layout, ctx.ws.config
     if not svc.dane_tls or not publishes(config, ref.group):
         return
-    pending, current = read_link(layout, ref, "next"), read_link(layout, ref, "curr")
+    pending, current = ctx.link("next"), ctx.link("curr")
     if pending is None or current is None or pending == current:
         return
     if not is_complete(layout, ref, pending) or ctx.record.dane.next_stamp == pending:
@@ -296,7 +296,7 @@ def roll_gate(ctx: ServiceContext) -> Gate:
     if by_standby is not None:
         return by_standby
     dane = ctx.record.dane
-    if dane.next_stamp != read_link(ctx.layout, ctx.ref, "next"):
+    if dane.next_stamp != ctx.link("next"):
         return Gate(
             False,
             "the next TLSA records are not published yet: the tlsa step publishes them once "
@@ -333,12 +333,12 @@ def rolled(ctx: ServiceContext) -> None:
     sighting and TTLs stand in for the gate's."""
     if not ctx.service.dane_tls:
         return
-    if read_link(ctx.layout, ctx.ref, "prev") is None:
+    if ctx.link("prev") is None:
         ctx.record.dane = DaneRoll()
         return
     dane = ctx.record.dane
     ttl = max(dane.ttl_before or 0, dane.ttl_served or 0)
-    seen = dane.next_seen if dane.next_stamp == read_link(ctx.layout, ctx.ref, "curr") else None
+    seen = dane.next_seen if dane.next_stamp == ctx.link("curr") else None
     switched = standby.sighting_of_curr(ctx)
     if switched is not None:
         seen, ttl = switched

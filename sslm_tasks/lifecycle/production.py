@@ -39,7 +39,7 @@ from sslm_tasks.store.confined import Dir
 from sslm_tasks.store.identity import files_identity
 from sslm_tasks.store.layout import ProdLinkName, ServiceRef
 from sslm_tasks.store.read import read_bytes
-from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link
+from sslm_tasks.store.versions import STAMP_FORMAT, is_complete
 
 log = logging.getLogger("sslm")
 
@@ -194,7 +194,7 @@ def sync_service(ctx: ServiceContext) -> bool:
     """
     ws, ref, layout = ctx.ws, ctx.ref, ctx.layout
     _refuse_overlap(ws)
-    stamps = {which: read_link(layout, ref, which) for which in _VERSIONS}
+    stamps = {which: ctx.link(which) for which in _VERSIONS}
     record = ctx.record
     seen = _identity(layout, ref, stamps)
     changed = False

@@ -35,7 +35,7 @@ from sslm_tasks.lifecycle.record import Revocation
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.read import read_bytes
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.versions import is_complete
 
 log = logging.getLogger("sslm")
 
@@ -60,7 +60,7 @@ class AlreadyRevoked(PermanentError):
 
 def _ca_material(ctx: ServiceContext) -> tuple[x509.Certificate, bytes] | None:
     """The local CA's ``curr`` certificate and its key (PEM); None before its first roll."""
-    stamp = read_link(ctx.layout, ctx.ref, "curr")
+    stamp = ctx.link("curr")
     if stamp is None or not is_complete(ctx.layout, ctx.ref, stamp):
         return None
     cert = load_certs(read_bytes(version_file(ctx, stamp, files.CERT)))[0]
@@ -144,7 +144,7 @@ def _serial_hex(cert: x509.Certificate) -> str:
 
 
 def _revoked_cert(ctx: ServiceContext, which: files.LinkName) -> tuple[str, x509.Certificate]:
-    stamp = read_link(ctx.layout, ctx.ref, which)
+    stamp = ctx.link(which)
     if stamp is None or not version_file(ctx, stamp, files.CERT).is_file():
         raise PermanentError(f"{ctx.ref}: {which} holds no certificate to revoke")
     return stamp, load_certs(read_bytes(version_file(ctx, stamp, files.CERT)))[0]

@@ -22,7 +22,7 @@ from sslm_tasks.lifecycle.current import load_version_cert, roll_wait_mins
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
-from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, read_link, roll_links
+from sslm_tasks.store.versions import STAMP_FORMAT, is_complete, roll_links
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class RollResult:
 def check_roll(ctx: ServiceContext, *, force: bool) -> RollResult:
     """Whether ``next`` may become ``curr`` now; writes nothing but the DANE gate's sighting."""
     layout, ref = ctx.layout, ctx.ref
-    pending = read_link(layout, ref, "next")
+    pending = ctx.link("next")
     if pending is None:
         return RollResult(False, "nothing to roll: no next")
     if not is_complete(layout, ref, pending):
         raise StoreError(f"{ref}: next {pending} is incomplete; build a new one with -f -renew")
-    curr = read_link(layout, ref, "curr")
+    curr = ctx.link("curr")
     if curr == pending:
         return RollResult(True, "finishing an interrupted roll", pending)
     if curr is None or force:
@@ -92,7 +92,7 @@ def flip(ctx: ServiceContext) -> str:
       StoreError: there is no ``next`` to roll, or it is incomplete.
     """
     layout, ref = ctx.layout, ctx.ref
-    pending = read_link(layout, ref, "next")
+    pending = ctx.link("next")
     if pending is None:
         raise StoreError(f"{ref}: nothing to roll: no next")
     info = f"# {ref.service} rolled to curr : {ctx.now().strftime(STAMP_FORMAT)}\n"

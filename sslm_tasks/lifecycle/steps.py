@@ -19,7 +19,6 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import in_flight
 from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import PRIVKEY
-from sslm_tasks.store.versions import read_link
 
 
 @dataclass(frozen=True)
@@ -118,9 +117,9 @@ def store(ctx: ServiceContext) -> Verdict:
 def first_roll_gate(ctx: ServiceContext) -> Verdict:
     """Without ``-roll``: only a first certificate becomes ``curr`` at once (nothing is served
     yet, so no cache can hold an old record); any other ``next`` waits for its roll."""
-    if read_link(ctx.layout, ctx.ref, "curr") is not None:
+    if ctx.link("curr") is not None:
         return Verdict(False)
-    if read_link(ctx.layout, ctx.ref, "next") is None:
+    if ctx.link("next") is None:
         return Verdict(False)
     return Verdict(True, "no current certificate")
 
@@ -129,7 +128,7 @@ def roll_gate(ctx: ServiceContext) -> Verdict:
     """May ``next`` become ``curr`` now? Its age, and for DANE what every NS serves."""
     options = ctx.ws.options
     result = rolling.check_roll(ctx, force=options.force or options.dev.ntoc)
-    if read_link(ctx.layout, ctx.ref, "next") is None:  # nothing (left) to roll
+    if ctx.link("next") is None:  # nothing (left) to roll
         failures.clear(ctx, "roll")
     return Verdict(result.rolled, result.reason)
 

@@ -21,7 +21,7 @@ from sslm_tasks.store import layout as files
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import LinkName
 from sslm_tasks.store.read import read_bytes
-from sslm_tasks.store.versions import is_complete, read_link
+from sslm_tasks.store.versions import is_complete
 
 #: A TLSA record as DNS tells records apart: owner and rdata (see ``TlsaRecord.key``).
 RecordKey = tuple[str, int, int, int, str]
@@ -29,7 +29,7 @@ RecordKey = tuple[str, int, int, int, str]
 
 def _cert(ctx: ServiceContext, which: LinkName) -> tuple[str, x509.Certificate] | None:
     layout, ref = ctx.layout, ctx.ref
-    stamp = read_link(layout, ref, which)
+    stamp = ctx.link(which)
     if stamp is None or not is_complete(layout, ref, stamp):
         return None
     return stamp, load_certs(read_bytes(layout.version_dir(ref, stamp) / files.CERT))[0]

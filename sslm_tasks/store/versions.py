@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -41,6 +42,23 @@ from sslm_tasks.store.read import ABSENT_ERRNOS
 
 #: Upstream's stamp shape, so existing trees keep working; sslm fills it in UTC.
 STAMP_FORMAT: Final = "%Y%m%d-%H:%M:%S"
+
+_moves = 0
+_moves_lock = threading.Lock()
+
+
+def link_moves() -> int:
+    """How many times this process began to move a link. A reader that remembers the links it
+    read (``ServiceContext.link``) trusts them while this number stays the same: every move goes
+    through this module, and the service's lock keeps other processes' moves out of a step."""
+    return _moves
+
+
+def _moving() -> None:
+    """Counted before the move, so a link read before it is never trusted after it."""
+    global _moves
+    with _moves_lock:
+        _moves += 1
 
 
 def new_version(layout: Layout, ref: ServiceRef, *, now: datetime) -> str:
@@ -124,11 +142,13 @@ def point(layout: Layout, ref: ServiceRef, which: LinkName, stamp: str) -> None:
         raise StoreError(f"{ref}: cannot point {which} at missing version {stamp}")
     sync_directory(version)
     sync_directory(layout.db_dir(ref))
+    _moving()
     symlink_atomic(layout.link(ref, which), layout.link_target(stamp))
 
 
 def unlink(layout: Layout, ref: ServiceRef, which: LinkName) -> None:
     """Remove the link if present (the version directory stays). Idempotent."""
+    _moving()
     remove_file(layout.link(ref, which))
 
 
@@ -170,6 +190,7 @@ def roll_links(layout: Layout, ref: ServiceRef) -> None:
     if nxt is None:
         return
     curr = read_link(layout, ref, "curr")
+    _moving()
     if curr != nxt:
         if not is_complete(layout, ref, nxt):
             raise StoreError(f"{ref}: next version {nxt} is incomplete, refusing to roll")

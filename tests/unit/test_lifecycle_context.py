@@ -18,7 +18,8 @@ from sslm_tasks.lifecycle.pipeline import Kind, Segment, Step, Walk
 from sslm_tasks.lifecycle.record import Phase
 from sslm_tasks.lifecycle.steps import Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
-from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.store import versions
+from sslm_tasks.store.layout import COMPLETE_FILES, ServiceRef
 
 WEB = ServiceRef("example.com", "web-ec")
 
@@ -94,21 +95,40 @@ def test_a_segment_writes_its_held_save_at_its_end_even_when_a_step_fails(
     assert on_disk(ctx) == "rolled"
 
 
-def test_a_reading_context_reads_each_link_once_a_working_one_every_time(
+def test_a_reading_context_reads_each_link_once_a_working_one_again_after_a_move(
     ctx: ServiceContext,
 ) -> None:
     # Given curr pointing at one version
     db = ctx.layout.db_dir(ctx.ref)
-    for stamp in ("20260101-00:00:00", "20260201-00:00:00"):
+    for stamp in ("20260101-00:00:00", "20260201-00:00:00", "20260301-00:00:00"):
         (db / stamp).mkdir(parents=True)
     link = ctx.layout.link(ctx.ref, "curr")
     link.symlink_to("db/20260101-00:00:00")
     reading = ServiceContext(ctx.ws, ctx.ref, repair=False)
     assert reading.link("curr") == ctx.link("curr") == "20260101-00:00:00"
     assert reading.link("next") is None
-    # When the link moves, Then a look under way keeps one answer; a working context sees it
+    # When the link is changed behind the store's back (no step may: the service's lock keeps
+    # other writers out), Then neither context reads it again: each link is read once
     link.unlink()
     link.symlink_to("db/20260201-00:00:00")
+    assert reading.link("curr") == ctx.link("curr") == "20260101-00:00:00"
+    # When a step moves a link through the store, Then a working context reads again, a look
+    # under way keeps one answer, and a new look sees the move
+    versions.point(ctx.layout, ctx.ref, "curr", "20260301-00:00:00")
+    assert ctx.link("curr") == "20260301-00:00:00"
     assert reading.link("curr") == "20260101-00:00:00"
-    assert ctx.link("curr") == "20260201-00:00:00"
-    assert ServiceContext(ctx.ws, ctx.ref, repair=False).link("curr") == "20260201-00:00:00"
+    assert ServiceContext(ctx.ws, ctx.ref, repair=False).link("curr") == "20260301-00:00:00"
+    # And a removal and a roll count as moves too
+    versions.unlink(ctx.layout, ctx.ref, "curr")
+    assert ctx.link("curr") is None
+    for name in COMPLETE_FILES:
+        (db / "20260201-00:00:00" / name).write_text("x")
+    versions.point(ctx.layout, ctx.ref, "next", "20260201-00:00:00")
+    assert ctx.link("next") == "20260201-00:00:00"
+    versions.roll_links(ctx.layout, ctx.ref)
+    assert (ctx.link("curr"), ctx.link("next")) == ("20260201-00:00:00", None)
+    # (an interrupted roll, finished: next is only removed)
+    versions.point(ctx.layout, ctx.ref, "next", "20260201-00:00:00")
+    assert ctx.link("next") == "20260201-00:00:00"
+    versions.roll_links(ctx.layout, ctx.ref)
+    assert ctx.link("next") is None

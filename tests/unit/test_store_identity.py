@@ -68,3 +68,37 @@ def test_a_file_changed_within_the_racy_window_gives_no_digest(
     monkeypatch.setattr(identity, "RACY_S", 2.0)
     (version / "cert.pem").write_text("certificate")
     assert _of(version) is None
+
+
+def test_an_absent_directory_is_one_look_and_the_digest_it_always_was(
+    version: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a place whose directory is absent (a service with no next), beside a present one
+    gone = version / "next"
+    places = [(os.fspath(version), NAMES), (os.fspath(gone), NAMES)]
+    # When its identity is taken
+    looked: list[str] = []
+    real_lstat = os.lstat
+
+    def counting_lstat(path: str) -> os.stat_result:
+        looked.append(path)
+        return real_lstat(path)
+
+    monkeypatch.setattr(identity.os, "lstat", counting_lstat)
+    digest = files_identity(places)
+    # Then the absent directory's names are not asked for one by one
+    assert looked.count(os.fspath(gone)) == 1
+    assert not [path for path in looked if path.startswith(os.fspath(gone) + os.sep)]
+    # And the digest is the one a look at every name gives, so the identities that services'
+    # records remember from before stay valid
+    seen: list[object] = []
+    for directory, names in places:
+        for path in (directory, *(os.path.join(directory, name) for name in names)):
+            try:
+                found = real_lstat(path)
+            except FileNotFoundError:
+                seen.append((path, None))
+                continue
+            times = (found.st_mtime_ns, found.st_ctime_ns)
+            seen.append((path, found.st_dev, found.st_ino, found.st_mode, found.st_size, *times))
+    assert digest == identity.hashlib.blake2b(repr(seen).encode(), digest_size=16).hexdigest()
