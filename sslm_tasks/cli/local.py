@@ -41,7 +41,6 @@ from sslm_tasks.lifecycle.steps import CLEANED, PRODUCTION_UPDATED, Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef
-from sslm_tasks.store.versions import read_link
 
 from .run import RunReport, RunRequest, ServiceOutcome
 
@@ -100,8 +99,8 @@ def walk_service(ctx: ServiceContext, request: RunRequest, *, wait_s: float) -> 
     return walk
 
 
-def _links(ws: Workspace, ref: ServiceRef) -> tuple[str | None, str | None]:
-    return read_link(ws.layout, ref, "curr"), read_link(ws.layout, ref, "next")
+def _links(ctx: ServiceContext) -> tuple[str | None, str | None]:
+    return ctx.link("curr"), ctx.link("next")
 
 
 def _service_turn(
@@ -113,8 +112,8 @@ def _service_turn(
     run_id: str,
     wait_s: float,
 ) -> None:
-    before = _links(ws, ref)
     ctx = ServiceContext(ws, ref, workflow=run_id)
+    before = _links(ctx)
     walk = walk_service(ctx, request, wait_s=wait_s)
     # What the walk left in the record is what the finish's retire looks for: the others'
     # records need not be read again.
@@ -124,7 +123,7 @@ def _service_turn(
             report.cleaned[str(ref)] = line.removeprefix(CLEANED).split(", ")
         else:
             outcome.note(line)
-    outcome.changed = _links(ws, ref) != before
+    outcome.changed = _links(ctx) != before
     outcome.synced = PRODUCTION_UPDATED in walk.said
 
 
