@@ -21,6 +21,7 @@ from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_
 from sslm_tasks.store.layout import ServiceRef
 
 from . import check
+from .collector import kept_for_the_run
 from .console import console_script
 from .run import (
     EXIT_FAILED,
@@ -226,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return health.main(args)
     try:
-        config, refs = load_config(args.grps_svcs)
+        with kept_for_the_run():
+            config, refs = load_config(args.grps_svcs)
     except (ConfigError, OSError) as err:
         # OSError: looking for the files failed (a topdir path too long, say): still bad input.
         problem = f"{err}" if isinstance(err, ConfigError) else f"reading the configuration: {err}"
