@@ -8,7 +8,8 @@ refuse the value. Every model forbids unknown keys so that a typo is an error na
 not a setting that quietly does nothing. Every value that is used later (a number of days, a
 name that becomes a path or a DNS owner) is bounded here, so that it cannot stop a run half-way,
 after other certificates were already renewed: no number is infinite or NaN, none is beyond
-the bounds below, and names follow :mod:`sslm_tasks.store.layout`'s rules.
+the bounds of :mod:`sslm_tasks.config.bounds`, and names follow
+:mod:`sslm_tasks.store.layout`'s rules.
 
 Paths in these models are kept as written; :mod:`sslm_tasks.config.load` resolves relative ones
 against the topdir.
@@ -34,6 +35,13 @@ from pydantic import (
     model_validator,
 )
 
+from sslm_tasks.config.bounds import (
+    MAX_CHECK_DELAY_S,
+    MAX_DAYS,
+    MAX_ROLL_MINS,
+    MAX_TTL,
+    MIN_SIGN_DAYS,
+)
 from sslm_tasks.config.probes import parse_verify
 from sslm_tasks.crypto.csr import san_problem, subject_value_problem
 from sslm_tasks.crypto.keys import KeySpec, ec_curve_names
@@ -55,19 +63,6 @@ DEFAULT_DOMAINS = frozenset({"default", "*"})
 ANY_DOMAIN = frozenset({"*", "all", "any"})
 #: ``[[groups]] services`` entries that mean every service file of the group.
 ALL_SERVICES = frozenset({"ALL", "*"})
-
-#: The longest span of days a setting may name: 100 years. A root CA lives 10 to 30 years;
-#: more is a typo, and far more (``1e300``) overflows the date arithmetic of a renewal.
-MAX_DAYS: Final = 36_500
-#: The shortest certificate lifetime: 0.001 days (86 s). Less rounds to no validity at all.
-MIN_SIGN_DAYS: Final = 0.001
-#: ``min_roll_mins`` and ``-roll-mins``: at most a year. The wait is for DNS caches to drop
-#: old TLSA records; a longer one would outlast the certificates it is meant to roll.
-MAX_ROLL_MINS: Final = 525_600
-#: ``dns_check_delay``: at most a day either way (ssl-mgr read ``<= 0`` as "no delay").
-MAX_CHECK_DELAY_S: Final = 86_400
-#: The largest TTL (RFC 2181 §8): BIND refuses a whole zone with a TTL of 2^32 or more.
-MAX_TTL: Final = 2**31 - 1
 
 
 class _Model(BaseModel):
