@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    RootModel,
+    GetCoreSchemaHandler,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -214,16 +215,28 @@ def _renew_point_key(key: str) -> str:
     return key
 
 
-class RenewInfo(RootModel[dict[Annotated[str, AfterValidator(_renew_point_key)], Days]]):
+#: ``[renew_info]`` as written: point name -> days.
+_RenewPoints = dict[Annotated[str, AfterValidator(_renew_point_key)], Days]
+
+
+@dataclass(frozen=True)
+class RenewInfo:
     """``[renew_info]``: ``target_<days>`` and ``rand_adj_<days>`` points, in days.
 
     ``renew_target_<days>``, which upstream's example suggested but never read, is accepted as
     a spelling of ``target_<days>``.
+
+    A dataclass that pydantic validates as the table it wraps, not a ``RootModel``: importing
+    ``RootModel`` builds its validator at once, which loads pydantic's plugin loader and with
+    it importlib.metadata (~25 ms), also for ``-s``, which validates nothing.
     """
 
-    model_config = ConfigDict(frozen=True, allow_inf_nan=False, defer_build=True)
+    root: dict[str, float] = field(default_factory=dict)
 
-    root: dict[Annotated[str, AfterValidator(_renew_point_key)], Days] = Field(default_factory=dict)
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[Any], handler: GetCoreSchemaHandler) -> Any:
+        # Any: the schema's type is pydantic-core's, which sslm does not import itself.
+        return AfterValidator(cls).__get_pydantic_core_schema__(_RenewPoints, handler)
 
     @property
     def targets(self) -> dict[float, float]:
@@ -530,8 +543,8 @@ class X509Opts(_Model):
     @classmethod
     def _subject_value(cls, value: str, info: ValidationInfo) -> str:
         # The check that builds the CSR's subject, so the CSR step cannot refuse it mid-run.
-        field = info.field_name or ""
-        _checked(subject_value_problem(cls.model_fields[field].alias or field, value))
+        name = info.field_name or ""
+        _checked(subject_value_problem(cls.model_fields[name].alias or name, value))
         return value
 
 
