@@ -167,7 +167,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == [REVOKE_COMMAND]:
-        # Imported here for the same reason as in _run: revoking loads the whole pipeline.
+        # Imported here, as in mgr_tree._run: revoking loads the whole pipeline.
         from . import mgr_run
 
         return mgr_run.revoke(args_in[1:])
