@@ -31,7 +31,6 @@ or ``--warn-days``) and the critical one, in the plugins' range syntax (``30:``:
 from __future__ import annotations
 
 import argparse
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,14 +42,12 @@ from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 
 from . import status
+from .check_options import CRITICAL, DEFAULT_CRIT_DAYS, DEFAULT_PENDING_HOURS, OK, UNKNOWN, WARNING
 from .status import Unreadable, read_statuses
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES: Final = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 #: Worst first: an unreadable service could hide a critical one, but not outweigh one found.
 _SEVERITY: Final = (CRITICAL, UNKNOWN, WARNING, OK)
-DEFAULT_CRIT_DAYS: Final = 7.0
-DEFAULT_PENDING_HOURS: Final = 24.0
 #: Services named in the summary line; the rest are counted (every one has its own line).
 _NAMED: Final = 3
 
@@ -203,54 +200,10 @@ def check(ws: Workspace, refs: Sequence[ServiceRef], limits: Thresholds) -> tupl
     return state, [head, *details]
 
 
-def unknown(reason: str) -> int:
-    """Print the UNKNOWN line for a check that could not even start; return its status."""
-    print(f"SSLM UNKNOWN - {reason}".replace("|", "/"))
-    return UNKNOWN
-
-
 def run(ws: Workspace, refs: Sequence[ServiceRef], limits: Thresholds) -> int:
     state, lines = check(ws, refs, limits)
     print("\n".join(lines))
     return state
-
-
-def _days_or_hours(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number >= 0")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--check`` and its thresholds to ``sslm-mgr``'s parser."""
-    group = parser.add_argument_group("monitoring check (with -s)")
-    group.add_argument(
-        "--check",
-        action="store_true",
-        help="With -s: one line for a Nagios/Icinga check; exit 0 OK, 1 WARNING, 2 CRITICAL, "
-        "3 UNKNOWN",
-    )
-    group.add_argument(
-        "--crit-days",
-        type=_days_or_hours,
-        metavar="DAYS",
-        help=f"CRITICAL when curr expires within DAYS (default {DEFAULT_CRIT_DAYS:g}, at most "
-        "half the renew target)",
-    )
-    group.add_argument(
-        "--warn-days",
-        type=_days_or_hours,
-        metavar="DAYS",
-        help="WARNING when curr expires within DAYS (default: past the renew point)",
-    )
-    group.add_argument(
-        "--pending-hours",
-        type=_days_or_hours,
-        default=DEFAULT_PENDING_HOURS,
-        metavar="HOURS",
-        help="WARNING when a service stays pending longer (default %(default)g)",
-    )
 
 
 def thresholds(args: argparse.Namespace) -> Thresholds:

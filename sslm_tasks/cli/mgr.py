@@ -1,8 +1,9 @@
 """``sslm-mgr``: ssl-mgr's command line, unchanged, with honest exit codes; and sslm's
 ``sslm-mgr revoke group:svc`` (:mod:`sslm_tasks.cli.revoke`).
 
-This module parses the command line and shows ``-s``; a run that acts is
-:mod:`sslm_tasks.cli.mgr_run`'s, imported only then (it loads the whole pipeline).
+This module only parses the command line: ``-h`` and a command line argparse refuses load
+nothing else. What follows is :mod:`sslm_tasks.cli.mgr_tree`'s (the configuration, ``-s``),
+and a run that acts :mod:`sslm_tasks.cli.mgr_run`'s, each imported only then.
 
 Exit status: 0 when every selected service succeeded, 1 when any failed, 2 for bad input
 (command line or configuration: nothing was written), 3 when another run holds the lock.
@@ -14,23 +15,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sslm_tasks.config.load import Config, load_config
-from sslm_tasks.config.models import MAX_ROLL_MINS
-from sslm_tasks.errors import ConfigError
-from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_now
-from sslm_tasks.store.layout import ServiceRef
+from sslm_tasks.config.bounds import MAX_ROLL_MINS
 
-from . import check
-from .collector import kept_for_the_run
+from . import check_options
 from .console import console_script
-from .run import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    REVOKE_COMMAND,
-    RunRequest,
-    add_follow_arguments,
-)
+from .run import EXIT_USAGE, REVOKE_COMMAND, add_follow_arguments
 from .version import add_version_flag
 
 
@@ -158,7 +147,7 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
     )
     add_follow_arguments(parser, what="the workflows", no_wait="print the task ids and return")
     _health_arguments(parser)
-    check.add_arguments(parser)
+    check_options.add_arguments(parser)
     if dev:
         group = parser.add_argument_group("dev")
         _flag(group, "-keys", "-new-keys", "Make next new keys")
@@ -174,41 +163,11 @@ def build_parser(*, dev: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _dev_steps(args: argparse.Namespace) -> DevSteps:
-    return DevSteps(
-        keys=getattr(args, "new_keys", False),
-        csr=getattr(args, "new_csr", False),
-        cert=getattr(args, "new_cert", False),
-        copy=getattr(args, "copy_csr", False),
-        ntoc=getattr(args, "next_to_curr", False),
-        certs_prod=getattr(args, "certs_to_prod", False),
-        force_restarts=getattr(args, "force_server_restarts", False),
-    )
-
-
-def _clean_refs(
-    config: Config, refs: Sequence[ServiceRef], *, clean_all: bool
-) -> list[ServiceRef] | None:
-    """With ``--clean-all``: every service directory under ``certs/`` whose group is configured."""
-    if not clean_all:
-        return None
-    found: list[ServiceRef] = []
-    certs = config.layout().certs_dir
-    for group_dir in sorted(certs.iterdir()) if certs.is_dir() else []:
-        if group_dir.is_dir() and (config.conf_dir / group_dir.name).is_dir():
-            found.extend(
-                ServiceRef(group_dir.name, svc.name)
-                for svc in sorted(group_dir.iterdir())
-                if (svc / "db").is_dir()
-            )
-    return found or list(refs)
-
-
 @console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == [REVOKE_COMMAND]:
-        # Imported here for the same reason as in _run: revoking loads the whole pipeline.
+        # Imported here, as in mgr_tree._run: revoking loads the whole pipeline.
         from . import mgr_run
 
         return mgr_run.revoke(args_in[1:])
@@ -218,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         # A monitoring plugin says UNKNOWN for a command line it cannot read (2 is CRITICAL).
         if stop.code == EXIT_USAGE and "--check" in args_in:
-            return check.unknown("bad command line (see stderr)")
+            return check_options.unknown("bad command line (see stderr)")
         raise
     if args.health:
         # Imported here, not at the top: the checks read the settings (pydantic-settings, ~40 ms)
@@ -226,50 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import health
 
         return health.main(args)
-    try:
-        with kept_for_the_run():
-            config, refs = load_config(args.grps_svcs)
-    except (ConfigError, OSError) as err:
-        # OSError: looking for the files failed (a topdir path too long, say): still bad input.
-        problem = f"{err}" if isinstance(err, ConfigError) else f"reading the configuration: {err}"
-        if args.check:
-            return check.unknown(problem)
-        print(f"Error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    for line in config.strays:
-        print(f"Warning: {line}", file=sys.stderr)
-    for ref, broken in config.broken.items():
-        print(f"Error: {ref} fails alone: {broken}", file=sys.stderr)
-    code = _run(config, refs, args)
-    # A service a wildcard found but whose file does not load failed; the others ran.
-    return EXIT_FAILED if config.broken and code == EXIT_OK else code
+    # Imported here, not at the top: the configuration layer (pydantic, the models,
+    # cryptography) and the tree's readers, which -h and a refused command line never use.
+    from . import mgr_tree
 
-
-def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -> int:
-    options = RunOptions(
-        force=args.force,
-        reuse=args.reuse,
-        test=args.test,
-        min_roll_mins=args.min_roll_mins,
-        clean_keep=args.clean_keep,
-        dry_run=args.dry_run,
-        dev=_dev_steps(args),
-    )
-    ws = Workspace(config=config, options=options, clock=utc_now)
-    request = RunRequest(
-        dns_refresh=args.dns_refresh,
-        renew=args.renew,
-        roll=args.roll,
-        dry_run=args.dry_run,
-        clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
-    )
-    if args.status and not request.acts(options.dev):
-        return check.show(ws, refs, args)
-    # Imported here, not at the top: a run that acts needs the whole pipeline (the acme
-    # library, dnspython's resolver, the log file's redis-importing lock), which -s must not load.
-    from . import mgr_run
-
-    return mgr_run.act(ws, refs, request, args)
+    return mgr_tree.main(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The runs of ``sslm-mgr`` that act on the tree: sent to the workers, or walked here
 (:mod:`.mgr_local`, imported only then); and ``sslm-mgr revoke``.
 
-Apart from :mod:`sslm_tasks.cli.mgr`, which imports this module only for such a run, so that
-``-s`` and ``-h`` load none of it. A run sent to the workers loads Celery and the broker's client
-but not the pipeline; one walked here loads the pipeline but not Celery.
+Apart from :mod:`sslm_tasks.cli.mgr_tree` (and :mod:`sslm_tasks.cli.mgr`, for ``revoke``),
+which import this module only for such a run, so that ``-s`` and ``-h`` load none of it. A
+run sent to the workers loads Celery and the broker's client but not the pipeline; one walked
+here loads the pipeline but not Celery.
 """
 
 from __future__ import annotations

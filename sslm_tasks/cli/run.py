@@ -12,10 +12,15 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sslm_tasks.config.load import Config
-from sslm_tasks.lifecycle.workspace import DevSteps
 from sslm_tasks.store.layout import ServiceRef
+
+if TYPE_CHECKING:
+    # Only named in annotations: sslm-mgr's parser takes its options from here, and -h must
+    # not load the configuration layer (pydantic, the models) for them.
+    from sslm_tasks.config.load import Config
+    from sslm_tasks.lifecycle.workspace import DevSteps
 
 #: ``sslm-mgr``'s exit statuses (see :mod:`sslm_tasks.cli.mgr`).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3

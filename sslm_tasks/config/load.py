@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,12 +31,14 @@ from sslm_tasks.config.models import (
     MainConfig,
     ServiceConfig,
 )
-from sslm_tasks.config.tsig import TsigKey, read_tsig_key
 from sslm_tasks.crypto.csr import san_problem
 from sslm_tasks.errors import ConfigError
 from sslm_tasks.store.confined import overlaps
 from sslm_tasks.store.layout import CERTS_DIR, Layout, ServiceRef, group_problem, name_problem
 from sslm_tasks.store.read import read_bytes
+
+if TYPE_CHECKING:
+    from sslm_tasks.config.tsig import TsigKey
 
 #: Keys that mark a file as a service for ``ALL``/``*`` expansion (upstream's test).
 _SERVICE_MARKERS = ("name=", "group=", "service=", "[keyopts]", "[x509]")
@@ -355,6 +357,10 @@ def _check_dns_update(path: Path, main: MainConfig, *, topdir: Path, read_secret
 
 
 def _read_key(path: Path, key: str, key_file: str, *, topdir: Path) -> TsigKey:
+    # Imported here, not at the top: dnspython (~25 ms) is for a TSIG key only, which a load
+    # that reads no [[dns_update]] entry, or a remembered one, never reads.
+    from sslm_tasks.config.tsig import read_tsig_key
+
     resolved = Path(key_file) if Path(key_file).is_absolute() else topdir / key_file
     try:
         return read_tsig_key(resolved)

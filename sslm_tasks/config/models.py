@@ -8,7 +8,8 @@ refuse the value. Every model forbids unknown keys so that a typo is an error na
 not a setting that quietly does nothing. Every value that is used later (a number of days, a
 name that becomes a path or a DNS owner) is bounded here, so that it cannot stop a run half-way,
 after other certificates were already renewed: no number is infinite or NaN, none is beyond
-the bounds below, and names follow :mod:`sslm_tasks.store.layout`'s rules.
+the bounds of :mod:`sslm_tasks.config.bounds`, and names follow
+:mod:`sslm_tasks.store.layout`'s rules.
 
 Paths in these models are kept as written; :mod:`sslm_tasks.config.load` resolves relative ones
 against the topdir.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -28,12 +30,19 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    RootModel,
+    GetCoreSchemaHandler,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from sslm_tasks.config.bounds import (
+    MAX_CHECK_DELAY_S,
+    MAX_DAYS,
+    MAX_ROLL_MINS,
+    MAX_TTL,
+    MIN_SIGN_DAYS,
+)
 from sslm_tasks.config.probes import parse_verify
 from sslm_tasks.crypto.csr import san_problem, subject_value_problem
 from sslm_tasks.crypto.keys import KeySpec, ec_curve_names
@@ -55,19 +64,6 @@ DEFAULT_DOMAINS = frozenset({"default", "*"})
 ANY_DOMAIN = frozenset({"*", "all", "any"})
 #: ``[[groups]] services`` entries that mean every service file of the group.
 ALL_SERVICES = frozenset({"ALL", "*"})
-
-#: The longest span of days a setting may name: 100 years. A root CA lives 10 to 30 years;
-#: more is a typo, and far more (``1e300``) overflows the date arithmetic of a renewal.
-MAX_DAYS: Final = 36_500
-#: The shortest certificate lifetime: 0.001 days (86 s). Less rounds to no validity at all.
-MIN_SIGN_DAYS: Final = 0.001
-#: ``min_roll_mins`` and ``-roll-mins``: at most a year. The wait is for DNS caches to drop
-#: old TLSA records; a longer one would outlast the certificates it is meant to roll.
-MAX_ROLL_MINS: Final = 525_600
-#: ``dns_check_delay``: at most a day either way (ssl-mgr read ``<= 0`` as "no delay").
-MAX_CHECK_DELAY_S: Final = 86_400
-#: The largest TTL (RFC 2181 §8): BIND refuses a whole zone with a TTL of 2^32 or more.
-MAX_TTL: Final = 2**31 - 1
 
 
 class _Model(BaseModel):
@@ -219,16 +215,28 @@ def _renew_point_key(key: str) -> str:
     return key
 
 
-class RenewInfo(RootModel[dict[Annotated[str, AfterValidator(_renew_point_key)], Days]]):
+#: ``[renew_info]`` as written: point name -> days.
+_RenewPoints = dict[Annotated[str, AfterValidator(_renew_point_key)], Days]
+
+
+@dataclass(frozen=True)
+class RenewInfo:
     """``[renew_info]``: ``target_<days>`` and ``rand_adj_<days>`` points, in days.
 
     ``renew_target_<days>``, which upstream's example suggested but never read, is accepted as
     a spelling of ``target_<days>``.
+
+    A dataclass that pydantic validates as the table it wraps, not a ``RootModel``: importing
+    ``RootModel`` builds its validator at once, which loads pydantic's plugin loader and with
+    it importlib.metadata (~25 ms), also for ``-s``, which validates nothing.
     """
 
-    model_config = ConfigDict(frozen=True, allow_inf_nan=False, defer_build=True)
+    root: dict[str, float] = field(default_factory=dict)
 
-    root: dict[Annotated[str, AfterValidator(_renew_point_key)], Days] = Field(default_factory=dict)
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[Any], handler: GetCoreSchemaHandler) -> Any:
+        # Any: the schema's type is pydantic-core's, which sslm does not import itself.
+        return AfterValidator(cls).__get_pydantic_core_schema__(_RenewPoints, handler)
 
     @property
     def targets(self) -> dict[float, float]:
@@ -535,8 +543,8 @@ class X509Opts(_Model):
     @classmethod
     def _subject_value(cls, value: str, info: ValidationInfo) -> str:
         # The check that builds the CSR's subject, so the CSR step cannot refuse it mid-run.
-        field = info.field_name or ""
-        _checked(subject_value_problem(cls.model_fields[field].alias or field, value))
+        name = info.field_name or ""
+        _checked(subject_value_problem(cls.model_fields[name].alias or name, value))
         return value
 
 
