@@ -48,6 +48,7 @@ from sslm_tasks.lifecycle import (
     revoke,
     steps,
 )
+from sslm_tasks.lifecycle.cert_book import CertBook
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import due_time
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
@@ -570,6 +571,7 @@ def renew_scan() -> list[str]:
     renew workflow only for a service that needs one (due, or a build to resume)."""
     config, refs = _loaded([])
     ws = Workspace(config=config, locker=_locker(config))
+    ws.cert_book = CertBook.open(ws.layout.certs_dir)
     for line in config.strays:
         log.warning("%s", line)
     for broken, problem in config.broken.items():
@@ -589,6 +591,7 @@ def renew_scan() -> list[str]:
             started[ref] = send_service(
                 config, ref, RunOptions(), renew=True, roll=False, after=after
             )
+    ws.cert_book.save(now=utc_now())
     return [str(ref) for ref in started]
 
 

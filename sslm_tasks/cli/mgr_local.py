@@ -19,6 +19,7 @@ from sslm_tasks.dns.refresh import zone_apexes
 from sslm_tasks.errors import ConfigError, LockBusy, SslmError, StoreError
 from sslm_tasks.lifecycle import build
 from sslm_tasks.lifecycle import roll as rolling
+from sslm_tasks.lifecycle.cert_book import CertBook
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.locks.file import FileLocker
@@ -159,7 +160,10 @@ def locked_run(
             # Kept only now, the log open and the lock held: a run that stops before it
             # writes leaves nothing behind, not even this.
             remember_config(ws.config, refs)
+            ws.cert_book = CertBook.open(ws.layout.certs_dir)
         result = in_process(ws, refs, request)
+        if ws.cert_book is not None:
+            ws.cert_book.save(now=ws.clock())
         if result is None:
             return EXIT_FAILED
         if args.status:

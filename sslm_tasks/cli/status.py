@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sslm_tasks.errors import SslmError
+from sslm_tasks.lifecycle.cert_book import CertBook
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.deployment import ServerOutcome, read_ledger
 from sslm_tasks.lifecycle.status import ReadingWorkspace, ServiceStatus, service_status
@@ -43,7 +44,9 @@ def read_statuses(
     """Each service's status in turn, read when asked for (nothing is held for the others);
     first the ledger's problem, if it cannot be read (every service is then judged without
     it). The statuses judge by the renew target (:class:`MiddleOfSpread`)."""
-    reading = ReadingWorkspace(config=ws.config, options=ws.options, clock=ws.clock)
+    # A run that just worked hands its book on; a plain -s reads it when it shows details.
+    book = ws.cert_book or (CertBook.open(ws.layout.certs_dir) if details else None)
+    reading = ReadingWorkspace(config=ws.config, options=ws.options, clock=ws.clock, cert_book=book)
     ledger: dict[str, ServerOutcome] = {}
     try:
         ledger = read_ledger(reading)

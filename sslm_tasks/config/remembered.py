@@ -23,7 +23,6 @@ import io
 import logging
 import os
 import pickle
-import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import is_temp_name, write_atomic
 from sslm_tasks.store.identity import files_identity
 from sslm_tasks.store.layout import KEY_MODE
+from sslm_tasks.store.read import read_own_file
 
 log = logging.getLogger("sslm")
 
@@ -67,7 +67,9 @@ def _code_places() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(found)
 
 
-def _code_identity() -> str | None:
+def code_identity() -> str | None:
+    """The code that validates and summarises: every source file of sslm (by identity), the
+    interpreter's, pydantic's and cryptography's versions; None while a file is too recent."""
     code = files_identity(_code_places(), follow_links=True)
     if code is None:
         return None
@@ -79,26 +81,9 @@ def recall(certs_dir: Path, conf_dir: Path) -> object | None:
     """What :func:`keep` kept for ``conf_dir`` in ``certs_dir``, when none of its inputs and
     none of the code changed since; None otherwise (no file, another user's, unreadable,
     torn, from other code, an input changed or changed too recently to tell)."""
-    path = certs_dir / FILE_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    data = read_own_file(certs_dir / FILE_NAME)
+    if data is None:
         return None
-    try:
-        info = os.fstat(fd)
-        if (
-            not stat.S_ISREG(info.st_mode)
-            or info.st_uid != os.geteuid()
-            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        ):
-            log.debug("%s: not this user's own file, not used", path)
-            return None
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     digest, body = data[:_DIGEST_SIZE], data[_DIGEST_SIZE:]
     if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
         return None
@@ -109,7 +94,7 @@ def recall(certs_dir: Path, conf_dir: Path) -> object | None:
         form, conf, code, inputs, identity = unpickler.load()
     except Exception:  # any failure to unpickle is a miss, never an error
         return None
-    if form != _FORMAT or conf != str(conf_dir) or code != _code_identity():
+    if form != _FORMAT or conf != str(conf_dir) or code != code_identity():
         return None
     if identity is None or files_identity(inputs, follow_links=True) != identity:
         return None
@@ -132,7 +117,7 @@ def keep(
         owner = certs_dir.stat().st_uid
     except OSError:
         return
-    code = _code_identity()
+    code = code_identity()
     identity = files_identity(inputs, follow_links=True, read_since_ns=read_since_ns)
     if owner != os.geteuid() or code is None or identity is None:
         return

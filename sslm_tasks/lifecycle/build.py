@@ -191,6 +191,7 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
         return RenewCheck(True, f"resuming build {stamp}", stamp=stamp)
     load = once_each(load_version_cert)
     decision = renew_decision(ctx, load=load)
+    _for_the_status(ctx, load(ctx, "curr"))
     if force:
         return RenewCheck(True, "forced", decision)
     due, reason = acme_timing.due(ctx, decision, record=record)
@@ -208,6 +209,13 @@ def check_renew(ctx: ServiceContext, *, record: bool = True) -> RenewCheck:
     if waiting is not None:
         return RenewCheck(False, waiting, decision)
     return RenewCheck(True, urgent or reason, decision)
+
+
+def _for_the_status(ctx: ServiceContext, cert: x509.Certificate | None) -> None:
+    """Keep ``cert``'s details for ``-s`` (:mod:`.cert_book`), when the run keeps a book: a
+    certificate this step parsed anyway, a new ``next`` or a ``curr`` checked for renewal."""
+    if ctx.ws.cert_book is not None and cert is not None:
+        ctx.ws.cert_book.details(cert)
 
 
 def signing_ca_curr(ctx: ServiceContext) -> tuple[ServiceRef, str] | None:
@@ -489,6 +497,7 @@ def store(ctx: ServiceContext) -> str:
         },
     )
     point(ctx.layout, ctx.ref, "next", stamp)
+    _for_the_status(ctx, cert)
     record = ctx.record
     record.phase = Phase.ISSUED
     record.stamp = stamp

@@ -19,8 +19,9 @@ from typing import Final
 from cryptography import x509
 
 from sslm_tasks.config.load import acme_ca_of
-from sslm_tasks.crypto.inspect import cert_info, load_certs
+from sslm_tasks.crypto.inspect import load_certs
 from sslm_tasks.errors import StoreError
+from sslm_tasks.lifecycle.cert_book import CertDetails, details_of
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import (
     CertLoader,
@@ -47,17 +48,6 @@ class ReadingWorkspace(Workspace):
     """The workspace of a status: it draws with :class:`MiddleOfSpread`."""
 
     rng: random.Random = field(default_factory=MiddleOfSpread)
-
-
-@dataclass(frozen=True)
-class CertDetails:
-    """What people read about a certificate (``-s``); parsing it costs more than the dates."""
-
-    issuer: str
-    subject: str
-    pubkey: str
-    sans: list[str]
-    sig_algo: str
 
 
 @dataclass(frozen=True)
@@ -175,8 +165,8 @@ def _version(
         return None
     described = None
     if details:
-        info = cert_info(cert)
-        described = CertDetails(info.issuer, info.subject, info.pubkey, info.sans, info.sig_algo)
+        book = ctx.ws.cert_book
+        described = details_of(cert) if book is None else book.details(cert)
     return VersionStatus(stamp, cert.not_valid_before_utc, cert.not_valid_after_utc, described)
 
 

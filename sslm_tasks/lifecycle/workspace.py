@@ -19,6 +19,7 @@ from sslm_tasks.config.load import Config, load_service
 from sslm_tasks.config.models import ServiceConfig
 from sslm_tasks.crypto.keys import PrivateKey
 from sslm_tasks.dns.refresh import ZoneRefresher
+from sslm_tasks.lifecycle.cert_book import CertBook
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.file import FileLocker
 from sslm_tasks.renewal import DEFAULT_TABLE, RenewTable
@@ -152,6 +153,9 @@ class Workspace:
     ca_certs: dict[tuple[ServiceRef, str], x509.Certificate | None] = field(
         default_factory=dict, repr=False
     )
+    #: The certificates' details for ``-s`` (:mod:`.cert_book`): read by a status, filled by a
+    #: run that works on the whole tree and saves it; None where nobody reads or saves it.
+    cert_book: CertBook | None = field(default=None, repr=False)
 
     def lock(self, name: str) -> AbstractContextManager[object]:
         """Hold the named lock (e.g. one apex's TLSA file) while writing, when others may write."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Final
 
 _CHUNK: Final = 1 << 16
@@ -31,5 +32,34 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         while chunk := os.read(fd, _CHUNK):
             parts.append(chunk)
         return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def read_own_file(path: str | os.PathLike[str]) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file (not a link) that belongs to the user
+    running sslm and that no one else may write; None otherwise, or when it cannot be read.
+
+    For what sslm keeps for itself between runs (a cache it may always do without): only what
+    its own user wrote is trusted, never a file another user could have put or changed there.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            return None
+        parts = []
+        while chunk := os.read(fd, _CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    except OSError:
+        return None
     finally:
         os.close(fd)

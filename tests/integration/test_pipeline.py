@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.hashes import SHA256
 from services import (
     FAST_REDELIVERY,
     REPO,
@@ -32,6 +34,7 @@ from services import (
 from support import chain_verifies, run_tool
 
 from sslm_tasks.config.remembered import FILE_NAME as REMEMBERED
+from sslm_tasks.lifecycle.cert_book import FILE_NAME as CERT_BOOK
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -345,6 +348,11 @@ def test_beat_scans_every_service_and_follows_conf_d(
     # and the scans keep the whole tree's load for the next ones (conf.d is long past the racy
     # window by now), which the edit below must not hide
     assert (topdir / "certs" / REMEMBERED).is_file()
+    # and the renew scan keeps the details -s shows of every certificate it checked
+    book = json.loads((topdir / "certs" / CERT_BOOK).read_text())["entries"]
+    for leaf in LEAVES:
+        pem = (topdir / "certs" / leaf / "curr/cert.pem").read_bytes()
+        assert x509.load_pem_x509_certificate(pem).fingerprint(SHA256()).hex() in book, leaf
     # When a service is added to conf.d, the next scan issues it without a restart
     (topdir / "conf.d/example.com/web2").write_text(
         (topdir / "conf.d/example.com/web-ec")

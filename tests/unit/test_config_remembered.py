@@ -178,7 +178,7 @@ def test_a_torn_file_or_other_code_is_a_miss(conf: Path, monkeypatch: pytest.Mon
     assert recalled(conf) is None
     path.write_bytes(whole)
     assert recalled(conf) is not None
-    monkeypatch.setattr(remembered, "_code_identity", lambda: "another release")
+    monkeypatch.setattr(remembered, "code_identity", lambda: "another release")
     assert recalled(conf) is None
 
 
