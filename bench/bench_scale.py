@@ -5,7 +5,9 @@ The tree (issue 15, P5) holds the example's two local CAs and groups of 100 serv
 (10 groups at 1,000, 100 at 10,000; ``--per-group N`` changes that, ``--per-group 0`` puts every
 service in one group). It is built quickly: the CAs and one service are issued for real, and
 that service's configuration, store and production copy are copied to every other one (same
-dates, so nothing is due).
+dates, so nothing is due), each with a certificate of its own (the same one signed again by
+the same CA with another serial), so that nothing keyed by a certificate's content is
+measured on copies.
 Measured (each a separate process, wall time and peak RSS):
 - ``sslm-mgr -renew`` in-process, nothing due: the first run after the tree was built, and the
   one after it (the steady state: production copies found whole before are not read again);
@@ -35,6 +37,9 @@ from pathlib import Path
 
 from bench_metrics import exporter, scrape
 from bench_private_ca import SERVICE
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
@@ -98,6 +103,44 @@ def build(top: Path, count: int, per_group: int) -> None:
                 target = top / tree / group / f"svc{i:03d}"
                 if target != template:
                     shutil.copytree(template, target, symlinks=True)
+    own_certificates(top, groups, per_group)
+
+
+def own_certificates(top: Path, groups: list[str], per_group: int) -> None:
+    """Give every copy a certificate of its own: the template's, signed again by the same CA
+    with another serial, put in place of the template's wherever it appears (the store version
+    and the production copy). A tree of identical certificates would flatter anything keyed by
+    a certificate's content (``-s``'s book of details parses one certificate for all)."""
+    template_dir = top / "certs" / groups[0] / "svc000" / "curr"
+    template_pem = (template_dir / "cert.pem").read_bytes()
+    template = x509.load_pem_x509_certificate(template_pem)
+    ca_dir = top / "certs" / "ca" / "my-int" / "curr"
+    ca_key = serialization.load_pem_private_key((ca_dir / "privkey.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    stamp = os.readlink(top / "certs" / groups[0] / "svc000" / "curr").removeprefix("db/")
+    for group in groups:
+        for i in range(per_group):
+            if (group, i) == (groups[0], 0):
+                continue
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(template.subject)
+                .issuer_name(template.issuer)
+                .public_key(template.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(template.not_valid_before_utc)
+                .not_valid_after(template.not_valid_after_utc)
+            )
+            for extension in template.extensions:
+                builder = builder.add_extension(extension.value, extension.critical)
+            own = builder.sign(ca_key, hashes.SHA384()).public_bytes(serialization.Encoding.PEM)
+            for version in (
+                top / "certs" / group / f"svc{i:03d}" / "db" / stamp,
+                top / "prod-certs" / group / f"svc{i:03d}" / "curr",
+            ):
+                for name in ("cert.pem", "fullchain.pem", "bundle.pem"):
+                    path = version / name
+                    path.write_bytes(path.read_bytes().replace(template_pem, own))
 
 
 def measure(top: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, float]:
