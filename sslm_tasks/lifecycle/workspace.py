@@ -153,8 +153,8 @@ class Workspace:
     ca_certs: dict[tuple[ServiceRef, str], x509.Certificate | None] = field(
         default_factory=dict, repr=False
     )
-    #: The certificates' details for ``-s`` (:mod:`.cert_book`): read by a status, filled by a
-    #: run that works on the whole tree and saves it; None where nobody reads or saves it.
+    #: The certificates' details for ``-s`` (:mod:`.cert_book`): read by a status, filled and
+    #: saved by a run that works on the tree (in-process, beat's renew scan); None elsewhere.
     cert_book: CertBook | None = field(default=None, repr=False)
 
     def lock(self, name: str) -> AbstractContextManager[object]:

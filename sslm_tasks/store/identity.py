@@ -46,12 +46,13 @@ def files_identity(
     look = os.stat if follow_links else os.lstat
     seen: list[object] = []
     for directory, names in places:
-        for path in _paths(directory, names):
+        paths = [directory, *(os.path.join(directory, name) for name in names)]
+        for path in paths:
             try:
                 found = look(path)
             except FileNotFoundError:
                 if path is directory:  # so are its names: no need to ask for each
-                    seen += [(absent, None) for absent in _paths(directory, names)]
+                    seen += [(absent, None) for absent in paths]
                     break
                 seen.append((path, None))
                 continue
@@ -71,7 +72,3 @@ def files_identity(
                 )
             )
     return hashlib.blake2b(repr(seen).encode(), digest_size=16).hexdigest()
-
-
-def _paths(directory: str, names: Sequence[str]) -> list[str]:
-    return [directory, *(os.path.join(directory, name) for name in names)]
