@@ -4,7 +4,8 @@
 from a parsed certificate costs ~90 µs (cryptography builds the names and the extensions as
 Python objects on first use), about 1 s of ``-s`` at 10,000 services. A run that works on the
 tree (a renew, beat's renew scan) keeps them in ``certs/.cert-book.json`` for the certificates
-it looked at, and ``-s`` takes them from there.
+it looked at, and ``-s`` takes them from there, with the certificate's dates: a ``cert.pem``
+the book knows is not parsed at all (its fingerprint is taken from the file's text).
 
 An entry is keyed by the SHA-256 fingerprint of the certificate, and what it holds is a function
 of those bytes alone: a hit is exactly what parsing would give, whenever the entry was made, with
@@ -30,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from sslm_tasks.config.remembered import code_identity
-from sslm_tasks.crypto.inspect import cert_info
+from sslm_tasks.crypto.inspect import cert_info, plain_cert_fingerprint
 from sslm_tasks.errors import StoreError
 from sslm_tasks.store.atomic import write_atomic
 from sslm_tasks.store.layout import KEY_MODE
@@ -51,6 +52,17 @@ class CertDetails:
     pubkey: str
     sans: list[str]
     sig_algo: str
+
+
+@dataclass(frozen=True)
+class BookedCert:
+    """A certificate the book knows by its file's bytes: what ``-s`` reads of it (its dates
+    and details), without parsing it. It has the dates by the names a parsed certificate
+    has them, so whatever judges dates takes either (``lifecycle.current.Dated``)."""
+
+    not_valid_before_utc: datetime
+    not_valid_after_utc: datetime
+    details: CertDetails
 
 
 def details_of(cert: x509.Certificate) -> CertDetails:
@@ -84,23 +96,25 @@ class CertBook:
             book._entries = kept["entries"]
         return book
 
+    def look_up(self, pem: bytes) -> BookedCert | None:
+        """The certificate of a ``cert.pem`` holding ``pem``, when the book has it: found by
+        the fingerprint of the bytes (:func:`plain_cert_fingerprint`), so a hit is what parsing
+        those bytes gave when the entry was made. None: parse it."""
+        key = plain_cert_fingerprint(pem)
+        return None if key is None else _booked(self._entries.get(key))
+
     def details(self, cert: x509.Certificate) -> CertDetails:
         """``cert``'s details: from the book, else from the certificate (and then kept)."""
         key = cert.fingerprint(SHA256()).hex()
-        entry = self._entries.get(key)
-        if entry is not None:
-            try:
-                return CertDetails(
-                    str(entry["issuer"]),
-                    str(entry["subject"]),
-                    str(entry["pubkey"]),
-                    [str(name) for name in entry["sans"]],
-                    str(entry["sig_algo"]),
-                )
-            except (KeyError, TypeError):
-                pass  # not what this release writes: made again below
+        booked = _booked(self._entries.get(key))
+        if booked is not None:
+            return booked.details
         found = details_of(cert)
-        self._entries[key] = {**asdict(found), "expires": cert.not_valid_after_utc.isoformat()}
+        self._entries[key] = {
+            **asdict(found),
+            "issued": cert.not_valid_before_utc.isoformat(),
+            "expires": cert.not_valid_after_utc.isoformat(),
+        }
         self._added = True
         return found
 
@@ -124,6 +138,28 @@ class CertBook:
             log.debug("the certificates' details are not kept: %s", err)
             return
         self._entries, self._added = live, False
+
+
+def _booked(entry: dict[str, Any] | None) -> BookedCert | None:
+    """An entry as a certificate; None for none, or one not of this release's shape (a
+    hand-edited file): made again from the certificate."""
+    if entry is None:
+        return None
+    try:
+        details = CertDetails(
+            str(entry["issuer"]),
+            str(entry["subject"]),
+            str(entry["pubkey"]),
+            [str(name) for name in entry["sans"]],
+            str(entry["sig_algo"]),
+        )
+        issued = datetime.fromisoformat(str(entry["issued"]))
+        expires = datetime.fromisoformat(str(entry["expires"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if issued.tzinfo is None or expires.tzinfo is None:
+        return None
+    return BookedCert(issued, expires, details)
 
 
 def _live(entry: dict[str, Any], now: datetime) -> bool:

@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
@@ -26,31 +27,54 @@ def version_file(ctx: ServiceContext, stamp: str, name: str) -> Path:
     return ctx.layout.version_dir(ctx.ref, stamp) / name
 
 
-def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
-    """The leaf certificate a link points at, or None when the link or file is missing."""
+def read_version_cert(ctx: ServiceContext, which: files.LinkName) -> bytes | None:
+    """The bytes of the ``cert.pem`` a link points at, or None when the link or file is
+    missing."""
     stamp = ctx.link(which)
     if stamp is None:
         return None
     try:
-        pem = read_bytes(version_file(ctx, stamp, files.CERT))
+        return read_bytes(version_file(ctx, stamp, files.CERT))
     except OSError as err:
         if err.errno in ABSENT_ERRNOS:
             return None
         raise
-    return load_certs(pem)[0]
 
 
+def load_version_cert(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
+    """The leaf certificate a link points at, or None when the link or file is missing."""
+    pem = read_version_cert(ctx, which)
+    return None if pem is None else load_certs(pem)[0]
+
+
+class Dated(Protocol):
+    """What the renew rule, the roll's age and the health word read of a certificate: its
+    validity. A parsed certificate is one; so is one a status took from the book of details
+    (``cert_book.BookedCert``), which it did not parse."""
+
+    @property
+    def not_valid_before_utc(self) -> datetime: ...
+
+    @property
+    def not_valid_after_utc(self) -> datetime: ...
+
+
+_Read = TypeVar("_Read", bound=Dated | None)
 #: Reads the certificate a link points at (:func:`load_version_cert`, or for a reader that may
 #: not enter the store's version directories, the production copy).
 CertLoader = Callable[[ServiceContext, files.LinkName], x509.Certificate | None]
+#: Reads what is needed of it for its dates (a :data:`CertLoader` is one).
+DatesLoader = Callable[[ServiceContext, files.LinkName], Dated | None]
 
 
-def once_each(load: CertLoader) -> CertLoader:
+def once_each(
+    load: Callable[[ServiceContext, files.LinkName], _Read],
+) -> Callable[[ServiceContext, files.LinkName], _Read]:
     """``load``, reading each link's certificate once: for one look at one service (health,
     the renew rule and the status all want ``curr``'s), not across a step that moves links."""
-    seen: dict[files.LinkName, x509.Certificate | None] = {}
+    seen: dict[files.LinkName, _Read] = {}
 
-    def loaded(ctx: ServiceContext, which: files.LinkName) -> x509.Certificate | None:
+    def loaded(ctx: ServiceContext, which: files.LinkName) -> _Read:
         if which not in seen:
             seen[which] = load(ctx, which)
         return seen[which]
@@ -59,7 +83,7 @@ def once_each(load: CertLoader) -> CertLoader:
 
 
 def renew_decision(
-    ctx: ServiceContext, *, load: CertLoader = load_version_cert, rng: random.Random | None = None
+    ctx: ServiceContext, *, load: DatesLoader = load_version_cert, rng: random.Random | None = None
 ) -> RenewDecision:
     """Whether ``curr`` is due, by lifetime (and ``renew_expire_days`` when set); the draw
     within the spread comes from ``rng``, else the workspace's."""
@@ -89,7 +113,7 @@ def roll_wait_mins(ctx: ServiceContext, not_before: datetime) -> float:
     return ctx.ws.min_roll_mins
 
 
-def due_time(ctx: ServiceContext, *, load: CertLoader | None = None) -> datetime | None:
+def due_time(ctx: ServiceContext, *, load: DatesLoader | None = None) -> datetime | None:
     """When the waiting ``next`` may roll, by its age alone (DANE may hold it longer); None
     without a complete ``next``. ``load`` reads its certificate elsewhere than in the store
     (the metrics exporter reads the production copy, which holds complete versions only)."""
@@ -97,6 +121,7 @@ def due_time(ctx: ServiceContext, *, load: CertLoader | None = None) -> datetime
     pending = ctx.link("next")
     if pending is None or pending == ctx.link("curr"):
         return None
+    cert: Dated | None
     if load is None:
         cert = load_version_cert(ctx, "next") if is_complete(layout, ref, pending) else None
     else:

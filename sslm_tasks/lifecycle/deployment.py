@@ -162,13 +162,18 @@ def due_retries(ws: Workspace, ledger: dict[str, ServerOutcome] | None = None) -
     )
 
 
-def lacking(ctx: ServiceContext, ledger: dict[str, ServerOutcome] | None = None) -> list[str]:
+def lacking(
+    ctx: ServiceContext,
+    ledger: dict[str, ServerOutcome] | None = None,
+    servers: list[str] | None = None,
+) -> list[str]:
     """The servers that use the service but have not taken its ``curr`` yet: no successful
-    deploy that began after production got it."""
+    deploy that began after production got it. ``servers``: :func:`servers_using`'s answer,
+    when the caller has it already."""
     since = ctx.record.prod_since
     ledger = read_ledger(ctx.ws) if ledger is None else ledger
     missing = []
-    for key in servers_using(ctx.ws.config.main, ctx.ref):
+    for key in servers_using(ctx.ws.config.main, ctx.ref) if servers is None else servers:
         outcome = ledger.get(key)
         carried = (
             outcome is not None

@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Final, Literal
 
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.current import CertLoader, load_version_cert, renew_decision
+from sslm_tasks.lifecycle.current import DatesLoader, load_version_cert, renew_decision
 from sslm_tasks.lifecycle.deployment import ServerOutcome, lacking, servers_using
 from sslm_tasks.lifecycle.record import Revocation
-from sslm_tasks.renewal import MiddleOfSpread
+from sslm_tasks.renewal import MiddleOfSpread, RenewDecision
 
 Word = Literal["ok", "pending", "failing", "expiring"]
 #: The words from best to worst; a set of services is as healthy as its worst.
@@ -67,16 +67,27 @@ def worst(words: list[Word]) -> Word:
 
 
 def health(
-    ctx: ServiceContext, ledger: dict[str, ServerOutcome], *, load: CertLoader = load_version_cert
+    ctx: ServiceContext,
+    ledger: dict[str, ServerOutcome],
+    *,
+    load: DatesLoader = load_version_cert,
+    servers: list[str] | None = None,
+    renew: RenewDecision | None = None,
 ) -> Health:
     """The service's health now (by ``ctx``'s clock), from its record and the deploy ledger;
-    ``load`` reads ``curr``'s certificate (from the store unless told otherwise)."""
+    ``load`` reads ``curr``'s certificate (from the store unless told otherwise).
+
+    A status that has them already passes ``servers`` (:func:`servers_using`) and ``renew``
+    (the renew rule judged at the renew target, as here): at thousands of services, working
+    them out twice is a visible part of ``-s``.
+    """
     record = ctx.record
     problems = [
         Problem(kind, str(ctx.ref), f.since, f.attempts, f.reason, f.retry_at)
         for kind, f in sorted(record.failures.items())
     ]
-    servers = servers_using(ctx.ws.config.main, ctx.ref)
+    if servers is None:
+        servers = servers_using(ctx.ws.config.main, ctx.ref)
     for key in servers:
         outcome = ledger.get(key)
         if outcome is not None and not outcome.ok:
@@ -86,7 +97,7 @@ def health(
                 Problem(what, key, since, outcome.failures, outcome.detail, outcome.retry_at)
             )
     curr_stamp = ctx.link("curr")
-    pending = lacking(ctx, ledger) if curr_stamp else []
+    pending = lacking(ctx, ledger, servers) if curr_stamp else []
     curr = load(ctx, "curr")
     expires = None if curr is None else curr.not_valid_after_utc
     now = ctx.now()
@@ -101,7 +112,9 @@ def health(
             Problem("revoked", str(ctx.ref), revoked.at, 0, _revoked_reason(ctx, revoked), None)
         )
     # Judged at the renew target: a run's own draw would flip the verdict between looks.
-    overdue = curr is not None and renew_decision(ctx, load=load, rng=_AT_TARGET).due
+    if renew is None and curr is not None:
+        renew = renew_decision(ctx, load=load, rng=_AT_TARGET)
+    overdue = curr is not None and renew is not None and renew.due
     word: Word
     if problems:
         word = "failing"

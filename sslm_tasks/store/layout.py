@@ -22,6 +22,7 @@ checks every SAN and service CN; a service is any printable file name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -252,7 +253,7 @@ class Layout:
         default_factory=dict, init=False, compare=False, repr=False
     )
 
-    @property
+    @functools.cached_property
     def certs_dir(self) -> Path:
         return self.topdir / CERTS_DIR
 
@@ -262,7 +263,9 @@ class Layout:
     def service_dir(self, ref: ServiceRef) -> Path:
         found = self._service_dirs.get(ref)
         if found is None:
-            found = self._service_dirs[ref] = self.certs_dir / ref.group / ref.service
+            # One join of both names: pathlib parses each operand of ``/`` anew, and neither
+            # name may hold a ``/`` (:class:`ServiceRef` checks), so this is the same path.
+            found = self._service_dirs[ref] = self.certs_dir / f"{ref.group}/{ref.service}"
         return found
 
     def db_dir(self, ref: ServiceRef) -> Path:
@@ -271,7 +274,9 @@ class Layout:
     def version_dir(self, ref: ServiceRef, stamp: str) -> Path:
         found = self._version_dirs.get((ref, stamp))
         if found is None:
-            found = self._version_dirs[ref, stamp] = self.db_dir(ref) / check_stamp(stamp)
+            found = self._version_dirs[ref, stamp] = (
+                self.service_dir(ref) / f"{_DB}/{check_stamp(stamp)}"
+            )
         return found
 
     def link(self, ref: ServiceRef, which: LinkName) -> Path:
@@ -320,7 +325,7 @@ class Layout:
         return self.prod_dir / check_group(group)
 
     def prod_version_dir(self, ref: ServiceRef, which: ProdLinkName) -> Path:
-        return self.prod_dir / ref.group / ref.service / which
+        return self.prod_dir / f"{ref.group}/{ref.service}/{which}"
 
     def lock_file(self) -> Path:
         """The run lock: inside the tree, so every path spelling of one tree meets one file.

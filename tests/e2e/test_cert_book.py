@@ -64,9 +64,12 @@ def test_a_show_takes_the_details_from_the_book(topdir: Path, mgr: RunMgr) -> No
     kept = json.loads(book.read_text())
     some = next(iter(kept["entries"]))
     kept["entries"][some]["issuer"] = "CN=from the book"
+    kept["entries"][some]["expires"] = "2031-01-02T03:04:05+00:00"
     book.write_text(json.dumps(kept))
-    # Then -s shows it: the book is read, not the certificate
-    assert "CN=from the book" in _shown(mgr)
+    # Then -s shows it, its dates too: the book is read, the certificate is not parsed
+    shown = _shown(mgr)
+    assert "CN=from the book" in shown
+    assert "expires: 2031-01-02 03:04:05 UTC" in shown
     # And a book another user could have written is not trusted
     book.chmod(0o620)
     assert "CN=from the book" not in _shown(mgr)

@@ -29,6 +29,7 @@ from sslm_tasks.crypto.inspect import (
     cert_info,
     key_matches_cert,
     load_certs,
+    plain_cert_fingerprint,
     spki_der,
     split_pem_blocks,
     verify_chain,
@@ -412,6 +413,42 @@ def test_load_certs_strips_openssl_trust_data(tmp_path: Path, root: Issued) -> N
     assert trusted.startswith(b"-----BEGIN TRUSTED CERTIFICATE-----")
     # When / Then it loads as the plain certificate
     assert load_certs(trusted) == [root.cert]
+
+
+def test_load_certs_reads_a_plain_chain_as_the_line_by_line_reader_does(
+    root: Issued, intermediate: Issued, leaf: Issued
+) -> None:
+    # Given the plain CERTIFICATE blocks sslm writes, with text around them
+    chain = pem(leaf.cert, intermediate.cert, root.cert)
+    # When / Then cryptography's one-call reader gives what reading block by block gives
+    expected = [leaf.cert, intermediate.cert, root.cert]
+    assert load_certs(chain) == expected
+    assert load_certs(b"around\n" + chain + b"after") == expected
+    assert [label for label, _ in split_pem_blocks(chain.decode())] == ["CERTIFICATE"] * 3
+
+
+def test_plain_cert_fingerprint_is_the_certificates_from_its_text_alone(
+    root: Issued, leaf: Issued
+) -> None:
+    one = pem(leaf.cert)
+    assert plain_cert_fingerprint(one) == leaf.cert.fingerprint(hashes.SHA256()).hex()
+    assert plain_cert_fingerprint(one.replace(b"\n", b"\r\n")) == plain_cert_fingerprint(one)
+    # Only for one plain block: a chain, a comment or a body that is not strict base64 is parsed
+    assert plain_cert_fingerprint(pem(leaf.cert, root.cert)) is None
+    assert plain_cert_fingerprint(b"# mine\n" + one) is None
+    assert plain_cert_fingerprint(one.replace(b"\n", b"\n*", 1)) is None
+    assert plain_cert_fingerprint(b"-----BEGIN CERTIFICATE-----\nMIIB\n") is None
+
+
+def test_load_certs_refuses_a_chain_cut_short_after_whole_blocks(
+    root: Issued, intermediate: Issued
+) -> None:
+    # Given a torn write: whole blocks, then one without its END line (cryptography alone
+    # would return the whole ones and say nothing)
+    torn = pem(intermediate.cert, root.cert) + pem(root.cert)[:60]
+    # When / Then it is refused, as a file that is not whole
+    with pytest.raises(CryptoError, match="no END line"):
+        load_certs(torn)
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from sslm_tasks.lifecycle import cert_book
-from sslm_tasks.lifecycle.cert_book import FILE_NAME, CertBook, details_of
+from sslm_tasks.lifecycle.cert_book import FILE_NAME, BookedCert, CertBook, details_of
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 
@@ -101,3 +102,41 @@ def test_a_store_of_another_user_gets_no_book(
     monkeypatch.setattr(cert_book.os, "geteuid", lambda: tmp_path.stat().st_uid + 1)
     book.save(now=NOW)
     assert not (tmp_path / FILE_NAME).exists()
+
+
+def test_a_known_cert_pem_is_looked_up_by_its_bytes_with_its_dates(tmp_path: Path) -> None:
+    # Given a book that parsed a certificate
+    cert = _cert("web.example", days=90)
+    book = CertBook.open(tmp_path)
+    book.details(cert)
+    book.save(now=NOW)
+    pem = cert.public_bytes(Encoding.PEM)
+    # When a status looks up the bytes of its cert.pem
+    found = CertBook.open(tmp_path).look_up(pem)
+    # Then it has what parsing gives, dates included
+    assert found == BookedCert(
+        cert.not_valid_before_utc, cert.not_valid_after_utc, details_of(cert)
+    )
+    # And bytes it never parsed, or a body that is not strict base64, are parsed instead
+    assert (
+        CertBook.open(tmp_path).look_up(_cert("other.example", days=9).public_bytes(Encoding.PEM))
+        is None
+    )
+    lines = pem.splitlines(keepends=True)
+    lines[1] = lines[1][:10] + b"!" + lines[1][10:]
+    assert CertBook.open(tmp_path).look_up(b"".join(lines)) is None
+
+
+def test_an_entry_without_the_dates_is_made_again(tmp_path: Path) -> None:
+    cert = _cert("web.example", days=90)
+    book = CertBook.open(tmp_path)
+    book.details(cert)
+    book.save(now=NOW)
+    kept = json.loads((tmp_path / FILE_NAME).read_text())
+    entry = next(iter(kept["entries"].values()))
+    del entry["issued"]
+    (tmp_path / FILE_NAME).write_text(json.dumps(kept))
+    reopened = CertBook.open(tmp_path)
+    assert reopened.look_up(cert.public_bytes(Encoding.PEM)) is None
+    assert reopened.details(cert) == details_of(cert)
+    assert reopened.look_up(cert.public_bytes(Encoding.PEM)) is not None
