@@ -167,9 +167,11 @@ def _keys(keys: KeyStatus) -> dict[str, Any]:
     }
 
 
-def _indented(value: object) -> str:
-    """``value`` as JSON, indented to sit in ``services``."""
-    return "    " + json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+def _one_line(value: object) -> str:
+    """``value`` as JSON on one line, indented to sit in ``services``. One line, not indented
+    JSON: Python encodes indented JSON in Python and compact JSON in C, a second of ``-s
+    --json`` at 10,000 services; and a service per line suits ``grep`` as well as ``jq``."""
+    return "    " + json.dumps(value, ensure_ascii=False)
 
 
 class StatusJsonWriter:
@@ -185,7 +187,7 @@ class StatusJsonWriter:
         out.write('  "services": [')
 
     def service(self, status: ServiceStatus) -> None:
-        self._out.write(("," if self._count else "") + "\n" + _indented(service_json(status)))
+        self._out.write(("," if self._count else "") + "\n" + _one_line(service_json(status)))
         self._count += 1
         self._words[status.health.word] += 1
 
