@@ -243,6 +243,9 @@ class Layout:
     prod_dir: Path
     # A run looks at each service's paths dozens of times; building a Path is most of what a
     # no-op run over thousands of services costs, so each is built once per layout.
+    _group_dirs: dict[str, Path] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
     _service_dirs: dict[ServiceRef, Path] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -258,7 +261,10 @@ class Layout:
         return self.topdir / CERTS_DIR
 
     def group_dir(self, group: str) -> Path:
-        return self.certs_dir / check_group(group)
+        found = self._group_dirs.get(group)
+        if found is None:
+            found = self._group_dirs[group] = self.certs_dir / check_group(group)
+        return found
 
     def service_dir(self, ref: ServiceRef) -> Path:
         found = self._service_dirs.get(ref)

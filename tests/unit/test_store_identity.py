@@ -91,14 +91,28 @@ def test_an_absent_directory_is_one_look_and_the_digest_it_always_was(
     assert not [path for path in looked if path.startswith(os.fspath(gone) + os.sep)]
     # And the digest is the one a look at every name gives, so the identities that services'
     # records remember from before stay valid
+    monkeypatch.setattr(identity.os, "lstat", real_lstat)
+    assert digest == _first_release_digest(places)
+
+
+def _first_release_digest(places: list[tuple[str, tuple[str, ...]]]) -> str:
+    """The digest as the first release took it: each name joined by os.path.join, each looked at."""
     seen: list[object] = []
     for directory, names in places:
         for path in (directory, *(os.path.join(directory, name) for name in names)):
             try:
-                found = real_lstat(path)
+                found = os.lstat(path)
             except FileNotFoundError:
                 seen.append((path, None))
                 continue
             times = (found.st_mtime_ns, found.st_ctime_ns)
             seen.append((path, found.st_dev, found.st_ino, found.st_mode, found.st_size, *times))
-    assert digest == identity.hashlib.blake2b(repr(seen).encode(), digest_size=16).hexdigest()
+    return identity.hashlib.blake2b(repr(seen).encode(), digest_size=16).hexdigest()
+
+
+def test_the_digest_joins_names_as_os_path_join_does(version: Path) -> None:
+    # A directory given with a trailing separator, and a name that is a path of its own
+    elsewhere = version / "elsewhere"
+    elsewhere.write_text("x")
+    places = [(os.fspath(version) + "/", (*NAMES, os.fspath(elsewhere)))]
+    assert files_identity(places) == _first_release_digest(places)
