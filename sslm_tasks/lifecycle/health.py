@@ -32,7 +32,7 @@ Word = Literal["ok", "pending", "failing", "expiring"]
 ORDER: Final[tuple[Word, ...]] = ("ok", "pending", "expiring", "failing")
 #: The renew rule's draw at the renew target, shared by every look: a new ``random.Random``
 #: seeds itself from the OS (tens of µs), and every status, metric and notice looks at it.
-_AT_TARGET: Final = MiddleOfSpread()
+AT_TARGET: Final = MiddleOfSpread()
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def health(
         )
     # Judged at the renew target: a run's own draw would flip the verdict between looks.
     if renew is None and curr is not None:
-        renew = renew_decision(ctx, load=load, rng=_AT_TARGET)
+        renew = renew_decision(ctx, load=load, rng=AT_TARGET)
     overdue = curr is not None and renew is not None and renew.due
     word: Word
     if problems:

@@ -31,7 +31,7 @@ from sslm_tasks.lifecycle.current import (
     renew_decision,
 )
 from sslm_tasks.lifecycle.deployment import ServerOutcome, servers_using
-from sslm_tasks.lifecycle.health import Health, health
+from sslm_tasks.lifecycle.health import AT_TARGET, Health, health
 from sslm_tasks.lifecycle.record import AriPlan, Backoff, DaneRoll, Phase, Revocation
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.renewal import MiddleOfSpread, RenewDecision
@@ -247,8 +247,8 @@ def service_status(
     record = ctx.record
     load = once_each(load)
     using = servers_using(ctx.ws.config.main, ctx.ref)
-    # The workspace draws at the renew target (MiddleOfSpread), as health judges.
-    renew = renew_decision(ctx, load=load)
+    # At the renew target, as health judges (a reading workspace draws there too).
+    renew = renew_decision(ctx, load=load, rng=AT_TARGET)
     judged = health(ctx, ledger, load=load, servers=using, renew=renew)
     curr = _version(ctx, "curr", load, details=details)
     lacking = set(judged.pending_servers)
