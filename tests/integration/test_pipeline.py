@@ -3,6 +3,7 @@ openssl checks what lands on disk."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -34,8 +35,11 @@ from services import (
 )
 from support import chain_verifies, run_tool
 
+from sslm_tasks.cli import remote
+from sslm_tasks.cli.remote import ServiceRun
 from sslm_tasks.config.remembered import FILE_NAME as REMEMBERED
 from sslm_tasks.lifecycle.cert_book import FILE_NAME as CERT_BOOK
+from sslm_tasks.store.layout import ServiceRef
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -499,6 +503,31 @@ def test_a_failed_fan_out_fails_its_workflow_not_the_services_record_nor_what_it
         # and no step failed: the records say nothing of the fan-out
         state = json.loads((topdir / f"certs/{svc}/state.json").read_text())
         assert (state["last_error"], state["failures"]) == (None, {}), svc
+
+
+def test_the_cli_follows_what_a_ca_signs_when_only_the_cas_fan_out_failed(
+    redis_server: RedisServer,
+) -> None:
+    # Given a CA's workflow whose walk succeeded and whose fan-out failed, and a service it
+    # signs whose walk has not ended yet (results in a real Redis, as workers store them)
+    app = producer(redis_server.url())
+    ca = ServiceRun(ServiceRef("ca", "my-int"), ["renew"], ["ca-walk"])
+    leaf = ServiceRun(ServiceRef("example.com", "mail-ec"), ["renew"], ["leaf-walk"], after=ca)
+    walked = {"walk": {"said": ["renewing: forced"]}, "busy": False, "changed": True}
+    failed = {**walked, "deploys": [], "fanout_error": "choosing servers: no"}
+    app.backend.store_result("ca-walk", failed, "SUCCESS")
+    # When the CLI looks
+    assert not remote.wait(app, [ca, leaf], timeout_s=0.2, out=io.StringIO())
+    # Then the CA failed, and the service still runs: its walk went ahead, as the CA's did
+    assert ca.error == "fan-out: choosing servers: no"
+    assert (leaf.error, leaf.current) == (None, "renew")
+    # and once that walk ends, the service is done, and the report says both
+    app.backend.store_result(
+        "leaf-walk", {**walked, "deploys": [], "fanout_error": None}, "SUCCESS"
+    )
+    assert remote.wait(app, [ca, leaf], timeout_s=10, out=io.StringIO())
+    outcomes = remote.report(app, [ca, leaf]).outcomes
+    assert [outcome.ok for outcome in outcomes] == [False, True]
 
 
 def test_a_deploy_worker_killed_inside_a_deploy_redelivers_and_the_server_is_deployed_once(
