@@ -41,7 +41,6 @@ class TaskName(StrEnum):
     """Every task's name, ``sslm.<layer>.<verb>``: what is on the wire and in Flower."""
 
     WALK = "sslm.lifecycle.walk"
-    FANOUT = "sslm.finish.fanout"
     DEPLOY_SERVER = "sslm.deploy.server"
     DEPLOY_POST_COPY = "sslm.deploy.post_copy"
     DNS_REFRESH = "sslm.dns.refresh"
@@ -56,7 +55,6 @@ class TaskName(StrEnum):
 #: :attr:`Queue.ISSUE`, the queue every installation has a worker for.
 _PREFIX_QUEUES: Mapping[str, Queue] = {
     "sslm.lifecycle.": Queue.ISSUE,
-    "sslm.finish.": Queue.ISSUE,
     "sslm.renew.": Queue.ISSUE,
     "sslm.roll.": Queue.ISSUE,
     "sslm.clean.": Queue.ISSUE,

@@ -119,11 +119,12 @@ class SegmentResult(TypedDict):
     synced: bool
     curr: str | None
     next: str | None
-
-
-class FanoutResult(TypedDict):
-    service: str
+    #: The deploy tasks the last segment's fan-out sent (none from an earlier segment).
     deploys: list[str]
+    #: Why the fan-out failed, if it did. The walk is done and recorded by then: the failure
+    #: is the workflow's (the CLI reports it), not a failed step of the service's record, and
+    #: the services this one signs go ahead.
+    fanout_error: str | None
 
 
 class DeployResult(TypedDict):
@@ -311,17 +312,21 @@ def walk(
     index: int,
     after: str | None = None,
     waited_s: float = 0.0,
+    walked: SegmentResult | None = None,
 ) -> SegmentResult:
     """Segment ``index`` of the service's walk (``pipeline.segments`` of the plan's stages).
 
     The first segment claims the service for this workflow (a second trigger meanwhile gets
-    ``busy``), the last releases it. With ``after`` (the last walk of the signing CA's workflow
-    in the same run), the first segment starts once that one succeeded, so the service is
-    signed by the CA's new certificate; it fails if that one failed. A wait that is not ready
-    retries this task with a countdown (``waited_s``: the pauses of its retries so far); the
-    chain's next segment runs only once this one is through.
+    ``busy``), the last releases it and then fans out (:func:`_fan_out`). With ``after`` (the
+    last walk of the signing CA's workflow in the same run), the first segment starts once that
+    one succeeded, so the service is signed by the CA's new certificate; it fails if that one
+    failed. A wait that is not ready retries this task with a countdown (``waited_s``: the
+    pauses of its retries so far); the chain's next segment runs only once this one is through.
+    ``walked``: a retry of the fan-out alone, with what the walk found.
     """
     ref = ServiceRef(group, service)
+    if walked is not None:
+        return _fan_out(self, _workspace([str(ref)], options), ref, walked)
     if prev is not None and prev["busy"]:
         return prev
     if after is not None:
@@ -357,7 +362,8 @@ def walk(
         read_link(ws.layout, ref, "next"),
     )
     synced = (prev is not None and prev["synced"]) or PRODUCTION_UPDATED in progress.said
-    return _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
+    result = _segment_result(self, ws, ref, progress, busy=False, changed=changed, synced=synced)
+    return _fan_out(self, ws, ref, result) if last else result
 
 
 def _follow(task: Task, ref: ServiceRef, after: str) -> None:
@@ -404,31 +410,59 @@ def _segment_result(
         synced=synced,
         curr=read_link(ws.layout, ref, "curr"),
         next=read_link(ws.layout, ref, "next"),
+        deploys=[],
+        fanout_error=None,
     )
 
 
 # --------------------------------------------------------------------------- finish
 
 
-@app.task(name=TaskName.FANOUT.value, **SERVICE_TASK)  # type: ignore[untyped-decorator]
-def fanout(
-    self: Task, prev: SegmentResult, *, group: str, service: str, options: dict[str, Any]
-) -> FanoutResult:
+def _fan_out(task: Task, ws: Workspace, ref: ServiceRef, walked: SegmentResult) -> SegmentResult:
+    """The end of the last segment: :func:`_send_deploys` after the walk ``walked``, whose
+    result it completes.
+
+    Part of the walk's task rather than a task of its own: one message, one result and one
+    configuration load fewer per workflow (docs/decisions.md). A transient failure retries the
+    task for the fan-out alone, carrying ``walked``: a second walk would find nothing left to
+    change and deploy nothing. Any other failure goes into the result's ``fanout_error``.
+    """
+    result = walked.copy()
+    try:
+        result["deploys"] = _send_deploys(ws, ref, walked)
+    except TransientError as err:
+        retries = int(task.request.retries or 0)
+        if retries < task.max_retries:
+            log.info("%s: fan-out: %s; again in a moment", ref, err)
+            raise task.retry(
+                countdown=pipeline.countdown(retries),
+                kwargs={**task.request.kwargs, "walked": walked},
+            ) from err
+        result["fanout_error"] = str(err)
+    except (SslmError, OSError) as err:
+        result["fanout_error"] = str(err)
+    if result["fanout_error"] is not None:
+        log.warning(
+            "%s: fan-out FAILED: %s", ref, result["fanout_error"], extra={"service": str(ref)}
+        )
+    return result
+
+
+def _send_deploys(ws: Workspace, ref: ServiceRef, walked: SegmentResult) -> list[str]:
     """After a service changed: refresh its zone if a change is pending there, then send one
     deploy task per server, on its site's queue, and one per ``post_copy_cmd`` of a host that
-    is no server; with no server to wait for, retire its old TLSA records at once.
+    is no server; with no server to wait for, retire its old TLSA records at once. Returns the
+    ids of the tasks sent.
 
     Servers already waiting for a deploy are not sent another: the changes of one run (several
     services, renew then roll) coalesce into one restart per server.
     """
-    ref = ServiceRef(group, service)
-    ws = _workspace([str(ref)], options)
     dev = ws.options.dev
     # A production copy that was repaired needs its servers' post_copy_cmd and restarts too.
-    touched = prev["changed"] or prev["synced"]
-    if prev["busy"] or not (touched or dev.certs_prod or dev.force_restarts):
-        return FanoutResult(service=str(ref), deploys=[])
-    finish.refresh_dns(ws, [group])
+    touched = walked["changed"] or walked["synced"]
+    if not (touched or dev.certs_prod or dev.force_restarts):
+        return []
+    finish.refresh_dns(ws, [ref.group])
     changed = [ref] if touched else []
     chosen = finish.targets(ws, changed, force=dev.force_restarts, everyone=dev.certs_prod)
     sent = [task_id for target in chosen if (task_id := _send_deploy(target, changed))]
@@ -448,8 +482,8 @@ def fanout(
     # A service no server uses has nothing to wait for: its old TLSA records go now (with
     # servers, their deploy tasks retire them once they all took the new certificate).
     if finish.retire(ws, [ref]):
-        finish.refresh_dns(ws, [group])
-    return FanoutResult(service=str(ref), deploys=sent)
+        finish.refresh_dns(ws, [ref.group])
+    return sent
 
 
 #: Notes a change leaves for a server's waiting deploy: restart it, and which services changed.

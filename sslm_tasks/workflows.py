@@ -2,12 +2,12 @@
 
 A workflow is the service's walk (:func:`sslm_tasks.lifecycle.pipeline.service_stages`) cut
 before every wait (:func:`~sslm_tasks.lifecycle.pipeline.segments`), one ``sslm.lifecycle.walk``
-task per segment, then the fan-out of its deploys::
+task per segment; the last segment ends with the fan-out of its deploys::
 
-    walk[0] → walk[1] → ... → fanout → deploy (each server, on its site's queue)
+    walk[0] → walk[1] → ... → walk[-1] (+ fan-out) → deploy (each server, on its site's queue)
 
-A private-CA service renews and rolls in one walk task; an ACME service in four (the waits for
-DNS, for validation and for the certificate each retry their own task). Signatures are built
+A private-CA service renews, rolls and fans out in one task; an ACME service in four (the waits
+for DNS, for validation and for the certificate each retry their own task). Signatures are built
 from task names only, so sending a workflow needs the app, not the task module.
 """
 
@@ -35,9 +35,9 @@ def service_steps(
     roll: bool,
     after: str | None = None,
 ) -> list[Signature]:
-    """The chain of one service's workflow, first segment first, fan-out last. With ``after``
-    (a task id: the last walk of the signing CA's workflow in the same run) the workflow starts
-    once that task succeeded."""
+    """The chain of one service's workflow, first segment first. With ``after`` (a task id: the
+    last walk of the signing CA's workflow in the same run) the workflow starts once that task
+    succeeded."""
     acme = acme_ca_of(config, ref) is not None
     plan = {"renew": renew, "roll": roll, "acme": acme}
     stages = pipeline.service_stages(renew_it=renew, roll_it=roll, wanted=options.dev, acme=acme)
@@ -55,8 +55,6 @@ def service_steps(
                 shadow=f"{segment.name} {ref}",
             )
         )
-    fanout = {**names, "options": options.to_json()}
-    steps.append(app.signature(TaskName.FANOUT.value, kwargs=fanout, shadow=f"fanout {ref}"))
     return steps
 
 
@@ -73,7 +71,7 @@ def send_service(
     signs waits for)."""
     steps = service_steps(config, ref, options, renew=renew, roll=roll, after=after)
     last_walk = str(uuid.uuid4())
-    steps[-2].set(task_id=last_walk)
+    steps[-1].set(task_id=last_walk)
     chain(*steps).apply_async()
     return last_walk
 

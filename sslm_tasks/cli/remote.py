@@ -51,6 +51,7 @@ class ServiceRun:
     after: ServiceRun | None = None
     deploys: list[str] = field(default_factory=list)
     #: The chain's last walk result (a ``tasks.SegmentResult``), once the chain finished.
+    #: Taken when the look that saw it succeed read it, so no second read is needed.
     walked: dict[str, Any] | None = None
     error: str | None = None
     done: bool = False
@@ -58,9 +59,14 @@ class ServiceRun:
     finished: int = 0
 
     @property
+    def walk_failed(self) -> bool:
+        """A step of the chain failed (not its fan-out, which comes once the walk is done)."""
+        return self.error is not None and self.finished < len(self.ids)
+
+    @property
     def current(self) -> str:
         """The name of the step running (or the final word)."""
-        if self.after is not None and self.after.error and not self.finished:
+        if self.after is not None and self.after.walk_failed and not self.finished:
             return "skipped"
         return self.names[self.finished] if self.finished < len(self.ids) else "done"
 
@@ -95,7 +101,7 @@ def _advance(app: Any, runs: Sequence[ServiceRun]) -> None:
     """Move every run past the steps that finished since the last look, and note failures;
     a run whose signing CA failed is skipped. One backend read per round of steps."""
     for run in runs:
-        if not run.done and run.after is not None and run.after.error and not run.finished:
+        if not run.done and run.after is not None and run.after.walk_failed and not run.finished:
             run.error = f"not started: signing CA {run.after.ref} failed"
             run.done = True
     looking = [run for run in runs if not run.done and run.finished < len(run.ids)]
@@ -108,21 +114,27 @@ def _advance(app: Any, runs: Sequence[ServiceRun]) -> None:
                 run.finished += 1
                 if run.finished < len(run.ids):
                     moved.append(run)
+                else:
+                    _walked(run, value)
             elif state in _FAILED:
                 run.error = f"{run.names[run.finished]}: {value}"
                 run.done = True
         looking = moved
 
 
+def _walked(run: ServiceRun, value: Any) -> None:
+    """Take the last walk's result (a ``tasks.SegmentResult``, its fan-out's part included);
+    a failed fan-out ends the run."""
+    run.walked = value if isinstance(value, dict) else {}
+    run.deploys = list(run.walked.get("deploys", []))
+    if run.walked.get("fanout_error"):
+        run.error = f"fan-out: {run.walked['fanout_error']}"
+        run.done = True
+
+
 def _finish(app: Any, runs: Sequence[ServiceRun]) -> None:
     """A run whose steps all succeeded is done once the deploys it sent are final."""
     complete = [run for run in runs if not run.done and run.finished == len(run.ids)]
-    for run in complete:
-        if run.walked is None:
-            # The last two tasks: the last walk segment and the fan-out (a tasks.FanoutResult).
-            (_, walked), (_, fanned) = task_states(app, run.ids[-2:])
-            run.walked = walked if isinstance(walked, dict) else {}
-            run.deploys = list(fanned.get("deploys", [])) if isinstance(fanned, dict) else []
     deploys = [d for run in complete for d in run.deploys]
     states = task_states(app, deploys)
     final = {d for d, (state, _) in zip(deploys, states, strict=True) if state in _FINAL}
@@ -149,7 +161,7 @@ def enqueue(
     for ref in refs:
         signer = signer_of(config, ref)
         parent = runs.get(signer) if signer is not None else None
-        after = None if parent is None else parent.ids[-2]
+        after = None if parent is None else parent.ids[-1]
         steps = service_steps(
             config, ref, options, renew=request.renew, roll=request.roll, after=after
         )

@@ -3,6 +3,7 @@ openssl checks what lands on disk."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -24,6 +25,7 @@ from services import (
     RabbitMQServer,
     RedisServer,
     Services,
+    Worker,
     WorkerStarter,
     celery_env,
     control_ping_answered,
@@ -33,8 +35,11 @@ from services import (
 )
 from support import chain_verifies, run_tool
 
+from sslm_tasks.cli import remote
+from sslm_tasks.cli.remote import ServiceRun
 from sslm_tasks.config.remembered import FILE_NAME as REMEMBERED
 from sslm_tasks.lifecycle.cert_book import FILE_NAME as CERT_BOOK
+from sslm_tasks.store.layout import ServiceRef
 
 LEAVES = ["example.com/mail-ec", "example.com/mail-rsa", "example.com/web-ec"]
 
@@ -123,7 +128,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
             break
     assert process.wait(timeout=30) == 0, output.decode(errors="replace")
     text = output.decode(errors="replace")
-    assert "\x1b[2K" in text and "[####################] 2/2 done" in text
+    assert "\x1b[2K" in text and "[####################] 1/1 done" in text
     assert "example.com:mail-rsa" in text
     # --no-wait: one line per service with its task ids, and the work still happens
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:web-ec", "--no-wait")
@@ -132,7 +137,7 @@ def test_progress_bars_on_a_terminal_and_no_wait_prints_ids(
     assert (
         len(line) == 1
         and line[0].startswith("example.com:web-ec ")
-        and len(line[0].split()) == 1 + 2
+        and len(line[0].split()) == 1 + 1  # a private-CA service's workflow: one task
     )
     wait_for(
         "the --no-wait renew finishes",
@@ -398,10 +403,10 @@ def test_beat_scans_every_service_and_follows_conf_d(
     )
 
 
-def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
-    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
-) -> None:
-    # Given smtp served from site "berlin", an issue worker and berlin's deploy worker
+def smtp_in_berlin(tmp_path: Path, topdir: Path) -> Path:
+    """smtp on this host, of site "berlin", restarted for every certificate change by a script
+    that logs its site and arguments; the tree's first certificates issued in-process. Returns
+    the restarts' log (empty)."""
     log = tmp_path / "restarts.log"
     script = tmp_path / "restart.sh"
     script.write_text(f'#!/bin/sh\necho "$SSLM_SITE $*" >> {log}\n')
@@ -421,14 +426,26 @@ def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
     )
     assert cli(topdir, None, "-renew").returncode == 0
     log.unlink()
-    host = socket.gethostname()
-    workers.start(f"issue@{host}", script="workers/issue.sh", env=worker_env(topdir))
-    berlin = workers.start(
-        f"deploy-berlin@{host}",
+    return log
+
+
+def start_berlin_deployer(topdir: Path, workers: WorkerStarter) -> Worker:
+    return workers.start(
+        f"deploy-berlin@{socket.gethostname()}",
         script="workers/deploy.sh",
         ping_queue="deploy.berlin",
         env=worker_env(topdir, SSLM_SITE="berlin"),
     )
+
+
+def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given smtp served from site "berlin", an issue worker and berlin's deploy worker
+    log = smtp_in_berlin(tmp_path, topdir)
+    host = socket.gethostname()
+    workers.start(f"issue@{host}", script="workers/issue.sh", env=worker_env(topdir))
+    berlin = start_berlin_deployer(topdir, workers)
     # When a service changes through the broker
     result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:mail-ec")
     # Then the restart ran once, on berlin's deploy worker, and the CLI reports it
@@ -436,6 +453,81 @@ def test_deploys_run_on_the_deploy_worker_of_the_servers_site(
     assert "Deployed smtp:localhost" in result.stdout
     assert log.read_text().splitlines() == ["berlin smtp"]
     assert "sslm.deploy.server" in berlin.service.log_text()
+
+
+def test_a_fan_out_that_fails_for_a_moment_is_tried_again_from_what_the_walk_did(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given smtp served from berlin, berlin's deploy worker, and an issue worker whose first
+    # fan-out fails as in a Redis outage (fanout_faults)
+    log = smtp_in_berlin(tmp_path, topdir)
+    marker = tmp_path / "fanout-failed"
+    fault = {"FANOUT_FAULT": "transient", "FANOUT_MARKER": str(marker)}
+    issue = workers.start(
+        f"issue@{socket.gethostname()}",
+        script="workers/issue.sh",
+        include=["fanout_faults"],
+        env=worker_env(topdir, **fault),
+    )
+    start_berlin_deployer(topdir, workers)
+    # When a service changes through the broker
+    result = cli(topdir, redis_server.url(), "-f", "-renew", "example.com:mail-ec")
+    # Then the fan-out failed once and was tried again with what the walk had changed (a walk
+    # run again would find nothing to change and deploy nothing): the server was deployed once
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert marker.exists()
+    assert "fan-out: choosing servers: redis unreachable" in issue.service.log_text()
+    assert "Deployed smtp:localhost" in result.stdout
+    assert log.read_text().splitlines() == ["berlin smtp"]
+
+
+def test_a_failed_fan_out_fails_its_workflow_not_the_services_record_nor_what_it_signs(
+    tmp_path: Path, topdir: Path, redis_server: RedisServer, workers: WorkerStarter
+) -> None:
+    # Given current certificates, and a worker whose every fan-out fails (fanout_faults)
+    assert cli(topdir, None, "-renew").returncode == 0
+    workers.start(
+        "all@test",
+        include=["fanout_faults"],
+        env=worker_env(topdir, FANOUT_FAULT="permanent"),
+    )
+    # When a CA and a service it signs are renewed through the broker
+    result = cli(topdir, redis_server.url(), "-f", "-renew", "ca:my-int", "example.com:mail-ec")
+    # Then both workflows failed at their fan-out, and the run says so
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("fan-out: choosing servers: the test says no") == 2, result.stdout
+    # and the service went ahead once its CA's walk was done: it has a new certificate
+    assert "not started" not in result.stdout, result.stdout
+    for svc in ("ca/my-int", "example.com/mail-ec"):
+        assert (topdir / f"certs/{svc}/next").is_symlink(), svc
+        # and no step failed: the records say nothing of the fan-out
+        state = json.loads((topdir / f"certs/{svc}/state.json").read_text())
+        assert (state["last_error"], state["failures"]) == (None, {}), svc
+
+
+def test_the_cli_follows_what_a_ca_signs_when_only_the_cas_fan_out_failed(
+    redis_server: RedisServer,
+) -> None:
+    # Given a CA's workflow whose walk succeeded and whose fan-out failed, and a service it
+    # signs whose walk has not ended yet (results in a real Redis, as workers store them)
+    app = producer(redis_server.url())
+    ca = ServiceRun(ServiceRef("ca", "my-int"), ["renew"], ["ca-walk"])
+    leaf = ServiceRun(ServiceRef("example.com", "mail-ec"), ["renew"], ["leaf-walk"], after=ca)
+    walked = {"walk": {"said": ["renewing: forced"]}, "busy": False, "changed": True}
+    failed = {**walked, "deploys": [], "fanout_error": "choosing servers: no"}
+    app.backend.store_result("ca-walk", failed, "SUCCESS")
+    # When the CLI looks
+    assert not remote.wait(app, [ca, leaf], timeout_s=0.2, out=io.StringIO())
+    # Then the CA failed, and the service still runs: its walk went ahead, as the CA's did
+    assert ca.error == "fan-out: choosing servers: no"
+    assert (leaf.error, leaf.current) == (None, "renew")
+    # and once that walk ends, the service is done, and the report says both
+    app.backend.store_result(
+        "leaf-walk", {**walked, "deploys": [], "fanout_error": None}, "SUCCESS"
+    )
+    assert remote.wait(app, [ca, leaf], timeout_s=10, out=io.StringIO())
+    outcomes = remote.report(app, [ca, leaf]).outcomes
+    assert [outcome.ok for outcome in outcomes] == [False, True]
 
 
 def test_a_deploy_worker_killed_inside_a_deploy_redelivers_and_the_server_is_deployed_once(
