@@ -18,7 +18,7 @@ from sslm_tasks.lifecycle.workspace import DevSteps, RunOptions, Workspace, utc_
 from sslm_tasks.store.layout import ServiceRef
 
 from . import check, check_options
-from .collector import kept_for_the_run
+from .collector import kept_for_the_run, paused
 from .run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RunRequest
 
 
@@ -92,7 +92,8 @@ def _run(config: Config, refs: Sequence[ServiceRef], args: argparse.Namespace) -
         clean_refs=_clean_refs(config, refs, clean_all=args.clean_all),
     )
     if args.status and not request.acts(options.dev):
-        return check.show(ws, refs, args)
+        with paused():  # it reads, prints and ends (cli.collector)
+            return check.show(ws, refs, args)
     # Imported here, not at the top: a run that acts needs the whole pipeline (the acme
     # library, dnspython's resolver, the log file's redis-importing lock), which -s must not load.
     from . import mgr_run
