@@ -168,9 +168,9 @@ def _keys(keys: KeyStatus) -> dict[str, Any]:
 
 
 def _one_line(value: object) -> str:
-    """``value`` as JSON on one line, indented to sit in ``services``. One line, not indented
-    JSON: Python encodes indented JSON in Python and compact JSON in C, a second of ``-s
-    --json`` at 10,000 services; and a service per line suits ``grep`` as well as ``jq``."""
+    """``value`` as JSON on one line, indented to sit in ``services``. Not indented JSON: the
+    json module encodes that in Python, compact JSON in C (a second of ``-s --json`` at 10,000
+    services); and a service per line suits ``grep`` as well as ``jq``."""
     return "    " + json.dumps(value, ensure_ascii=False)
 
 

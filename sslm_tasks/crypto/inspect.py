@@ -196,8 +196,8 @@ def load_certs(pem: bytes) -> list[x509.Certificate]:
     plain = begins == pem.count(b"-----BEGIN ") == pem.count(_PLAIN_END) > 0
     if plain and b"#" not in pem:
         # Plain CERTIFICATE blocks only, as sslm writes them: cryptography's own reader takes
-        # them in one call, without the line-by-line walk below (a tenth of -s at 10,000
-        # services). Anything it refuses is read the long way, for that way's error message.
+        # them in one call, without the line-by-line walk below (which cost more than the
+        # parse). Anything it refuses is read the long way, for that way's error message.
         try:
             return x509.load_pem_x509_certificates(pem)
         except ValueError:

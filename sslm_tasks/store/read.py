@@ -24,16 +24,22 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """The whole content of the regular file ``path``."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        wanted = os.fstat(fd).st_size + 1
-        data = os.read(fd, wanted)
-        if len(data) < wanted:  # a regular file reads short only at its end
-            return data
-        parts = [data]  # it grew since the fstat
-        while chunk := os.read(fd, _CHUNK):
-            parts.append(chunk)
-        return b"".join(parts)
+        return _read_open(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+def _read_open(fd: int, size: int) -> bytes:
+    """The content of the open regular file ``fd`` of ``size`` bytes (as ``fstat`` said): one
+    read, and more only if the file grew since."""
+    wanted = size + 1
+    data = os.read(fd, wanted)
+    if len(data) < wanted:  # a regular file reads short only at its end
+        return data
+    parts = [data]
+    while chunk := os.read(fd, _CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def read_own_file(path: str | os.PathLike[str]) -> bytes | None:
@@ -55,10 +61,7 @@ def read_own_file(path: str | os.PathLike[str]) -> bytes | None:
             or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
             return None
-        parts = []
-        while chunk := os.read(fd, _CHUNK):
-            parts.append(chunk)
-        return b"".join(parts)
+        return _read_open(fd, info.st_size)
     except OSError:
         return None
     finally:
