@@ -9,6 +9,7 @@ CLI exit codes are both derived from that split, so a new error type must pick a
 from __future__ import annotations
 
 import reprlib
+from datetime import datetime
 from pathlib import Path
 
 #: How values are shown in a ConfigError: a path or a name whole, a deeply nested or huge
@@ -19,7 +20,14 @@ _VALUE_REPR.maxlevel = 3
 
 
 class SslmError(Exception):
-    """Base of every error sslm raises on purpose."""
+    """Base of every error sslm raises on purpose.
+
+    Attributes:
+      step(str | None): the pipeline step it failed, the innermost one (set by
+        ``lifecycle.pipeline.look``); what a failure is recorded under follows from it.
+    """
+
+    step: str | None = None
 
 
 class PermanentError(SslmError):
@@ -27,7 +35,14 @@ class PermanentError(SslmError):
 
 
 class TransientError(SslmError):
-    """The same call may succeed later (lock busy, server down, DNS not caught up)."""
+    """The same call may succeed later (lock busy, server down, DNS not caught up).
+
+    Attributes:
+      retry_after(datetime | None): when the other side asked to be asked again (an ACME CA's
+        ``Retry-After``), None when it did not say.
+    """
+
+    retry_after: datetime | None = None
 
 
 class ConfigError(PermanentError):

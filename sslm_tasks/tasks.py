@@ -53,7 +53,8 @@ from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.current import due_time
 from sslm_tasks.lifecycle.pipeline import Segment, Walk
 from sslm_tasks.lifecycle.record import Phase
-from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED, Verdict
+from sslm_tasks.lifecycle.steps import PRODUCTION_UPDATED
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.lifecycle.workspace import RunOptions, Workspace, service_lock, utc_now
 from sslm_tasks.locks import Locker
 from sslm_tasks.locks.claims import WorkflowClaims

@@ -64,7 +64,7 @@ class AcmeTransientError(TransientError):
       code(str | None): the RFC 8555 problem code (``badNonce``, ``orderNotReady``...), None for
         transport failures.
       retry_after(datetime | None): the server's ``Retry-After`` as an aware UTC time, when it
-        sent one.
+        sent one (``TransientError``'s attribute).
     """
 
     def __init__(

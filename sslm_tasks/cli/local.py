@@ -37,7 +37,8 @@ from sslm_tasks.lifecycle import (
 )
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Segment, Step, Walk
-from sslm_tasks.lifecycle.steps import CLEANED, PRODUCTION_UPDATED, Verdict
+from sslm_tasks.lifecycle.steps import CLEANED, PRODUCTION_UPDATED
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.logs import trace
 from sslm_tasks.store.layout import ServiceRef

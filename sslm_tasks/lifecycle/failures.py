@@ -15,6 +15,7 @@ import logging
 from datetime import datetime
 from typing import Final
 
+from sslm_tasks.errors import SslmError
 from sslm_tasks.lifecycle import acme_timing
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import Failure, Phase
@@ -30,19 +31,11 @@ _KIND_OF_STEP: Final = {
     "clean": "clean",
 }
 BUILD: Final = "build"
-#: The attribute a failed step's exception carries its name in (set by ``pipeline.look``).
-_STEP_ATTRIBUTE: Final = "sslm_step"
-
-
-def mark_step(error: BaseException, step: str) -> None:
-    """Remember on ``error`` which step raised it (the innermost step wins)."""
-    if not hasattr(error, _STEP_ATTRIBUTE):
-        setattr(error, _STEP_ATTRIBUTE, step)
 
 
 def kind_of(error: BaseException | None) -> str:
     """The kind of work a step's error failed (``build`` when it names no step)."""
-    step = getattr(error, _STEP_ATTRIBUTE, None) if error is not None else None
+    step = error.step if isinstance(error, SslmError) else None
     return _KIND_OF_STEP.get(step or "", BUILD)
 
 

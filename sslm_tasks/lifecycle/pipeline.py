@@ -30,11 +30,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from sslm_tasks.acme.network import suggested_retry
 from sslm_tasks.errors import SslmError, TransientError
-from sslm_tasks.lifecycle import failures, steps
 from sslm_tasks.lifecycle.context import ServiceContext
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.lifecycle.workspace import DevSteps
 from sslm_tasks.logs import trace
 
@@ -71,47 +69,56 @@ class Stage:
     steps: tuple[Step, ...]
 
 
-def _act(
-    name: str,
-    run: Callable[[ServiceContext], Verdict],
-    *,
-    patient: bool = False,
-    routine: bool = False,
-) -> Step:
-    return Step(name, Kind.ACT, run, patient, routine)
+def _in_steps(function: str) -> Callable[[ServiceContext], Verdict]:
+    """The function of :mod:`sslm_tasks.lifecycle.steps` named ``function``, looked up when it
+    runs. The statement is also read where no step runs: the broker CLI cuts its chains from it
+    (:mod:`sslm_tasks.workflows`), and the steps import the ACME client, the DNS and the deploy
+    code, about 70 ms of the CLI's start while the workers wait for its first message."""
+
+    def run(ctx: ServiceContext) -> Verdict:
+        from sslm_tasks.lifecycle import steps
+
+        act: Callable[[ServiceContext], Verdict] = getattr(steps, function)
+        return act(ctx)
+
+    run.__name__ = run.__qualname__ = function
+    return run
+
+
+def _act(name: str, *, does: str = "", patient: bool = False, routine: bool = False) -> Step:
+    """An ``ACT`` step, done by the steps' function of its own name unless ``does`` names one."""
+    return Step(name, Kind.ACT, _in_steps(does or name), patient, routine)
 
 
 # --------------------------------------------------------------------------- the statement
 
-CHECK: Final = Step("check", Kind.DECIDE, steps.check)
-KEYGEN: Final = _act("keygen", steps.keygen)
-CSR: Final = _act("csr", steps.csr)
-LOCAL_SIGN: Final = (_act("sign", steps.sign),)
+CHECK: Final = Step("check", Kind.DECIDE, _in_steps("check"))
+KEYGEN: Final = _act("keygen")
+CSR: Final = _act("csr")
+LOCAL_SIGN: Final = (_act("sign"),)
 #: RFC 8555 in order; every step is patient (a CA answering badNonce, a primary not answering).
 ACME_SIGN: Final = (
-    _act("acme_order", steps.acme_order, patient=True),
-    _act("acme_publish", steps.acme_publish, patient=True),
-    Step("acme_propagated", Kind.WAIT, steps.acme_propagated, patient=True),
-    _act("acme_answer", steps.acme_answer, patient=True),
-    Step("acme_validated", Kind.WAIT, steps.acme_validated, patient=True),
-    Step("acme_finalize", Kind.WAIT, steps.acme_finalize, patient=True),
+    _act("acme_order", patient=True),
+    _act("acme_publish", patient=True),
+    Step("acme_propagated", Kind.WAIT, _in_steps("acme_propagated"), patient=True),
+    _act("acme_answer", patient=True),
+    Step("acme_validated", Kind.WAIT, _in_steps("acme_validated"), patient=True),
+    Step("acme_finalize", Kind.WAIT, _in_steps("acme_finalize"), patient=True),
 )
 #: ``-n``: the ACME steps up to valid authorizations; the finalize that would ask for the
 #: certificate never runs (``lifecycle.dry_run``).
 ACME_DRY_RUN: Final = ACME_SIGN[:-1]
-STORE: Final = _act("store", steps.store)
-ROLL: Final = Stage(
-    "roll", (Step("roll_gate", Kind.DECIDE, steps.roll_gate), _act("roll", steps.roll))
-)
+STORE: Final = _act("store")
+ROLL: Final = Stage("roll", (Step("roll_gate", Kind.DECIDE, _in_steps("roll_gate")), _act("roll")))
 FIRST_ROLL: Final = Stage(
-    "roll", (Step("roll_gate", Kind.DECIDE, steps.first_roll_gate), _act("roll", steps.roll))
+    "roll", (Step("roll_gate", Kind.DECIDE, _in_steps("first_roll_gate")), _act("roll"))
 )
 UPKEEP: Final = Stage(
     "upkeep",
     (
-        _act("production", steps.to_production, routine=True),
-        _act("tlsa", steps.tlsa, routine=True),
-        _act("clean", steps.clean, routine=True),
+        _act("production", does="to_production", routine=True),
+        _act("tlsa", routine=True),
+        _act("clean", routine=True),
     ),
 )
 #: The names of the finish, in order (each server gets ``deploy`` and ``verify``).
@@ -128,7 +135,7 @@ def renew(*, acme: bool) -> Stage:
 
 def dev(wanted: DevSteps, *, acme: bool) -> Stage:
     """``sslm-mgr dev``: the key, the CSR and the certificate steps that were asked for."""
-    chosen = [_act("dev_key", steps.dev_key)]
+    chosen = [_act("dev_key")]
     if wanted.csr or wanted.cert:
         chosen.append(CSR)
     if wanted.cert:
@@ -239,11 +246,11 @@ def look(ctx: ServiceContext, step: Step) -> Verdict:
         return step.run(ctx)
     except TransientError as err:
         if not step.patient:
-            failures.mark_step(err, step.name)
+            err.step = err.step or step.name
             raise
-        return Verdict(False, str(err), suggested_retry(err))
+        return Verdict(False, str(err), err.retry_after)
     except SslmError as err:
-        failures.mark_step(err, step.name)
+        err.step = err.step or step.name
         raise
 
 

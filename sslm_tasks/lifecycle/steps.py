@@ -9,28 +9,14 @@ the modules they call (:mod:`.build`, :mod:`.acme_sign`, :mod:`.roll`, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 from sslm_tasks.errors import StoreError
 from sslm_tasks.lifecycle import acme_sign, build, dane, failures, production, revoke
 from sslm_tasks.lifecycle import roll as rolling
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.record import in_flight
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.store.clean import clean_service
 from sslm_tasks.store.layout import PRIVKEY
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a step says: go on (or not, for a decision or a wait), and why, in one line; for a
-    wait that is not ready, the time the CA asked not to be asked again before (its
-    ``Retry-After``), which both walkers honour (``pipeline.pause``)."""
-
-    go: bool = True
-    detail: str = ""
-    retry_after: datetime | None = None
-
 
 DONE = Verdict()
 #: How the clean step's line starts, before the stamps it deleted.

@@ -20,7 +20,7 @@ from typing import Any
 from sslm_tasks.lifecycle import pipeline
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Stage, Step
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.verdict import Verdict
 
 
 def _slow(step: Step, marker: Path, seconds: float, *, after: bool) -> Step:

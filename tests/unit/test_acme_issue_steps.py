@@ -29,7 +29,7 @@ from sslm_tasks.lifecycle import acme_sign, build, pipeline
 from sslm_tasks.lifecycle.challenges.dns_include import apex_of
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import COUNTDOWN_MAX_S, Kind, Step, countdown, first_pause
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store.layout import ServiceRef
 

@@ -1,9 +1,11 @@
 """The package's shape: no import cycle (counting imports inside functions too, so none can be
-hiding one), and no Celery in the domain layers."""
+hiding one), no Celery in the domain layers, and no step implementation in the broker CLI."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from support import REPO
@@ -71,3 +73,24 @@ def test_domain_layers_import_no_celery() -> None:
         for path in (PACKAGE / layer).rglob("*.py"):
             celery = {name for name in imports(path) if name.split(".")[0] in ("celery", "kombu")}
             assert not celery, f"{path.relative_to(REPO)} imports {sorted(celery)}"
+
+
+def test_the_broker_cli_imports_no_step_implementation() -> None:
+    """What ``sslm-mgr`` imports to send workflows to a broker: the pipeline's statement, which
+    names the steps, but none of the steps themselves (the ACME client, dnspython, the deploy
+    code): about 70 ms of its start, while the workers wait for its first message."""
+    modules = (
+        "sslm_tasks.cli.mgr",
+        "sslm_tasks.cli.mgr_run",
+        "sslm_tasks.cli.remote",
+        "sslm_tasks.broker",
+        "sslm_tasks.app",
+    )
+    probe = f"import sys, {', '.join(modules)}; print('\\n'.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    loaded = set(done.stdout.split())
+    assert "sslm_tasks.workflows" in loaded, "the probe imported no chain builder"
+    unwanted = {"acme", "requests", "dns", "sslm_tasks.lifecycle.steps"}
+    assert not loaded & unwanted, sorted(loaded & unwanted)

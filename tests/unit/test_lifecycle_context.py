@@ -16,7 +16,7 @@ from sslm_tasks.lifecycle import pipeline
 from sslm_tasks.lifecycle.context import ServiceContext
 from sslm_tasks.lifecycle.pipeline import Kind, Segment, Step, Walk
 from sslm_tasks.lifecycle.record import Phase
-from sslm_tasks.lifecycle.steps import Verdict
+from sslm_tasks.lifecycle.verdict import Verdict
 from sslm_tasks.lifecycle.workspace import Workspace
 from sslm_tasks.store import versions
 from sslm_tasks.store.layout import COMPLETE_FILES, ServiceRef
