@@ -8,8 +8,9 @@ Apart from :mod:`.check`, which reads and judges the services, so that ``sslm-mg
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Final
+
+from .arg_types import non_negative
 
 #: The plugin's exit statuses.
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -23,13 +24,6 @@ def unknown(reason: str) -> int:
     return UNKNOWN
 
 
-def _days_or_hours(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number >= 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--check`` and its thresholds to ``sslm-mgr``'s parser."""
     group = parser.add_argument_group("monitoring check (with -s)")
@@ -41,20 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--crit-days",
-        type=_days_or_hours,
+        type=non_negative("days"),
         metavar="DAYS",
         help=f"CRITICAL when curr expires within DAYS (default {DEFAULT_CRIT_DAYS:g}, at most "
         "half the renew target)",
     )
     group.add_argument(
         "--warn-days",
-        type=_days_or_hours,
+        type=non_negative("days"),
         metavar="DAYS",
         help="WARNING when curr expires within DAYS (default: past the renew point)",
     )
     group.add_argument(
         "--pending-hours",
-        type=_days_or_hours,
+        type=non_negative("hours"),
         default=DEFAULT_PENDING_HOURS,
         metavar="HOURS",
         help="WARNING when a service stays pending longer (default %(default)g)",

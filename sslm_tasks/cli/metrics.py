@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import math
 import signal
 import socket
 import sys
@@ -35,6 +34,7 @@ from sslm_tasks.errors import ConfigError, StoreError
 from sslm_tasks.logs import send_to
 from sslm_tasks.store.atomic import write_atomic
 
+from .arg_types import non_negative
 from .console import console_script
 from .scrape import Survey
 from .version import add_version_flag
@@ -176,13 +176,6 @@ def write_textfile(path: Path, survey: Survey) -> int:
     return EXIT_OK
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds >= 0")
-    return value
-
-
 def _address(text: str) -> tuple[str, int]:
     try:
         return listen_address(text)
@@ -213,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--wait",
-        type=_seconds,
+        type=non_negative("seconds"),
         default=DEFAULT_WAIT_S,
         metavar="SECONDS",
         help="with --listen: how long a scrape waits for a fresh reading before it gets the "

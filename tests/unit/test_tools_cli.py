@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sslm_tasks.cli import tlsa_hash
+from sslm_tasks.cli.arg_types import non_negative
 from sslm_tasks.crypto.bundle import compose_outputs
 from sslm_tasks.crypto.csr import SubjectSpec, build_csr, csr_to_pem
 from sslm_tasks.crypto.keys import KeySpec, PrivateKey, generate_private_key, private_key_to_pem
@@ -345,3 +347,15 @@ def test_dhparm_refuses_unknown_keys_before_writing(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "'weird'" in done.stderr
     assert not (tmp_path / "dh").exists()
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "inf", "-inf", "ten", ""])
+def test_a_non_negative_option_refuses_what_is_not_a_finite_number_from_zero(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"a number of days >= 0$") as refused:
+        non_negative("days")(text)
+    assert str(refused.value).startswith(repr(text))
+
+
+@pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("2.5", 2.5), ("1e3", 1000.0)])
+def test_a_non_negative_option_takes_a_finite_number_from_zero(text: str, value: float) -> None:
+    assert non_negative("seconds")(text) == value
