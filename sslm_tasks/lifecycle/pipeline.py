@@ -73,7 +73,8 @@ def _in_steps(function: str) -> Callable[[ServiceContext], Verdict]:
     """The function of :mod:`sslm_tasks.lifecycle.steps` named ``function``, looked up when it
     runs. The statement is also read where no step runs: the broker CLI cuts its chains from it
     (:mod:`sslm_tasks.workflows`), and the steps import the ACME client, the DNS and the deploy
-    code, about 70 ms of the CLI's start while the workers wait for its first message."""
+    code, which would be most of that CLI's own start while the workers wait for its first
+    message (docs/decisions.md)."""
 
     def run(ctx: ServiceContext) -> Verdict:
         from sslm_tasks.lifecycle import steps
