@@ -1,8 +1,9 @@
 """Renew and roll N private-CA services through Redis and W worker processes (2 unless
 ``--workers`` says otherwise), against the same N services renewed and rolled in-process, and
 print the wall-time ratio (the Celery overhead; below 1 means the workers' parallelism pays for
-it). Issue 15's targets: at most 1.0 with 2 processes, at most 0.7 with 4 on a 4-core machine;
-more processes than cores only adds switching.
+it). Issue 15's targets: at most 1.0 with 2 processes, at most 0.7 with 4 on a 4-core machine.
+More processes than cores still gain a little where the steps wait on the disk's fsyncs (their
+waits overlap): docs/workers.md has the figures.
 
 The two runs alternate, ``--rounds`` times (5 unless told): on a machine whose disk slows and
 speeds up from one minute to the next (the fsyncs are most of a run), one pair of runs says

@@ -130,7 +130,11 @@ class CertBook:
                 return
         except OSError:
             return
-        live = {key: entry for key, entry in self._entries.items() if _live(entry, now)}
+        live = {
+            key: entry
+            for key, entry in self._entries.items()
+            if (booked := _booked(entry)) is not None and booked.not_valid_after_utc > now
+        }
         body = json.dumps({"format": _FORMAT, "code": code, "entries": live}, ensure_ascii=False)
         try:
             write_atomic(self.certs_dir / FILE_NAME, body.encode(), mode=KEY_MODE, sync_dir=False)
@@ -160,10 +164,3 @@ def _booked(entry: dict[str, Any] | None) -> BookedCert | None:
     if issued.tzinfo is None or expires.tzinfo is None:
         return None
     return BookedCert(issued, expires, details)
-
-
-def _live(entry: dict[str, Any], now: datetime) -> bool:
-    try:
-        return datetime.fromisoformat(str(entry["expires"])) > now
-    except (KeyError, ValueError):
-        return False

@@ -140,3 +140,20 @@ def test_an_entry_without_the_dates_is_made_again(tmp_path: Path) -> None:
     assert reopened.look_up(cert.public_bytes(Encoding.PEM)) is None
     assert reopened.details(cert) == details_of(cert)
     assert reopened.look_up(cert.public_bytes(Encoding.PEM)) is not None
+
+
+def test_a_save_drops_a_hand_edited_entry_it_cannot_read(tmp_path: Path) -> None:
+    # Given a book whose entry someone edited: an expiry without a time zone
+    cert = _cert("web.example", days=90)
+    book = CertBook.open(tmp_path)
+    book.details(cert)
+    book.save(now=NOW)
+    kept = json.loads((tmp_path / FILE_NAME).read_text())
+    next(iter(kept["entries"].values()))["expires"] = "2030-01-01T00:00:00"
+    (tmp_path / FILE_NAME).write_text(json.dumps(kept))
+    # When a run adds a certificate and saves
+    reopened = CertBook.open(tmp_path)
+    reopened.details(_cert("new.example", days=90))
+    reopened.save(now=NOW)
+    # Then the save works, and only the entry it can read stays
+    assert {entry["subject"] for entry in _entries(tmp_path).values()} == {"CN=new.example"}
